@@ -1,0 +1,527 @@
+//! Pipeline configuration: the OpenTelemetry Collector's layout, read, expanded, checked.
+//!
+//! ```yaml
+//! receivers:  { otlp: { protocols: { grpc: , http: } } }
+//! processors: { batch: }
+//! exporters:  { otlp/tempo: { endpoint: "tempo:4317" } }
+//! service:
+//!   pipelines:
+//!     traces: { receivers: [otlp], processors: [batch], exporters: [otlp/tempo] }
+//!   telemetry: { logs: { level: info }, metrics: { address: "127.0.0.1:8888" } }
+//! ```
+//!
+//! Loading runs three steps, all before anything starts:
+//! 1. [`expand`]: `${env:..}`, `${file:..}` and `$$` (line numbers preserved);
+//! 2. typed deserialization with serde_yaml: every struct denies unknown keys and each
+//!    component section picks the struct for a component id's type as it reads the key, so
+//!    serde_yaml's own errors carry the key path and line;
+//! 3. semantic checks (pipelines referencing undefined components, signals a component
+//!    does not accept, per-component rules), located with [`locate`].
+//!
+//! The result, [`Config`], is what the topology builds from and what a reload diffs.
+
+pub mod expand;
+pub mod locate;
+
+use crate::exporters::ExporterConfig;
+use crate::model::Signal;
+use crate::processors::ProcessorConfig;
+use crate::receivers::ReceiverConfig;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// The configuration sieve runs when started without `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../pipelines/default.yaml");
+
+/// A component id: `type` or `type/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComponentId {
+    pub kind: String,
+    pub name: Option<String>,
+}
+
+impl ComponentId {
+    pub fn parse(text: &str) -> Result<ComponentId, String> {
+        let (kind, name) = match text.split_once('/') {
+            Some((kind, name)) => (kind, Some(name)),
+            None => (text, None),
+        };
+        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !valid(kind) || name.is_some_and(|n| !valid(n)) {
+            return Err(format!("`{text}` is not a component id (`type` or `type/name`, letters, digits, `_`, `-`, `.`)"));
+        }
+        Ok(ComponentId { kind: kind.to_string(), name: name.map(str::to_string) })
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}/{}", self.kind, name),
+            None => f.write_str(&self.kind),
+        }
+    }
+}
+
+/// A pipeline id: `traces`, `metrics` or `logs`, optionally `/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PipelineId {
+    pub signal: Signal,
+    pub name: Option<String>,
+}
+
+impl PipelineId {
+    pub fn parse(text: &str) -> Result<PipelineId, String> {
+        let id = ComponentId::parse(text)?;
+        let signal = Signal::parse(&id.kind)
+            .ok_or_else(|| format!("pipeline `{text}` must be named after its signal: traces, metrics or logs (optionally `/name`)"))?;
+        Ok(PipelineId { signal, name: id.name })
+    }
+}
+
+impl fmt::Display for PipelineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}/{}", self.signal, name),
+            None => f.write_str(self.signal.as_str()),
+        }
+    }
+}
+
+/// A config value that must never be printed: headers, passwords, tokens.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A key of a component's own config that failed its checks.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted key path inside the component, e.g. `protocols.grpc.endpoint`.
+    pub key: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { key: key.into(), message: message.into() }
+    }
+}
+
+/// Implemented by the tagged config enums of each section.
+pub trait ComponentConfig: Sized {
+    /// The section's name in the YAML, e.g. `receivers`.
+    const SECTION: &'static str;
+    /// Known component types, listed in error messages.
+    const KINDS: &'static [&'static str];
+    /// Reads the config of a component of type `kind`.
+    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, deserializer: D) -> Result<Self, D::Error>;
+    /// The signals this component accepts.
+    fn signals(&self) -> &'static [Signal];
+    /// Checks that go beyond types (ranges, addresses, combinations).
+    fn validate(&self) -> Result<(), FieldError>;
+}
+
+/// Reads an optional section whose presence with an empty value (`grpc:`) means "on, with
+/// defaults", as the collector reads `protocols.grpc`.
+pub fn present_or_default<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(deserializer)?.unwrap_or_default()))
+}
+
+/// Reads a component's config, treating an empty value (`batch:`) as all defaults.
+pub fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Durations written as the collector writes them: `200ms`, `5s`, `1m`, `1h30m`.
+pub mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        if text.trim() == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration like 200ms, 5s or 1m30s: {e}"))
+    }
+}
+
+/// A section of components keyed by id, in file order.
+struct Section<T>(Vec<(ComponentId, T)>);
+
+struct ComponentSeed<'a, T>(&'a str, PhantomData<T>);
+
+impl<'de, T: ComponentConfig> DeserializeSeed<'de> for ComponentSeed<'_, T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        T::deserialize_kind(self.0, deserializer)
+    }
+}
+
+impl<'de, T: ComponentConfig> Deserialize<'de> for Section<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SectionVisitor<T>(PhantomData<T>);
+        impl<'de, T: ComponentConfig> Visitor<'de> for SectionVisitor<T> {
+            type Value = Section<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a map of {} by id", T::SECTION)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Section(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(ComponentId, T)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let id = ComponentId::parse(&key).map_err(de::Error::custom)?;
+                    if !T::KINDS.contains(&id.kind.as_str()) {
+                        return Err(de::Error::custom(format!(
+                            "unknown {} type `{}` (in `{key}`); known types: {}",
+                            T::SECTION.trim_end_matches('s'),
+                            id.kind,
+                            T::KINDS.join(", ")
+                        )));
+                    }
+                    if out.iter().any(|(existing, _)| *existing == id) {
+                        return Err(de::Error::custom(format!("`{key}` is defined twice")));
+                    }
+                    let config = map.next_value_seed(ComponentSeed::<T>(&id.kind, PhantomData))?;
+                    out.push((id, config));
+                }
+                Ok(Section(out))
+            }
+        }
+        deserializer.deserialize_any(SectionVisitor(PhantomData))
+    }
+}
+
+impl<T: ComponentConfig> Default for Section<T> {
+    fn default() -> Self {
+        Section(Vec::new())
+    }
+}
+
+/// What a pipeline does when its queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse new data with a retryable error (gRPC `UNAVAILABLE`, HTTP 503).
+    #[default]
+    Refuse,
+    /// Accept and drop the new data, counted as `sieve_pipeline_dropped_items_total{reason="queue_full"}`.
+    DropNewest,
+}
+
+/// The bounded queue in front of a pipeline's processors.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Batches (one per received request) the queue holds before `when_full` applies.
+    pub capacity: usize,
+    /// `refuse` (default: the client gets a retryable error) or `drop_newest` (counted).
+    pub when_full: WhenFull,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { capacity: 256, when_full: WhenFull::Refuse }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    /// Receivers feeding this pipeline.
+    receivers: Vec<String>,
+    /// Processors, in order.
+    #[serde(default)]
+    processors: Vec<String>,
+    /// Exporters receiving every batch the processors emit.
+    exporters: Vec<String>,
+    /// The pipeline queue.
+    #[serde(default)]
+    queue: QueueConfig,
+}
+
+/// A pipeline, with component ids resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineConfig {
+    pub receivers: Vec<ComponentId>,
+    pub processors: Vec<ComponentId>,
+    pub exporters: Vec<ComponentId>,
+    pub queue: QueueConfig,
+}
+
+/// Format of sieve's own logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    /// Human-readable lines (`console` is accepted as the collector's name for it).
+    #[default]
+    #[serde(alias = "console")]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `service.telemetry.logs`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsTelemetry {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub encoding: LogEncoding,
+}
+
+impl Default for LogsTelemetry {
+    fn default() -> Self {
+        LogsTelemetry { level: "info".into(), encoding: LogEncoding::Text }
+    }
+}
+
+/// `service.telemetry.metrics`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsTelemetry {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (loopback by default).
+    /// Changing it takes effect on restart, not on reload.
+    pub address: String,
+}
+
+impl Default for MetricsTelemetry {
+    fn default() -> Self {
+        MetricsTelemetry { address: "127.0.0.1:8888".into() }
+    }
+}
+
+/// `service.telemetry`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub logs: LogsTelemetry,
+    pub metrics: MetricsTelemetry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    pipelines: BTreeMap<String, RawPipeline>,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
+    #[serde(default = "default_shutdown_timeout", with = "duration")]
+    shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    receivers: Section<ReceiverConfig>,
+    #[serde(default)]
+    processors: Section<ProcessorConfig>,
+    #[serde(default)]
+    exporters: Section<ExporterConfig>,
+    service: RawService,
+}
+
+/// A loaded, checked configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
+    pub processors: BTreeMap<ComponentId, ProcessorConfig>,
+    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    pub pipelines: BTreeMap<PipelineId, PipelineConfig>,
+    pub telemetry: TelemetryConfig,
+    /// How long SIGTERM waits for queues to drain (`service.shutdown_timeout`, default 10s).
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration that cannot run, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `<embedded default>`).
+    pub origin: String,
+    /// 1-based line, when it could be found.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key path.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.origin, line, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { origin: origin.clone(), line: None, message: format!("cannot read: {e}") })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// The embedded default pipeline.
+    pub fn embedded_default() -> Config {
+        Config::parse(DEFAULT_CONFIG, "<embedded default>").expect("the embedded default config is valid")
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, origin, &expand::Process)
+    }
+
+    pub fn parse_with(text: &str, origin: &str, source: &dyn expand::Source) -> Result<Config, ConfigError> {
+        let err = |line: Option<usize>, message: String| ConfigError { origin: origin.to_string(), line, message };
+        let expanded = expand::expand(text, source).map_err(|e| err(Some(e.line), e.message))?;
+        let raw: RawConfig = serde_yaml::from_str(&expanded.text).map_err(|e| {
+            let message = expanded.redact(&yaml_message(&e));
+            err(e.location().map(|l| l.line()), message)
+        })?;
+        let checker = Checker { text: &expanded.text, origin };
+        checker.check(raw)
+    }
+
+    /// The signals a receiver must deliver, from the pipelines that list it.
+    pub fn signals_of_receiver(&self, id: &ComponentId) -> Vec<Signal> {
+        let mut signals: Vec<Signal> =
+            self.pipelines.iter().filter(|(_, p)| p.receivers.contains(id)).map(|(pid, _)| pid.signal).collect();
+        signals.dedup();
+        signals
+    }
+}
+
+/// serde_yaml's message without its trailing position (the line is reported separately).
+fn yaml_message(error: &serde_yaml::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, path: &[&str], value: Option<&str>, message: String) -> ConfigError {
+        let line = match value {
+            Some(v) => locate::line_of_value(self.text, path, v),
+            None => locate::line_of(self.text, path),
+        };
+        ConfigError { origin: self.origin.to_string(), line, message: format!("{}: {}", path.join("."), message) }
+    }
+
+    fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let receivers = self.components(raw.receivers)?;
+        let processors = self.components(raw.processors)?;
+        let exporters = self.components(raw.exporters)?;
+        let mut pipelines = BTreeMap::new();
+        for (key, raw_pipeline) in raw.service.pipelines {
+            let id = PipelineId::parse(&key).map_err(|m| self.error(&["service", "pipelines", &key], None, m))?;
+            let path = ["service", "pipelines", key.as_str()];
+            let pipeline = PipelineConfig {
+                receivers: self.references(&path, "receivers", &raw_pipeline.receivers, &receivers, id.signal)?,
+                processors: self.references(&path, "processors", &raw_pipeline.processors, &processors, id.signal)?,
+                exporters: self.references(&path, "exporters", &raw_pipeline.exporters, &exporters, id.signal)?,
+                queue: raw_pipeline.queue,
+            };
+            if pipeline.receivers.is_empty() || pipeline.exporters.is_empty() {
+                return Err(self.error(&path, None, "a pipeline needs at least one receiver and one exporter".into()));
+            }
+            if pipeline.queue.capacity == 0 {
+                return Err(self.error(&[&path[..], &["queue", "capacity"]].concat(), None, "must be at least 1".into()));
+            }
+            pipelines.insert(id, pipeline);
+        }
+        if pipelines.is_empty() {
+            return Err(self.error(&["service", "pipelines"], None, "at least one pipeline is required".into()));
+        }
+        let telemetry = raw.service.telemetry;
+        crate::telemetry::parse_address(&telemetry.metrics.address)
+            .map_err(|m| self.error(&["service", "telemetry", "metrics", "address"], None, m))?;
+        Ok(Config { receivers, processors, exporters, pipelines, telemetry, shutdown_timeout: raw.service.shutdown_timeout })
+    }
+
+    fn components<T: ComponentConfig>(&self, section: Section<T>) -> Result<BTreeMap<ComponentId, T>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (id, config) in section.0 {
+            let key = id.to_string();
+            if let Err(field) = config.validate() {
+                let mut path = vec![T::SECTION, key.as_str()];
+                path.extend(field.key.split('.').filter(|s| !s.is_empty()));
+                let mut located = self.error(&path, None, field.message);
+                if located.line.is_none() {
+                    located.line = locate::line_of(self.text, &[T::SECTION, &key]);
+                }
+                return Err(located);
+            }
+            out.insert(id, config);
+        }
+        Ok(out)
+    }
+
+    fn references<T: ComponentConfig>(
+        &self,
+        pipeline_path: &[&str],
+        list: &str,
+        names: &[String],
+        defined: &BTreeMap<ComponentId, T>,
+        signal: Signal,
+    ) -> Result<Vec<ComponentId>, ConfigError> {
+        let path = [pipeline_path, &[list]].concat();
+        let mut ids = Vec::new();
+        for name in names {
+            let fail = |message: String| self.error(&path, Some(name), message);
+            let id = ComponentId::parse(name).map_err(fail)?;
+            let Some(config) = defined.get(&id) else {
+                return Err(fail(format!("`{name}` is not defined under `{}`", T::SECTION)));
+            };
+            if !config.signals().contains(&signal) {
+                return Err(fail(format!("`{name}` does not accept {signal}")));
+            }
+            if ids.contains(&id) {
+                return Err(fail(format!("`{name}` is listed twice")));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+//! Exporters: the async edge where data leaves.
+//!
+//! Every exporter of a pipeline gets its own bounded queue (`sending_queue.queue_size`
+//! batches) and a task that sends up to `sending_queue.num_consumers` batches at once, so a
+//! slow backend fills only its own queue. When that queue is full the pipeline worker waits
+//! for room, the pipeline queue fills behind it and receivers refuse new data with a
+//! retryable error: backpressure reaches the client instead of data being dropped.
+//!
+//! Each send is retried per `retry_on_failure` while the error is retryable (the OTLP
+//! spec's list); permanent errors, exhausted retries, `partial_success` rejections and
+//! batches abandoned at shutdown are dropped and counted with a `reason`.
+
+pub mod debug;
+pub mod otlp;
+pub mod retry;
+
+use crate::config::{or_default, ComponentConfig, FieldError};
+use crate::model::{Batch, Signal};
+use crate::telemetry::{ExporterLabels, ExporterReasonLabels, QueueRegistration, Telemetry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use serde::{Deserialize, Deserializer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// The `exporters:` section, tagged by component type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExporterConfig {
+    /// OTLP over gRPC.
+    Otlp(otlp::OtlpExporterConfig),
+    /// OTLP over HTTP.
+    OtlpHttp(otlp::OtlpExporterConfig),
+    Debug(debug::DebugConfig),
+}
+
+impl ComponentConfig for ExporterConfig {
+    const SECTION: &'static str = "exporters";
+    const KINDS: &'static [&'static str] = &["otlp", "otlphttp", "debug"];
+
+    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        match kind {
+            "otlp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::Otlp),
+            "otlphttp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::OtlpHttp),
+            "debug" => or_default(d).map(ExporterConfig::Debug),
+            other => unreachable!("section checks kinds before deserializing `{other}`"),
+        }
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            ExporterConfig::Otlp(c) => c.validate(otlp::Transport::Grpc),
+            ExporterConfig::OtlpHttp(c) => c.validate(otlp::Transport::Http),
+            ExporterConfig::Debug(_) => Ok(()),
+        }
+    }
+}
+
+impl ExporterConfig {
+    fn sending_queue(&self) -> SendingQueueConfig {
+        match self {
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
+            ExporterConfig::Debug(_) => SendingQueueConfig { num_consumers: 1, ..Default::default() },
+        }
+    }
+
+    fn retry(&self) -> retry::RetryConfig {
+        match self {
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
+            ExporterConfig::Debug(_) => retry::RetryConfig { enabled: false, ..Default::default() },
+        }
+    }
+}
+
+/// `sending_queue:` of an exporter.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendingQueueConfig {
+    /// With `false`, the queue holds a single batch and one send runs at a time, so the
+    /// pipeline waits for each export.
+    pub enabled: bool,
+    /// Sends in flight at once.
+    pub num_consumers: usize,
+    /// Batches waiting to be sent; when full, the pipeline waits (backpressure).
+    pub queue_size: usize,
+}
+
+impl Default for SendingQueueConfig {
+    fn default() -> Self {
+        SendingQueueConfig { enabled: true, num_consumers: 10, queue_size: 100 }
+    }
+}
+
+impl SendingQueueConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.enabled && (self.num_consumers == 0 || self.queue_size == 0) {
+            return Err(FieldError::new("sending_queue", "num_consumers and queue_size must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn effective(&self) -> (usize, usize) {
+        if self.enabled {
+            (self.queue_size, self.num_consumers)
+        } else {
+            (1, 1)
+        }
+    }
+}
+
+/// One export attempt's failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportError {
+    /// Whether the OTLP spec allows retrying it.
+    pub retryable: bool,
+    /// A delay the server asked for.
+    pub retry_after: Option<Duration>,
+    /// The `reason` label.
+    pub reason: &'static str,
+    /// What the server or transport said.
+    pub message: String,
+}
+
+/// A successful export, with items the backend rejected through `partial_success`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Exported {
+    pub rejected: u64,
+    pub message: String,
+}
+
+/// A built exporter.
+pub enum Exporter {
+    OtlpGrpc(otlp::GrpcExporter),
+    OtlpHttp(otlp::HttpExporter),
+    Debug(debug::DebugExporter),
+}
+
+impl Exporter {
+    pub fn build(config: &ExporterConfig) -> Exporter {
+        match config {
+            ExporterConfig::Otlp(c) => Exporter::OtlpGrpc(otlp::GrpcExporter::new(c)),
+            ExporterConfig::OtlpHttp(c) => Exporter::OtlpHttp(otlp::HttpExporter::new(c)),
+            ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(c.clone())),
+        }
+    }
+
+    pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
+        match self {
+            Exporter::OtlpGrpc(e) => e.export(batch).await,
+            Exporter::OtlpHttp(e) => e.export(batch).await,
+            Exporter::Debug(e) => e.export(batch),
+        }
+    }
+}
+
+/// The counters of one exporter in one pipeline.
+#[derive(Clone)]
+struct ExporterMetrics {
+    telemetry: Arc<Telemetry>,
+    labels: ExporterLabels,
+    sent: Counter,
+    duration: Histogram,
+}
+
+impl ExporterMetrics {
+    fn new(telemetry: Arc<Telemetry>, labels: ExporterLabels) -> Self {
+        let sent = telemetry.exporter_sent.get_or_create_owned(&labels);
+        let duration = telemetry.exporter_duration.get_or_create_owned(&labels);
+        ExporterMetrics { telemetry, labels, sent, duration }
+    }
+
+    fn with_reason(&self, reason: &str) -> ExporterReasonLabels {
+        let l = &self.labels;
+        ExporterReasonLabels { exporter: l.exporter.clone(), pipeline: l.pipeline.clone(), signal: l.signal.clone(), reason: reason.into() }
+    }
+
+    fn failed(&self, reason: &str, items: usize) {
+        self.telemetry.exporter_send_failed.get_or_create(&self.with_reason(reason)).inc_by(items as u64);
+    }
+
+    fn dropped(&self, reason: &str, items: usize) {
+        if items > 0 {
+            self.telemetry.exporter_dropped.get_or_create(&self.with_reason(reason)).inc_by(items as u64);
+        }
+    }
+}
+
+/// A running exporter's task; it ends once every sender of its queue is dropped and
+/// the queue is drained.
+pub struct ExporterTask {
+    pub task: JoinHandle<()>,
+    _queue: QueueRegistration,
+}
+
+/// Starts an exporter task for pipeline `pipeline` and returns its queue's sender.
+/// Setting `abort` to true makes it give up on queued and in-flight batches (counted as
+/// dropped, `reason="shutdown"`).
+pub fn spawn(
+    id: &str,
+    pipeline: &str,
+    signal: Signal,
+    config: &ExporterConfig,
+    telemetry: &Arc<Telemetry>,
+    abort: watch::Receiver<bool>,
+) -> (mpsc::Sender<Batch>, ExporterTask) {
+    let (capacity, consumers) = config.sending_queue().effective();
+    let (sender, receiver) = mpsc::channel(capacity);
+    let name = format!("{pipeline}/{id}");
+    let probe_sender = sender.clone().downgrade();
+    let queue = telemetry.register_queue(
+        format!("exporter:{name}"),
+        Box::new(move || probe_sender.upgrade().map_or((0, capacity), |s| (s.max_capacity() - s.capacity(), s.max_capacity()))),
+    );
+    let labels = ExporterLabels { exporter: id.into(), pipeline: pipeline.into(), signal: signal.as_str().into() };
+    let metrics = ExporterMetrics::new(Arc::clone(telemetry), labels);
+    let exporter = Arc::new(Exporter::build(config));
+    let retry = Arc::new(config.retry());
+    let task = tokio::spawn(run(receiver, exporter, retry, consumers, metrics, abort));
+    (sender, ExporterTask { task, _queue: queue })
+}
+
+async fn run(
+    mut receiver: mpsc::Receiver<Batch>,
+    exporter: Arc<Exporter>,
+    retry: Arc<retry::RetryConfig>,
+    consumers: usize,
+    metrics: ExporterMetrics,
+    mut abort: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(consumers));
+    let mut in_flight = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = aborted(&mut abort) => break,
+        };
+        let batch = tokio::select! {
+            next = receiver.recv() => match next {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = aborted(&mut abort) => break,
+        };
+        let (exporter, retry, metrics, abort) = (Arc::clone(&exporter), Arc::clone(&retry), metrics.clone(), abort.clone());
+        in_flight.spawn(async move {
+            send(&exporter, batch, &retry, &metrics, abort).await;
+            drop(permit);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    receiver.close();
+    while let Ok(batch) = receiver.try_recv() {
+        metrics.dropped("shutdown", batch.items());
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Sends one batch, retrying as configured; every item ends up sent or counted as dropped.
+async fn send(exporter: &Exporter, batch: Batch, retry: &retry::RetryConfig, metrics: &ExporterMetrics, mut abort: watch::Receiver<bool>) {
+    let items = batch.items();
+    let started = Instant::now();
+    let mut backoff = retry::Backoff::new(retry);
+    loop {
+        let attempt = Instant::now();
+        let result = tokio::select! {
+            result = exporter.export(&batch) => result,
+            _ = aborted(&mut abort) => return metrics.dropped("shutdown", items),
+        };
+        metrics.duration.observe(attempt.elapsed().as_secs_f64());
+        let error = match result {
+            Ok(exported) => {
+                let rejected = (exported.rejected as usize).min(items);
+                metrics.sent.inc_by((items - rejected) as u64);
+                if rejected > 0 {
+                    tracing::warn!(exporter = %metrics.labels.exporter, rejected, message = %exported.message, "backend rejected part of a batch");
+                    metrics.dropped("partial_success", rejected);
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        metrics.failed(error.reason, items);
+        if !error.retryable {
+            tracing::warn!(exporter = %metrics.labels.exporter, items, reason = error.reason, message = %error.message, "dropping batch after a permanent error");
+            return metrics.dropped("permanent", items);
+        }
+        if !retry.enabled {
+            tracing::warn!(exporter = %metrics.labels.exporter, items, message = %error.message, "dropping batch: export failed and retry_on_failure is disabled");
+            return metrics.dropped("retry_disabled", items);
+        }
+        let delay = backoff.next_delay(error.retry_after);
+        if !retry.max_elapsed_time.is_zero() && started.elapsed() + delay > retry.max_elapsed_time {
+            tracing::warn!(exporter = %metrics.labels.exporter, items, message = %error.message, "dropping batch: retries exhausted");
+            return metrics.dropped("retries_exhausted", items);
+        }
+        tracing::debug!(exporter = %metrics.labels.exporter, ?delay, message = %error.message, "export failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = aborted(&mut abort) => return metrics.dropped("shutdown", items),
+        }
+    }
+}
+
+/// Resolves once `abort` is set; never if its sender is gone without setting it.
+async fn aborted(abort: &mut watch::Receiver<bool>) {
+    if abort.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

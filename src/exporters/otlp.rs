@@ -1,0 +1,496 @@
+//! `otlp` (gRPC) and `otlphttp` exporters, per the OTLP specification's exporter rules:
+//! which responses are retryable, `RetryInfo` / `Retry-After`, `partial_success`.
+//!
+//! Both send the batch's serialized export request; an encoded batch is sent as the bytes
+//! that arrived (concatenated), so a pass-through pipeline never re-encodes. They are
+//! also the Tempo and Loki-OTLP exporters: set the tenant with `headers: {X-Scope-OrgID: ..}`.
+//!
+//! Connections are plaintext (`http://`); TLS to backends is not implemented yet, so an
+//! `https://` endpoint, or a scheme-less gRPC endpoint without `tls.insecure: true` (the
+//! collector would use TLS there), is rejected at load time instead of silently sending
+//! in the clear.
+
+use super::retry::RetryConfig;
+use super::{ExportError, Exported, SendingQueueConfig};
+use crate::compression::Compression;
+use crate::config::{duration, FieldError, Secret};
+use crate::grpc::{self, code};
+use crate::model::{Batch, Signal};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Largest response body read from a backend.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Which protocol a config is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+/// Body encoding of `otlphttp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// `application/x-protobuf`.
+    #[default]
+    Proto,
+    /// `application/json` (OTLP/JSON); requires decoding every batch.
+    Json,
+}
+
+/// `compression_params:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionParams {
+    /// Codec level: gzip 1–9 (default 6), zstd 1–22 (default 3). Lower is cheaper.
+    pub level: Option<i32>,
+}
+
+/// `tls:` of an exporter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsClientConfig {
+    /// Send in plaintext. Required for a gRPC endpoint written without `http://`.
+    pub insecure: bool,
+}
+
+/// `exporters: otlp:` and `exporters: otlphttp:`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// gRPC: `host:port` or `http://host:port`. HTTP: base URL, to which `/v1/traces`,
+    /// `/v1/metrics` or `/v1/logs` is appended.
+    #[serde(default)]
+    pub endpoint: String,
+    /// `otlphttp` only: full URL for traces, overriding `endpoint`.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// `otlphttp` only: full URL for metrics, overriding `endpoint`.
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// `otlphttp` only: full URL for logs, overriding `endpoint`.
+    #[serde(default)]
+    pub logs_endpoint: Option<String>,
+    /// `otlphttp` only: `proto` (default) or `json`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Headers sent with every request, e.g. `X-Scope-OrgID` for a Tempo or Loki tenant.
+    /// Values are secrets: use `${env:..}` or `${file:..}`; they are never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Compression level.
+    #[serde(default)]
+    pub compression_params: CompressionParams,
+    /// Deadline of one export attempt.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Retries of retryable failures.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    /// The exporter's queue.
+    #[serde(default)]
+    pub sending_queue: SendingQueueConfig,
+    /// Transport security.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl OtlpExporterConfig {
+    pub fn validate(&self, transport: Transport) -> Result<(), FieldError> {
+        self.retry_on_failure.validate()?;
+        self.sending_queue.validate()?;
+        if self.timeout.is_zero() {
+            return Err(FieldError::new("timeout", "must be greater than zero"));
+        }
+        if self.compression == Compression::Deflate {
+            return Err(FieldError::new("compression", "use gzip, zstd or none"));
+        }
+        for (name, value) in &self.headers {
+            HeaderName::try_from(name.as_str()).map_err(|_| FieldError::new(format!("headers.{name}"), "is not a valid header name"))?;
+            HeaderValue::try_from(value.0.as_str()).map_err(|_| FieldError::new(format!("headers.{name}"), "value is not a valid header value"))?;
+        }
+        match transport {
+            Transport::Grpc => {
+                for (key, set) in [("traces_endpoint", &self.traces_endpoint), ("metrics_endpoint", &self.metrics_endpoint), ("logs_endpoint", &self.logs_endpoint)] {
+                    if set.is_some() {
+                        return Err(FieldError::new(key, "only the otlphttp exporter has per-signal endpoints"));
+                    }
+                }
+                if self.encoding != Encoding::Proto {
+                    return Err(FieldError::new("encoding", "the otlp (gRPC) exporter always sends protobuf"));
+                }
+                grpc_base(&self.endpoint, self.tls.insecure).map(|_| ()).map_err(|m| FieldError::new("endpoint", m))
+            }
+            Transport::Http => {
+                for signal in Signal::ALL {
+                    http_url(self, signal).map_err(|m| FieldError::new(signal_endpoint_key(self, signal), m))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn header_map(&self) -> HeaderMap {
+        self.headers
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.0.as_str()).ok()?)))
+            .map(|(k, mut v)| {
+                v.set_sensitive(true);
+                (k, v)
+            })
+            .collect()
+    }
+}
+
+fn signal_endpoint(config: &OtlpExporterConfig, signal: Signal) -> Option<&String> {
+    match signal {
+        Signal::Traces => config.traces_endpoint.as_ref(),
+        Signal::Metrics => config.metrics_endpoint.as_ref(),
+        Signal::Logs => config.logs_endpoint.as_ref(),
+    }
+}
+
+fn signal_endpoint_key(config: &OtlpExporterConfig, signal: Signal) -> String {
+    match signal_endpoint(config, signal) {
+        Some(_) => format!("{signal}_endpoint"),
+        None => "endpoint".into(),
+    }
+}
+
+fn plaintext_uri(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text.parse().map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") if uri.authority().is_some() => Ok(uri),
+        Some("https") => Err(format!("`{text}`: TLS to exporters is not supported yet; use http://")),
+        _ => Err(format!("`{text}` must be an http:// URL with a host")),
+    }
+}
+
+/// The `http://host:port` base of a gRPC endpoint.
+fn grpc_base(endpoint: &str, insecure: bool) -> Result<String, String> {
+    if endpoint.is_empty() {
+        return Err("is required".into());
+    }
+    if endpoint.contains("://") {
+        let uri = plaintext_uri(endpoint)?;
+        return Ok(format!("http://{}", uri.authority().expect("checked above")));
+    }
+    if !insecure {
+        return Err(format!("`{endpoint}` has no scheme, which means TLS; TLS to exporters is not supported yet: write http://{endpoint} or set tls.insecure: true"));
+    }
+    plaintext_uri(&format!("http://{endpoint}")).map(|u| format!("http://{}", u.authority().expect("checked above")))
+}
+
+/// The URL an `otlphttp` exporter posts `signal` to.
+fn http_url(config: &OtlpExporterConfig, signal: Signal) -> Result<Uri, String> {
+    if let Some(url) = signal_endpoint(config, signal) {
+        return plaintext_uri(url);
+    }
+    if config.endpoint.is_empty() {
+        return Err(format!("is required (or set {signal}_endpoint)"));
+    }
+    plaintext_uri(&format!("{}{}", config.endpoint.trim_end_matches('/'), signal.http_path()))
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn connector(timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    connector
+}
+
+fn transport_error(e: impl std::fmt::Display) -> ExportError {
+    ExportError { retryable: true, retry_after: None, reason: "transport", message: e.to_string() }
+}
+
+fn timeout_error(timeout: Duration) -> ExportError {
+    ExportError { retryable: true, retry_after: None, reason: "timeout", message: format!("no response within {timeout:?}") }
+}
+
+/// Sends export requests over gRPC.
+pub struct GrpcExporter {
+    client: HttpClient,
+    base: String,
+    headers: HeaderMap,
+    compression: Compression,
+    level: Option<i32>,
+    timeout: Duration,
+}
+
+impl GrpcExporter {
+    pub fn new(config: &OtlpExporterConfig) -> Self {
+        let client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector(config.timeout));
+        GrpcExporter {
+            client,
+            base: grpc_base(&config.endpoint, config.tls.insecure).expect("validated at load"),
+            headers: config.header_map(),
+            compression: config.compression,
+            level: config.compression_params.level,
+            timeout: config.timeout,
+        }
+    }
+
+    fn body(&self, batch: &Batch) -> Bytes {
+        let mut message = BytesMut::with_capacity(5 + batch.encoded_len());
+        message.put_bytes(0, 5);
+        batch.encode_into(&mut message);
+        let length = message.len() - 5;
+        if self.compression == Compression::None {
+            message[1..5].copy_from_slice(&(length as u32).to_be_bytes());
+            return message.freeze();
+        }
+        grpc::frame(true, &self.compression.compress(&message[5..], self.level))
+    }
+
+    pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
+        let mut request = Request::post(format!("{}{}", self.base, batch.signal().grpc_path()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", grpc::timeout_header(self.timeout))
+            .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")));
+        if let Some(encoding) = self.compression.header_value() {
+            request = request.header("grpc-encoding", encoding);
+        }
+        let mut request = request.body(Full::new(self.body(batch))).map_err(transport_error)?;
+        request.headers_mut().extend(self.headers.clone());
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(transport_error)?;
+            let (parts, body) = response.into_parts();
+            let collected = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(transport_error)?;
+            Ok::<_, ExportError>((parts, collected))
+        };
+        let (parts, collected) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| timeout_error(self.timeout))??;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let header = |name: &str| trailers.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let status = match header("grpc-status") {
+            Some(value) => value.trim().parse::<i32>().unwrap_or(code::UNKNOWN),
+            None if parts.status != http::StatusCode::OK => grpc::code_for_http_status(parts.status.as_u16()),
+            None => code::UNKNOWN,
+        };
+        if status == code::OK {
+            let body = collected.to_bytes();
+            let message = grpc::unframe(&body).map(|(_, m)| m).unwrap_or_default();
+            return Ok(partial_success(batch.signal(), &message));
+        }
+        let retry_after = header("grpc-status-details-bin").and_then(|d| grpc::retry_delay_from_details(&d));
+        let message = header("grpc-message").map(|m| grpc::decode_message(&m)).unwrap_or_else(|| format!("HTTP {}", parts.status));
+        Err(ExportError { retryable: grpc::is_retryable(status, retry_after.is_some()), retry_after, reason: grpc_reason(status), message })
+    }
+}
+
+fn grpc_reason(status: i32) -> &'static str {
+    match status {
+        code::CANCELLED => "grpc_cancelled",
+        code::INVALID_ARGUMENT => "grpc_invalid_argument",
+        code::DEADLINE_EXCEEDED => "grpc_deadline_exceeded",
+        code::NOT_FOUND => "grpc_not_found",
+        code::PERMISSION_DENIED => "grpc_permission_denied",
+        code::RESOURCE_EXHAUSTED => "grpc_resource_exhausted",
+        code::ABORTED => "grpc_aborted",
+        code::OUT_OF_RANGE => "grpc_out_of_range",
+        code::UNIMPLEMENTED => "grpc_unimplemented",
+        code::INTERNAL => "grpc_internal",
+        code::UNAVAILABLE => "grpc_unavailable",
+        code::DATA_LOSS => "grpc_data_loss",
+        code::UNAUTHENTICATED => "grpc_unauthenticated",
+        _ => "grpc_unknown",
+    }
+}
+
+/// Reads the rejected-item count from an `Export*ServiceResponse`.
+fn partial_success(signal: Signal, message: &[u8]) -> Exported {
+    let (rejected, text) = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(message)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+    .unwrap_or_default();
+    Exported { rejected: rejected.max(0) as u64, message: text }
+}
+
+/// Sends export requests over HTTP.
+pub struct HttpExporter {
+    client: HttpClient,
+    urls: [Uri; 3],
+    headers: HeaderMap,
+    compression: Compression,
+    level: Option<i32>,
+    timeout: Duration,
+    encoding: Encoding,
+}
+
+impl HttpExporter {
+    pub fn new(config: &OtlpExporterConfig) -> Self {
+        let url = |s| http_url(config, s).expect("validated at load");
+        HttpExporter {
+            client: Client::builder(TokioExecutor::new()).build(connector(config.timeout)),
+            urls: [url(Signal::Traces), url(Signal::Metrics), url(Signal::Logs)],
+            headers: config.header_map(),
+            compression: config.compression,
+            level: config.compression_params.level,
+            timeout: config.timeout,
+            encoding: config.encoding,
+        }
+    }
+
+    fn url(&self, signal: Signal) -> &Uri {
+        &self.urls[signal as usize]
+    }
+
+    fn body(&self, batch: &Batch) -> Result<Bytes, ExportError> {
+        let plain = match self.encoding {
+            Encoding::Proto => batch.to_bytes(),
+            Encoding::Json => Bytes::from(to_json(batch)?),
+        };
+        Ok(match self.compression {
+            Compression::None => plain,
+            codec => Bytes::from(codec.compress(&plain, self.level)),
+        })
+    }
+
+    pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
+        let content_type = match self.encoding {
+            Encoding::Proto => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        };
+        let mut request = Request::post(self.url(batch.signal()).clone())
+            .header("content-type", content_type)
+            .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")));
+        if let Some(encoding) = self.compression.header_value() {
+            request = request.header("content-encoding", encoding);
+        }
+        let mut request = request.body(Full::new(self.body(batch)?)).map_err(transport_error)?;
+        request.headers_mut().extend(self.headers.clone());
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(transport_error)?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(transport_error)?.to_bytes();
+            Ok::<_, ExportError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| timeout_error(self.timeout))??;
+        let status = parts.status.as_u16();
+        if parts.status.is_success() {
+            return Ok(match self.encoding {
+                Encoding::Proto => partial_success(batch.signal(), &body),
+                Encoding::Json => Exported::default(),
+            });
+        }
+        let retryable = matches!(status, 429 | 502 | 503 | 504);
+        let retry_after = parts.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        Err(ExportError { retryable, retry_after, reason: if retryable { "http_retryable" } else { "http_permanent" }, message: error_text(status, &body) })
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// What the server said: a `google.rpc.Status` message, else the start of the body.
+fn error_text(status: u16, body: &[u8]) -> String {
+    if let Ok(rpc) = grpc::RpcStatus::decode(body) {
+        if !rpc.message.is_empty() {
+            return format!("HTTP {status}: {}", rpc.message);
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
+    format!("HTTP {status}: {text}")
+}
+
+fn to_json(batch: &Batch) -> Result<Vec<u8>, ExportError> {
+    let mut batch = batch.clone();
+    let invalid = |e: &dyn std::fmt::Display| ExportError { retryable: false, retry_after: None, reason: "encode", message: e.to_string() };
+    let json = match batch.signal() {
+        Signal::Traces => {
+            serde_json::to_vec(&ExportTraceServiceRequest { resource_spans: std::mem::take(batch.traces_mut().map_err(|e| invalid(&e))?) })
+        }
+        Signal::Metrics => serde_json::to_vec(&ExportMetricsServiceRequest {
+            resource_metrics: std::mem::take(batch.metrics_mut().map_err(|e| invalid(&e))?),
+        }),
+        Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest { resource_logs: std::mem::take(batch.logs_mut().map_err(|e| invalid(&e))?) }),
+    };
+    json.map_err(|e| invalid(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str) -> OtlpExporterConfig {
+        serde_yaml::from_str(&format!("endpoint: \"{endpoint}\"")).unwrap()
+    }
+
+    #[test]
+    fn grpc_endpoint_needs_a_scheme_or_insecure() {
+        assert_eq!(grpc_base("http://tempo:4317", false).unwrap(), "http://tempo:4317");
+        assert_eq!(grpc_base("tempo:4317", true).unwrap(), "http://tempo:4317");
+        assert!(grpc_base("tempo:4317", false).unwrap_err().contains("tls.insecure"));
+        assert!(grpc_base("https://tempo:4317", false).unwrap_err().contains("TLS"));
+    }
+
+    #[test]
+    fn http_urls_append_the_signal_path_unless_overridden() {
+        let mut c = config("http://loki:3100/otlp/");
+        c.logs_endpoint = Some("http://other:9/custom".into());
+        assert_eq!(http_url(&c, Signal::Traces).unwrap(), "http://loki:3100/otlp/v1/traces");
+        assert_eq!(http_url(&c, Signal::Logs).unwrap(), "http://other:9/custom");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn header_values_are_never_printed() {
+        let mut c = config("http://x:1");
+        c.headers.insert("authorization".into(), Secret("Bearer hunter2".into()));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn grpc_only_rejects_http_options() {
+        let mut c = config("http://x:1");
+        c.traces_endpoint = Some("http://y:2/v1/traces".into());
+        assert_eq!(c.validate(Transport::Grpc).unwrap_err().key, "traces_endpoint");
+        assert!(c.validate(Transport::Http).is_ok());
+    }
+}

@@ -1,0 +1,28 @@
+//! sieve: an OpenTelemetry-compatible telemetry collector.
+//!
+//! ```text
+//!  OTLP gRPC :4317 ─┐                     ┌─ worker thread ─────────┐     ┌─ exporter queue ─ OTLP (Tempo)
+//!  OTLP HTTP :4318 ─┴─► pipeline queue ──►│ processors (batch, …)   │──┬─►├─ exporter queue ─ …
+//!                       (bounded)         └─────────────────────────┘  └─►└─ exporter queue ─ debug
+//!       async edge (tokio)                    sync core (OS thread)           async edge (tokio)
+//! ```
+//!
+//! Modules depend one way: [`model`], [`queue`], [`config`] and [`compression`] know
+//! nothing of the running system; [`receivers`], [`processors`] and [`exporters`] build
+//! on them; [`topology`] wires components together and [`service`] runs the daemon.
+//!
+//! The data model is OTLP itself (see [`model`]): batches carry the client's encoded
+//! request bytes until a processor needs the prost messages.
+
+pub mod compression;
+pub mod config;
+pub mod exporters;
+pub mod grpc;
+pub mod model;
+pub mod net;
+pub mod processors;
+pub mod queue;
+pub mod receivers;
+pub mod service;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,477 @@
+//! The data that flows through a pipeline: OTLP export requests in a thin envelope.
+//!
+//! A [`Batch`] carries one signal's data either *encoded* (the serialized
+//! `Export{Trace,Metrics,Logs}ServiceRequest` bytes exactly as a client sent them) or
+//! *decoded* (the `opentelemetry-proto` prost types). Decoding costs about a hundred times
+//! more than walking the protobuf wire format, so a batch stays encoded until a processor
+//! asks for the messages ([`Batch::traces_mut`] and friends decode lazily, once).
+//!
+//! Two properties of the protobuf encoding make the encoded form useful:
+//! * serialized export requests concatenate into a valid export request (a repeated
+//!   field's records simply follow each other), so merging batches is appending byte
+//!   chunks and encoding is one copy; and
+//! * item counts (spans, metric data points, log records) come from the cheap wire walk in
+//!   [`wire`], which also rejects structurally malformed input at the edge.
+
+pub mod wire;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use opentelemetry_proto::tonic::metrics::v1::{metric, ResourceMetrics};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The three OTLP signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// The gRPC method path of the OTLP export service for this signal.
+    pub fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+
+    /// The default OTLP/HTTP path for this signal.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+
+    /// What one item of this signal is called, for messages and `partial_success`.
+    pub fn item_name(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "data points",
+            Signal::Logs => "log records",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A batch's data: still encoded, or decoded into prost messages.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// Serialized export requests of the batch's signal; their concatenation is one request.
+    Encoded(Vec<Bytes>),
+    Traces(Vec<ResourceSpans>),
+    Metrics(Vec<ResourceMetrics>),
+    Logs(Vec<ResourceLogs>),
+}
+
+/// One unit of work in a pipeline: a signal, its data and its item count.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    signal: Signal,
+    payload: Payload,
+    items: usize,
+}
+
+/// The protobuf in an encoded batch could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid OTLP protobuf: {0}")]
+pub struct DecodeError(#[from] prost::DecodeError);
+
+impl Batch {
+    /// Wraps a serialized export request after checking its structure and counting items.
+    pub fn from_encoded(signal: Signal, bytes: Bytes) -> Result<Batch, wire::WireError> {
+        let items = wire::count_items(signal, &bytes)?;
+        Ok(Batch { signal, payload: Payload::Encoded(vec![bytes]), items })
+    }
+
+    pub fn from_traces(resource_spans: Vec<ResourceSpans>) -> Batch {
+        let items = count_spans(&resource_spans);
+        Batch { signal: Signal::Traces, payload: Payload::Traces(resource_spans), items }
+    }
+
+    pub fn from_metrics(resource_metrics: Vec<ResourceMetrics>) -> Batch {
+        let items = count_data_points(&resource_metrics);
+        Batch { signal: Signal::Metrics, payload: Payload::Metrics(resource_metrics), items }
+    }
+
+    pub fn from_logs(resource_logs: Vec<ResourceLogs>) -> Batch {
+        let items = count_log_records(&resource_logs);
+        Batch { signal: Signal::Logs, payload: Payload::Logs(resource_logs), items }
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// Spans, metric data points or log records in this batch.
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    pub fn is_encoded(&self) -> bool {
+        matches!(self.payload, Payload::Encoded(_))
+    }
+
+    /// The resource spans, decoding them first if the batch is still encoded.
+    pub fn traces_mut(&mut self) -> Result<&mut Vec<ResourceSpans>, DecodeError> {
+        self.decode()?;
+        match &mut self.payload {
+            Payload::Traces(v) => Ok(v),
+            _ => unreachable!("decode() leaves a traces batch decoded as traces"),
+        }
+    }
+
+    /// The resource metrics, decoding them first if the batch is still encoded.
+    pub fn metrics_mut(&mut self) -> Result<&mut Vec<ResourceMetrics>, DecodeError> {
+        self.decode()?;
+        match &mut self.payload {
+            Payload::Metrics(v) => Ok(v),
+            _ => unreachable!("decode() leaves a metrics batch decoded as metrics"),
+        }
+    }
+
+    /// The resource logs, decoding them first if the batch is still encoded.
+    pub fn logs_mut(&mut self) -> Result<&mut Vec<ResourceLogs>, DecodeError> {
+        self.decode()?;
+        match &mut self.payload {
+            Payload::Logs(v) => Ok(v),
+            _ => unreachable!("decode() leaves a logs batch decoded as logs"),
+        }
+    }
+
+    /// Recounts items after a processor changed a decoded payload.
+    pub fn recount(&mut self) {
+        self.items = match &self.payload {
+            Payload::Encoded(chunks) => chunks
+                .iter()
+                .map(|c| wire::count_items(self.signal, c).unwrap_or(0))
+                .sum(),
+            Payload::Traces(v) => count_spans(v),
+            Payload::Metrics(v) => count_data_points(v),
+            Payload::Logs(v) => count_log_records(v),
+        };
+    }
+
+    /// Decodes an encoded payload in place; a decoded one is left as it is.
+    pub fn decode(&mut self) -> Result<(), DecodeError> {
+        let Payload::Encoded(chunks) = &self.payload else { return Ok(()) };
+        self.payload = match self.signal {
+            Signal::Traces => {
+                let mut all = Vec::new();
+                for chunk in chunks {
+                    all.extend(ExportTraceServiceRequest::decode(chunk.as_ref())?.resource_spans);
+                }
+                Payload::Traces(all)
+            }
+            Signal::Metrics => {
+                let mut all = Vec::new();
+                for chunk in chunks {
+                    all.extend(ExportMetricsServiceRequest::decode(chunk.as_ref())?.resource_metrics);
+                }
+                Payload::Metrics(all)
+            }
+            Signal::Logs => {
+                let mut all = Vec::new();
+                for chunk in chunks {
+                    all.extend(ExportLogsServiceRequest::decode(chunk.as_ref())?.resource_logs);
+                }
+                Payload::Logs(all)
+            }
+        };
+        Ok(())
+    }
+
+    /// The size in bytes of the serialized export request.
+    pub fn encoded_len(&self) -> usize {
+        match &self.payload {
+            Payload::Encoded(chunks) => chunks.iter().map(Bytes::len).sum(),
+            Payload::Traces(v) => v.iter().map(|r| prost::encoding::message::encoded_len(1, r)).sum(),
+            Payload::Metrics(v) => v.iter().map(|r| prost::encoding::message::encoded_len(1, r)).sum(),
+            Payload::Logs(v) => v.iter().map(|r| prost::encoding::message::encoded_len(1, r)).sum(),
+        }
+    }
+
+    /// Appends the serialized export request to `buf` (a copy of the chunks when encoded).
+    pub fn encode_into(&self, buf: &mut BytesMut) {
+        buf.reserve(self.encoded_len());
+        match &self.payload {
+            Payload::Encoded(chunks) => chunks.iter().for_each(|c| buf.put_slice(c)),
+            Payload::Traces(v) => v.iter().for_each(|r| prost::encoding::message::encode(1, r, buf)),
+            Payload::Metrics(v) => v.iter().for_each(|r| prost::encoding::message::encode(1, r, buf)),
+            Payload::Logs(v) => v.iter().for_each(|r| prost::encoding::message::encode(1, r, buf)),
+        }
+    }
+
+    /// The serialized export request; free when the batch is a single encoded chunk.
+    pub fn to_bytes(&self) -> Bytes {
+        if let Payload::Encoded(chunks) = &self.payload {
+            if chunks.len() == 1 {
+                return chunks[0].clone();
+            }
+        }
+        let mut buf = BytesMut::new();
+        self.encode_into(&mut buf);
+        buf.freeze()
+    }
+
+    /// Appends another batch of the same signal. Two encoded batches merge without
+    /// decoding; otherwise both are decoded.
+    pub fn merge(&mut self, mut other: Batch) -> Result<(), DecodeError> {
+        debug_assert_eq!(self.signal, other.signal, "batches of different signals never merge");
+        self.items += other.items;
+        match (&mut self.payload, &mut other.payload) {
+            (Payload::Encoded(a), Payload::Encoded(b)) => a.append(b),
+            _ => {
+                self.decode()?;
+                other.decode()?;
+                match (&mut self.payload, other.payload) {
+                    (Payload::Traces(a), Payload::Traces(b)) => a.extend(b),
+                    (Payload::Metrics(a), Payload::Metrics(b)) => a.extend(b),
+                    (Payload::Logs(a), Payload::Logs(b)) => a.extend(b),
+                    _ => unreachable!("both batches are decoded as the same signal"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits off a batch with at most `max_items` items from the front, leaving the rest.
+    /// Encoded batches are cut at resource boundaries without copying; a resource that
+    /// must itself be cut is decoded first.
+    pub fn split_off_front(&mut self, max_items: usize) -> Result<Batch, DecodeError> {
+        assert!(max_items > 0, "a batch is never split into empty parts");
+        if self.items <= max_items {
+            let empty = Batch { signal: self.signal, payload: Payload::Encoded(Vec::new()), items: 0 };
+            return Ok(std::mem::replace(self, empty));
+        }
+        if let Payload::Encoded(chunks) = &self.payload {
+            if let Some((front, back)) = wire::split_records(self.signal, chunks, max_items) {
+                let front_items = self.items - back.1;
+                self.payload = Payload::Encoded(back.0);
+                self.items = back.1;
+                return Ok(Batch { signal: self.signal, payload: Payload::Encoded(front), items: front_items });
+            }
+        }
+        self.decode()?;
+        let front = match &mut self.payload {
+            Payload::Traces(v) => Batch::from_traces(split_traces(v, max_items)),
+            Payload::Metrics(v) => Batch::from_metrics(split_metrics(v, max_items)),
+            Payload::Logs(v) => Batch::from_logs(split_logs(v, max_items)),
+            Payload::Encoded(_) => unreachable!("decoded above"),
+        };
+        self.items -= front.items;
+        Ok(front)
+    }
+}
+
+fn count_spans(v: &[ResourceSpans]) -> usize {
+    v.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+}
+
+fn count_log_records(v: &[ResourceLogs]) -> usize {
+    v.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+}
+
+fn count_data_points(v: &[ResourceMetrics]) -> usize {
+    v.iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| data_point_count(m.data.as_ref()))
+        .sum()
+}
+
+/// Data points in one metric, as the collector counts them.
+pub fn data_point_count(data: Option<&metric::Data>) -> usize {
+    match data {
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }
+}
+
+/// Moves up to `max` spans from the front of `v` into a new vector, keeping each span's
+/// resource and scope.
+fn split_traces(v: &mut Vec<ResourceSpans>, max: usize) -> Vec<ResourceSpans> {
+    let mut out = Vec::new();
+    let mut budget = max;
+    while budget > 0 && !v.is_empty() {
+        let rs = &mut v[0];
+        let mut taken = ResourceSpans { resource: rs.resource.clone(), scope_spans: Vec::new(), schema_url: rs.schema_url.clone() };
+        while budget > 0 && !rs.scope_spans.is_empty() {
+            let ss = &mut rs.scope_spans[0];
+            let n = ss.spans.len().min(budget);
+            let mut part = ss.clone_shell();
+            part.spans = ss.spans.drain(..n).collect();
+            budget -= n;
+            taken.scope_spans.push(part);
+            if ss.spans.is_empty() {
+                rs.scope_spans.remove(0);
+            }
+        }
+        out.push(taken);
+        if v[0].scope_spans.is_empty() {
+            v.remove(0);
+        }
+    }
+    out
+}
+
+fn split_logs(v: &mut Vec<ResourceLogs>, max: usize) -> Vec<ResourceLogs> {
+    let mut out = Vec::new();
+    let mut budget = max;
+    while budget > 0 && !v.is_empty() {
+        let rl = &mut v[0];
+        let mut taken = ResourceLogs { resource: rl.resource.clone(), scope_logs: Vec::new(), schema_url: rl.schema_url.clone() };
+        while budget > 0 && !rl.scope_logs.is_empty() {
+            let sl = &mut rl.scope_logs[0];
+            let n = sl.log_records.len().min(budget);
+            let mut part = sl.clone_shell();
+            part.log_records = sl.log_records.drain(..n).collect();
+            budget -= n;
+            taken.scope_logs.push(part);
+            if sl.log_records.is_empty() {
+                rl.scope_logs.remove(0);
+            }
+        }
+        out.push(taken);
+        if v[0].scope_logs.is_empty() {
+            v.remove(0);
+        }
+    }
+    out
+}
+
+/// Splits metrics at metric granularity: a metric's data points stay together unless the
+/// metric alone exceeds the budget, in which case its points are divided.
+fn split_metrics(v: &mut Vec<ResourceMetrics>, max: usize) -> Vec<ResourceMetrics> {
+    let mut out = Vec::new();
+    let mut budget = max;
+    while budget > 0 && !v.is_empty() {
+        let rm = &mut v[0];
+        let mut taken = ResourceMetrics { resource: rm.resource.clone(), scope_metrics: Vec::new(), schema_url: rm.schema_url.clone() };
+        while budget > 0 && !rm.scope_metrics.is_empty() {
+            let sm = &mut rm.scope_metrics[0];
+            let mut part = sm.clone_shell();
+            while budget > 0 && !sm.metrics.is_empty() {
+                let points = data_point_count(sm.metrics[0].data.as_ref());
+                if points <= budget {
+                    budget -= points;
+                    part.metrics.push(sm.metrics.remove(0));
+                } else {
+                    part.metrics.push(take_points(&mut sm.metrics[0], budget));
+                    budget = 0;
+                }
+            }
+            taken.scope_metrics.push(part);
+            if sm.metrics.is_empty() {
+                rm.scope_metrics.remove(0);
+            }
+        }
+        out.push(taken);
+        if v[0].scope_metrics.is_empty() {
+            v.remove(0);
+        }
+    }
+    out
+}
+
+/// A copy of `metric` holding its first `n` data points, which are removed from `metric`.
+fn take_points(metric: &mut opentelemetry_proto::tonic::metrics::v1::Metric, n: usize) -> opentelemetry_proto::tonic::metrics::v1::Metric {
+    use metric::Data;
+    let data = match metric.data.as_mut() {
+        Some(Data::Gauge(g)) => {
+            let mut c = g.clone();
+            c.data_points = g.data_points.drain(..n).collect();
+            Some(Data::Gauge(c))
+        }
+        Some(Data::Sum(s)) => Some(Data::Sum(opentelemetry_proto::tonic::metrics::v1::Sum {
+            data_points: s.data_points.drain(..n).collect(),
+            aggregation_temporality: s.aggregation_temporality,
+            is_monotonic: s.is_monotonic,
+        })),
+        Some(Data::Histogram(h)) => Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
+            data_points: h.data_points.drain(..n).collect(),
+            aggregation_temporality: h.aggregation_temporality,
+        })),
+        Some(Data::ExponentialHistogram(h)) => Some(Data::ExponentialHistogram(
+            opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
+                data_points: h.data_points.drain(..n).collect(),
+                aggregation_temporality: h.aggregation_temporality,
+            },
+        )),
+        Some(Data::Summary(s)) => Some(Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary {
+            data_points: s.data_points.drain(..n).collect(),
+        })),
+        None => None,
+    };
+    opentelemetry_proto::tonic::metrics::v1::Metric {
+        name: metric.name.clone(),
+        description: metric.description.clone(),
+        unit: metric.unit.clone(),
+        metadata: metric.metadata.clone(),
+        data,
+    }
+}
+
+/// A scope container without its items, to receive a share of them when splitting.
+trait CloneShell {
+    fn clone_shell(&self) -> Self;
+}
+
+impl CloneShell for opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+    fn clone_shell(&self) -> Self {
+        Self { scope: self.scope.clone(), spans: Vec::new(), schema_url: self.schema_url.clone() }
+    }
+}
+
+impl CloneShell for opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+    fn clone_shell(&self) -> Self {
+        Self { scope: self.scope.clone(), log_records: Vec::new(), schema_url: self.schema_url.clone() }
+    }
+}
+
+impl CloneShell for opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
+    fn clone_shell(&self) -> Self {
+        Self { scope: self.scope.clone(), metrics: Vec::new(), schema_url: self.schema_url.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! A walk over the protobuf wire format of OTLP export requests, without decoding.
+//!
+//! Follows the protobuf encoding spec (varints, the four wire types proto3 uses, length
+//! delimited sub-messages). The walk descends only along the path to the items:
+//! `request.resource_* (1) → scope_* (2) → span/log_record (2)` for traces and logs and
+//! `… → metric (2) → gauge|sum|histogram|exponential_histogram|summary (5,7,9,10,11) →
+//! data_points (1)` for metrics. Each item's own fields are walked one level to check
+//! their framing. Field numbers outside those paths are skipped as unknown fields are.
+//! Content inside an item (UTF-8 validity, attribute values) is checked by whoever
+//! decodes it later: a processor that needs the messages, or the backend.
+
+use bytes::Bytes;
+use std::ops::Range;
+
+use super::Signal;
+
+/// Why a buffer is not a well-formed export request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated varint at byte {0}")]
+    TruncatedVarint(usize),
+    #[error("length {len} at byte {at} runs past the end of its message")]
+    LengthOverrun { at: usize, len: u64 },
+    #[error("truncated fixed-width field at byte {0}")]
+    TruncatedFixed(usize),
+    #[error("unsupported wire type {wire_type} at byte {at}")]
+    WireType { at: usize, wire_type: u8 },
+    #[error("field number 0 at byte {0}")]
+    FieldZero(usize),
+    #[error("field {field} at byte {at} should be a sub-message")]
+    NotAMessage { at: usize, field: u32 },
+}
+
+/// One field's value as the wire format frames it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Varint,
+    Fixed,
+    /// Byte range (within the walked buffer) of a length-delimited value.
+    Delimited(Range<usize>),
+}
+
+/// Iterates over the fields of one message held in `buf[range]`.
+struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a [u8], range: Range<usize>) -> Self {
+        Fields { buf, pos: range.start, end: range.end }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let Some(&byte) = self.buf[..self.end].get(self.pos) else {
+                return Err(WireError::TruncatedVarint(start));
+            };
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(WireError::TruncatedVarint(start))
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), WireError> {
+        if self.end - self.pos < n {
+            return Err(WireError::TruncatedFixed(self.pos));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// The next field: its number, its value and the byte range of the whole record.
+    fn next_field(&mut self) -> Option<Result<(u32, Value, Range<usize>), WireError>> {
+        if self.pos >= self.end {
+            return None;
+        }
+        Some(self.read_field())
+    }
+
+    fn read_field(&mut self) -> Result<(u32, Value, Range<usize>), WireError> {
+        let record_start = self.pos;
+        let key = self.varint()?;
+        let field = (key >> 3) as u32;
+        if field == 0 {
+            return Err(WireError::FieldZero(record_start));
+        }
+        let value = match key & 7 {
+            0 => {
+                self.varint()?;
+                Value::Varint
+            }
+            1 => {
+                self.skip(8)?;
+                Value::Fixed
+            }
+            5 => {
+                self.skip(4)?;
+                Value::Fixed
+            }
+            2 => {
+                let at = self.pos;
+                let len = self.varint()?;
+                if len > (self.end - self.pos) as u64 {
+                    return Err(WireError::LengthOverrun { at, len });
+                }
+                let start = self.pos;
+                self.pos += len as usize;
+                Value::Delimited(start..self.pos)
+            }
+            other => return Err(WireError::WireType { at: record_start, wire_type: other as u8 }),
+        };
+        Ok((field, value, record_start..self.pos))
+    }
+}
+
+/// Calls `visit` with the range of every sub-message in field `wanted` of the message at
+/// `range`, checking the framing of every other field on the way.
+fn for_each_message(
+    buf: &[u8],
+    range: Range<usize>,
+    wanted: &[u32],
+    mut visit: impl FnMut(Range<usize>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut fields = Fields::new(buf, range);
+    while let Some(next) = fields.next_field() {
+        let (field, value, record) = next?;
+        if wanted.contains(&field) {
+            match value {
+                Value::Delimited(inner) => visit(inner)?,
+                _ => return Err(WireError::NotAMessage { at: record.start, field }),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts the fields of one item message, which checks its framing one level deep.
+fn check_item(buf: &[u8], range: Range<usize>) -> Result<(), WireError> {
+    let mut fields = Fields::new(buf, range);
+    while let Some(next) = fields.next_field() {
+        next?;
+    }
+    Ok(())
+}
+
+/// Items (spans, metric data points, log records) in one resource record.
+fn count_in_resource(signal: Signal, buf: &[u8], resource: Range<usize>) -> Result<usize, WireError> {
+    let mut count = 0;
+    for_each_message(buf, resource, &[2], |scope| match signal {
+        Signal::Traces | Signal::Logs => for_each_message(buf, scope, &[2], |item| {
+            check_item(buf, item)?;
+            count += 1;
+            Ok(())
+        }),
+        Signal::Metrics => for_each_message(buf, scope, &[2], |metric| {
+            for_each_message(buf, metric, &[5, 7, 9, 10, 11], |data| {
+                for_each_message(buf, data, &[1], |point| {
+                    check_item(buf, point)?;
+                    count += 1;
+                    Ok(())
+                })
+            })
+        }),
+    })?;
+    Ok(count)
+}
+
+/// Counts the items in a serialized export request, checking its structure on the way.
+pub fn count_items(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
+    let mut count = 0;
+    for_each_message(buf, 0..buf.len(), &[1], |resource| {
+        count += count_in_resource(signal, buf, resource)?;
+        Ok(())
+    })?;
+    Ok(count)
+}
+
+/// A top-level record of an export request and the items it holds.
+struct Record {
+    bytes: Bytes,
+    items: usize,
+}
+
+fn records(signal: Signal, chunk: &Bytes) -> Result<Vec<Record>, WireError> {
+    let mut fields = Fields::new(chunk, 0..chunk.len());
+    let mut out = Vec::new();
+    while let Some(next) = fields.next_field() {
+        let (field, value, record) = next?;
+        let items = match (field, value) {
+            (1, Value::Delimited(inner)) => count_in_resource(signal, chunk, inner)?,
+            _ => 0,
+        };
+        out.push(Record { bytes: chunk.slice(record), items });
+    }
+    Ok(out)
+}
+
+/// Divides encoded chunks at resource-record boundaries so that the front holds at most
+/// `max_items` items. Returns the front chunks and the rest with its item count, or `None`
+/// when the first resource alone holds more than `max_items` (the caller decodes then).
+#[allow(clippy::type_complexity)]
+pub fn split_records(
+    signal: Signal,
+    chunks: &[Bytes],
+    max_items: usize,
+) -> Option<(Vec<Bytes>, (Vec<Bytes>, usize))> {
+    let mut front = Vec::new();
+    let mut back = Vec::new();
+    let mut front_items = 0;
+    let mut back_items = 0;
+    for chunk in chunks {
+        if !back.is_empty() {
+            back_items += count_items(signal, chunk).ok()?;
+            back.push(chunk.clone());
+            continue;
+        }
+        for record in records(signal, chunk).ok()? {
+            if back.is_empty() && front_items + record.items <= max_items {
+                front_items += record.items;
+                front.push(record.bytes);
+            } else {
+                back_items += record.items;
+                back.push(record.bytes);
+            }
+        }
+    }
+    if front_items == 0 && back_items > 0 {
+        return None;
+    }
+    Some((front, (back, back_items)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_request_has_no_items() {
+        assert_eq!(count_items(Signal::Traces, &[]), Ok(0));
+    }
+
+    #[test]
+    fn length_past_the_end_is_rejected() {
+        // field 1, wire type 2, length 100, but only 2 bytes follow
+        let buf = [0x0a, 100, 1, 2];
+        assert_eq!(count_items(Signal::Traces, &buf), Err(WireError::LengthOverrun { at: 1, len: 100 }));
+    }
+
+    #[test]
+    fn huge_length_prefix_is_rejected_not_allocated() {
+        let mut buf = vec![0x0a];
+        buf.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(matches!(count_items(Signal::Logs, &buf), Err(WireError::LengthOverrun { .. })));
+    }
+
+    #[test]
+    fn group_wire_type_is_rejected() {
+        let buf = [0x0b];
+        assert_eq!(count_items(Signal::Metrics, &buf), Err(WireError::WireType { at: 0, wire_type: 3 }));
+    }
+
+    #[test]
+    fn resource_field_that_is_a_varint_is_rejected() {
+        let buf = [0x08, 1];
+        assert_eq!(count_items(Signal::Traces, &buf), Err(WireError::NotAMessage { at: 0, field: 1 }));
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_skipped() {
+        let buf = [0x10, 5, 0x1a, 1, 0];
+        assert_eq!(count_items(Signal::Traces, &buf), Ok(0));
+    }
+}

@@ -1,0 +1,88 @@
+//! Processors: synchronous stages that run on a pipeline's worker thread.
+//!
+//! A processor takes batches and emits zero or more batches ([`Processor::process`]), may
+//! emit on a timer ([`Processor::on_tick`], driven by [`Processor::next_deadline`]) and
+//! hands over everything it holds on [`Processor::flush`] (shutdown and reload), so data
+//! inside a processor is never lost silently.
+
+pub mod batch;
+pub mod memory_limiter;
+
+use crate::config::{or_default, ComponentConfig, FieldError};
+use crate::model::{Batch, Signal};
+use crate::queue::Gate;
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserializer;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A pipeline stage.
+pub trait Processor: Send {
+    /// Handles one batch, pushing what goes on to `out`.
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>);
+
+    /// When the processor next wants [`Processor::on_tick`], if ever.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called at or after [`Processor::next_deadline`].
+    fn on_tick(&mut self, _now: Instant, _out: &mut Vec<Batch>) {}
+
+    /// Emits everything held.
+    fn flush(&mut self, _out: &mut Vec<Batch>) {}
+}
+
+/// The `processors:` section, tagged by component type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProcessorConfig {
+    Batch(batch::BatchConfig),
+    MemoryLimiter(memory_limiter::MemoryLimiterConfig),
+}
+
+impl ComponentConfig for ProcessorConfig {
+    const SECTION: &'static str = "processors";
+    const KINDS: &'static [&'static str] = &["batch", "memory_limiter"];
+
+    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        match kind {
+            "batch" => or_default(d).map(ProcessorConfig::Batch),
+            "memory_limiter" => or_default(d).map(ProcessorConfig::MemoryLimiter),
+            other => unreachable!("section checks kinds before deserializing `{other}`"),
+        }
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            ProcessorConfig::Batch(c) => c.validate(),
+            ProcessorConfig::MemoryLimiter(c) => c.validate(),
+        }
+    }
+}
+
+/// Counts items a processor had to drop, by reason.
+#[derive(Clone)]
+pub struct DropCounter {
+    pub undecodable: Counter,
+}
+
+/// A built processor and, for memory limiters, the admission gate it drives.
+pub struct Built {
+    pub processor: Box<dyn Processor>,
+    pub gate: Option<Arc<Gate>>,
+}
+
+/// Builds a processor from its config.
+pub fn build(config: &ProcessorConfig, drops: DropCounter) -> Built {
+    match config {
+        ProcessorConfig::Batch(c) => Built { processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)), gate: None },
+        ProcessorConfig::MemoryLimiter(c) => {
+            let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
+            Built { processor: Box::new(processor), gate: Some(gate) }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The admission side of pipeline queues: how receivers hand batches to pipelines.
+//!
+//! Each pipeline has one bounded, lock-free queue (`crossbeam_channel::bounded`) between
+//! the async receivers and its synchronous worker. Receivers never block on it: they call
+//! [`Routes::deliver`], which either puts the batch on every target pipeline's queue or
+//! says why not, so the receiver can answer the client with a retryable refusal
+//! (`UNAVAILABLE` / 503). A pipeline configured with `when_full: drop_newest` accepts and
+//! drops instead, counted.
+//!
+//! Memory limiters act here too ([`Gate`]): a pipeline whose memory limiter is over its
+//! soft limit refuses new data before it is accepted, so nothing is dropped after the
+//! client was told it was accepted.
+
+use crate::config::WhenFull;
+use crate::model::{Batch, Signal};
+use crossbeam_channel::{Sender, TrySendError};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Why data was not accepted; all of these are retryable for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A pipeline queue is full.
+    QueueFull,
+    /// A memory limiter is above its soft limit.
+    MemoryLimit,
+    /// The pipeline is shutting down or being replaced.
+    Closed,
+}
+
+impl Refusal {
+    /// The `reason` label and the short message sent to clients.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "queue_full",
+            Refusal::MemoryLimit => "memory_limit",
+            Refusal::Closed => "shutting_down",
+        }
+    }
+}
+
+/// An admission gate a memory limiter closes while memory is above its soft limit.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: AtomicBool,
+}
+
+impl Gate {
+    pub fn set_closed(&self, closed: bool) {
+        self.closed.store(closed, Ordering::Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of one pipeline's admission.
+#[derive(Clone, Default)]
+pub struct InputCounters {
+    pub accepted: Counter,
+    pub refused_queue_full: Counter,
+    pub refused_memory: Counter,
+    pub dropped_queue_full: Counter,
+}
+
+/// The sending end of a pipeline queue, shared by the receivers that feed it.
+pub struct PipelineInput {
+    pub name: String,
+    pub signal: Signal,
+    sender: Sender<Batch>,
+    when_full: WhenFull,
+    gates: Vec<Arc<Gate>>,
+    counters: InputCounters,
+}
+
+impl PipelineInput {
+    pub fn new(name: String, signal: Signal, sender: Sender<Batch>, when_full: WhenFull, gates: Vec<Arc<Gate>>, counters: InputCounters) -> Self {
+        PipelineInput { name, signal, sender, when_full, gates, counters }
+    }
+
+    /// Whether a memory limiter of this pipeline refuses new data now.
+    pub fn is_gated(&self) -> bool {
+        self.gates.iter().any(|g| g.is_closed())
+    }
+
+    /// Puts `batch` on the queue without blocking.
+    pub fn offer(&self, batch: Batch) -> Result<(), Refusal> {
+        let items = batch.items() as u64;
+        match self.sender.try_send(batch) {
+            Ok(()) => {
+                self.counters.accepted.inc_by(items);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) if self.when_full == WhenFull::DropNewest => {
+                self.counters.accepted.inc_by(items);
+                self.counters.dropped_queue_full.inc_by(items);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                self.counters.refused_queue_full.inc_by(items);
+                Err(Refusal::QueueFull)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(Refusal::Closed),
+        }
+    }
+
+    fn count_memory_refusal(&self, items: usize) {
+        self.counters.refused_memory.inc_by(items as u64);
+    }
+}
+
+/// The pipelines a receiver feeds, per signal. Swapped whole on reload.
+#[derive(Default)]
+pub struct Routes {
+    traces: Vec<Arc<PipelineInput>>,
+    metrics: Vec<Arc<PipelineInput>>,
+    logs: Vec<Arc<PipelineInput>>,
+}
+
+impl Routes {
+    pub fn add(&mut self, input: Arc<PipelineInput>) {
+        match input.signal {
+            Signal::Traces => self.traces.push(input),
+            Signal::Metrics => self.metrics.push(input),
+            Signal::Logs => self.logs.push(input),
+        }
+    }
+
+    pub fn targets(&self, signal: Signal) -> &[Arc<PipelineInput>] {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+
+    /// Whether some pipeline takes this signal from the receiver.
+    pub fn accepts(&self, signal: Signal) -> bool {
+        !self.targets(signal).is_empty()
+    }
+
+    /// Hands `batch` to every pipeline of its signal (fan-out). Memory gates are checked
+    /// first so that a limiter refuses before any pipeline accepts. If one pipeline's
+    /// queue refuses after others accepted, the refusal is returned all the same: the
+    /// client retries and the pipelines that accepted see the data twice, as with the
+    /// collector's fan-out. One pipeline per receiver and signal avoids this.
+    pub fn deliver(&self, batch: Batch) -> Result<(), Refusal> {
+        let targets = self.targets(batch.signal());
+        if let Some(gated) = targets.iter().find(|t| t.is_gated()) {
+            gated.count_memory_refusal(batch.items());
+            return Err(Refusal::MemoryLimit);
+        }
+        let mut outcome = Ok(());
+        let mut batch = Some(batch);
+        for (index, target) in targets.iter().enumerate() {
+            let this = if index + 1 == targets.len() {
+                batch.take().expect("the batch is moved only into the last target")
+            } else {
+                batch.clone().expect("the batch is kept until the last target")
+            };
+            if let Err(refusal) = target.offer(this) {
+                outcome = Err(refusal);
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn input(capacity: usize, when_full: WhenFull) -> (Arc<PipelineInput>, crossbeam_channel::Receiver<Batch>, InputCounters) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let counters = InputCounters::default();
+        let input = PipelineInput::new("traces".into(), Signal::Traces, tx, when_full, vec![], counters.clone());
+        (Arc::new(input), rx, counters)
+    }
+
+    fn batch() -> Batch {
+        Batch::from_encoded(Signal::Traces, Bytes::new()).unwrap()
+    }
+
+    #[test]
+    fn full_queue_refuses_and_hands_nothing_over() {
+        let (input, rx, counters) = input(1, WhenFull::Refuse);
+        assert_eq!(input.offer(batch()), Ok(()));
+        assert_eq!(input.offer(batch()), Err(Refusal::QueueFull));
+        assert_eq!(rx.len(), 1);
+        assert_eq!(counters.refused_queue_full.get(), 0, "empty batches count zero items");
+    }
+
+    #[test]
+    fn drop_newest_accepts_and_counts() {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let counters = InputCounters::default();
+        let input = PipelineInput::new("t".into(), Signal::Traces, tx, WhenFull::DropNewest, vec![], counters.clone());
+        let spans = crate::model::tests::traces_batch(3, 2);
+        assert_eq!(input.offer(spans.clone()), Ok(()));
+        assert_eq!(input.offer(spans), Ok(()));
+        assert_eq!(counters.accepted.get(), 12);
+        assert_eq!(counters.dropped_queue_full.get(), 6);
+    }
+
+    #[test]
+    fn closed_gate_refuses_before_any_pipeline_accepts() {
+        let (open, open_rx, _) = input(4, WhenFull::Refuse);
+        let (tx, _rx) = crossbeam_channel::bounded(4);
+        let gate = Arc::new(Gate::default());
+        gate.set_closed(true);
+        let gated = Arc::new(PipelineInput::new("g".into(), Signal::Traces, tx, WhenFull::Refuse, vec![gate], InputCounters::default()));
+        let mut routes = Routes::default();
+        routes.add(open);
+        routes.add(gated);
+        assert_eq!(routes.deliver(batch()), Err(Refusal::MemoryLimit));
+        assert!(open_rx.is_empty());
+    }
+
+    #[test]
+    fn fan_out_reaches_every_pipeline_of_the_signal() {
+        let (a, a_rx, _) = input(4, WhenFull::Refuse);
+        let (b, b_rx, _) = input(4, WhenFull::Refuse);
+        let mut routes = Routes::default();
+        routes.add(a);
+        routes.add(b);
+        assert!(!routes.accepts(Signal::Logs));
+        assert_eq!(routes.deliver(batch()), Ok(()));
+        assert_eq!((a_rx.len(), b_rx.len()), (1, 1));
+    }
+}

@@ -1,0 +1,39 @@
+//! Receivers: the async edge where data enters.
+//!
+//! A receiver owns its sockets, turns requests into [`crate::model::Batch`]es and hands
+//! them to its pipelines through [`crate::queue::Routes`] without blocking; when a
+//! pipeline cannot take more it answers the client with a retryable refusal.
+
+pub mod otlp;
+
+use crate::config::{or_default, ComponentConfig, FieldError};
+use crate::model::Signal;
+use serde::Deserializer;
+
+/// The `receivers:` section, tagged by component type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReceiverConfig {
+    Otlp(otlp::OtlpReceiverConfig),
+}
+
+impl ComponentConfig for ReceiverConfig {
+    const SECTION: &'static str = "receivers";
+    const KINDS: &'static [&'static str] = &["otlp"];
+
+    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        match kind {
+            "otlp" => or_default(d).map(ReceiverConfig::Otlp),
+            other => unreachable!("section checks kinds before deserializing `{other}`"),
+        }
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            ReceiverConfig::Otlp(c) => c.validate(),
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration of the `otlp` receiver, with the collector's option names.
+
+use crate::config::{present_or_default, FieldError};
+use crate::telemetry::parse_address;
+use serde::Deserialize;
+
+/// `receivers: otlp:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpReceiverConfig {
+    /// Which protocols to serve: `grpc`, `http` or both (an empty `grpc:` means "on, with
+    /// defaults").
+    pub protocols: Protocols,
+}
+
+/// `protocols:` of the `otlp` receiver.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    /// OTLP/gRPC server settings.
+    #[serde(default, deserialize_with = "present_or_default")]
+    pub grpc: Option<GrpcServerConfig>,
+    /// OTLP/HTTP server settings.
+    #[serde(default, deserialize_with = "present_or_default")]
+    pub http: Option<HttpServerConfig>,
+}
+
+/// `protocols: grpc:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcServerConfig {
+    /// Listen address, `host:port`. Defaults to loopback.
+    pub endpoint: String,
+    /// Largest request message accepted, in MiB, compressed or not (decompression stops
+    /// at this size). Larger requests get `RESOURCE_EXHAUSTED`.
+    pub max_recv_msg_size_mib: u64,
+}
+
+impl Default for GrpcServerConfig {
+    fn default() -> Self {
+        GrpcServerConfig { endpoint: "127.0.0.1:4317".into(), max_recv_msg_size_mib: 4 }
+    }
+}
+
+/// `protocols: http:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpServerConfig {
+    /// Listen address, `host:port`. Defaults to loopback.
+    pub endpoint: String,
+    /// Largest request body accepted, in bytes, both as sent and after decompression.
+    /// Larger requests get 413.
+    pub max_request_body_size: u64,
+    /// Path for traces.
+    pub traces_url_path: String,
+    /// Path for metrics.
+    pub metrics_url_path: String,
+    /// Path for logs.
+    pub logs_url_path: String,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        HttpServerConfig {
+            endpoint: "127.0.0.1:4318".into(),
+            max_request_body_size: 20 * 1024 * 1024,
+            traces_url_path: "/v1/traces".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
+        }
+    }
+}
+
+impl OtlpReceiverConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let p = &self.protocols;
+        if p.grpc.is_none() && p.http.is_none() {
+            return Err(FieldError::new("protocols", "enable at least one of grpc and http"));
+        }
+        if let Some(grpc) = &p.grpc {
+            parse_address(&grpc.endpoint).map_err(|m| FieldError::new("protocols.grpc.endpoint", m))?;
+            if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 4096 {
+                return Err(FieldError::new("protocols.grpc.max_recv_msg_size_mib", "must be between 1 and 4096"));
+            }
+        }
+        if let Some(http) = &p.http {
+            parse_address(&http.endpoint).map_err(|m| FieldError::new("protocols.http.endpoint", m))?;
+            if http.max_request_body_size == 0 {
+                return Err(FieldError::new("protocols.http.max_request_body_size", "must be greater than zero"));
+            }
+            for (key, path) in [("traces_url_path", &http.traces_url_path), ("metrics_url_path", &http.metrics_url_path), ("logs_url_path", &http.logs_url_path)] {
+                if !path.starts_with('/') {
+                    return Err(FieldError::new(format!("protocols.http.{key}"), format!("`{path}` must start with /")));
+                }
+            }
+        }
+        if let (Some(g), Some(h)) = (&p.grpc, &p.http) {
+            if parse_address(&g.endpoint) == parse_address(&h.endpoint) {
+                return Err(FieldError::new("protocols.http.endpoint", "grpc and http cannot share an endpoint"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! OTLP/gRPC: unary `Export` calls of the trace, metrics and logs services.
+
+use super::{signal_for_grpc_path, IngestError, Shared, RETRY_AFTER};
+use crate::compression::{Compression, InflateError};
+use crate::grpc::{self, code};
+use crate::model::Batch;
+use crate::net::{Body, Server};
+use crate::queue::Refusal;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+const MIB: usize = 1024 * 1024;
+
+pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
+    Server::spawn(listener, move |req| handle(Arc::clone(&shared), req))
+}
+
+/// A gRPC call that ended with a non-OK status.
+struct Failure {
+    code: i32,
+    message: String,
+    /// The `reason` label for `sieve_receiver_rejected_requests_total`, if counted there.
+    rejected_reason: Option<&'static str>,
+    retry_after: bool,
+}
+
+impl Failure {
+    fn rejected(code: i32, reason: &'static str, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into(), rejected_reason: Some(reason), retry_after: false }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    match export(&shared, req).await {
+        Ok(()) => ok_response(),
+        Err(failure) => {
+            if let Some(reason) = failure.rejected_reason {
+                shared.count_rejected("grpc", reason);
+            }
+            status_response(&failure)
+        }
+    }
+}
+
+async fn export(shared: &Shared, req: Request<Incoming>) -> Result<(), Failure> {
+    let Some(signal) = signal_for_grpc_path(req.uri().path()) else {
+        return Err(Failure::rejected(code::UNIMPLEMENTED, "unknown_method", format!("unknown method {}", req.uri().path())));
+    };
+    let is_grpc = req.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
+    if !is_grpc {
+        return Err(Failure::rejected(code::INVALID_ARGUMENT, "content_type", "content-type must be application/grpc"));
+    }
+    let encoding = req.headers().get("grpc-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let Some(compression) = Compression::from_header(encoding) else {
+        return Err(Failure::rejected(code::UNIMPLEMENTED, "unsupported_encoding", format!("grpc-encoding {encoding} is not supported")));
+    };
+    let limit = shared.config().protocols.grpc.as_ref().map_or(4, |g| g.max_recv_msg_size_mib) as usize * MIB;
+    let body = read_body(req.into_body(), limit).await?;
+    let (compressed, message) =
+        grpc::unframe(&body).map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
+    let message = if compressed {
+        if compression == Compression::None {
+            return Err(Failure::rejected(code::INTERNAL, "malformed", "compressed message without grpc-encoding"));
+        }
+        Bytes::from(compression.decompress(&message, limit).map_err(inflate_failure)?)
+    } else {
+        message
+    };
+    let batch = Batch::from_encoded(signal, message).map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
+    shared.ingest(batch).map_err(|e| match e {
+        IngestError::NoPipeline => Failure::rejected(code::UNIMPLEMENTED, "no_pipeline", format!("no pipeline takes {signal} from this receiver")),
+        IngestError::Refused(refusal) => Failure { code: code::UNAVAILABLE, message: refusal_message(refusal), rejected_reason: None, retry_after: true },
+    })
+}
+
+pub(super) fn refusal_message(refusal: Refusal) -> String {
+    format!("{}: retry later", refusal.reason().replace('_', " "))
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Failure> {
+    match Limited::new(body, limit + 5).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Failure::rejected(code::RESOURCE_EXHAUSTED, "too_large", format!("message larger than {limit} bytes")))
+        }
+        Err(e) => Err(Failure::rejected(code::CANCELLED, "read_error", format!("reading the request failed: {e}"))),
+    }
+}
+
+fn inflate_failure(e: InflateError) -> Failure {
+    match e {
+        InflateError::TooLarge { .. } => Failure::rejected(code::RESOURCE_EXHAUSTED, "too_large", e.to_string()),
+        InflateError::Corrupt(_) => Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()),
+    }
+}
+
+fn grpc_headers(response: &mut Response<Body>) {
+    response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+}
+
+/// An empty `Export*ServiceResponse` (no `partial_success`) followed by `grpc-status: 0`.
+fn ok_response() -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let body = Full::new(grpc::frame(false, &[])).with_trailers(async move { Some(Ok(trailers)) });
+    let mut response = Response::new(body.boxed_unsync());
+    grpc_headers(&mut response);
+    response
+}
+
+/// A trailers-only response carrying a non-OK status.
+fn status_response(failure: &Failure) -> Response<Body> {
+    let mut response = Response::new(Empty::<Bytes>::new().boxed_unsync());
+    grpc_headers(&mut response);
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", HeaderValue::from(failure.code));
+    if let Ok(message) = HeaderValue::from_str(&grpc::encode_message(&failure.message)) {
+        headers.insert("grpc-message", message);
+    }
+    let retry_after = failure.retry_after.then_some(RETRY_AFTER);
+    let status = grpc::status_message(failure.code, &failure.message, retry_after);
+    if let Ok(details) = HeaderValue::from_str(&grpc::status_details_header(&status)) {
+        headers.insert("grpc-status-details-bin", details);
+    }
+    response
+}

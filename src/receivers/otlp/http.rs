@@ -1,0 +1,172 @@
+//! OTLP/HTTP: `POST` of protobuf or JSON export requests.
+
+use super::grpc::refusal_message;
+use super::json;
+use super::{IngestError, Shared, RETRY_AFTER};
+use crate::compression::{Compression, InflateError};
+use crate::grpc::{self, code};
+use crate::model::{Batch, Signal};
+use crate::net::{self, Body, Server};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prost::Message;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
+    Server::spawn(listener, move |req| handle(Arc::clone(&shared), req))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// A request that failed, with the HTTP status and what the client is told.
+struct Failure {
+    status: StatusCode,
+    message: String,
+    rejected_reason: Option<&'static str>,
+}
+
+impl Failure {
+    fn rejected(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Failure {
+        Failure { status, message: message.into(), rejected_reason: Some(reason) }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let format = request_format(&req);
+    match export(&shared, req).await {
+        Ok(rejected) => success(format.unwrap_or(Format::Protobuf), rejected),
+        Err(failure) => {
+            if let Some(reason) = failure.rejected_reason {
+                shared.count_rejected("http", reason);
+            }
+            error_response(format.unwrap_or(Format::Protobuf), &failure)
+        }
+    }
+}
+
+fn request_format<B>(req: &Request<B>) -> Option<Format> {
+    let content_type = req.headers().get("content-type")?.to_str().ok()?;
+    match content_type.split(';').next()?.trim().to_ascii_lowercase().as_str() {
+        "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
+        "application/json" => Some(Format::Json),
+        _ => None,
+    }
+}
+
+fn signal_for_path(shared: &Shared, path: &str) -> Option<Signal> {
+    let config = shared.config();
+    let http = config.protocols.http.as_ref()?;
+    let paths = [(Signal::Traces, &http.traces_url_path), (Signal::Metrics, &http.metrics_url_path), (Signal::Logs, &http.logs_url_path)];
+    let signal = paths.into_iter().find(|(_, p)| p.as_str() == path).map(|(s, _)| s);
+    signal
+}
+
+/// Handles one export; on success returns the items rejected as partial success.
+async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<json::Rejected>, Failure> {
+    let Some(signal) = signal_for_path(shared, req.uri().path()) else {
+        return Err(Failure::rejected(StatusCode::NOT_FOUND, "unknown_path", format!("no OTLP endpoint at {}", req.uri().path())));
+    };
+    if req.method() != Method::POST {
+        return Err(Failure::rejected(StatusCode::METHOD_NOT_ALLOWED, "method", "use POST"));
+    }
+    let Some(format) = request_format(&req) else {
+        return Err(Failure::rejected(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "content-type must be application/x-protobuf or application/json",
+        ));
+    };
+    let encoding = req.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity").to_string();
+    let Some(compression) = Compression::from_header(&encoding) else {
+        return Err(Failure::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", format!("content-encoding {encoding} is not supported")));
+    };
+    let limit = shared.config().protocols.http.as_ref().map_or(20 << 20, |h| h.max_request_body_size) as usize;
+    let body = read_body(req.into_body(), limit).await?;
+    let body = match compression {
+        Compression::None => body,
+        codec => Bytes::from(codec.decompress(&body, limit).map_err(inflate_failure)?),
+    };
+    let malformed = |message: String| Failure::rejected(StatusCode::BAD_REQUEST, "malformed", message);
+    let (batch, rejected) = match format {
+        Format::Protobuf => (Batch::from_encoded(signal, body).map_err(|e| malformed(e.to_string()))?, None),
+        Format::Json => json::decode(signal, &body).map_err(malformed)?,
+    };
+    match shared.ingest(batch) {
+        Ok(()) => Ok(rejected),
+        Err(IngestError::NoPipeline) => {
+            Err(Failure::rejected(StatusCode::NOT_FOUND, "no_pipeline", format!("no pipeline takes {signal} from this receiver")))
+        }
+        Err(IngestError::Refused(refusal)) => {
+            Err(Failure { status: StatusCode::SERVICE_UNAVAILABLE, message: refusal_message(refusal), rejected_reason: None })
+        }
+    }
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Failure> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Failure::rejected(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {limit} bytes")))
+        }
+        Err(e) => Err(Failure::rejected(StatusCode::BAD_REQUEST, "read_error", format!("reading the request failed: {e}"))),
+    }
+}
+
+fn inflate_failure(e: InflateError) -> Failure {
+    match e {
+        InflateError::TooLarge { .. } => Failure::rejected(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        InflateError::Corrupt(_) => Failure::rejected(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+    }
+}
+
+/// 200 with an `Export*ServiceResponse`, carrying `partial_success` when items were rejected.
+fn success(format: Format, rejected: Option<json::Rejected>) -> Response<Body> {
+    let body: Vec<u8> = match (format, &rejected) {
+        (_, None) => match format {
+            Format::Protobuf => Vec::new(),
+            Format::Json => b"{}".to_vec(),
+        },
+        (Format::Protobuf, Some(r)) => r.response_protobuf(),
+        (Format::Json, Some(r)) => r.response_json().into_bytes(),
+    };
+    Response::builder()
+        .header("content-type", format.content_type())
+        .body(net::full(body))
+        .expect("static headers are valid")
+}
+
+/// An error status with a `google.rpc.Status` body in the request's format.
+fn error_response(format: Format, failure: &Failure) -> Response<Body> {
+    let grpc_code = match failure.status {
+        StatusCode::BAD_REQUEST => code::INVALID_ARGUMENT,
+        StatusCode::SERVICE_UNAVAILABLE => code::UNAVAILABLE,
+        StatusCode::PAYLOAD_TOO_LARGE => code::RESOURCE_EXHAUSTED,
+        StatusCode::NOT_FOUND => code::NOT_FOUND,
+        _ => code::INVALID_ARGUMENT,
+    };
+    let body = match format {
+        Format::Protobuf => grpc::status_message(grpc_code, &failure.message, None).encode_to_vec(),
+        Format::Json => serde_json::json!({ "code": grpc_code, "message": failure.message }).to_string().into_bytes(),
+    };
+    let mut builder = Response::builder().status(failure.status).header("content-type", format.content_type());
+    if failure.status == StatusCode::SERVICE_UNAVAILABLE {
+        builder = builder.header("retry-after", RETRY_AFTER.as_secs().to_string());
+    }
+    builder.body(net::full(body)).expect("static headers are valid")
+}

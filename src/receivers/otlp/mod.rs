@@ -1,0 +1,194 @@
+//! `otlp` receiver: OTLP/gRPC and OTLP/HTTP (protobuf and JSON), per the OTLP
+//! specification (opentelemetry-proto `docs/specification.md`).
+//!
+//! * gRPC: the three `Export` services on one HTTP/2 listener, framed by [`crate::grpc`].
+//! * HTTP: `POST` to `/v1/traces`, `/v1/metrics`, `/v1/logs` (configurable), bodies in
+//!   `application/x-protobuf` or `application/json`.
+//! * `gzip`, `zstd` and `deflate` bodies; size limits apply to the bytes received and to
+//!   the decompressed size, so a compression bomb is refused without being inflated.
+//! * Protobuf requests are not decoded: they are checked and counted by the wire walk and
+//!   carried encoded. JSON requests are decoded once (see [`json`]).
+//! * Responses follow the spec: success (with `partial_success` when items were
+//!   rejected), `INVALID_ARGUMENT`/400 for malformed data, `RESOURCE_EXHAUSTED`/413 for
+//!   oversized data, `UNAVAILABLE`/503 with a retry delay when a pipeline refuses.
+//!
+//! Settings and routes live behind swappable `Arc`s so a reload changes them without
+//! re-binding a listener whose address did not change.
+
+mod config;
+mod grpc;
+mod http;
+pub mod json;
+
+pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protocols};
+
+use crate::model::{Batch, Signal};
+use crate::net::{self, Server};
+use crate::queue::{Refusal, Routes};
+use crate::telemetry::{parse_address, ReceiverLabels, ReceiverReasonLabels, RequestLabels, Telemetry};
+use parking_lot::RwLock;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long clients are asked to wait after a refusal.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Why a request's data was not taken.
+#[derive(Debug, PartialEq, Eq)]
+enum IngestError {
+    /// No pipeline takes this signal from this receiver.
+    NoPipeline,
+    Refused(Refusal),
+}
+
+/// What both protocol handlers share.
+struct Shared {
+    id: String,
+    config: RwLock<Arc<OtlpReceiverConfig>>,
+    routes: RwLock<Arc<Routes>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Shared {
+    fn config(&self) -> Arc<OtlpReceiverConfig> {
+        Arc::clone(&self.config.read())
+    }
+
+    /// Hands a decoded or checked batch to the pipelines.
+    fn ingest(&self, batch: Batch) -> Result<(), IngestError> {
+        let routes = Arc::clone(&self.routes.read());
+        let signal = batch.signal();
+        if !routes.accepts(signal) {
+            return Err(IngestError::NoPipeline);
+        }
+        let items = batch.items() as u64;
+        let labels = ReceiverLabels { receiver: self.id.clone(), signal: signal.as_str().into() };
+        self.telemetry.receiver_received.get_or_create(&labels).inc_by(items);
+        match routes.deliver(batch) {
+            Ok(()) => {
+                self.telemetry.receiver_accepted.get_or_create(&labels).inc_by(items);
+                Ok(())
+            }
+            Err(refusal) => {
+                let labels = ReceiverReasonLabels { receiver: self.id.clone(), signal: signal.as_str().into(), reason: refusal.reason().into() };
+                self.telemetry.receiver_refused.get_or_create(&labels).inc_by(items);
+                Err(IngestError::Refused(refusal))
+            }
+        }
+    }
+
+    /// Counts a request that was rejected before its items could be counted.
+    fn count_rejected(&self, transport: &str, reason: &str) {
+        let labels = RequestLabels { receiver: self.id.clone(), transport: transport.into(), reason: reason.into() };
+        self.telemetry.receiver_rejected_requests.get_or_create(&labels).inc();
+    }
+}
+
+/// Listeners bound for a new or changed config, not yet serving.
+pub struct Prepared {
+    config: OtlpReceiverConfig,
+    grpc: Option<TcpListener>,
+    http: Option<TcpListener>,
+}
+
+/// A running `otlp` receiver.
+pub struct OtlpReceiver {
+    shared: Arc<Shared>,
+    grpc: Option<Server>,
+    http: Option<Server>,
+}
+
+fn grpc_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
+    config.protocols.grpc.as_ref().and_then(|g| parse_address(&g.endpoint).ok())
+}
+
+fn http_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
+    config.protocols.http.as_ref().and_then(|h| parse_address(&h.endpoint).ok())
+}
+
+fn bind_error(id: &str, protocol: &str, addr: SocketAddr, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("receiver {id}: cannot listen on {addr} ({protocol}): {e}"))
+}
+
+impl OtlpReceiver {
+    /// Binds the listeners of a new receiver.
+    pub fn prepare(id: &str, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
+        let bind = |protocol, addr: Option<SocketAddr>| addr.map(|a| net::bind(a).map_err(|e| bind_error(id, protocol, a, e))).transpose();
+        Ok(Prepared { config: config.clone(), grpc: bind("grpc", grpc_addr(config))?, http: bind("http", http_addr(config))? })
+    }
+
+    /// Binds only the listeners whose address changes under `config`.
+    pub fn prepare_update(&self, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
+        let id = &self.shared.id;
+        let rebind = |protocol, current: Option<SocketAddr>, wanted: Option<SocketAddr>| match wanted {
+            Some(addr) if current != Some(addr) => net::bind(addr).map(Some).map_err(|e| bind_error(id, protocol, addr, e)),
+            _ => Ok(None),
+        };
+        Ok(Prepared {
+            config: config.clone(),
+            grpc: rebind("grpc", self.grpc.as_ref().map(|s| s.addr), grpc_addr(config))?,
+            http: rebind("http", self.http.as_ref().map(|s| s.addr), http_addr(config))?,
+        })
+    }
+
+    /// Starts serving prepared listeners.
+    pub fn start(id: String, prepared: Prepared, routes: Arc<Routes>, telemetry: Arc<Telemetry>) -> OtlpReceiver {
+        let shared = Arc::new(Shared { id, config: RwLock::new(Arc::new(prepared.config)), routes: RwLock::new(routes), telemetry });
+        let grpc = prepared.grpc.map(|l| grpc::serve(l, Arc::clone(&shared)));
+        let http = prepared.http.map(|l| http::serve(l, Arc::clone(&shared)));
+        OtlpReceiver { shared, grpc, http }
+    }
+
+    /// Applies a changed config: swaps settings, serves newly bound listeners and stops
+    /// the ones no longer wanted. Unchanged listeners keep their connections.
+    pub async fn update(&mut self, prepared: Prepared) {
+        let wants_grpc = prepared.config.protocols.grpc.is_some();
+        let wants_http = prepared.config.protocols.http.is_some();
+        *self.shared.config.write() = Arc::new(prepared.config);
+        if let Some(listener) = prepared.grpc {
+            if let Some(old) = self.grpc.replace(grpc::serve(listener, Arc::clone(&self.shared))) {
+                old.stop().await;
+            }
+        } else if !wants_grpc {
+            if let Some(old) = self.grpc.take() {
+                old.stop().await;
+            }
+        }
+        if let Some(listener) = prepared.http {
+            if let Some(old) = self.http.replace(http::serve(listener, Arc::clone(&self.shared))) {
+                old.stop().await;
+            }
+        } else if !wants_http {
+            if let Some(old) = self.http.take() {
+                old.stop().await;
+            }
+        }
+    }
+
+    pub fn set_routes(&self, routes: Arc<Routes>) {
+        *self.shared.routes.write() = routes;
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.grpc.as_ref().map(|s| s.addr), self.http.as_ref().map(|s| s.addr))
+    }
+
+    /// Stops accepting and waits for in-flight requests.
+    pub async fn stop(self) {
+        if let Some(s) = self.grpc {
+            s.stop().await;
+        }
+        if let Some(s) = self.http {
+            s.stop().await;
+        }
+        *self.shared.routes.write() = Arc::new(Routes::default());
+    }
+}
+
+/// The signal served at a gRPC method path.
+fn signal_for_grpc_path(path: &str) -> Option<Signal> {
+    Signal::ALL.into_iter().find(|s| s.grpc_path() == path)
+}

@@ -1,0 +1,231 @@
+//! Self-telemetry: sieve's own metrics in the Prometheus text format, and health checks.
+//!
+//! Metric names follow one scheme, after vector's component spec: `sieve_<component
+//! kind>_<what>_total` with the component id, pipeline and signal as labels and a
+//! `reason` label on every refusal and drop. Counters are created through
+//! [`prometheus_client`] families and handed to components as cloned handles at build
+//! time, so the hot path increments an atomic and never looks up a label set.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `sieve_receiver_received_items_total` | receiver, signal | items in well-formed requests |
+//! | `sieve_receiver_accepted_items_total` | receiver, signal | items every target pipeline took |
+//! | `sieve_receiver_refused_items_total` | receiver, signal, reason | items refused with a retryable error |
+//! | `sieve_receiver_rejected_requests_total` | receiver, transport, reason | malformed, oversized or unsupported requests |
+//! | `sieve_pipeline_accepted_items_total` | pipeline | items put on the pipeline queue |
+//! | `sieve_pipeline_refused_items_total` | pipeline, reason | items the pipeline refused |
+//! | `sieve_pipeline_dropped_items_total` | pipeline, reason | items accepted and then dropped |
+//! | `sieve_exporter_sent_items_total` | exporter, pipeline, signal | items the backend acknowledged |
+//! | `sieve_exporter_send_failed_items_total` | exporter, pipeline, signal, reason | items in failed attempts (retried or not) |
+//! | `sieve_exporter_dropped_items_total` | exporter, pipeline, signal, reason | items given up on |
+//! | `sieve_exporter_export_duration_seconds` | exporter, pipeline, signal | one export attempt |
+//! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
+//! | `sieve_config_reloads_total` | result | SIGHUP reloads |
+//! | `sieve_build_info` | version | always 1 |
+//!
+//! Served on `service.telemetry.metrics.address`: `/metrics`, `/healthz` (the process
+//! answers) and `/readyz` (every receiver bound and every pipeline running, else 503).
+
+mod server;
+
+pub use server::serve;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+    pub signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverReasonLabels {
+    pub receiver: String,
+    pub signal: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub receiver: String,
+    pub transport: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    pub pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineReasonLabels {
+    pub pipeline: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    pub exporter: String,
+    pub pipeline: String,
+    pub signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterReasonLabels {
+    pub exporter: String,
+    pub pipeline: String,
+    pub signal: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Reads a queue's (length, capacity) at scrape time.
+pub type QueueProbe = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+
+/// All of sieve's own metrics, shared by every component.
+pub struct Telemetry {
+    registry: Registry,
+    pub receiver_received: Family<ReceiverLabels, Counter>,
+    pub receiver_accepted: Family<ReceiverLabels, Counter>,
+    pub receiver_refused: Family<ReceiverReasonLabels, Counter>,
+    pub receiver_rejected_requests: Family<RequestLabels, Counter>,
+    pub pipeline_accepted: Family<PipelineLabels, Counter>,
+    pub pipeline_refused: Family<PipelineReasonLabels, Counter>,
+    pub pipeline_dropped: Family<PipelineReasonLabels, Counter>,
+    pub exporter_sent: Family<ExporterLabels, Counter>,
+    pub exporter_send_failed: Family<ExporterReasonLabels, Counter>,
+    pub exporter_dropped: Family<ExporterReasonLabels, Counter>,
+    pub exporter_duration: Family<ExporterLabels, Histogram>,
+    queue_size: Family<QueueLabels, Gauge>,
+    queue_capacity: Family<QueueLabels, Gauge>,
+    queues: Mutex<Vec<(u64, QueueLabels, QueueProbe)>>,
+    next_queue: AtomicU64,
+    reloads: Family<ResultLabels, Counter>,
+    ready: AtomicBool,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Telemetry> {
+        let mut registry = Registry::with_prefix("sieve");
+        let histogram = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let t = Telemetry {
+            receiver_received: Family::default(),
+            receiver_accepted: Family::default(),
+            receiver_refused: Family::default(),
+            receiver_rejected_requests: Family::default(),
+            pipeline_accepted: Family::default(),
+            pipeline_refused: Family::default(),
+            pipeline_dropped: Family::default(),
+            exporter_sent: Family::default(),
+            exporter_send_failed: Family::default(),
+            exporter_dropped: Family::default(),
+            exporter_duration: Family::new_with_constructor(histogram),
+            queue_size: Family::default(),
+            queue_capacity: Family::default(),
+            queues: Mutex::new(Vec::new()),
+            next_queue: AtomicU64::new(0),
+            reloads: Family::default(),
+            ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register("receiver_received_items", "Items in well-formed requests", t.receiver_received.clone());
+        registry.register("receiver_accepted_items", "Items accepted by every target pipeline", t.receiver_accepted.clone());
+        registry.register("receiver_refused_items", "Items refused with a retryable error", t.receiver_refused.clone());
+        registry.register("receiver_rejected_requests", "Malformed, oversized or unsupported requests", t.receiver_rejected_requests.clone());
+        registry.register("pipeline_accepted_items", "Items put on a pipeline queue", t.pipeline_accepted.clone());
+        registry.register("pipeline_refused_items", "Items a pipeline refused", t.pipeline_refused.clone());
+        registry.register("pipeline_dropped_items", "Items accepted and then dropped", t.pipeline_dropped.clone());
+        registry.register("exporter_sent_items", "Items the backend acknowledged", t.exporter_sent.clone());
+        registry.register("exporter_send_failed_items", "Items in failed export attempts", t.exporter_send_failed.clone());
+        registry.register("exporter_dropped_items", "Items an exporter gave up on", t.exporter_dropped.clone());
+        registry.register("exporter_export_duration_seconds", "Duration of one export attempt", t.exporter_duration.clone());
+        registry.register("queue_size", "Batches waiting in a queue", t.queue_size.clone());
+        registry.register("queue_capacity", "Batches a queue can hold", t.queue_capacity.clone());
+        registry.register("config_reloads", "Configuration reloads by result", t.reloads.clone());
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register("build_info", "Build information", build);
+        Arc::new(Telemetry { registry, ..t })
+    }
+
+    /// Registers a queue whose size and capacity `/metrics` reports until the returned
+    /// guard is dropped.
+    pub fn register_queue(self: &Arc<Self>, name: String, probe: QueueProbe) -> QueueRegistration {
+        let id = self.next_queue.fetch_add(1, Ordering::Relaxed);
+        self.queues.lock().push((id, QueueLabels { queue: name }, probe));
+        QueueRegistration { telemetry: Arc::clone(self), id }
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result: result.into() }).inc();
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        for (_, labels, probe) in self.queues.lock().iter() {
+            let (len, capacity) = probe();
+            self.queue_size.get_or_create(labels).set(len as i64);
+            self.queue_capacity.get_or_create(labels).set(capacity as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Keeps a queue on `/metrics`; dropping it removes the queue's gauges.
+pub struct QueueRegistration {
+    telemetry: Arc<Telemetry>,
+    id: u64,
+}
+
+impl Drop for QueueRegistration {
+    fn drop(&mut self) {
+        let mut queues = self.telemetry.queues.lock();
+        if let Some(index) = queues.iter().position(|(id, _, _)| *id == self.id) {
+            let (_, labels, _) = queues.remove(index);
+            self.telemetry.queue_size.remove(&labels);
+            self.telemetry.queue_capacity.remove(&labels);
+        }
+    }
+}
+
+/// Parses a listen address (`host:port`, host may be a name such as `localhost`).
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not a listen address (host:port): {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}

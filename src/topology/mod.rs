@@ -1,0 +1,215 @@
+//! The running collector: receivers and pipelines built from a [`Config`], reloaded by
+//! diff, drained on shutdown.
+//!
+//! A reload follows vector's `running.rs` shape: compare the new config with the running
+//! one by component id, keep what did not change, and prepare everything that can fail
+//! (binding new listeners) before touching what runs, so a failed reload changes nothing.
+//! Pipelines are compared by [`pipeline::Signature`] (queue, processors, exporters): an
+//! unchanged pipeline keeps its queue and workers; a changed one is started anew, the
+//! receivers are re-routed to it, and the old one drains its queue into its exporters in
+//! the background. Receivers whose listen address did not change keep their sockets and
+//! connections; only their settings and routes are swapped.
+
+pub mod pipeline;
+
+use crate::config::{ComponentId, Config, PipelineId};
+use crate::queue::Routes;
+use crate::receivers::otlp::{self, OtlpReceiver};
+use crate::receivers::ReceiverConfig;
+use crate::telemetry::Telemetry;
+use pipeline::{Retiring, RunningPipeline, Signature};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A started receiver.
+enum RunningReceiver {
+    Otlp(OtlpReceiver),
+}
+
+/// Listeners bound for a receiver that is new or changes.
+enum Prepared {
+    Otlp(otlp::Prepared),
+}
+
+impl RunningReceiver {
+    fn prepare(id: &ComponentId, config: &ReceiverConfig) -> std::io::Result<Prepared> {
+        match config {
+            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id.to_string(), c).map(Prepared::Otlp),
+        }
+    }
+
+    fn prepare_update(&self, config: &ReceiverConfig) -> std::io::Result<Prepared> {
+        match (self, config) {
+            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => r.prepare_update(c).map(Prepared::Otlp),
+        }
+    }
+
+    fn start(id: &ComponentId, prepared: Prepared, routes: Arc<Routes>, telemetry: &Arc<Telemetry>) -> RunningReceiver {
+        match prepared {
+            Prepared::Otlp(p) => RunningReceiver::Otlp(OtlpReceiver::start(id.to_string(), p, routes, Arc::clone(telemetry))),
+        }
+    }
+
+    async fn update(&mut self, prepared: Prepared) {
+        match (self, prepared) {
+            (RunningReceiver::Otlp(r), Prepared::Otlp(p)) => r.update(p).await,
+        }
+    }
+
+    fn set_routes(&self, routes: Arc<Routes>) {
+        match self {
+            RunningReceiver::Otlp(r) => r.set_routes(routes),
+        }
+    }
+
+    fn addresses(&self) -> Vec<SocketAddr> {
+        match self {
+            RunningReceiver::Otlp(r) => {
+                let (grpc, http) = r.addresses();
+                grpc.into_iter().chain(http).collect()
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            RunningReceiver::Otlp(r) => r.stop().await,
+        }
+    }
+}
+
+/// The receivers, pipelines and draining pipelines of a running sieve.
+pub struct Topology {
+    telemetry: Arc<Telemetry>,
+    config: Option<Config>,
+    receivers: BTreeMap<ComponentId, RunningReceiver>,
+    pipelines: BTreeMap<PipelineId, RunningPipeline>,
+    retiring: Vec<Retiring>,
+}
+
+impl Topology {
+    pub fn new(telemetry: Arc<Telemetry>) -> Topology {
+        Topology { telemetry, config: None, receivers: BTreeMap::new(), pipelines: BTreeMap::new(), retiring: Vec::new() }
+    }
+
+    /// The addresses each receiver listens on (the real ports when configured with port 0).
+    pub fn receiver_addresses(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+        self.receivers.iter().map(|(id, r)| (id.to_string(), r.addresses())).collect()
+    }
+
+    /// Makes the running topology match `config`. On error (a listener cannot be bound)
+    /// nothing has changed.
+    pub async fn apply(&mut self, config: Config) -> Result<(), String> {
+        let prepared = self.prepare_receivers(&config).map_err(|e| e.to_string())?;
+        self.replace_pipelines(&config);
+        self.route_receivers(&config, prepared).await;
+        self.config = Some(config);
+        Ok(())
+    }
+
+    /// Binds the listeners of new and changed receivers.
+    fn prepare_receivers(&self, config: &Config) -> std::io::Result<BTreeMap<ComponentId, Prepared>> {
+        let mut prepared = BTreeMap::new();
+        for id in used_receivers(config) {
+            let wanted = &config.receivers[&id];
+            let current = self.config.as_ref().and_then(|c| c.receivers.get(&id));
+            match self.receivers.get(&id) {
+                Some(_) if current == Some(wanted) => {}
+                Some(running) => {
+                    prepared.insert(id, running.prepare_update(wanted)?);
+                }
+                None => {
+                    prepared.insert(id.clone(), RunningReceiver::prepare(&id, wanted)?);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Starts new and changed pipelines; retires changed and removed ones.
+    fn replace_pipelines(&mut self, config: &Config) {
+        let mut old = std::mem::take(&mut self.pipelines);
+        for (id, pipeline_config) in &config.pipelines {
+            let signature = Signature::of(config, pipeline_config);
+            let pipeline = match old.remove(id) {
+                Some(running) if running.signature == signature => running,
+                previous => {
+                    if let Some(previous) = previous {
+                        tracing::info!(pipeline = %id, "pipeline changed; draining the old one");
+                        self.retiring.push(previous.retire());
+                    }
+                    RunningPipeline::start(id, signature, &self.telemetry)
+                }
+            };
+            self.pipelines.insert(id.clone(), pipeline);
+        }
+        for (id, removed) in old {
+            tracing::info!(pipeline = %id, "pipeline removed; draining it");
+            self.retiring.push(removed.retire());
+        }
+    }
+
+    /// Points every receiver at its pipelines, starting, updating and stopping receivers.
+    async fn route_receivers(&mut self, config: &Config, mut prepared: BTreeMap<ComponentId, Prepared>) {
+        let used = used_receivers(config);
+        for id in &used {
+            let mut routes = Routes::default();
+            for (pipeline_id, pipeline) in &config.pipelines {
+                if pipeline.receivers.contains(id) {
+                    routes.add(Arc::clone(&self.pipelines[pipeline_id].input));
+                }
+            }
+            let routes = Arc::new(routes);
+            match (self.receivers.get_mut(id), prepared.remove(id)) {
+                (Some(running), Some(update)) => {
+                    running.update(update).await;
+                    running.set_routes(routes);
+                }
+                (Some(running), None) => running.set_routes(routes),
+                (None, Some(new)) => {
+                    self.receivers.insert(id.clone(), RunningReceiver::start(id, new, routes, &self.telemetry));
+                }
+                (None, None) => unreachable!("prepare_receivers binds every new receiver"),
+            }
+        }
+        let removed: Vec<ComponentId> = self.receivers.keys().filter(|id| !used.contains(id)).cloned().collect();
+        for id in removed {
+            if let Some(receiver) = self.receivers.remove(&id) {
+                tracing::info!(receiver = %id, "receiver removed");
+                receiver.stop().await;
+            }
+        }
+    }
+
+    /// Stops accepting, then drains every pipeline for up to `timeout`. Whatever is not
+    /// delivered by then is dropped and counted.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.telemetry.set_ready(false);
+        for (_, receiver) in std::mem::take(&mut self.receivers) {
+            receiver.stop().await;
+        }
+        let mut draining = std::mem::take(&mut self.retiring);
+        draining.extend(std::mem::take(&mut self.pipelines).into_values().map(RunningPipeline::retire));
+        for pipeline in draining {
+            pipeline.finish(deadline).await;
+        }
+    }
+
+    /// Waits for pipelines retired by earlier reloads that have finished draining.
+    pub fn reap_retired(&mut self) -> usize {
+        let before = self.retiring.len();
+        self.retiring.retain(|r| !r.is_finished());
+        before - self.retiring.len()
+    }
+}
+
+/// Receivers that some pipeline lists, in id order.
+fn used_receivers(config: &Config) -> Vec<ComponentId> {
+    let mut ids: Vec<ComponentId> = config.pipelines.values().flat_map(|p| p.receivers.iter().cloned()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
