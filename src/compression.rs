@@ -54,17 +54,24 @@ impl Compression {
             Compression::None => data.to_vec(),
             Compression::Gzip => {
                 let level = flate2::Compression::new(level.map_or(6, |l| l.clamp(0, 9) as u32));
-                let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), level);
-                encoder.write_all(data).expect("writing to a Vec cannot fail");
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), level);
+                encoder
+                    .write_all(data)
+                    .expect("writing to a Vec cannot fail");
                 encoder.finish().expect("writing to a Vec cannot fail")
             }
             Compression::Deflate => {
                 let level = flate2::Compression::new(level.map_or(6, |l| l.clamp(0, 9) as u32));
-                let mut encoder = flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 4), level);
-                encoder.write_all(data).expect("writing to a Vec cannot fail");
+                let mut encoder =
+                    flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 4), level);
+                encoder
+                    .write_all(data)
+                    .expect("writing to a Vec cannot fail");
                 encoder.finish().expect("writing to a Vec cannot fail")
             }
-            Compression::Zstd => zstd::bulk::compress(data, level.unwrap_or(3)).expect("zstd compression of a buffer cannot fail"),
+            Compression::Zstd => zstd::bulk::compress(data, level.unwrap_or(3))
+                .expect("zstd compression of a buffer cannot fail"),
         }
     }
 
@@ -80,9 +87,19 @@ impl Compression {
             Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data), limit),
             Compression::Deflate => read_bounded(flate2::read::ZlibDecoder::new(data), limit),
             Compression::Zstd => {
-                let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| InflateError::Corrupt(e.to_string()))?;
-                decoder.window_log_max(window_log_for(limit)).map_err(|e| InflateError::Corrupt(e.to_string()))?;
-                read_bounded(decoder, limit)
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(data)
+                    .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+                decoder
+                    .window_log_max(window_log_for(limit))
+                    .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+                // A frame whose window exceeds the cap declares more content than the
+                // limit allows: that is an oversized body, not a corrupt one.
+                read_bounded(decoder, limit).map_err(|e| match e {
+                    InflateError::Corrupt(m) if m.contains("too much memory") => {
+                        InflateError::TooLarge { limit }
+                    }
+                    other => other,
+                })
             }
         }
     }
@@ -97,7 +114,10 @@ fn window_log_for(limit: usize) -> u32 {
 
 fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, InflateError> {
     let mut out = Vec::new();
-    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(|e| InflateError::Corrupt(e.to_string()))?;
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| InflateError::Corrupt(e.to_string()))?;
     if out.len() > limit {
         return Err(InflateError::TooLarge { limit });
     }
@@ -120,9 +140,18 @@ mod tests {
     #[test]
     fn round_trips_every_codec() {
         let data = b"the same words again and again and again".repeat(100);
-        for codec in [Compression::None, Compression::Gzip, Compression::Zstd, Compression::Deflate] {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Deflate,
+        ] {
             let packed = codec.compress(&data, None);
-            assert_eq!(codec.decompress(&packed, data.len()).unwrap(), data, "{codec:?}");
+            assert_eq!(
+                codec.decompress(&packed, data.len()).unwrap(),
+                data,
+                "{codec:?}"
+            );
         }
     }
 
@@ -131,22 +160,39 @@ mod tests {
         let zeros = vec![0u8; 64 * 1024 * 1024];
         for codec in [Compression::Gzip, Compression::Zstd, Compression::Deflate] {
             let bomb = codec.compress(&zeros, Some(9));
-            assert!(bomb.len() < 1024 * 1024, "{codec:?} bomb is small: {}", bomb.len());
-            assert_eq!(codec.decompress(&bomb, 1024 * 1024), Err(InflateError::TooLarge { limit: 1024 * 1024 }), "{codec:?}");
+            assert!(
+                bomb.len() < 1024 * 1024,
+                "{codec:?} bomb is small: {}",
+                bomb.len()
+            );
+            assert_eq!(
+                codec.decompress(&bomb, 1024 * 1024),
+                Err(InflateError::TooLarge { limit: 1024 * 1024 }),
+                "{codec:?}"
+            );
         }
     }
 
     #[test]
     fn garbage_is_corrupt_not_a_panic() {
         for codec in [Compression::Gzip, Compression::Zstd, Compression::Deflate] {
-            assert!(matches!(codec.decompress(b"not compressed at all", 1000), Err(InflateError::Corrupt(_))), "{codec:?}");
+            assert!(
+                matches!(
+                    codec.decompress(b"not compressed at all", 1000),
+                    Err(InflateError::Corrupt(_))
+                ),
+                "{codec:?}"
+            );
         }
     }
 
     #[test]
     fn header_values_parse() {
         assert_eq!(Compression::from_header("GZIP"), Some(Compression::Gzip));
-        assert_eq!(Compression::from_header("identity"), Some(Compression::None));
+        assert_eq!(
+            Compression::from_header("identity"),
+            Some(Compression::None)
+        );
         assert_eq!(Compression::from_header("br"), None);
     }
 }

@@ -35,8 +35,15 @@ pub mod code {
 /// Whether OTLP says a client should retry after this status. `RESOURCE_EXHAUSTED` is
 /// retryable only when the server sent `RetryInfo`.
 pub fn is_retryable(code: i32, has_retry_info: bool) -> bool {
-    matches!(code, code::CANCELLED | code::DEADLINE_EXCEEDED | code::ABORTED | code::OUT_OF_RANGE | code::UNAVAILABLE | code::DATA_LOSS)
-        || (code == code::RESOURCE_EXHAUSTED && has_retry_info)
+    matches!(
+        code,
+        code::CANCELLED
+            | code::DEADLINE_EXCEEDED
+            | code::ABORTED
+            | code::OUT_OF_RANGE
+            | code::UNAVAILABLE
+            | code::DATA_LOSS
+    ) || (code == code::RESOURCE_EXHAUSTED && has_retry_info)
 }
 
 /// The gRPC code for an HTTP status that came without `grpc-status` (gRPC spec's table).
@@ -82,14 +89,18 @@ pub fn unframe(body: &Bytes) -> Result<(bool, Bytes), FrameError> {
     }
     let declared = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     if declared != body.len() - 5 {
-        return Err(FrameError::LengthMismatch { declared, actual: body.len() - 5 });
+        return Err(FrameError::LengthMismatch {
+            declared,
+            actual: body.len() - 5,
+        });
     }
     Ok((flag == 1, body.slice(5..)))
 }
 
 /// The declared length of the message starting `body` (to refuse oversized ones early).
 pub fn declared_length(prefix: &[u8]) -> Option<usize> {
-    (prefix.len() >= 5).then(|| u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize)
+    (prefix.len() >= 5)
+        .then(|| u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize)
 }
 
 /// `google.rpc.Status`.
@@ -134,11 +145,23 @@ const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 pub fn status_message(code: i32, message: &str, retry_after: Option<Duration>) -> RpcStatus {
     let details = retry_after
         .map(|delay| {
-            let info = RetryInfo { retry_delay: Some(ProtoDuration { seconds: delay.as_secs() as i64, nanos: delay.subsec_nanos() as i32 }) };
-            vec![Any { type_url: RETRY_INFO_TYPE.into(), value: info.encode_to_vec() }]
+            let info = RetryInfo {
+                retry_delay: Some(ProtoDuration {
+                    seconds: delay.as_secs() as i64,
+                    nanos: delay.subsec_nanos() as i32,
+                }),
+            };
+            vec![Any {
+                type_url: RETRY_INFO_TYPE.into(),
+                value: info.encode_to_vec(),
+            }]
         })
         .unwrap_or_default();
-    RpcStatus { code, message: message.into(), details }
+    RpcStatus {
+        code,
+        message: message.into(),
+        details,
+    }
 }
 
 /// The `grpc-status-details-bin` header value for a status.
@@ -152,9 +175,17 @@ pub fn retry_delay_from_details(header: &str) -> Option<Duration> {
         .decode(header.trim_end_matches('='))
         .ok()?;
     let status = RpcStatus::decode(bytes.as_slice()).ok()?;
-    let detail = status.details.iter().find(|d| d.type_url == RETRY_INFO_TYPE)?;
-    let delay = RetryInfo::decode(detail.value.as_slice()).ok()?.retry_delay?;
-    Some(Duration::new(delay.seconds.max(0) as u64, delay.nanos.max(0) as u32))
+    let detail = status
+        .details
+        .iter()
+        .find(|d| d.type_url == RETRY_INFO_TYPE)?;
+    let delay = RetryInfo::decode(detail.value.as_slice())
+        .ok()?
+        .retry_delay?;
+    Some(Duration::new(
+        delay.seconds.max(0) as u64,
+        delay.nanos.max(0) as u32,
+    ))
 }
 
 /// Percent-encodes a `grpc-message` value (everything outside printable ASCII, and `%`).
@@ -176,7 +207,10 @@ pub fn decode_message(value: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (bytes[i], hex) {
             (b'%', Some(byte)) => {
                 out.push(byte);
@@ -210,14 +244,26 @@ mod tests {
     fn length_mismatch_is_an_error() {
         let mut framed = frame(false, b"abc").to_vec();
         framed.push(0);
-        assert_eq!(unframe(&Bytes::from(framed)), Err(FrameError::LengthMismatch { declared: 3, actual: 4 }));
-        assert_eq!(unframe(&Bytes::from_static(&[0, 0])), Err(FrameError::Truncated));
+        assert_eq!(
+            unframe(&Bytes::from(framed)),
+            Err(FrameError::LengthMismatch {
+                declared: 3,
+                actual: 4
+            })
+        );
+        assert_eq!(
+            unframe(&Bytes::from_static(&[0, 0])),
+            Err(FrameError::Truncated)
+        );
     }
 
     #[test]
     fn retry_info_round_trips_through_the_header() {
         let status = status_message(code::UNAVAILABLE, "busy", Some(Duration::from_millis(1500)));
-        assert_eq!(retry_delay_from_details(&status_details_header(&status)), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            retry_delay_from_details(&status_details_header(&status)),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(retry_delay_from_details("!!"), None);
     }
 

@@ -13,7 +13,11 @@ use tracing_subscriber::EnvFilter;
 const EXIT_BAD_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "sieve", version, about = "An OpenTelemetry-compatible telemetry collector")]
+#[command(
+    name = "sieve",
+    version,
+    about = "An OpenTelemetry-compatible telemetry collector"
+)]
 struct Cli {
     /// Pipeline configuration (YAML). Without it, sieve runs its embedded default:
     /// OTLP gRPC and HTTP on loopback → batch → debug exporter.
@@ -43,11 +47,20 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Validate) = cli.command {
-        println!("{}: valid", cli.config.as_ref().map_or("<embedded default>".into(), |p| p.display().to_string()));
+        println!(
+            "{}: valid",
+            cli.config
+                .as_ref()
+                .map_or("<embedded default>".into(), |p| p.display().to_string())
+        );
         return ExitCode::SUCCESS;
     }
     init_logging(&config.telemetry.logs);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sieve-io").build().expect("the tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sieve-io")
+        .build()
+        .expect("the tokio runtime starts");
     match runtime.block_on(sieve::service::run(config, cli.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -62,7 +75,10 @@ fn main() -> ExitCode {
 /// configured level.
 fn init_logging(logs: &LogsTelemetry) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&logs.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match logs.encoding {
         LogEncoding::Json => builder.json().init(),
         LogEncoding::Text => builder.init(),

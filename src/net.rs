@@ -50,7 +50,9 @@ impl Server {
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, Arc::new(handler), stopped));
         Server { addr, stop, task }
@@ -63,8 +65,11 @@ impl Server {
     }
 }
 
-async fn accept_loop<H, F>(listener: TcpListener, handler: Arc<H>, mut stopped: watch::Receiver<bool>)
-where
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut stopped: watch::Receiver<bool>,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {

@@ -76,8 +76,22 @@ pub struct PipelineInput {
 }
 
 impl PipelineInput {
-    pub fn new(name: String, signal: Signal, sender: Sender<Batch>, when_full: WhenFull, gates: Vec<Arc<Gate>>, counters: InputCounters) -> Self {
-        PipelineInput { name, signal, sender, when_full, gates, counters }
+    pub fn new(
+        name: String,
+        signal: Signal,
+        sender: Sender<Batch>,
+        when_full: WhenFull,
+        gates: Vec<Arc<Gate>>,
+        counters: InputCounters,
+    ) -> Self {
+        PipelineInput {
+            name,
+            signal,
+            sender,
+            when_full,
+            gates,
+            counters,
+        }
     }
 
     /// Whether a memory limiter of this pipeline refuses new data now.
@@ -156,9 +170,13 @@ impl Routes {
         let mut batch = Some(batch);
         for (index, target) in targets.iter().enumerate() {
             let this = if index + 1 == targets.len() {
-                batch.take().expect("the batch is moved only into the last target")
+                batch
+                    .take()
+                    .expect("the batch is moved only into the last target")
             } else {
-                batch.clone().expect("the batch is kept until the last target")
+                batch
+                    .clone()
+                    .expect("the batch is kept until the last target")
             };
             if let Err(refusal) = target.offer(this) {
                 outcome = Err(refusal);
@@ -173,10 +191,24 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn input(capacity: usize, when_full: WhenFull) -> (Arc<PipelineInput>, crossbeam_channel::Receiver<Batch>, InputCounters) {
+    fn input(
+        capacity: usize,
+        when_full: WhenFull,
+    ) -> (
+        Arc<PipelineInput>,
+        crossbeam_channel::Receiver<Batch>,
+        InputCounters,
+    ) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let counters = InputCounters::default();
-        let input = PipelineInput::new("traces".into(), Signal::Traces, tx, when_full, vec![], counters.clone());
+        let input = PipelineInput::new(
+            "traces".into(),
+            Signal::Traces,
+            tx,
+            when_full,
+            vec![],
+            counters.clone(),
+        );
         (Arc::new(input), rx, counters)
     }
 
@@ -190,14 +222,25 @@ mod tests {
         assert_eq!(input.offer(batch()), Ok(()));
         assert_eq!(input.offer(batch()), Err(Refusal::QueueFull));
         assert_eq!(rx.len(), 1);
-        assert_eq!(counters.refused_queue_full.get(), 0, "empty batches count zero items");
+        assert_eq!(
+            counters.refused_queue_full.get(),
+            0,
+            "empty batches count zero items"
+        );
     }
 
     #[test]
     fn drop_newest_accepts_and_counts() {
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let counters = InputCounters::default();
-        let input = PipelineInput::new("t".into(), Signal::Traces, tx, WhenFull::DropNewest, vec![], counters.clone());
+        let input = PipelineInput::new(
+            "t".into(),
+            Signal::Traces,
+            tx,
+            WhenFull::DropNewest,
+            vec![],
+            counters.clone(),
+        );
         let spans = crate::model::tests::traces_batch(3, 2);
         assert_eq!(input.offer(spans.clone()), Ok(()));
         assert_eq!(input.offer(spans), Ok(()));
@@ -211,7 +254,14 @@ mod tests {
         let (tx, _rx) = crossbeam_channel::bounded(4);
         let gate = Arc::new(Gate::default());
         gate.set_closed(true);
-        let gated = Arc::new(PipelineInput::new("g".into(), Signal::Traces, tx, WhenFull::Refuse, vec![gate], InputCounters::default()));
+        let gated = Arc::new(PipelineInput::new(
+            "g".into(),
+            Signal::Traces,
+            tx,
+            WhenFull::Refuse,
+            vec![gate],
+            InputCounters::default(),
+        ));
         let mut routes = Routes::default();
         routes.add(open);
         routes.add(gated);

@@ -75,7 +75,12 @@ pub fn expand(text: &str, source: &dyn Source) -> Result<Expanded, ExpandError> 
     Ok(Expanded { text: out, secrets })
 }
 
-fn expand_line(line: &str, line_no: usize, source: &dyn Source, secrets: &mut Vec<String>) -> Result<String, ExpandError> {
+fn expand_line(
+    line: &str,
+    line_no: usize,
+    source: &dyn Source,
+    secrets: &mut Vec<String>,
+) -> Result<String, ExpandError> {
     if !line.contains('$') || line.trim_start().starts_with('#') {
         return Ok(line.to_string());
     }
@@ -95,7 +100,10 @@ fn expand_line(line: &str, line_no: usize, source: &dyn Source, secrets: &mut Ve
             continue;
         };
         let reference = &tail[2..2 + body_end];
-        let value = resolve(reference, source).map_err(|message| ExpandError { line: line_no, message })?;
+        let value = resolve(reference, source).map_err(|message| ExpandError {
+            line: line_no,
+            message,
+        })?;
         let after = &tail[3 + body_end..];
         let whole_scalar = is_scalar_start(&out) && is_scalar_end(after);
         out.push_str(&insertable(&value, whole_scalar, reference, line_no)?);
@@ -115,16 +123,22 @@ fn resolve(reference: &str, source: &dyn Source) -> Result<String, String> {
             None => (spec, None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{reference}}}`: `{name}` is not an environment variable name"));
+            return Err(format!(
+                "`${{{reference}}}`: `{name}` is not an environment variable name"
+            ));
         }
         return match (source.env(name), default) {
             (Some(value), _) => Ok(value),
             (None, Some(default)) => Ok(default.to_string()),
-            (None, None) => Err(format!("`${{{reference}}}`: environment variable {name} is not set")),
+            (None, None) => Err(format!(
+                "`${{{reference}}}`: environment variable {name} is not set"
+            )),
         };
     }
     if let Some(path) = reference.strip_prefix("file:") {
-        let mut value = source.file(path).map_err(|e| format!("`${{{reference}}}`: cannot read {path}: {e}"))?;
+        let mut value = source
+            .file(path)
+            .map_err(|e| format!("`${{{reference}}}`: cannot read {path}: {e}"))?;
         if value.ends_with('\n') {
             value.pop();
             if value.ends_with('\r') {
@@ -139,13 +153,19 @@ fn resolve(reference: &str, source: &dyn Source) -> Result<String, String> {
 /// Whether the text before a reference ends where a scalar value starts.
 fn is_scalar_start(before: &str) -> bool {
     let trimmed = before.trim_end_matches(' ');
-    trimmed.is_empty() || trimmed.ends_with(':') || trimmed.ends_with("- ") || trimmed.ends_with('-')
+    trimmed.is_empty()
+        || trimmed.ends_with(':')
+        || trimmed.ends_with("- ")
+        || trimmed.ends_with('-')
 }
 
 /// Whether the text after a reference ends the scalar (end of line or a comment).
 fn is_scalar_end(after: &str) -> bool {
     let trimmed = after.trim_start_matches(' ');
-    trimmed.is_empty() || trimmed.starts_with('\n') || trimmed.starts_with("\r\n") || trimmed.starts_with('#')
+    trimmed.is_empty()
+        || trimmed.starts_with('\n')
+        || trimmed.starts_with("\r\n")
+        || trimmed.starts_with('#')
 }
 
 fn is_plain(value: &str) -> bool {
@@ -157,7 +177,12 @@ fn is_plain(value: &str) -> bool {
         && !value.ends_with(':')
 }
 
-fn insertable(value: &str, whole_scalar: bool, reference: &str, line: usize) -> Result<String, ExpandError> {
+fn insertable(
+    value: &str,
+    whole_scalar: bool,
+    reference: &str,
+    line: usize,
+) -> Result<String, ExpandError> {
     if is_plain(value) {
         return Ok(value.to_string());
     }
@@ -206,12 +231,18 @@ mod tests {
 
     #[test]
     fn env_references_expand_inside_values() {
-        assert_eq!(expanded("endpoint: http://${env:HOST}:${env:PORT}\n").unwrap(), "endpoint: http://collector.local:4317\n");
+        assert_eq!(
+            expanded("endpoint: http://${env:HOST}:${env:PORT}\n").unwrap(),
+            "endpoint: http://collector.local:4317\n"
+        );
     }
 
     #[test]
     fn defaults_apply_only_when_unset() {
-        assert_eq!(expanded("a: ${env:NOPE:-7}\nb: ${env:PORT:-1}\n").unwrap(), "a: 7\nb: 4317\n");
+        assert_eq!(
+            expanded("a: ${env:NOPE:-7}\nb: ${env:PORT:-1}\n").unwrap(),
+            "a: 7\nb: 4317\n"
+        );
     }
 
     #[test]
@@ -223,17 +254,26 @@ mod tests {
 
     #[test]
     fn file_reference_drops_one_trailing_newline() {
-        assert_eq!(expanded("k: ${file:/run/secret}\n").unwrap(), "k: from-file\n");
+        assert_eq!(
+            expanded("k: ${file:/run/secret}\n").unwrap(),
+            "k: from-file\n"
+        );
     }
 
     #[test]
     fn double_dollar_is_a_literal_dollar() {
-        assert_eq!(expanded("k: a$$b $${env:HOST}\n").unwrap(), "k: a$b ${env:HOST}\n");
+        assert_eq!(
+            expanded("k: a$$b $${env:HOST}\n").unwrap(),
+            "k: a$b ${env:HOST}\n"
+        );
     }
 
     #[test]
     fn structural_text_as_whole_value_is_quoted() {
-        assert_eq!(expanded("token: ${env:TOKEN}\n").unwrap(), "token: \"s3cr3t: #x\"\n");
+        assert_eq!(
+            expanded("token: ${env:TOKEN}\n").unwrap(),
+            "token: \"s3cr3t: #x\"\n"
+        );
     }
 
     #[test]
@@ -244,13 +284,19 @@ mod tests {
 
     #[test]
     fn unknown_provider_is_an_error() {
-        assert!(expanded("k: ${vault:x}\n").unwrap_err().message.contains("unknown provider"));
+        assert!(expanded("k: ${vault:x}\n")
+            .unwrap_err()
+            .message
+            .contains("unknown provider"));
     }
 
     #[test]
     fn redact_hides_substituted_values() {
         let e = expand("k: ${env:HOST}\n", &table()).unwrap();
-        assert_eq!(e.redact("invalid value collector.local"), "invalid value <redacted>");
+        assert_eq!(
+            e.redact("invalid value collector.local"),
+            "invalid value <redacted>"
+        );
     }
 
     #[test]

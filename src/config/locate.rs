@@ -27,9 +27,22 @@ fn key_line(line: &str) -> Option<KeyLine<'_>> {
     if content.is_empty() || content.starts_with('#') {
         return None;
     }
-    let colon = content.find(": ").or_else(|| content.strip_suffix(':').map(|k| k.len()))?;
-    let key = content[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
-    Some(KeyLine { indent, key, rest: content[colon + 1..].trim() })
+    let colon = content
+        .find(": ")
+        .or_else(|| content.strip_suffix(':').map(|k| k.len()))?;
+    let key = content[..colon]
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
+    Some(KeyLine {
+        indent,
+        key,
+        rest: content[colon + 1..].trim(),
+    })
+}
+
+/// The key written on `line`, if it holds one.
+pub fn key_of_line(line: &str) -> Option<&str> {
+    key_line(line).map(|k| k.key)
 }
 
 /// The 1-based line of the key at `path`.
@@ -58,7 +71,9 @@ fn find_key(text: &str, path: &[&str]) -> Option<(usize, usize)> {
 pub fn line_of_value(text: &str, path: &[&str], value: &str) -> Option<usize> {
     let (key_line_no, key_indent) = find_key(text, path)?;
     let lines: Vec<&str> = text.lines().collect();
-    let own = key_line(lines[key_line_no - 1]).map(|k| k.rest).unwrap_or("");
+    let own = key_line(lines[key_line_no - 1])
+        .map(|k| k.rest)
+        .unwrap_or("");
     if contains_token(own, value) {
         return Some(key_line_no);
     }
@@ -105,18 +120,35 @@ service:
 
     #[test]
     fn finds_nested_keys() {
-        assert_eq!(line_of(DOC, &["receivers", "otlp", "protocols", "grpc"]), Some(4));
+        assert_eq!(
+            line_of(DOC, &["receivers", "otlp", "protocols", "grpc"]),
+            Some(4)
+        );
         assert_eq!(line_of(DOC, &["service", "pipelines", "logs"]), Some(12));
         assert_eq!(line_of(DOC, &["service", "nope"]), None);
     }
 
     #[test]
     fn finds_flow_list_elements_on_the_key_line() {
-        assert_eq!(line_of_value(DOC, &["service", "pipelines", "traces", "receivers"], "missing"), Some(8));
+        assert_eq!(
+            line_of_value(
+                DOC,
+                &["service", "pipelines", "traces", "receivers"],
+                "missing"
+            ),
+            Some(8)
+        );
     }
 
     #[test]
     fn finds_block_list_elements() {
-        assert_eq!(line_of_value(DOC, &["service", "pipelines", "traces", "exporters"], "otlp/tempo"), Some(11));
+        assert_eq!(
+            line_of_value(
+                DOC,
+                &["service", "pipelines", "traces", "exporters"],
+                "otlp/tempo"
+            ),
+            Some(11)
+        );
     }
 }

@@ -50,11 +50,18 @@ impl ComponentId {
             Some((kind, name)) => (kind, Some(name)),
             None => (text, None),
         };
-        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        };
         if !valid(kind) || name.is_some_and(|n| !valid(n)) {
             return Err(format!("`{text}` is not a component id (`type` or `type/name`, letters, digits, `_`, `-`, `.`)"));
         }
-        Ok(ComponentId { kind: kind.to_string(), name: name.map(str::to_string) })
+        Ok(ComponentId {
+            kind: kind.to_string(),
+            name: name.map(str::to_string),
+        })
     }
 }
 
@@ -79,7 +86,10 @@ impl PipelineId {
         let id = ComponentId::parse(text)?;
         let signal = Signal::parse(&id.kind)
             .ok_or_else(|| format!("pipeline `{text}` must be named after its signal: traces, metrics or logs (optionally `/name`)"))?;
-        Ok(PipelineId { signal, name: id.name })
+        Ok(PipelineId {
+            signal,
+            name: id.name,
+        })
     }
 }
 
@@ -113,7 +123,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { key: key.into(), message: message.into() }
+        FieldError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -124,7 +137,10 @@ pub trait ComponentConfig: Sized {
     /// Known component types, listed in error messages.
     const KINDS: &'static [&'static str];
     /// Reads the config of a component of type `kind`.
-    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, deserializer: D) -> Result<Self, D::Error>;
+    fn deserialize_kind<'de, D: Deserializer<'de>>(
+        kind: &str,
+        deserializer: D,
+    ) -> Result<Self, D::Error>;
     /// The signals this component accepts.
     fn signals(&self) -> &'static [Signal];
     /// Checks that go beyond types (ranges, addresses, combinations).
@@ -138,7 +154,9 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
 {
-    Ok(Some(Option::<T>::deserialize(deserializer)?.unwrap_or_default()))
+    Ok(Some(
+        Option::<T>::deserialize(deserializer)?.unwrap_or_default(),
+    ))
 }
 
 /// Reads a component's config, treating an empty value (`batch:`) as all defaults.
@@ -164,7 +182,8 @@ pub mod duration {
         if text.trim() == "0" {
             return Ok(Duration::ZERO);
         }
-        humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration like 200ms, 5s or 1m30s: {e}"))
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("`{text}` is not a duration like 200ms, 5s or 1m30s: {e}"))
     }
 }
 
@@ -245,7 +264,10 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { capacity: 256, when_full: WhenFull::Refuse }
+        QueueConfig {
+            capacity: 256,
+            when_full: WhenFull::Refuse,
+        }
     }
 }
 
@@ -297,7 +319,10 @@ pub struct LogsTelemetry {
 
 impl Default for LogsTelemetry {
     fn default() -> Self {
-        LogsTelemetry { level: "info".into(), encoding: LogEncoding::Text }
+        LogsTelemetry {
+            level: "info".into(),
+            encoding: LogEncoding::Text,
+        }
     }
 }
 
@@ -312,7 +337,9 @@ pub struct MetricsTelemetry {
 
 impl Default for MetricsTelemetry {
     fn default() -> Self {
-        MetricsTelemetry { address: "127.0.0.1:8888".into() }
+        MetricsTelemetry {
+            address: "127.0.0.1:8888".into(),
+        }
     }
 }
 
@@ -388,14 +415,18 @@ impl Config {
     /// Reads and checks the file at `path`.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError { origin: origin.clone(), line: None, message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
         Config::parse(&text, &origin)
     }
 
     /// The embedded default pipeline.
     pub fn embedded_default() -> Config {
-        Config::parse(DEFAULT_CONFIG, "<embedded default>").expect("the embedded default config is valid")
+        Config::parse(DEFAULT_CONFIG, "<embedded default>")
+            .expect("the embedded default config is valid")
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
@@ -403,32 +434,61 @@ impl Config {
         Config::parse_with(text, origin, &expand::Process)
     }
 
-    pub fn parse_with(text: &str, origin: &str, source: &dyn expand::Source) -> Result<Config, ConfigError> {
-        let err = |line: Option<usize>, message: String| ConfigError { origin: origin.to_string(), line, message };
+    pub fn parse_with(
+        text: &str,
+        origin: &str,
+        source: &dyn expand::Source,
+    ) -> Result<Config, ConfigError> {
+        let err = |line: Option<usize>, message: String| ConfigError {
+            origin: origin.to_string(),
+            line,
+            message,
+        };
         let expanded = expand::expand(text, source).map_err(|e| err(Some(e.line), e.message))?;
         let raw: RawConfig = serde_yaml::from_str(&expanded.text).map_err(|e| {
-            let message = expanded.redact(&yaml_message(&e));
-            err(e.location().map(|l| l.line()), message)
+            let line = e.location().map(|l| l.line());
+            let message = expanded.redact(&yaml_message(&e, &expanded.text));
+            err(line, message)
         })?;
-        let checker = Checker { text: &expanded.text, origin };
+        let checker = Checker {
+            text: &expanded.text,
+            origin,
+        };
         checker.check(raw)
     }
 
     /// The signals a receiver must deliver, from the pipelines that list it.
     pub fn signals_of_receiver(&self, id: &ComponentId) -> Vec<Signal> {
-        let mut signals: Vec<Signal> =
-            self.pipelines.iter().filter(|(_, p)| p.receivers.contains(id)).map(|(pid, _)| pid.signal).collect();
+        let mut signals: Vec<Signal> = self
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.receivers.contains(id))
+            .map(|(pid, _)| pid.signal)
+            .collect();
         signals.dedup();
         signals
     }
 }
 
 /// serde_yaml's message without its trailing position (the line is reported separately).
-fn yaml_message(error: &serde_yaml::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" at line ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
+/// When a value fails its own parsing (a bad duration), serde_yaml's path stops at the
+/// enclosing map; the key on the error's line completes it.
+fn yaml_message(error: &serde_yaml::Error, text: &str) -> String {
+    let full = error.to_string();
+    let message = match full.rfind(" at line ") {
+        Some(at) => &full[..at],
+        None => full.as_str(),
+    };
+    let key = error
+        .location()
+        .and_then(|l| text.lines().nth(l.line() - 1))
+        .and_then(locate::key_of_line)
+        .filter(|key| !message.contains(&format!("`{key}`")));
+    match (message.split_once(": "), key) {
+        (Some((path, rest)), Some(key)) if !path.contains(' ') && !path.ends_with(key) => {
+            format!("{path}.{key}: {rest}")
+        }
+        _ => message.to_string(),
     }
 }
 
@@ -443,7 +503,11 @@ impl Checker<'_> {
             Some(v) => locate::line_of_value(self.text, path, v),
             None => locate::line_of(self.text, path),
         };
-        ConfigError { origin: self.origin.to_string(), line, message: format!("{}: {}", path.join("."), message) }
+        ConfigError {
+            origin: self.origin.to_string(),
+            line,
+            message: format!("{}: {}", path.join("."), message),
+        }
     }
 
     fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -452,32 +516,73 @@ impl Checker<'_> {
         let exporters = self.components(raw.exporters)?;
         let mut pipelines = BTreeMap::new();
         for (key, raw_pipeline) in raw.service.pipelines {
-            let id = PipelineId::parse(&key).map_err(|m| self.error(&["service", "pipelines", &key], None, m))?;
+            let id = PipelineId::parse(&key)
+                .map_err(|m| self.error(&["service", "pipelines", &key], None, m))?;
             let path = ["service", "pipelines", key.as_str()];
             let pipeline = PipelineConfig {
-                receivers: self.references(&path, "receivers", &raw_pipeline.receivers, &receivers, id.signal)?,
-                processors: self.references(&path, "processors", &raw_pipeline.processors, &processors, id.signal)?,
-                exporters: self.references(&path, "exporters", &raw_pipeline.exporters, &exporters, id.signal)?,
+                receivers: self.references(
+                    &path,
+                    "receivers",
+                    &raw_pipeline.receivers,
+                    &receivers,
+                    id.signal,
+                )?,
+                processors: self.references(
+                    &path,
+                    "processors",
+                    &raw_pipeline.processors,
+                    &processors,
+                    id.signal,
+                )?,
+                exporters: self.references(
+                    &path,
+                    "exporters",
+                    &raw_pipeline.exporters,
+                    &exporters,
+                    id.signal,
+                )?,
                 queue: raw_pipeline.queue,
             };
             if pipeline.receivers.is_empty() || pipeline.exporters.is_empty() {
-                return Err(self.error(&path, None, "a pipeline needs at least one receiver and one exporter".into()));
+                return Err(self.error(
+                    &path,
+                    None,
+                    "a pipeline needs at least one receiver and one exporter".into(),
+                ));
             }
             if pipeline.queue.capacity == 0 {
-                return Err(self.error(&[&path[..], &["queue", "capacity"]].concat(), None, "must be at least 1".into()));
+                return Err(self.error(
+                    &[&path[..], &["queue", "capacity"]].concat(),
+                    None,
+                    "must be at least 1".into(),
+                ));
             }
             pipelines.insert(id, pipeline);
         }
         if pipelines.is_empty() {
-            return Err(self.error(&["service", "pipelines"], None, "at least one pipeline is required".into()));
+            return Err(self.error(
+                &["service", "pipelines"],
+                None,
+                "at least one pipeline is required".into(),
+            ));
         }
         let telemetry = raw.service.telemetry;
         crate::telemetry::parse_address(&telemetry.metrics.address)
             .map_err(|m| self.error(&["service", "telemetry", "metrics", "address"], None, m))?;
-        Ok(Config { receivers, processors, exporters, pipelines, telemetry, shutdown_timeout: raw.service.shutdown_timeout })
+        Ok(Config {
+            receivers,
+            processors,
+            exporters,
+            pipelines,
+            telemetry,
+            shutdown_timeout: raw.service.shutdown_timeout,
+        })
     }
 
-    fn components<T: ComponentConfig>(&self, section: Section<T>) -> Result<BTreeMap<ComponentId, T>, ConfigError> {
+    fn components<T: ComponentConfig>(
+        &self,
+        section: Section<T>,
+    ) -> Result<BTreeMap<ComponentId, T>, ConfigError> {
         let mut out = BTreeMap::new();
         for (id, config) in section.0 {
             let key = id.to_string();
@@ -509,7 +614,10 @@ impl Checker<'_> {
             let fail = |message: String| self.error(&path, Some(name), message);
             let id = ComponentId::parse(name).map_err(fail)?;
             let Some(config) = defined.get(&id) else {
-                return Err(fail(format!("`{name}` is not defined under `{}`", T::SECTION)));
+                return Err(fail(format!(
+                    "`{name}` is not defined under `{}`",
+                    T::SECTION
+                )));
             };
             if !config.signals().contains(&signal) {
                 return Err(fail(format!("`{name}` does not accept {signal}")));

@@ -45,40 +45,76 @@ impl DebugExporter {
 
     pub fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         let text = match self.config.verbosity {
-            Verbosity::Basic => format!("{}: {} {}\n", batch.signal(), batch.items(), batch.signal().item_name()),
+            Verbosity::Basic => format!(
+                "{}: {} {}\n",
+                batch.signal(),
+                batch.items(),
+                batch.signal().item_name()
+            ),
             Verbosity::Normal => describe_items(batch),
             Verbosity::Detailed => detailed(batch),
         };
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|_| out.flush())
-            .map_err(|e| ExportError { retryable: false, retry_after: None, reason: "stdout", message: e.to_string() })?;
+            .map_err(|e| ExportError {
+                retryable: false,
+                retry_after: None,
+                reason: "stdout",
+                message: e.to_string(),
+            })?;
         Ok(Exported::default())
     }
 }
 
 fn describe_items(batch: &Batch) -> String {
     let mut batch = batch.clone();
-    let mut out = format!("{}: {} {}\n", batch.signal(), batch.items(), batch.signal().item_name());
+    let mut out = format!(
+        "{}: {} {}\n",
+        batch.signal(),
+        batch.items(),
+        batch.signal().item_name()
+    );
     match batch.signal() {
         Signal::Traces => {
             if let Ok(v) = batch.traces_mut() {
                 for span in v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
-                    out.push_str(&format!("  span {} trace={} id={}\n", span.name, hex(&span.trace_id), hex(&span.span_id)));
+                    out.push_str(&format!(
+                        "  span {} trace={} id={}\n",
+                        span.name,
+                        hex(&span.trace_id),
+                        hex(&span.span_id)
+                    ));
                 }
             }
         }
         Signal::Metrics => {
             if let Ok(v) = batch.metrics_mut() {
-                for metric in v.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
-                    out.push_str(&format!("  metric {} ({} points)\n", metric.name, crate::model::data_point_count(metric.data.as_ref())));
+                for metric in v
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                {
+                    out.push_str(&format!(
+                        "  metric {} ({} points)\n",
+                        metric.name,
+                        crate::model::data_point_count(metric.data.as_ref())
+                    ));
                 }
             }
         }
         Signal::Logs => {
             if let Ok(v) = batch.logs_mut() {
-                for log in v.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
-                    out.push_str(&format!("  log {} {:?}\n", log.severity_text, log.body.as_ref().and_then(|b| b.value.as_ref())));
+                for log in v
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                {
+                    out.push_str(&format!(
+                        "  log {} {:?}\n",
+                        log.severity_text,
+                        log.body.as_ref().and_then(|b| b.value.as_ref())
+                    ));
                 }
             }
         }
@@ -89,11 +125,21 @@ fn describe_items(batch: &Batch) -> String {
 fn detailed(batch: &Batch) -> String {
     let mut batch = batch.clone();
     let json = match batch.signal() {
-        Signal::Traces => batch.traces_mut().map(|v| serde_json::to_string_pretty(&ExportTraceServiceRequest { resource_spans: std::mem::take(v) })),
-        Signal::Metrics => {
-            batch.metrics_mut().map(|v| serde_json::to_string_pretty(&ExportMetricsServiceRequest { resource_metrics: std::mem::take(v) }))
-        }
-        Signal::Logs => batch.logs_mut().map(|v| serde_json::to_string_pretty(&ExportLogsServiceRequest { resource_logs: std::mem::take(v) })),
+        Signal::Traces => batch.traces_mut().map(|v| {
+            serde_json::to_string_pretty(&ExportTraceServiceRequest {
+                resource_spans: std::mem::take(v),
+            })
+        }),
+        Signal::Metrics => batch.metrics_mut().map(|v| {
+            serde_json::to_string_pretty(&ExportMetricsServiceRequest {
+                resource_metrics: std::mem::take(v),
+            })
+        }),
+        Signal::Logs => batch.logs_mut().map(|v| {
+            serde_json::to_string_pretty(&ExportLogsServiceRequest {
+                resource_logs: std::mem::take(v),
+            })
+        }),
     };
     match json {
         Ok(Ok(text)) => text + "\n",

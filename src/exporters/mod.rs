@@ -65,14 +65,20 @@ impl ExporterConfig {
     fn sending_queue(&self) -> SendingQueueConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
-            ExporterConfig::Debug(_) => SendingQueueConfig { num_consumers: 1, ..Default::default() },
+            ExporterConfig::Debug(_) => SendingQueueConfig {
+                num_consumers: 1,
+                ..Default::default()
+            },
         }
     }
 
     fn retry(&self) -> retry::RetryConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
-            ExporterConfig::Debug(_) => retry::RetryConfig { enabled: false, ..Default::default() },
+            ExporterConfig::Debug(_) => retry::RetryConfig {
+                enabled: false,
+                ..Default::default()
+            },
         }
     }
 }
@@ -92,14 +98,21 @@ pub struct SendingQueueConfig {
 
 impl Default for SendingQueueConfig {
     fn default() -> Self {
-        SendingQueueConfig { enabled: true, num_consumers: 10, queue_size: 100 }
+        SendingQueueConfig {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 100,
+        }
     }
 }
 
 impl SendingQueueConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.enabled && (self.num_consumers == 0 || self.queue_size == 0) {
-            return Err(FieldError::new("sending_queue", "num_consumers and queue_size must be at least 1"));
+            return Err(FieldError::new(
+                "sending_queue",
+                "num_consumers and queue_size must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -171,21 +184,37 @@ impl ExporterMetrics {
     fn new(telemetry: Arc<Telemetry>, labels: ExporterLabels) -> Self {
         let sent = telemetry.exporter_sent.get_or_create_owned(&labels);
         let duration = telemetry.exporter_duration.get_or_create_owned(&labels);
-        ExporterMetrics { telemetry, labels, sent, duration }
+        ExporterMetrics {
+            telemetry,
+            labels,
+            sent,
+            duration,
+        }
     }
 
     fn with_reason(&self, reason: &str) -> ExporterReasonLabels {
         let l = &self.labels;
-        ExporterReasonLabels { exporter: l.exporter.clone(), pipeline: l.pipeline.clone(), signal: l.signal.clone(), reason: reason.into() }
+        ExporterReasonLabels {
+            exporter: l.exporter.clone(),
+            pipeline: l.pipeline.clone(),
+            signal: l.signal.clone(),
+            reason: reason.into(),
+        }
     }
 
     fn failed(&self, reason: &str, items: usize) {
-        self.telemetry.exporter_send_failed.get_or_create(&self.with_reason(reason)).inc_by(items as u64);
+        self.telemetry
+            .exporter_send_failed
+            .get_or_create(&self.with_reason(reason))
+            .inc_by(items as u64);
     }
 
     fn dropped(&self, reason: &str, items: usize) {
         if items > 0 {
-            self.telemetry.exporter_dropped.get_or_create(&self.with_reason(reason)).inc_by(items as u64);
+            self.telemetry
+                .exporter_dropped
+                .get_or_create(&self.with_reason(reason))
+                .inc_by(items as u64);
         }
     }
 }
@@ -214,14 +243,28 @@ pub fn spawn(
     let probe_sender = sender.clone().downgrade();
     let queue = telemetry.register_queue(
         format!("exporter:{name}"),
-        Box::new(move || probe_sender.upgrade().map_or((0, capacity), |s| (s.max_capacity() - s.capacity(), s.max_capacity()))),
+        Box::new(move || {
+            probe_sender.upgrade().map_or((0, capacity), |s| {
+                (s.max_capacity() - s.capacity(), s.max_capacity())
+            })
+        }),
     );
-    let labels = ExporterLabels { exporter: id.into(), pipeline: pipeline.into(), signal: signal.as_str().into() };
+    let labels = ExporterLabels {
+        exporter: id.into(),
+        pipeline: pipeline.into(),
+        signal: signal.as_str().into(),
+    };
     let metrics = ExporterMetrics::new(Arc::clone(telemetry), labels);
     let exporter = Arc::new(Exporter::build(config));
     let retry = Arc::new(config.retry());
     let task = tokio::spawn(run(receiver, exporter, retry, consumers, metrics, abort));
-    (sender, ExporterTask { task, _queue: queue })
+    (
+        sender,
+        ExporterTask {
+            task,
+            _queue: queue,
+        },
+    )
 }
 
 async fn run(
@@ -246,7 +289,12 @@ async fn run(
             },
             _ = aborted(&mut abort) => break,
         };
-        let (exporter, retry, metrics, abort) = (Arc::clone(&exporter), Arc::clone(&retry), metrics.clone(), abort.clone());
+        let (exporter, retry, metrics, abort) = (
+            Arc::clone(&exporter),
+            Arc::clone(&retry),
+            metrics.clone(),
+            abort.clone(),
+        );
         in_flight.spawn(async move {
             send(&exporter, batch, &retry, &metrics, abort).await;
             drop(permit);
@@ -261,7 +309,13 @@ async fn run(
 }
 
 /// Sends one batch, retrying as configured; every item ends up sent or counted as dropped.
-async fn send(exporter: &Exporter, batch: Batch, retry: &retry::RetryConfig, metrics: &ExporterMetrics, mut abort: watch::Receiver<bool>) {
+async fn send(
+    exporter: &Exporter,
+    batch: Batch,
+    retry: &retry::RetryConfig,
+    metrics: &ExporterMetrics,
+    mut abort: watch::Receiver<bool>,
+) {
     let items = batch.items();
     let started = Instant::now();
     let mut backoff = retry::Backoff::new(retry);

@@ -23,9 +23,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -127,24 +133,44 @@ impl OtlpExporterConfig {
             return Err(FieldError::new("compression", "use gzip, zstd or none"));
         }
         for (name, value) in &self.headers {
-            HeaderName::try_from(name.as_str()).map_err(|_| FieldError::new(format!("headers.{name}"), "is not a valid header name"))?;
-            HeaderValue::try_from(value.0.as_str()).map_err(|_| FieldError::new(format!("headers.{name}"), "value is not a valid header value"))?;
+            HeaderName::try_from(name.as_str()).map_err(|_| {
+                FieldError::new(format!("headers.{name}"), "is not a valid header name")
+            })?;
+            HeaderValue::try_from(value.0.as_str()).map_err(|_| {
+                FieldError::new(
+                    format!("headers.{name}"),
+                    "value is not a valid header value",
+                )
+            })?;
         }
         match transport {
             Transport::Grpc => {
-                for (key, set) in [("traces_endpoint", &self.traces_endpoint), ("metrics_endpoint", &self.metrics_endpoint), ("logs_endpoint", &self.logs_endpoint)] {
+                for (key, set) in [
+                    ("traces_endpoint", &self.traces_endpoint),
+                    ("metrics_endpoint", &self.metrics_endpoint),
+                    ("logs_endpoint", &self.logs_endpoint),
+                ] {
                     if set.is_some() {
-                        return Err(FieldError::new(key, "only the otlphttp exporter has per-signal endpoints"));
+                        return Err(FieldError::new(
+                            key,
+                            "only the otlphttp exporter has per-signal endpoints",
+                        ));
                     }
                 }
                 if self.encoding != Encoding::Proto {
-                    return Err(FieldError::new("encoding", "the otlp (gRPC) exporter always sends protobuf"));
+                    return Err(FieldError::new(
+                        "encoding",
+                        "the otlp (gRPC) exporter always sends protobuf",
+                    ));
                 }
-                grpc_base(&self.endpoint, self.tls.insecure).map(|_| ()).map_err(|m| FieldError::new("endpoint", m))
+                grpc_base(&self.endpoint, self.tls.insecure)
+                    .map(|_| ())
+                    .map_err(|m| FieldError::new("endpoint", m))
             }
             Transport::Http => {
                 for signal in Signal::ALL {
-                    http_url(self, signal).map_err(|m| FieldError::new(signal_endpoint_key(self, signal), m))?;
+                    http_url(self, signal)
+                        .map_err(|m| FieldError::new(signal_endpoint_key(self, signal), m))?;
                 }
                 Ok(())
             }
@@ -154,7 +180,12 @@ impl OtlpExporterConfig {
     fn header_map(&self) -> HeaderMap {
         self.headers
             .iter()
-            .filter_map(|(k, v)| Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.0.as_str()).ok()?)))
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::try_from(k.as_str()).ok()?,
+                    HeaderValue::try_from(v.0.as_str()).ok()?,
+                ))
+            })
             .map(|(k, mut v)| {
                 v.set_sensitive(true);
                 (k, v)
@@ -179,10 +210,14 @@ fn signal_endpoint_key(config: &OtlpExporterConfig, signal: Signal) -> String {
 }
 
 fn plaintext_uri(text: &str) -> Result<Uri, String> {
-    let uri: Uri = text.parse().map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") if uri.authority().is_some() => Ok(uri),
-        Some("https") => Err(format!("`{text}`: TLS to exporters is not supported yet; use http://")),
+        Some("https") => Err(format!(
+            "`{text}`: TLS to exporters is not supported yet; use http://"
+        )),
         _ => Err(format!("`{text}` must be an http:// URL with a host")),
     }
 }
@@ -194,12 +229,16 @@ fn grpc_base(endpoint: &str, insecure: bool) -> Result<String, String> {
     }
     if endpoint.contains("://") {
         let uri = plaintext_uri(endpoint)?;
-        return Ok(format!("http://{}", uri.authority().expect("checked above")));
+        return Ok(format!(
+            "http://{}",
+            uri.authority().expect("checked above")
+        ));
     }
     if !insecure {
         return Err(format!("`{endpoint}` has no scheme, which means TLS; TLS to exporters is not supported yet: write http://{endpoint} or set tls.insecure: true"));
     }
-    plaintext_uri(&format!("http://{endpoint}")).map(|u| format!("http://{}", u.authority().expect("checked above")))
+    plaintext_uri(&format!("http://{endpoint}"))
+        .map(|u| format!("http://{}", u.authority().expect("checked above")))
 }
 
 /// The URL an `otlphttp` exporter posts `signal` to.
@@ -210,7 +249,11 @@ fn http_url(config: &OtlpExporterConfig, signal: Signal) -> Result<Uri, String> 
     if config.endpoint.is_empty() {
         return Err(format!("is required (or set {signal}_endpoint)"));
     }
-    plaintext_uri(&format!("{}{}", config.endpoint.trim_end_matches('/'), signal.http_path()))
+    plaintext_uri(&format!(
+        "{}{}",
+        config.endpoint.trim_end_matches('/'),
+        signal.http_path()
+    ))
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -223,11 +266,21 @@ fn connector(timeout: Duration) -> HttpConnector {
 }
 
 fn transport_error(e: impl std::fmt::Display) -> ExportError {
-    ExportError { retryable: true, retry_after: None, reason: "transport", message: e.to_string() }
+    ExportError {
+        retryable: true,
+        retry_after: None,
+        reason: "transport",
+        message: e.to_string(),
+    }
 }
 
 fn timeout_error(timeout: Duration) -> ExportError {
-    ExportError { retryable: true, retry_after: None, reason: "timeout", message: format!("no response within {timeout:?}") }
+    ExportError {
+        retryable: true,
+        retry_after: None,
+        reason: "timeout",
+        message: format!("no response within {timeout:?}"),
+    }
 }
 
 /// Sends export requests over gRPC.
@@ -242,7 +295,9 @@ pub struct GrpcExporter {
 
 impl GrpcExporter {
     pub fn new(config: &OtlpExporterConfig) -> Self {
-        let client = Client::builder(TokioExecutor::new()).http2_only(true).build(connector(config.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector(config.timeout));
         GrpcExporter {
             client,
             base: grpc_base(&config.endpoint, config.tls.insecure).expect("validated at load"),
@@ -274,20 +329,39 @@ impl GrpcExporter {
         if let Some(encoding) = self.compression.header_value() {
             request = request.header("grpc-encoding", encoding);
         }
-        let mut request = request.body(Full::new(self.body(batch))).map_err(transport_error)?;
+        let mut request = request
+            .body(Full::new(self.body(batch)))
+            .map_err(transport_error)?;
         request.headers_mut().extend(self.headers.clone());
         let exchange = async {
-            let response = self.client.request(request).await.map_err(transport_error)?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(transport_error)?;
             let (parts, body) = response.into_parts();
-            let collected = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(transport_error)?;
+            let collected = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(transport_error)?;
             Ok::<_, ExportError>((parts, collected))
         };
-        let (parts, collected) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| timeout_error(self.timeout))??;
+        let (parts, collected) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| timeout_error(self.timeout))??;
         let trailers = collected.trailers().cloned().unwrap_or_default();
-        let header = |name: &str| trailers.get(name).or_else(|| parts.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| parts.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let status = match header("grpc-status") {
             Some(value) => value.trim().parse::<i32>().unwrap_or(code::UNKNOWN),
-            None if parts.status != http::StatusCode::OK => grpc::code_for_http_status(parts.status.as_u16()),
+            None if parts.status != http::StatusCode::OK => {
+                grpc::code_for_http_status(parts.status.as_u16())
+            }
             None => code::UNKNOWN,
         };
         if status == code::OK {
@@ -295,9 +369,17 @@ impl GrpcExporter {
             let message = grpc::unframe(&body).map(|(_, m)| m).unwrap_or_default();
             return Ok(partial_success(batch.signal(), &message));
         }
-        let retry_after = header("grpc-status-details-bin").and_then(|d| grpc::retry_delay_from_details(&d));
-        let message = header("grpc-message").map(|m| grpc::decode_message(&m)).unwrap_or_else(|| format!("HTTP {}", parts.status));
-        Err(ExportError { retryable: grpc::is_retryable(status, retry_after.is_some()), retry_after, reason: grpc_reason(status), message })
+        let retry_after =
+            header("grpc-status-details-bin").and_then(|d| grpc::retry_delay_from_details(&d));
+        let message = header("grpc-message")
+            .map(|m| grpc::decode_message(&m))
+            .unwrap_or_else(|| format!("HTTP {}", parts.status));
+        Err(ExportError {
+            retryable: grpc::is_retryable(status, retry_after.is_some()),
+            retry_after,
+            reason: grpc_reason(status),
+            message,
+        })
     }
 }
 
@@ -337,7 +419,10 @@ fn partial_success(signal: Signal, message: &[u8]) -> Exported {
             .map(|p| (p.rejected_log_records, p.error_message)),
     }
     .unwrap_or_default();
-    Exported { rejected: rejected.max(0) as u64, message: text }
+    Exported {
+        rejected: rejected.max(0) as u64,
+        message: text,
+    }
 }
 
 /// Sends export requests over HTTP.
@@ -391,15 +476,27 @@ impl HttpExporter {
         if let Some(encoding) = self.compression.header_value() {
             request = request.header("content-encoding", encoding);
         }
-        let mut request = request.body(Full::new(self.body(batch)?)).map_err(transport_error)?;
+        let mut request = request
+            .body(Full::new(self.body(batch)?))
+            .map_err(transport_error)?;
         request.headers_mut().extend(self.headers.clone());
         let exchange = async {
-            let response = self.client.request(request).await.map_err(transport_error)?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(transport_error)?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(transport_error)?.to_bytes();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(transport_error)?
+                .to_bytes();
             Ok::<_, ExportError>((parts, body))
         };
-        let (parts, body) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| timeout_error(self.timeout))??;
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| timeout_error(self.timeout))??;
         let status = parts.status.as_u16();
         if parts.status.is_success() {
             return Ok(match self.encoding {
@@ -408,8 +505,21 @@ impl HttpExporter {
             });
         }
         let retryable = matches!(status, 429 | 502 | 503 | 504);
-        let retry_after = parts.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        Err(ExportError { retryable, retry_after, reason: if retryable { "http_retryable" } else { "http_permanent" }, message: error_text(status, &body) })
+        let retry_after = parts
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        Err(ExportError {
+            retryable,
+            retry_after,
+            reason: if retryable {
+                "http_retryable"
+            } else {
+                "http_permanent"
+            },
+            message: error_text(status, &body),
+        })
     }
 }
 
@@ -419,7 +529,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// What the server said: a `google.rpc.Status` message, else the start of the body.
@@ -429,21 +542,30 @@ fn error_text(status: u16, body: &[u8]) -> String {
             return format!("HTTP {status}: {}", rpc.message);
         }
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(256)]).trim().to_string();
+    let text = String::from_utf8_lossy(&body[..body.len().min(256)])
+        .trim()
+        .to_string();
     format!("HTTP {status}: {text}")
 }
 
 fn to_json(batch: &Batch) -> Result<Vec<u8>, ExportError> {
     let mut batch = batch.clone();
-    let invalid = |e: &dyn std::fmt::Display| ExportError { retryable: false, retry_after: None, reason: "encode", message: e.to_string() };
+    let invalid = |e: &dyn std::fmt::Display| ExportError {
+        retryable: false,
+        retry_after: None,
+        reason: "encode",
+        message: e.to_string(),
+    };
     let json = match batch.signal() {
-        Signal::Traces => {
-            serde_json::to_vec(&ExportTraceServiceRequest { resource_spans: std::mem::take(batch.traces_mut().map_err(|e| invalid(&e))?) })
-        }
+        Signal::Traces => serde_json::to_vec(&ExportTraceServiceRequest {
+            resource_spans: std::mem::take(batch.traces_mut().map_err(|e| invalid(&e))?),
+        }),
         Signal::Metrics => serde_json::to_vec(&ExportMetricsServiceRequest {
             resource_metrics: std::mem::take(batch.metrics_mut().map_err(|e| invalid(&e))?),
         }),
-        Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest { resource_logs: std::mem::take(batch.logs_mut().map_err(|e| invalid(&e))?) }),
+        Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest {
+            resource_logs: std::mem::take(batch.logs_mut().map_err(|e| invalid(&e))?),
+        }),
     };
     json.map_err(|e| invalid(&e))
 }
@@ -458,31 +580,45 @@ mod tests {
 
     #[test]
     fn grpc_endpoint_needs_a_scheme_or_insecure() {
-        assert_eq!(grpc_base("http://tempo:4317", false).unwrap(), "http://tempo:4317");
+        assert_eq!(
+            grpc_base("http://tempo:4317", false).unwrap(),
+            "http://tempo:4317"
+        );
         assert_eq!(grpc_base("tempo:4317", true).unwrap(), "http://tempo:4317");
-        assert!(grpc_base("tempo:4317", false).unwrap_err().contains("tls.insecure"));
-        assert!(grpc_base("https://tempo:4317", false).unwrap_err().contains("TLS"));
+        assert!(grpc_base("tempo:4317", false)
+            .unwrap_err()
+            .contains("tls.insecure"));
+        assert!(grpc_base("https://tempo:4317", false)
+            .unwrap_err()
+            .contains("TLS"));
     }
 
     #[test]
     fn http_urls_append_the_signal_path_unless_overridden() {
         let mut c = config("http://loki:3100/otlp/");
         c.logs_endpoint = Some("http://other:9/custom".into());
-        assert_eq!(http_url(&c, Signal::Traces).unwrap(), "http://loki:3100/otlp/v1/traces");
+        assert_eq!(
+            http_url(&c, Signal::Traces).unwrap(),
+            "http://loki:3100/otlp/v1/traces"
+        );
         assert_eq!(http_url(&c, Signal::Logs).unwrap(), "http://other:9/custom");
     }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn header_values_are_never_printed() {
         let mut c = config("http://x:1");
-        c.headers.insert("authorization".into(), Secret("Bearer hunter2".into()));
+        c.headers
+            .insert("authorization".into(), Secret("Bearer hunter2".into()));
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
@@ -490,7 +626,10 @@ mod tests {
     fn grpc_only_rejects_http_options() {
         let mut c = config("http://x:1");
         c.traces_endpoint = Some("http://y:2/v1/traces".into());
-        assert_eq!(c.validate(Transport::Grpc).unwrap_err().key, "traces_endpoint");
+        assert_eq!(
+            c.validate(Transport::Grpc).unwrap_err().key,
+            "traces_endpoint"
+        );
         assert!(c.validate(Transport::Http).is_ok());
     }
 }

@@ -44,13 +44,22 @@ impl Default for RetryConfig {
 impl RetryConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         if !(0.0..=1.0).contains(&self.randomization_factor) {
-            return Err(FieldError::new("retry_on_failure.randomization_factor", "must be between 0 and 1"));
+            return Err(FieldError::new(
+                "retry_on_failure.randomization_factor",
+                "must be between 0 and 1",
+            ));
         }
         if self.multiplier < 1.0 {
-            return Err(FieldError::new("retry_on_failure.multiplier", "must be at least 1"));
+            return Err(FieldError::new(
+                "retry_on_failure.multiplier",
+                "must be at least 1",
+            ));
         }
         if self.initial_interval.is_zero() && self.enabled {
-            return Err(FieldError::new("retry_on_failure.initial_interval", "must be greater than zero"));
+            return Err(FieldError::new(
+                "retry_on_failure.initial_interval",
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }
@@ -64,13 +73,23 @@ pub struct Backoff<'a> {
 
 impl<'a> Backoff<'a> {
     pub fn new(config: &'a RetryConfig) -> Self {
-        Backoff { config, interval: config.initial_interval }
+        Backoff {
+            config,
+            interval: config.initial_interval,
+        }
     }
 
     /// The next wait: the server's delay if given, else the jittered interval, which then grows.
     pub fn next_delay(&mut self, server_delay: Option<Duration>) -> Duration {
-        let jittered = jitter(self.interval, self.config.randomization_factor, fastrand::f64());
-        self.interval = self.interval.mul_f64(self.config.multiplier).min(self.config.max_interval);
+        let jittered = jitter(
+            self.interval,
+            self.config.randomization_factor,
+            fastrand::f64(),
+        );
+        self.interval = self
+            .interval
+            .mul_f64(self.config.multiplier)
+            .min(self.config.max_interval);
         server_delay.unwrap_or(jittered)
     }
 }
@@ -94,7 +113,13 @@ mod tests {
 
     #[test]
     fn interval_grows_to_the_maximum() {
-        let config = RetryConfig { randomization_factor: 0.0, initial_interval: Duration::from_secs(1), multiplier: 2.0, max_interval: Duration::from_secs(5), ..Default::default() };
+        let config = RetryConfig {
+            randomization_factor: 0.0,
+            initial_interval: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_interval: Duration::from_secs(5),
+            ..Default::default()
+        };
         let mut backoff = Backoff::new(&config);
         let waits: Vec<u64> = (0..5).map(|_| backoff.next_delay(None).as_secs()).collect();
         assert_eq!(waits, vec![1, 2, 4, 5, 5]);
@@ -104,6 +129,9 @@ mod tests {
     fn server_delay_wins() {
         let config = RetryConfig::default();
         let mut backoff = Backoff::new(&config);
-        assert_eq!(backoff.next_delay(Some(Duration::from_millis(1234))), Duration::from_millis(1234));
+        assert_eq!(
+            backoff.next_delay(Some(Duration::from_millis(1234))),
+            Duration::from_millis(1234)
+        );
     }
 }

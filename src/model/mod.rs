@@ -111,22 +111,38 @@ impl Batch {
     /// Wraps a serialized export request after checking its structure and counting items.
     pub fn from_encoded(signal: Signal, bytes: Bytes) -> Result<Batch, wire::WireError> {
         let items = wire::count_items(signal, &bytes)?;
-        Ok(Batch { signal, payload: Payload::Encoded(vec![bytes]), items })
+        Ok(Batch {
+            signal,
+            payload: Payload::Encoded(vec![bytes]),
+            items,
+        })
     }
 
     pub fn from_traces(resource_spans: Vec<ResourceSpans>) -> Batch {
         let items = count_spans(&resource_spans);
-        Batch { signal: Signal::Traces, payload: Payload::Traces(resource_spans), items }
+        Batch {
+            signal: Signal::Traces,
+            payload: Payload::Traces(resource_spans),
+            items,
+        }
     }
 
     pub fn from_metrics(resource_metrics: Vec<ResourceMetrics>) -> Batch {
         let items = count_data_points(&resource_metrics);
-        Batch { signal: Signal::Metrics, payload: Payload::Metrics(resource_metrics), items }
+        Batch {
+            signal: Signal::Metrics,
+            payload: Payload::Metrics(resource_metrics),
+            items,
+        }
     }
 
     pub fn from_logs(resource_logs: Vec<ResourceLogs>) -> Batch {
         let items = count_log_records(&resource_logs);
-        Batch { signal: Signal::Logs, payload: Payload::Logs(resource_logs), items }
+        Batch {
+            signal: Signal::Logs,
+            payload: Payload::Logs(resource_logs),
+            items,
+        }
     }
 
     pub fn signal(&self) -> Signal {
@@ -188,7 +204,9 @@ impl Batch {
 
     /// Decodes an encoded payload in place; a decoded one is left as it is.
     pub fn decode(&mut self) -> Result<(), DecodeError> {
-        let Payload::Encoded(chunks) = &self.payload else { return Ok(()) };
+        let Payload::Encoded(chunks) = &self.payload else {
+            return Ok(());
+        };
         self.payload = match self.signal {
             Signal::Traces => {
                 let mut all = Vec::new();
@@ -200,7 +218,9 @@ impl Batch {
             Signal::Metrics => {
                 let mut all = Vec::new();
                 for chunk in chunks {
-                    all.extend(ExportMetricsServiceRequest::decode(chunk.as_ref())?.resource_metrics);
+                    all.extend(
+                        ExportMetricsServiceRequest::decode(chunk.as_ref())?.resource_metrics,
+                    );
                 }
                 Payload::Metrics(all)
             }
@@ -219,9 +239,18 @@ impl Batch {
     pub fn encoded_len(&self) -> usize {
         match &self.payload {
             Payload::Encoded(chunks) => chunks.iter().map(Bytes::len).sum(),
-            Payload::Traces(v) => v.iter().map(|r| prost::encoding::message::encoded_len(1, r)).sum(),
-            Payload::Metrics(v) => v.iter().map(|r| prost::encoding::message::encoded_len(1, r)).sum(),
-            Payload::Logs(v) => v.iter().map(|r| prost::encoding::message::encoded_len(1, r)).sum(),
+            Payload::Traces(v) => v
+                .iter()
+                .map(|r| prost::encoding::message::encoded_len(1, r))
+                .sum(),
+            Payload::Metrics(v) => v
+                .iter()
+                .map(|r| prost::encoding::message::encoded_len(1, r))
+                .sum(),
+            Payload::Logs(v) => v
+                .iter()
+                .map(|r| prost::encoding::message::encoded_len(1, r))
+                .sum(),
         }
     }
 
@@ -230,9 +259,15 @@ impl Batch {
         buf.reserve(self.encoded_len());
         match &self.payload {
             Payload::Encoded(chunks) => chunks.iter().for_each(|c| buf.put_slice(c)),
-            Payload::Traces(v) => v.iter().for_each(|r| prost::encoding::message::encode(1, r, buf)),
-            Payload::Metrics(v) => v.iter().for_each(|r| prost::encoding::message::encode(1, r, buf)),
-            Payload::Logs(v) => v.iter().for_each(|r| prost::encoding::message::encode(1, r, buf)),
+            Payload::Traces(v) => v
+                .iter()
+                .for_each(|r| prost::encoding::message::encode(1, r, buf)),
+            Payload::Metrics(v) => v
+                .iter()
+                .for_each(|r| prost::encoding::message::encode(1, r, buf)),
+            Payload::Logs(v) => v
+                .iter()
+                .for_each(|r| prost::encoding::message::encode(1, r, buf)),
         }
     }
 
@@ -251,7 +286,10 @@ impl Batch {
     /// Appends another batch of the same signal. Two encoded batches merge without
     /// decoding; otherwise both are decoded.
     pub fn merge(&mut self, mut other: Batch) -> Result<(), DecodeError> {
-        debug_assert_eq!(self.signal, other.signal, "batches of different signals never merge");
+        debug_assert_eq!(
+            self.signal, other.signal,
+            "batches of different signals never merge"
+        );
         self.items += other.items;
         match (&mut self.payload, &mut other.payload) {
             (Payload::Encoded(a), Payload::Encoded(b)) => a.append(b),
@@ -275,7 +313,11 @@ impl Batch {
     pub fn split_off_front(&mut self, max_items: usize) -> Result<Batch, DecodeError> {
         assert!(max_items > 0, "a batch is never split into empty parts");
         if self.items <= max_items {
-            let empty = Batch { signal: self.signal, payload: Payload::Encoded(Vec::new()), items: 0 };
+            let empty = Batch {
+                signal: self.signal,
+                payload: Payload::Encoded(Vec::new()),
+                items: 0,
+            };
             return Ok(std::mem::replace(self, empty));
         }
         if let Payload::Encoded(chunks) = &self.payload {
@@ -283,7 +325,11 @@ impl Batch {
                 let front_items = self.items - back.1;
                 self.payload = Payload::Encoded(back.0);
                 self.items = back.1;
-                return Ok(Batch { signal: self.signal, payload: Payload::Encoded(front), items: front_items });
+                return Ok(Batch {
+                    signal: self.signal,
+                    payload: Payload::Encoded(front),
+                    items: front_items,
+                });
             }
         }
         self.decode()?;
@@ -299,11 +345,17 @@ impl Batch {
 }
 
 fn count_spans(v: &[ResourceSpans]) -> usize {
-    v.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+    v.iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }
 
 fn count_log_records(v: &[ResourceLogs]) -> usize {
-    v.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+    v.iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum()
 }
 
 fn count_data_points(v: &[ResourceMetrics]) -> usize {
@@ -333,7 +385,11 @@ fn split_traces(v: &mut Vec<ResourceSpans>, max: usize) -> Vec<ResourceSpans> {
     let mut budget = max;
     while budget > 0 && !v.is_empty() {
         let rs = &mut v[0];
-        let mut taken = ResourceSpans { resource: rs.resource.clone(), scope_spans: Vec::new(), schema_url: rs.schema_url.clone() };
+        let mut taken = ResourceSpans {
+            resource: rs.resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: rs.schema_url.clone(),
+        };
         while budget > 0 && !rs.scope_spans.is_empty() {
             let ss = &mut rs.scope_spans[0];
             let n = ss.spans.len().min(budget);
@@ -358,7 +414,11 @@ fn split_logs(v: &mut Vec<ResourceLogs>, max: usize) -> Vec<ResourceLogs> {
     let mut budget = max;
     while budget > 0 && !v.is_empty() {
         let rl = &mut v[0];
-        let mut taken = ResourceLogs { resource: rl.resource.clone(), scope_logs: Vec::new(), schema_url: rl.schema_url.clone() };
+        let mut taken = ResourceLogs {
+            resource: rl.resource.clone(),
+            scope_logs: Vec::new(),
+            schema_url: rl.schema_url.clone(),
+        };
         while budget > 0 && !rl.scope_logs.is_empty() {
             let sl = &mut rl.scope_logs[0];
             let n = sl.log_records.len().min(budget);
@@ -385,7 +445,11 @@ fn split_metrics(v: &mut Vec<ResourceMetrics>, max: usize) -> Vec<ResourceMetric
     let mut budget = max;
     while budget > 0 && !v.is_empty() {
         let rm = &mut v[0];
-        let mut taken = ResourceMetrics { resource: rm.resource.clone(), scope_metrics: Vec::new(), schema_url: rm.schema_url.clone() };
+        let mut taken = ResourceMetrics {
+            resource: rm.resource.clone(),
+            scope_metrics: Vec::new(),
+            schema_url: rm.schema_url.clone(),
+        };
         while budget > 0 && !rm.scope_metrics.is_empty() {
             let sm = &mut rm.scope_metrics[0];
             let mut part = sm.clone_shell();
@@ -413,7 +477,10 @@ fn split_metrics(v: &mut Vec<ResourceMetrics>, max: usize) -> Vec<ResourceMetric
 }
 
 /// A copy of `metric` holding its first `n` data points, which are removed from `metric`.
-fn take_points(metric: &mut opentelemetry_proto::tonic::metrics::v1::Metric, n: usize) -> opentelemetry_proto::tonic::metrics::v1::Metric {
+fn take_points(
+    metric: &mut opentelemetry_proto::tonic::metrics::v1::Metric,
+    n: usize,
+) -> opentelemetry_proto::tonic::metrics::v1::Metric {
     use metric::Data;
     let data = match metric.data.as_mut() {
         Some(Data::Gauge(g)) => {
@@ -426,19 +493,23 @@ fn take_points(metric: &mut opentelemetry_proto::tonic::metrics::v1::Metric, n: 
             aggregation_temporality: s.aggregation_temporality,
             is_monotonic: s.is_monotonic,
         })),
-        Some(Data::Histogram(h)) => Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
-            data_points: h.data_points.drain(..n).collect(),
-            aggregation_temporality: h.aggregation_temporality,
-        })),
+        Some(Data::Histogram(h)) => Some(Data::Histogram(
+            opentelemetry_proto::tonic::metrics::v1::Histogram {
+                data_points: h.data_points.drain(..n).collect(),
+                aggregation_temporality: h.aggregation_temporality,
+            },
+        )),
         Some(Data::ExponentialHistogram(h)) => Some(Data::ExponentialHistogram(
             opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
                 data_points: h.data_points.drain(..n).collect(),
                 aggregation_temporality: h.aggregation_temporality,
             },
         )),
-        Some(Data::Summary(s)) => Some(Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary {
-            data_points: s.data_points.drain(..n).collect(),
-        })),
+        Some(Data::Summary(s)) => Some(Data::Summary(
+            opentelemetry_proto::tonic::metrics::v1::Summary {
+                data_points: s.data_points.drain(..n).collect(),
+            },
+        )),
         None => None,
     };
     opentelemetry_proto::tonic::metrics::v1::Metric {
@@ -457,21 +528,33 @@ trait CloneShell {
 
 impl CloneShell for opentelemetry_proto::tonic::trace::v1::ScopeSpans {
     fn clone_shell(&self) -> Self {
-        Self { scope: self.scope.clone(), spans: Vec::new(), schema_url: self.schema_url.clone() }
+        Self {
+            scope: self.scope.clone(),
+            spans: Vec::new(),
+            schema_url: self.schema_url.clone(),
+        }
     }
 }
 
 impl CloneShell for opentelemetry_proto::tonic::logs::v1::ScopeLogs {
     fn clone_shell(&self) -> Self {
-        Self { scope: self.scope.clone(), log_records: Vec::new(), schema_url: self.schema_url.clone() }
+        Self {
+            scope: self.scope.clone(),
+            log_records: Vec::new(),
+            schema_url: self.schema_url.clone(),
+        }
     }
 }
 
 impl CloneShell for opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
     fn clone_shell(&self) -> Self {
-        Self { scope: self.scope.clone(), metrics: Vec::new(), schema_url: self.schema_url.clone() }
+        Self {
+            scope: self.scope.clone(),
+            metrics: Vec::new(),
+            schema_url: self.schema_url.clone(),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,0 +1,219 @@
+use super::*;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    number_data_point, Gauge, Metric, NumberDataPoint, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+use proptest::prelude::*;
+
+fn resource(n: usize) -> Option<Resource> {
+    let value = AnyValue {
+        value: Some(any_value::Value::StringValue(format!("service-{n}"))),
+    };
+    Some(Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(value),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+pub fn resource_spans(resources: usize, spans: usize) -> Vec<ResourceSpans> {
+    (0..resources)
+        .map(|r| ResourceSpans {
+            resource: resource(r),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..spans)
+                    .map(|s| Span {
+                        trace_id: vec![r as u8 + 1; 16],
+                        span_id: vec![s as u8 + 1; 8],
+                        name: format!("span-{r}-{s}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        })
+        .collect()
+}
+
+/// An encoded traces batch of `resources` resources with `spans` spans each.
+pub fn traces_batch(resources: usize, spans: usize) -> Batch {
+    let request = ExportTraceServiceRequest {
+        resource_spans: resource_spans(resources, spans),
+    };
+    Batch::from_encoded(Signal::Traces, Bytes::from(request.encode_to_vec())).unwrap()
+}
+
+fn metrics_request() -> ExportMetricsServiceRequest {
+    let point = |v: f64| NumberDataPoint {
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    let gauge = Metric {
+        name: "g".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![point(1.0), point(2.0)],
+        })),
+        ..Default::default()
+    };
+    let sum = Metric {
+        name: "s".into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![point(3.0), point(4.0), point(5.0)],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(0),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![gauge, sum],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn logs_request(records: usize) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(0),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..records)
+                    .map(|i| LogRecord {
+                        severity_text: format!("l{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[test]
+fn wire_counts_match_decoded_counts_for_every_signal() {
+    let traces = traces_batch(3, 4);
+    assert_eq!(traces.items(), 12);
+    let metrics = Batch::from_encoded(
+        Signal::Metrics,
+        Bytes::from(metrics_request().encode_to_vec()),
+    )
+    .unwrap();
+    assert_eq!(metrics.items(), 5);
+    let logs =
+        Batch::from_encoded(Signal::Logs, Bytes::from(logs_request(7).encode_to_vec())).unwrap();
+    assert_eq!(logs.items(), 7);
+    for mut batch in [traces, metrics, logs] {
+        let wire = batch.items();
+        batch.decode().unwrap();
+        batch.recount();
+        assert_eq!(batch.items(), wire);
+    }
+}
+
+#[test]
+fn merged_encoded_batches_concatenate_into_one_valid_request() {
+    let mut a = traces_batch(1, 2);
+    a.merge(traces_batch(2, 3)).unwrap();
+    assert!(a.is_encoded());
+    assert_eq!(a.items(), 8);
+    let decoded = ExportTraceServiceRequest::decode(a.to_bytes()).unwrap();
+    assert_eq!(decoded.resource_spans.len(), 3);
+}
+
+#[test]
+fn merging_decoded_with_encoded_decodes_both() {
+    let mut a = Batch::from_traces(resource_spans(1, 1));
+    a.merge(traces_batch(1, 2)).unwrap();
+    assert_eq!(a.items(), 3);
+    assert_eq!(a.traces_mut().unwrap().len(), 2);
+}
+
+#[test]
+fn encoding_a_decoded_batch_round_trips() {
+    let original = resource_spans(2, 2);
+    let batch = Batch::from_traces(original.clone());
+    let decoded = ExportTraceServiceRequest::decode(batch.to_bytes()).unwrap();
+    assert_eq!(decoded.resource_spans, original);
+    assert_eq!(batch.encoded_len(), batch.to_bytes().len());
+}
+
+#[test]
+fn splitting_metrics_divides_points_and_keeps_them_all() {
+    let mut batch = Batch::from_encoded(
+        Signal::Metrics,
+        Bytes::from(metrics_request().encode_to_vec()),
+    )
+    .unwrap();
+    let front = batch.split_off_front(3).unwrap();
+    assert_eq!((front.items(), batch.items()), (3, 2));
+    let mut front = front;
+    let names: Vec<String> = front.metrics_mut().unwrap()[0].scope_metrics[0]
+        .metrics
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, vec!["g", "s"]);
+}
+
+#[test]
+fn splitting_logs_keeps_order() {
+    let mut batch = Batch::from_logs(logs_request(5).resource_logs);
+    let mut front = batch.split_off_front(2).unwrap();
+    let texts: Vec<String> = front.logs_mut().unwrap()[0].scope_logs[0]
+        .log_records
+        .iter()
+        .map(|l| l.severity_text.clone())
+        .collect();
+    assert_eq!(texts, vec!["l0", "l1"]);
+    assert_eq!(batch.items(), 3);
+}
+
+proptest! {
+    #[test]
+    fn wire_walk_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        for signal in Signal::ALL {
+            let _ = wire::count_items(signal, &bytes);
+        }
+    }
+
+    #[test]
+    fn wire_walk_accepts_whatever_prost_decodes_with_the_same_count(resources in 0usize..4, spans in 0usize..6, cut in 0usize..64) {
+        let bytes = ExportTraceServiceRequest { resource_spans: resource_spans(resources, spans) }.encode_to_vec();
+        prop_assert_eq!(wire::count_items(Signal::Traces, &bytes), Ok(resources * spans));
+        let truncated = &bytes[..bytes.len().saturating_sub(cut)];
+        if let Ok(count) = wire::count_items(Signal::Traces, truncated) {
+            let decoded = ExportTraceServiceRequest::decode(truncated);
+            prop_assert!(decoded.is_ok(), "the wire walk accepted what prost rejects");
+            prop_assert_eq!(count, count_spans(&decoded.unwrap().resource_spans));
+        }
+    }
+
+    #[test]
+    fn split_then_merge_preserves_every_span(resources in 1usize..5, spans in 1usize..7, max in 1usize..10) {
+        let mut batch = traces_batch(resources, spans);
+        let mut parts = Vec::new();
+        while batch.items() > 0 {
+            let part = batch.split_off_front(max).unwrap();
+            prop_assert!(part.items() <= max && part.items() > 0);
+            parts.push(part);
+        }
+        let mut names = Vec::new();
+        for mut part in parts {
+            names.extend(part.traces_mut().unwrap().iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()));
+        }
+        let expected: Vec<String> = resource_spans(resources, spans).iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect();
+        prop_assert_eq!(names, expected);
+    }
+}

@@ -49,7 +49,11 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(buf: &'a [u8], range: Range<usize>) -> Self {
-        Fields { buf, pos: range.start, end: range.end }
+        Fields {
+            buf,
+            pos: range.start,
+            end: range.end,
+        }
     }
 
     fn varint(&mut self) -> Result<u64, WireError> {
@@ -114,7 +118,12 @@ impl<'a> Fields<'a> {
                 self.pos += len as usize;
                 Value::Delimited(start..self.pos)
             }
-            other => return Err(WireError::WireType { at: record_start, wire_type: other as u8 }),
+            other => {
+                return Err(WireError::WireType {
+                    at: record_start,
+                    wire_type: other as u8,
+                })
+            }
         };
         Ok((field, value, record_start..self.pos))
     }
@@ -134,7 +143,12 @@ fn for_each_message(
         if wanted.contains(&field) {
             match value {
                 Value::Delimited(inner) => visit(inner)?,
-                _ => return Err(WireError::NotAMessage { at: record.start, field }),
+                _ => {
+                    return Err(WireError::NotAMessage {
+                        at: record.start,
+                        field,
+                    })
+                }
             }
         }
     }
@@ -151,7 +165,11 @@ fn check_item(buf: &[u8], range: Range<usize>) -> Result<(), WireError> {
 }
 
 /// Items (spans, metric data points, log records) in one resource record.
-fn count_in_resource(signal: Signal, buf: &[u8], resource: Range<usize>) -> Result<usize, WireError> {
+fn count_in_resource(
+    signal: Signal,
+    buf: &[u8],
+    resource: Range<usize>,
+) -> Result<usize, WireError> {
     let mut count = 0;
     for_each_message(buf, resource, &[2], |scope| match signal {
         Signal::Traces | Signal::Logs => for_each_message(buf, scope, &[2], |item| {
@@ -197,7 +215,10 @@ fn records(signal: Signal, chunk: &Bytes) -> Result<Vec<Record>, WireError> {
             (1, Value::Delimited(inner)) => count_in_resource(signal, chunk, inner)?,
             _ => 0,
         };
-        out.push(Record { bytes: chunk.slice(record), items });
+        out.push(Record {
+            bytes: chunk.slice(record),
+            items,
+        });
     }
     Ok(out)
 }
@@ -250,26 +271,41 @@ mod tests {
     fn length_past_the_end_is_rejected() {
         // field 1, wire type 2, length 100, but only 2 bytes follow
         let buf = [0x0a, 100, 1, 2];
-        assert_eq!(count_items(Signal::Traces, &buf), Err(WireError::LengthOverrun { at: 1, len: 100 }));
+        assert_eq!(
+            count_items(Signal::Traces, &buf),
+            Err(WireError::LengthOverrun { at: 1, len: 100 })
+        );
     }
 
     #[test]
     fn huge_length_prefix_is_rejected_not_allocated() {
         let mut buf = vec![0x0a];
         buf.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
-        assert!(matches!(count_items(Signal::Logs, &buf), Err(WireError::LengthOverrun { .. })));
+        assert!(matches!(
+            count_items(Signal::Logs, &buf),
+            Err(WireError::LengthOverrun { .. })
+        ));
     }
 
     #[test]
     fn group_wire_type_is_rejected() {
         let buf = [0x0b];
-        assert_eq!(count_items(Signal::Metrics, &buf), Err(WireError::WireType { at: 0, wire_type: 3 }));
+        assert_eq!(
+            count_items(Signal::Metrics, &buf),
+            Err(WireError::WireType {
+                at: 0,
+                wire_type: 3
+            })
+        );
     }
 
     #[test]
     fn resource_field_that_is_a_varint_is_rejected() {
         let buf = [0x08, 1];
-        assert_eq!(count_items(Signal::Traces, &buf), Err(WireError::NotAMessage { at: 0, field: 1 }));
+        assert_eq!(
+            count_items(Signal::Traces, &buf),
+            Err(WireError::NotAMessage { at: 0, field: 1 })
+        );
     }
 
     #[test]

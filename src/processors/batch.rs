@@ -28,14 +28,21 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { send_batch_size: 8192, send_batch_max_size: 0, timeout: Duration::from_millis(200) }
+        BatchConfig {
+            send_batch_size: 8192,
+            send_batch_max_size: 0,
+            timeout: Duration::from_millis(200),
+        }
     }
 }
 
 impl BatchConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.send_batch_max_size != 0 && self.send_batch_max_size < self.send_batch_size {
-            return Err(FieldError::new("send_batch_max_size", "must be 0 or at least send_batch_size"));
+            return Err(FieldError::new(
+                "send_batch_max_size",
+                "must be 0 or at least send_batch_size",
+            ));
         }
         if self.timeout.is_zero() {
             return Err(FieldError::new("timeout", "must be greater than zero"));
@@ -53,7 +60,12 @@ pub struct BatchProcessor {
 
 impl BatchProcessor {
     pub fn new(config: BatchConfig, drops: DropCounter) -> Self {
-        BatchProcessor { config, pending: None, deadline: None, drops }
+        BatchProcessor {
+            config,
+            pending: None,
+            deadline: None,
+            drops,
+        }
     }
 
     /// Emits `batch`, cut into parts of at most `send_batch_max_size` items.
@@ -125,8 +137,17 @@ mod tests {
     use crate::model::tests::traces_batch;
 
     fn processor(size: usize, max: usize) -> BatchProcessor {
-        let drops = DropCounter { undecodable: Default::default() };
-        BatchProcessor::new(BatchConfig { send_batch_size: size, send_batch_max_size: max, timeout: Duration::from_secs(1) }, drops)
+        let drops = DropCounter {
+            undecodable: Default::default(),
+        };
+        BatchProcessor::new(
+            BatchConfig {
+                send_batch_size: size,
+                send_batch_max_size: max,
+                timeout: Duration::from_secs(1),
+            },
+            drops,
+        )
     }
 
     #[test]
@@ -138,7 +159,10 @@ mod tests {
         assert!(out.is_empty());
         p.process(traces_batch(1, 4), &mut out);
         assert_eq!(out.iter().map(Batch::items).collect::<Vec<_>>(), vec![12]);
-        assert!(out[0].is_encoded(), "merging encoded batches must not decode them");
+        assert!(
+            out[0].is_encoded(),
+            "merging encoded batches must not decode them"
+        );
     }
 
     #[test]
@@ -146,7 +170,10 @@ mod tests {
         let mut p = processor(10, 10);
         let mut out = Vec::new();
         p.process(traces_batch(5, 5), &mut out);
-        assert_eq!(out.iter().map(Batch::items).collect::<Vec<_>>(), vec![10, 10, 5]);
+        assert_eq!(
+            out.iter().map(Batch::items).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
     }
 
     #[test]
@@ -154,7 +181,10 @@ mod tests {
         let mut p = processor(3, 3);
         let mut out = Vec::new();
         p.process(traces_batch(1, 7), &mut out);
-        assert_eq!(out.iter().map(Batch::items).collect::<Vec<_>>(), vec![3, 3, 1]);
+        assert_eq!(
+            out.iter().map(Batch::items).collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
     }
 
     #[test]

@@ -41,7 +41,13 @@ pub struct MemoryLimiterConfig {
 
 impl Default for MemoryLimiterConfig {
     fn default() -> Self {
-        MemoryLimiterConfig { check_interval: Duration::from_secs(1), limit_mib: 0, spike_limit_mib: 0, limit_percentage: 0, spike_limit_percentage: 0 }
+        MemoryLimiterConfig {
+            check_interval: Duration::from_secs(1),
+            limit_mib: 0,
+            spike_limit_mib: 0,
+            limit_percentage: 0,
+            spike_limit_percentage: 0,
+        }
     }
 }
 
@@ -50,19 +56,34 @@ const MIB: u64 = 1024 * 1024;
 impl MemoryLimiterConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.check_interval.is_zero() {
-            return Err(FieldError::new("check_interval", "must be greater than zero"));
+            return Err(FieldError::new(
+                "check_interval",
+                "must be greater than zero",
+            ));
         }
         if self.limit_mib == 0 && self.limit_percentage == 0 {
-            return Err(FieldError::new("limit_mib", "set limit_mib or limit_percentage"));
+            return Err(FieldError::new(
+                "limit_mib",
+                "set limit_mib or limit_percentage",
+            ));
         }
         if self.limit_percentage > 100 || self.spike_limit_percentage > 100 {
-            return Err(FieldError::new("limit_percentage", "percentages are at most 100"));
+            return Err(FieldError::new(
+                "limit_percentage",
+                "percentages are at most 100",
+            ));
         }
         if self.limit_mib > 0 && self.spike_limit_mib >= self.limit_mib {
-            return Err(FieldError::new("spike_limit_mib", "must be less than limit_mib"));
+            return Err(FieldError::new(
+                "spike_limit_mib",
+                "must be less than limit_mib",
+            ));
         }
         if self.limit_mib == 0 && self.spike_limit_percentage >= self.limit_percentage {
-            return Err(FieldError::new("spike_limit_percentage", "must be less than limit_percentage"));
+            return Err(FieldError::new(
+                "spike_limit_percentage",
+                "must be less than limit_percentage",
+            ));
         }
         Ok(())
     }
@@ -70,11 +91,19 @@ impl MemoryLimiterConfig {
     /// The soft limit in bytes: above it, data is refused.
     pub fn soft_limit_bytes(&self) -> u64 {
         let (limit, spike) = if self.limit_mib > 0 {
-            let spike = if self.spike_limit_mib > 0 { self.spike_limit_mib } else { self.limit_mib / 5 };
+            let spike = if self.spike_limit_mib > 0 {
+                self.spike_limit_mib
+            } else {
+                self.limit_mib / 5
+            };
             (self.limit_mib * MIB, spike * MIB)
         } else {
             let total = available_memory_bytes();
-            let spike_pct = if self.spike_limit_percentage > 0 { self.spike_limit_percentage } else { self.limit_percentage / 5 };
+            let spike_pct = if self.spike_limit_percentage > 0 {
+                self.spike_limit_percentage
+            } else {
+                self.limit_percentage / 5
+            };
             (total / 100 * self.limit_percentage, total / 100 * spike_pct)
         };
         limit.saturating_sub(spike)
@@ -98,7 +127,12 @@ impl MemoryLimiter {
                 while let Some(gate) = weak.upgrade() {
                     let over = resident_bytes().is_some_and(|rss| rss > soft_limit);
                     if over != gate.is_closed() {
-                        tracing::warn!(over, soft_limit_mib = soft_limit / MIB, "memory_limiter: admission {}", if over { "closed" } else { "reopened" });
+                        tracing::warn!(
+                            over,
+                            soft_limit_mib = soft_limit / MIB,
+                            "memory_limiter: admission {}",
+                            if over { "closed" } else { "reopened" }
+                        );
                     }
                     gate.set_closed(over);
                     drop(gate);
@@ -106,7 +140,12 @@ impl MemoryLimiter {
                 }
             })
             .expect("spawning a thread succeeds");
-        (MemoryLimiter { _gate: Arc::clone(&gate) }, gate)
+        (
+            MemoryLimiter {
+                _gate: Arc::clone(&gate),
+            },
+            gate,
+        )
     }
 }
 
@@ -124,14 +163,23 @@ pub fn resident_bytes() -> Option<u64> {
 
 fn kib_field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
-    let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
 /// The cgroup v2 memory limit if one is set, else total RAM.
 fn available_memory_bytes() -> u64 {
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| kib_field(&m, "MemTotal:"));
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| kib_field(&m, "MemTotal:"));
     cgroup.or(total).unwrap_or(u64::MAX)
 }
 
@@ -141,15 +189,26 @@ mod tests {
 
     #[test]
     fn soft_limit_defaults_spike_to_a_fifth() {
-        let c = MemoryLimiterConfig { limit_mib: 100, ..Default::default() };
+        let c = MemoryLimiterConfig {
+            limit_mib: 100,
+            ..Default::default()
+        };
         assert_eq!(c.soft_limit_bytes(), 80 * MIB);
-        let c = MemoryLimiterConfig { limit_mib: 100, spike_limit_mib: 30, ..Default::default() };
+        let c = MemoryLimiterConfig {
+            limit_mib: 100,
+            spike_limit_mib: 30,
+            ..Default::default()
+        };
         assert_eq!(c.soft_limit_bytes(), 70 * MIB);
     }
 
     #[test]
     fn spike_must_be_below_limit() {
-        let c = MemoryLimiterConfig { limit_mib: 100, spike_limit_mib: 100, ..Default::default() };
+        let c = MemoryLimiterConfig {
+            limit_mib: 100,
+            spike_limit_mib: 100,
+            ..Default::default()
+        };
         assert_eq!(c.validate().unwrap_err().key, "spike_limit_mib");
     }
 
@@ -161,7 +220,11 @@ mod tests {
     #[test]
     fn gate_closes_when_over_the_soft_limit() {
         // a 2 MiB limit is always exceeded by a test process
-        let (_limiter, gate) = MemoryLimiter::start(MemoryLimiterConfig { limit_mib: 2, check_interval: Duration::from_millis(5), ..Default::default() });
+        let (_limiter, gate) = MemoryLimiter::start(MemoryLimiterConfig {
+            limit_mib: 2,
+            check_interval: Duration::from_millis(5),
+            ..Default::default()
+        });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !gate.is_closed() {
             assert!(std::time::Instant::now() < deadline, "gate never closed");

@@ -79,10 +79,16 @@ pub struct Built {
 /// Builds a processor from its config.
 pub fn build(config: &ProcessorConfig, drops: DropCounter) -> Built {
     match config {
-        ProcessorConfig::Batch(c) => Built { processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)), gate: None },
+        ProcessorConfig::Batch(c) => Built {
+            processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)),
+            gate: None,
+        },
         ProcessorConfig::MemoryLimiter(c) => {
             let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
-            Built { processor: Box::new(processor), gate: Some(gate) }
+            Built {
+                processor: Box::new(processor),
+                gate: Some(gate),
+            }
         }
     }
 }

@@ -151,22 +151,82 @@ impl Telemetry {
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
-        registry.register("receiver_received_items", "Items in well-formed requests", t.receiver_received.clone());
-        registry.register("receiver_accepted_items", "Items accepted by every target pipeline", t.receiver_accepted.clone());
-        registry.register("receiver_refused_items", "Items refused with a retryable error", t.receiver_refused.clone());
-        registry.register("receiver_rejected_requests", "Malformed, oversized or unsupported requests", t.receiver_rejected_requests.clone());
-        registry.register("pipeline_accepted_items", "Items put on a pipeline queue", t.pipeline_accepted.clone());
-        registry.register("pipeline_refused_items", "Items a pipeline refused", t.pipeline_refused.clone());
-        registry.register("pipeline_dropped_items", "Items accepted and then dropped", t.pipeline_dropped.clone());
-        registry.register("exporter_sent_items", "Items the backend acknowledged", t.exporter_sent.clone());
-        registry.register("exporter_send_failed_items", "Items in failed export attempts", t.exporter_send_failed.clone());
-        registry.register("exporter_dropped_items", "Items an exporter gave up on", t.exporter_dropped.clone());
-        registry.register("exporter_export_duration_seconds", "Duration of one export attempt", t.exporter_duration.clone());
-        registry.register("queue_size", "Batches waiting in a queue", t.queue_size.clone());
-        registry.register("queue_capacity", "Batches a queue can hold", t.queue_capacity.clone());
-        registry.register("config_reloads", "Configuration reloads by result", t.reloads.clone());
+        registry.register(
+            "receiver_received_items",
+            "Items in well-formed requests",
+            t.receiver_received.clone(),
+        );
+        registry.register(
+            "receiver_accepted_items",
+            "Items accepted by every target pipeline",
+            t.receiver_accepted.clone(),
+        );
+        registry.register(
+            "receiver_refused_items",
+            "Items refused with a retryable error",
+            t.receiver_refused.clone(),
+        );
+        registry.register(
+            "receiver_rejected_requests",
+            "Malformed, oversized or unsupported requests",
+            t.receiver_rejected_requests.clone(),
+        );
+        registry.register(
+            "pipeline_accepted_items",
+            "Items put on a pipeline queue",
+            t.pipeline_accepted.clone(),
+        );
+        registry.register(
+            "pipeline_refused_items",
+            "Items a pipeline refused",
+            t.pipeline_refused.clone(),
+        );
+        registry.register(
+            "pipeline_dropped_items",
+            "Items accepted and then dropped",
+            t.pipeline_dropped.clone(),
+        );
+        registry.register(
+            "exporter_sent_items",
+            "Items the backend acknowledged",
+            t.exporter_sent.clone(),
+        );
+        registry.register(
+            "exporter_send_failed_items",
+            "Items in failed export attempts",
+            t.exporter_send_failed.clone(),
+        );
+        registry.register(
+            "exporter_dropped_items",
+            "Items an exporter gave up on",
+            t.exporter_dropped.clone(),
+        );
+        registry.register(
+            "exporter_export_duration_seconds",
+            "Duration of one export attempt",
+            t.exporter_duration.clone(),
+        );
+        registry.register(
+            "queue_size",
+            "Batches waiting in a queue",
+            t.queue_size.clone(),
+        );
+        registry.register(
+            "queue_capacity",
+            "Batches a queue can hold",
+            t.queue_capacity.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            t.reloads.clone(),
+        );
         let build: Family<BuildLabels, Gauge> = Family::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
         registry.register("build_info", "Build information", build);
         Arc::new(Telemetry { registry, ..t })
     }
@@ -175,13 +235,22 @@ impl Telemetry {
     /// guard is dropped.
     pub fn register_queue(self: &Arc<Self>, name: String, probe: QueueProbe) -> QueueRegistration {
         let id = self.next_queue.fetch_add(1, Ordering::Relaxed);
-        self.queues.lock().push((id, QueueLabels { queue: name }, probe));
-        QueueRegistration { telemetry: Arc::clone(self), id }
+        self.queues
+            .lock()
+            .push((id, QueueLabels { queue: name }, probe));
+        QueueRegistration {
+            telemetry: Arc::clone(self),
+            id,
+        }
     }
 
     pub fn record_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.reloads.get_or_create(&ResultLabels { result: result.into() }).inc();
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -197,10 +266,13 @@ impl Telemetry {
         for (_, labels, probe) in self.queues.lock().iter() {
             let (len, capacity) = probe();
             self.queue_size.get_or_create(labels).set(len as i64);
-            self.queue_capacity.get_or_create(labels).set(capacity as i64);
+            self.queue_capacity
+                .get_or_create(labels)
+                .set(capacity as i64);
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

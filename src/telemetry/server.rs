@@ -27,7 +27,10 @@ fn respond<B>(telemetry: &Telemetry, req: &Request<B>) -> Response<Body> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if telemetry.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n",
+        ),
     }
 }
 

@@ -36,19 +36,33 @@ enum Prepared {
 impl RunningReceiver {
     fn prepare(id: &ComponentId, config: &ReceiverConfig) -> std::io::Result<Prepared> {
         match config {
-            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id.to_string(), c).map(Prepared::Otlp),
+            ReceiverConfig::Otlp(c) => {
+                OtlpReceiver::prepare(&id.to_string(), c).map(Prepared::Otlp)
+            }
         }
     }
 
     fn prepare_update(&self, config: &ReceiverConfig) -> std::io::Result<Prepared> {
         match (self, config) {
-            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => r.prepare_update(c).map(Prepared::Otlp),
+            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => {
+                r.prepare_update(c).map(Prepared::Otlp)
+            }
         }
     }
 
-    fn start(id: &ComponentId, prepared: Prepared, routes: Arc<Routes>, telemetry: &Arc<Telemetry>) -> RunningReceiver {
+    fn start(
+        id: &ComponentId,
+        prepared: Prepared,
+        routes: Arc<Routes>,
+        telemetry: &Arc<Telemetry>,
+    ) -> RunningReceiver {
         match prepared {
-            Prepared::Otlp(p) => RunningReceiver::Otlp(OtlpReceiver::start(id.to_string(), p, routes, Arc::clone(telemetry))),
+            Prepared::Otlp(p) => RunningReceiver::Otlp(OtlpReceiver::start(
+                id.to_string(),
+                p,
+                routes,
+                Arc::clone(telemetry),
+            )),
         }
     }
 
@@ -91,12 +105,21 @@ pub struct Topology {
 
 impl Topology {
     pub fn new(telemetry: Arc<Telemetry>) -> Topology {
-        Topology { telemetry, config: None, receivers: BTreeMap::new(), pipelines: BTreeMap::new(), retiring: Vec::new() }
+        Topology {
+            telemetry,
+            config: None,
+            receivers: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            retiring: Vec::new(),
+        }
     }
 
     /// The addresses each receiver listens on (the real ports when configured with port 0).
     pub fn receiver_addresses(&self) -> BTreeMap<String, Vec<SocketAddr>> {
-        self.receivers.iter().map(|(id, r)| (id.to_string(), r.addresses())).collect()
+        self.receivers
+            .iter()
+            .map(|(id, r)| (id.to_string(), r.addresses()))
+            .collect()
     }
 
     /// Makes the running topology match `config`. On error (a listener cannot be bound)
@@ -110,7 +133,10 @@ impl Topology {
     }
 
     /// Binds the listeners of new and changed receivers.
-    fn prepare_receivers(&self, config: &Config) -> std::io::Result<BTreeMap<ComponentId, Prepared>> {
+    fn prepare_receivers(
+        &self,
+        config: &Config,
+    ) -> std::io::Result<BTreeMap<ComponentId, Prepared>> {
         let mut prepared = BTreeMap::new();
         for id in used_receivers(config) {
             let wanted = &config.receivers[&id];
@@ -152,7 +178,11 @@ impl Topology {
     }
 
     /// Points every receiver at its pipelines, starting, updating and stopping receivers.
-    async fn route_receivers(&mut self, config: &Config, mut prepared: BTreeMap<ComponentId, Prepared>) {
+    async fn route_receivers(
+        &mut self,
+        config: &Config,
+        mut prepared: BTreeMap<ComponentId, Prepared>,
+    ) {
         let used = used_receivers(config);
         for id in &used {
             let mut routes = Routes::default();
@@ -169,12 +199,20 @@ impl Topology {
                 }
                 (Some(running), None) => running.set_routes(routes),
                 (None, Some(new)) => {
-                    self.receivers.insert(id.clone(), RunningReceiver::start(id, new, routes, &self.telemetry));
+                    self.receivers.insert(
+                        id.clone(),
+                        RunningReceiver::start(id, new, routes, &self.telemetry),
+                    );
                 }
                 (None, None) => unreachable!("prepare_receivers binds every new receiver"),
             }
         }
-        let removed: Vec<ComponentId> = self.receivers.keys().filter(|id| !used.contains(id)).cloned().collect();
+        let removed: Vec<ComponentId> = self
+            .receivers
+            .keys()
+            .filter(|id| !used.contains(id))
+            .cloned()
+            .collect();
         for id in removed {
             if let Some(receiver) = self.receivers.remove(&id) {
                 tracing::info!(receiver = %id, "receiver removed");
@@ -192,7 +230,11 @@ impl Topology {
             receiver.stop().await;
         }
         let mut draining = std::mem::take(&mut self.retiring);
-        draining.extend(std::mem::take(&mut self.pipelines).into_values().map(RunningPipeline::retire));
+        draining.extend(
+            std::mem::take(&mut self.pipelines)
+                .into_values()
+                .map(RunningPipeline::retire),
+        );
         for pipeline in draining {
             pipeline.finish(deadline).await;
         }
@@ -208,7 +250,11 @@ impl Topology {
 
 /// Receivers that some pipeline lists, in id order.
 fn used_receivers(config: &Config) -> Vec<ComponentId> {
-    let mut ids: Vec<ComponentId> = config.pipelines.values().flat_map(|p| p.receivers.iter().cloned()).collect();
+    let mut ids: Vec<ComponentId> = config
+        .pipelines
+        .values()
+        .flat_map(|p| p.receivers.iter().cloned())
+        .collect();
     ids.sort();
     ids.dedup();
     ids

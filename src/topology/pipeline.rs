@@ -35,8 +35,16 @@ impl Signature {
     pub fn of(config: &Config, pipeline: &PipelineConfig) -> Signature {
         Signature {
             queue: pipeline.queue.clone(),
-            processors: pipeline.processors.iter().map(|id| (id.to_string(), config.processors[id].clone())).collect(),
-            exporters: pipeline.exporters.iter().map(|id| (id.to_string(), config.exporters[id].clone())).collect(),
+            processors: pipeline
+                .processors
+                .iter()
+                .map(|id| (id.to_string(), config.processors[id].clone()))
+                .collect(),
+            exporters: pipeline
+                .exporters
+                .iter()
+                .map(|id| (id.to_string(), config.exporters[id].clone()))
+                .collect(),
         }
     }
 }
@@ -60,16 +68,30 @@ pub struct Retiring {
 }
 
 fn counter(telemetry: &Telemetry, pipeline: &str, reason: &str) -> Counter {
-    telemetry.pipeline_dropped.get_or_create_owned(&PipelineReasonLabels { pipeline: pipeline.into(), reason: reason.into() })
+    telemetry
+        .pipeline_dropped
+        .get_or_create_owned(&PipelineReasonLabels {
+            pipeline: pipeline.into(),
+            reason: reason.into(),
+        })
 }
 
 impl RunningPipeline {
-    pub fn start(id: &PipelineId, signature: Signature, telemetry: &Arc<Telemetry>) -> RunningPipeline {
+    pub fn start(
+        id: &PipelineId,
+        signature: Signature,
+        telemetry: &Arc<Telemetry>,
+    ) -> RunningPipeline {
         let name = id.to_string();
         let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
         let probe = receiver.clone();
-        let queue = telemetry.register_queue(format!("pipeline:{name}"), Box::new(move || (probe.len(), probe.capacity().unwrap_or(0))));
-        let drops = DropCounter { undecodable: counter(telemetry, &name, "undecodable") };
+        let queue = telemetry.register_queue(
+            format!("pipeline:{name}"),
+            Box::new(move || (probe.len(), probe.capacity().unwrap_or(0))),
+        );
+        let drops = DropCounter {
+            undecodable: counter(telemetry, &name, "undecodable"),
+        };
         let mut gates = Vec::new();
         let mut chain: Vec<Box<dyn Processor>> = Vec::new();
         for (_, config) in &signature.processors {
@@ -81,7 +103,16 @@ impl RunningPipeline {
         let (senders, exporters): (Vec<_>, Vec<_>) = signature
             .exporters
             .iter()
-            .map(|(exporter_id, config)| exporters::spawn(exporter_id, &name, id.signal, config, telemetry, aborted.clone()))
+            .map(|(exporter_id, config)| {
+                exporters::spawn(
+                    exporter_id,
+                    &name,
+                    id.signal,
+                    config,
+                    telemetry,
+                    aborted.clone(),
+                )
+            })
             .unzip();
         let closed = counter(telemetry, &name, "shutdown");
         let worker = std::thread::Builder::new()
@@ -89,19 +120,58 @@ impl RunningPipeline {
             .spawn(move || run_worker(receiver, chain, senders, closed))
             .expect("spawning a thread succeeds");
         let counters = InputCounters {
-            accepted: telemetry.pipeline_accepted.get_or_create_owned(&PipelineLabels { pipeline: name.clone() }),
-            refused_queue_full: telemetry.pipeline_refused.get_or_create_owned(&PipelineReasonLabels { pipeline: name.clone(), reason: "queue_full".into() }),
-            refused_memory: telemetry.pipeline_refused.get_or_create_owned(&PipelineReasonLabels { pipeline: name.clone(), reason: "memory_limit".into() }),
+            accepted: telemetry
+                .pipeline_accepted
+                .get_or_create_owned(&PipelineLabels {
+                    pipeline: name.clone(),
+                }),
+            refused_queue_full: telemetry.pipeline_refused.get_or_create_owned(
+                &PipelineReasonLabels {
+                    pipeline: name.clone(),
+                    reason: "queue_full".into(),
+                },
+            ),
+            refused_memory: telemetry
+                .pipeline_refused
+                .get_or_create_owned(&PipelineReasonLabels {
+                    pipeline: name.clone(),
+                    reason: "memory_limit".into(),
+                }),
             dropped_queue_full: counter(telemetry, &name, "queue_full"),
         };
-        let input = Arc::new(PipelineInput::new(name, id.signal, sender, signature.queue.when_full, gates, counters));
-        RunningPipeline { signature, input, worker, exporters, abort, _queue: queue }
+        let input = Arc::new(PipelineInput::new(
+            name,
+            id.signal,
+            sender,
+            signature.queue.when_full,
+            gates,
+            counters,
+        ));
+        RunningPipeline {
+            signature,
+            input,
+            worker,
+            exporters,
+            abort,
+            _queue: queue,
+        }
     }
 
     /// Stops taking data: once in-flight requests release the input, the worker drains.
     pub fn retire(self) -> Retiring {
-        let RunningPipeline { worker, exporters, abort, _queue, .. } = self;
-        Retiring { worker, exporters, abort, _queue }
+        let RunningPipeline {
+            worker,
+            exporters,
+            abort,
+            _queue,
+            ..
+        } = self;
+        Retiring {
+            worker,
+            exporters,
+            abort,
+            _queue,
+        }
     }
 }
 
@@ -109,7 +179,12 @@ impl Retiring {
     /// Waits for the pipeline to deliver everything; at `deadline`, gives up on what is
     /// left (counted as dropped with `reason="shutdown"`) and waits for that to finish.
     pub async fn finish(self, deadline: tokio::time::Instant) {
-        let Retiring { worker, exporters, abort, _queue } = self;
+        let Retiring {
+            worker,
+            exporters,
+            abort,
+            _queue,
+        } = self;
         let drained = async {
             let worker = tokio::task::spawn_blocking(move || worker.join());
             for exporter in exporters {
@@ -118,7 +193,10 @@ impl Retiring {
             let _ = worker.await;
         };
         tokio::pin!(drained);
-        if tokio::time::timeout_at(deadline, &mut drained).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut drained)
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown timeout reached; dropping undelivered data (counted)");
             let _ = abort.send(true);
             drained.await;
@@ -127,7 +205,12 @@ impl Retiring {
 }
 
 /// The worker loop: queue → processors → exporter queues, until the queue closes.
-fn run_worker(queue: Receiver<Batch>, mut chain: Vec<Box<dyn Processor>>, exporters: Vec<mpsc::Sender<Batch>>, closed: Counter) {
+fn run_worker(
+    queue: Receiver<Batch>,
+    mut chain: Vec<Box<dyn Processor>>,
+    exporters: Vec<mpsc::Sender<Batch>>,
+    closed: Counter,
+) {
     let mut emit = |batch: Batch| deliver(&exporters, batch, &closed);
     loop {
         let deadline = chain.iter().filter_map(|p| p.next_deadline()).min();
@@ -142,7 +225,8 @@ fn run_worker(queue: Receiver<Batch>, mut chain: Vec<Box<dyn Processor>>, export
                 for index in 0..chain.len() {
                     let mut out = Vec::new();
                     chain[index].on_tick(now, &mut out);
-                    out.into_iter().for_each(|b| run_chain(&mut chain[index + 1..], b, &mut emit));
+                    out.into_iter()
+                        .for_each(|b| run_chain(&mut chain[index + 1..], b, &mut emit));
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -151,7 +235,8 @@ fn run_worker(queue: Receiver<Batch>, mut chain: Vec<Box<dyn Processor>>, export
     for index in 0..chain.len() {
         let mut out = Vec::new();
         chain[index].flush(&mut out);
-        out.into_iter().for_each(|b| run_chain(&mut chain[index + 1..], b, &mut emit));
+        out.into_iter()
+            .for_each(|b| run_chain(&mut chain[index + 1..], b, &mut emit));
     }
 }
 
@@ -168,7 +253,9 @@ fn run_chain(chain: &mut [Box<dyn Processor>], batch: Batch, emit: &mut dyn FnMu
 
 /// Gives a batch to every exporter, waiting for room in each queue.
 fn deliver(exporters: &[mpsc::Sender<Batch>], batch: Batch, closed: &Counter) {
-    let Some((last, others)) = exporters.split_last() else { return };
+    let Some((last, others)) = exporters.split_last() else {
+        return;
+    };
     for exporter in others {
         if let Err(rejected) = exporter.blocking_send(batch.clone()) {
             closed.inc_by(rejected.0.items() as u64);

@@ -38,7 +38,10 @@ pub struct GrpcServerConfig {
 
 impl Default for GrpcServerConfig {
     fn default() -> Self {
-        GrpcServerConfig { endpoint: "127.0.0.1:4317".into(), max_recv_msg_size_mib: 4 }
+        GrpcServerConfig {
+            endpoint: "127.0.0.1:4317".into(),
+            max_recv_msg_size_mib: 4,
+        }
     }
 }
 
@@ -75,28 +78,49 @@ impl OtlpReceiverConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         let p = &self.protocols;
         if p.grpc.is_none() && p.http.is_none() {
-            return Err(FieldError::new("protocols", "enable at least one of grpc and http"));
+            return Err(FieldError::new(
+                "protocols",
+                "enable at least one of grpc and http",
+            ));
         }
         if let Some(grpc) = &p.grpc {
-            parse_address(&grpc.endpoint).map_err(|m| FieldError::new("protocols.grpc.endpoint", m))?;
+            parse_address(&grpc.endpoint)
+                .map_err(|m| FieldError::new("protocols.grpc.endpoint", m))?;
             if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 4096 {
-                return Err(FieldError::new("protocols.grpc.max_recv_msg_size_mib", "must be between 1 and 4096"));
+                return Err(FieldError::new(
+                    "protocols.grpc.max_recv_msg_size_mib",
+                    "must be between 1 and 4096",
+                ));
             }
         }
         if let Some(http) = &p.http {
-            parse_address(&http.endpoint).map_err(|m| FieldError::new("protocols.http.endpoint", m))?;
+            parse_address(&http.endpoint)
+                .map_err(|m| FieldError::new("protocols.http.endpoint", m))?;
             if http.max_request_body_size == 0 {
-                return Err(FieldError::new("protocols.http.max_request_body_size", "must be greater than zero"));
+                return Err(FieldError::new(
+                    "protocols.http.max_request_body_size",
+                    "must be greater than zero",
+                ));
             }
-            for (key, path) in [("traces_url_path", &http.traces_url_path), ("metrics_url_path", &http.metrics_url_path), ("logs_url_path", &http.logs_url_path)] {
+            for (key, path) in [
+                ("traces_url_path", &http.traces_url_path),
+                ("metrics_url_path", &http.metrics_url_path),
+                ("logs_url_path", &http.logs_url_path),
+            ] {
                 if !path.starts_with('/') {
-                    return Err(FieldError::new(format!("protocols.http.{key}"), format!("`{path}` must start with /")));
+                    return Err(FieldError::new(
+                        format!("protocols.http.{key}"),
+                        format!("`{path}` must start with /"),
+                    ));
                 }
             }
         }
         if let (Some(g), Some(h)) = (&p.grpc, &p.http) {
             if parse_address(&g.endpoint) == parse_address(&h.endpoint) {
-                return Err(FieldError::new("protocols.http.endpoint", "grpc and http cannot share an endpoint"));
+                return Err(FieldError::new(
+                    "protocols.http.endpoint",
+                    "grpc and http cannot share an endpoint",
+                ));
             }
         }
         Ok(())

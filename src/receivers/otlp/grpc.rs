@@ -31,7 +31,12 @@ struct Failure {
 
 impl Failure {
     fn rejected(code: i32, reason: &'static str, message: impl Into<String>) -> Failure {
-        Failure { code, message: message.into(), rejected_reason: Some(reason), retry_after: false }
+        Failure {
+            code,
+            message: message.into(),
+            rejected_reason: Some(reason),
+            retry_after: false,
+        }
     }
 }
 
@@ -49,32 +54,76 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 
 async fn export(shared: &Shared, req: Request<Incoming>) -> Result<(), Failure> {
     let Some(signal) = signal_for_grpc_path(req.uri().path()) else {
-        return Err(Failure::rejected(code::UNIMPLEMENTED, "unknown_method", format!("unknown method {}", req.uri().path())));
+        return Err(Failure::rejected(
+            code::UNIMPLEMENTED,
+            "unknown_method",
+            format!("unknown method {}", req.uri().path()),
+        ));
     };
-    let is_grpc = req.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"));
+    let is_grpc = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
     if !is_grpc {
-        return Err(Failure::rejected(code::INVALID_ARGUMENT, "content_type", "content-type must be application/grpc"));
+        return Err(Failure::rejected(
+            code::INVALID_ARGUMENT,
+            "content_type",
+            "content-type must be application/grpc",
+        ));
     }
-    let encoding = req.headers().get("grpc-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let encoding = req
+        .headers()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
     let Some(compression) = Compression::from_header(encoding) else {
-        return Err(Failure::rejected(code::UNIMPLEMENTED, "unsupported_encoding", format!("grpc-encoding {encoding} is not supported")));
+        return Err(Failure::rejected(
+            code::UNIMPLEMENTED,
+            "unsupported_encoding",
+            format!("grpc-encoding {encoding} is not supported"),
+        ));
     };
-    let limit = shared.config().protocols.grpc.as_ref().map_or(4, |g| g.max_recv_msg_size_mib) as usize * MIB;
+    let limit = shared
+        .config()
+        .protocols
+        .grpc
+        .as_ref()
+        .map_or(4, |g| g.max_recv_msg_size_mib) as usize
+        * MIB;
     let body = read_body(req.into_body(), limit).await?;
-    let (compressed, message) =
-        grpc::unframe(&body).map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
+    let (compressed, message) = grpc::unframe(&body)
+        .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
     let message = if compressed {
         if compression == Compression::None {
-            return Err(Failure::rejected(code::INTERNAL, "malformed", "compressed message without grpc-encoding"));
+            return Err(Failure::rejected(
+                code::INTERNAL,
+                "malformed",
+                "compressed message without grpc-encoding",
+            ));
         }
-        Bytes::from(compression.decompress(&message, limit).map_err(inflate_failure)?)
+        Bytes::from(
+            compression
+                .decompress(&message, limit)
+                .map_err(inflate_failure)?,
+        )
     } else {
         message
     };
-    let batch = Batch::from_encoded(signal, message).map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
+    let batch = Batch::from_encoded(signal, message)
+        .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
     shared.ingest(batch).map_err(|e| match e {
-        IngestError::NoPipeline => Failure::rejected(code::UNIMPLEMENTED, "no_pipeline", format!("no pipeline takes {signal} from this receiver")),
-        IngestError::Refused(refusal) => Failure { code: code::UNAVAILABLE, message: refusal_message(refusal), rejected_reason: None, retry_after: true },
+        IngestError::NoPipeline => Failure::rejected(
+            code::UNIMPLEMENTED,
+            "no_pipeline",
+            format!("no pipeline takes {signal} from this receiver"),
+        ),
+        IngestError::Refused(refusal) => Failure {
+            code: code::UNAVAILABLE,
+            message: refusal_message(refusal),
+            rejected_reason: None,
+            retry_after: true,
+        },
     })
 }
 
@@ -85,22 +134,34 @@ pub(super) fn refusal_message(refusal: Refusal) -> String {
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Failure> {
     match Limited::new(body, limit + 5).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Failure::rejected(code::RESOURCE_EXHAUSTED, "too_large", format!("message larger than {limit} bytes")))
-        }
-        Err(e) => Err(Failure::rejected(code::CANCELLED, "read_error", format!("reading the request failed: {e}"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::rejected(
+            code::RESOURCE_EXHAUSTED,
+            "too_large",
+            format!("message larger than {limit} bytes"),
+        )),
+        Err(e) => Err(Failure::rejected(
+            code::CANCELLED,
+            "read_error",
+            format!("reading the request failed: {e}"),
+        )),
     }
 }
 
 fn inflate_failure(e: InflateError) -> Failure {
     match e {
-        InflateError::TooLarge { .. } => Failure::rejected(code::RESOURCE_EXHAUSTED, "too_large", e.to_string()),
-        InflateError::Corrupt(_) => Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()),
+        InflateError::TooLarge { .. } => {
+            Failure::rejected(code::RESOURCE_EXHAUSTED, "too_large", e.to_string())
+        }
+        InflateError::Corrupt(_) => {
+            Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string())
+        }
     }
 }
 
 fn grpc_headers(response: &mut Response<Body>) {
-    response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
 }
 
 /// An empty `Export*ServiceResponse` (no `partial_success`) followed by `grpc-status: 0`.

@@ -43,7 +43,11 @@ struct Failure {
 
 impl Failure {
     fn rejected(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Failure {
-        Failure { status, message: message.into(), rejected_reason: Some(reason) }
+        Failure {
+            status,
+            message: message.into(),
+            rejected_reason: Some(reason),
+        }
     }
 }
 
@@ -62,7 +66,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 
 fn request_format<B>(req: &Request<B>) -> Option<Format> {
     let content_type = req.headers().get("content-type")?.to_str().ok()?;
-    match content_type.split(';').next()?.trim().to_ascii_lowercase().as_str() {
+    match content_type
+        .split(';')
+        .next()?
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
         "application/json" => Some(Format::Json),
         _ => None,
@@ -72,18 +82,36 @@ fn request_format<B>(req: &Request<B>) -> Option<Format> {
 fn signal_for_path(shared: &Shared, path: &str) -> Option<Signal> {
     let config = shared.config();
     let http = config.protocols.http.as_ref()?;
-    let paths = [(Signal::Traces, &http.traces_url_path), (Signal::Metrics, &http.metrics_url_path), (Signal::Logs, &http.logs_url_path)];
-    let signal = paths.into_iter().find(|(_, p)| p.as_str() == path).map(|(s, _)| s);
+    let paths = [
+        (Signal::Traces, &http.traces_url_path),
+        (Signal::Metrics, &http.metrics_url_path),
+        (Signal::Logs, &http.logs_url_path),
+    ];
+    let signal = paths
+        .into_iter()
+        .find(|(_, p)| p.as_str() == path)
+        .map(|(s, _)| s);
     signal
 }
 
 /// Handles one export; on success returns the items rejected as partial success.
-async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<json::Rejected>, Failure> {
+async fn export(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Option<json::Rejected>, Failure> {
     let Some(signal) = signal_for_path(shared, req.uri().path()) else {
-        return Err(Failure::rejected(StatusCode::NOT_FOUND, "unknown_path", format!("no OTLP endpoint at {}", req.uri().path())));
+        return Err(Failure::rejected(
+            StatusCode::NOT_FOUND,
+            "unknown_path",
+            format!("no OTLP endpoint at {}", req.uri().path()),
+        ));
     };
     if req.method() != Method::POST {
-        return Err(Failure::rejected(StatusCode::METHOD_NOT_ALLOWED, "method", "use POST"));
+        return Err(Failure::rejected(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            "use POST",
+        ));
     }
     let Some(format) = request_format(&req) else {
         return Err(Failure::rejected(
@@ -92,46 +120,78 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<json::
             "content-type must be application/x-protobuf or application/json",
         ));
     };
-    let encoding = req.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("identity").to_string();
+    let encoding = req
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .to_string();
     let Some(compression) = Compression::from_header(&encoding) else {
-        return Err(Failure::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", format!("content-encoding {encoding} is not supported")));
+        return Err(Failure::rejected(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("content-encoding {encoding} is not supported"),
+        ));
     };
-    let limit = shared.config().protocols.http.as_ref().map_or(20 << 20, |h| h.max_request_body_size) as usize;
+    let limit = shared
+        .config()
+        .protocols
+        .http
+        .as_ref()
+        .map_or(20 << 20, |h| h.max_request_body_size) as usize;
     let body = read_body(req.into_body(), limit).await?;
     let body = match compression {
         Compression::None => body,
         codec => Bytes::from(codec.decompress(&body, limit).map_err(inflate_failure)?),
     };
-    let malformed = |message: String| Failure::rejected(StatusCode::BAD_REQUEST, "malformed", message);
+    let malformed =
+        |message: String| Failure::rejected(StatusCode::BAD_REQUEST, "malformed", message);
     let (batch, rejected) = match format {
-        Format::Protobuf => (Batch::from_encoded(signal, body).map_err(|e| malformed(e.to_string()))?, None),
+        Format::Protobuf => (
+            Batch::from_encoded(signal, body).map_err(|e| malformed(e.to_string()))?,
+            None,
+        ),
         Format::Json => json::decode(signal, &body).map_err(malformed)?,
     };
     match shared.ingest(batch) {
         Ok(()) => Ok(rejected),
-        Err(IngestError::NoPipeline) => {
-            Err(Failure::rejected(StatusCode::NOT_FOUND, "no_pipeline", format!("no pipeline takes {signal} from this receiver")))
-        }
-        Err(IngestError::Refused(refusal)) => {
-            Err(Failure { status: StatusCode::SERVICE_UNAVAILABLE, message: refusal_message(refusal), rejected_reason: None })
-        }
+        Err(IngestError::NoPipeline) => Err(Failure::rejected(
+            StatusCode::NOT_FOUND,
+            "no_pipeline",
+            format!("no pipeline takes {signal} from this receiver"),
+        )),
+        Err(IngestError::Refused(refusal)) => Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: refusal_message(refusal),
+            rejected_reason: None,
+        }),
     }
 }
 
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Failure> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Failure::rejected(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {limit} bytes")))
-        }
-        Err(e) => Err(Failure::rejected(StatusCode::BAD_REQUEST, "read_error", format!("reading the request failed: {e}"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {limit} bytes"),
+        )),
+        Err(e) => Err(Failure::rejected(
+            StatusCode::BAD_REQUEST,
+            "read_error",
+            format!("reading the request failed: {e}"),
+        )),
     }
 }
 
 fn inflate_failure(e: InflateError) -> Failure {
     match e {
-        InflateError::TooLarge { .. } => Failure::rejected(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
-        InflateError::Corrupt(_) => Failure::rejected(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+        InflateError::TooLarge { .. } => {
+            Failure::rejected(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        InflateError::Corrupt(_) => {
+            Failure::rejected(StatusCode::BAD_REQUEST, "malformed", e.to_string())
+        }
     }
 }
 
@@ -162,11 +222,17 @@ fn error_response(format: Format, failure: &Failure) -> Response<Body> {
     };
     let body = match format {
         Format::Protobuf => grpc::status_message(grpc_code, &failure.message, None).encode_to_vec(),
-        Format::Json => serde_json::json!({ "code": grpc_code, "message": failure.message }).to_string().into_bytes(),
+        Format::Json => serde_json::json!({ "code": grpc_code, "message": failure.message })
+            .to_string()
+            .into_bytes(),
     };
-    let mut builder = Response::builder().status(failure.status).header("content-type", format.content_type());
+    let mut builder = Response::builder()
+        .status(failure.status)
+        .header("content-type", format.content_type());
     if failure.status == StatusCode::SERVICE_UNAVAILABLE {
         builder = builder.header("retry-after", RETRY_AFTER.as_secs().to_string());
     }
-    builder.body(net::full(body)).expect("static headers are valid")
+    builder
+        .body(net::full(body))
+        .expect("static headers are valid")
 }

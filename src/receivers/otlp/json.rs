@@ -11,9 +11,15 @@
 //! individually and reported through `partial_success`, as the spec allows.
 
 use crate::model::{Batch, Signal};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use serde_json::Value;
 
@@ -29,15 +35,24 @@ impl Rejected {
     pub fn response_protobuf(&self) -> Vec<u8> {
         match self.signal {
             Signal::Traces => ExportTraceServiceResponse {
-                partial_success: Some(ExportTracePartialSuccess { rejected_spans: self.count, error_message: self.message.clone() }),
+                partial_success: Some(ExportTracePartialSuccess {
+                    rejected_spans: self.count,
+                    error_message: self.message.clone(),
+                }),
             }
             .encode_to_vec(),
             Signal::Metrics => ExportMetricsServiceResponse {
-                partial_success: Some(ExportMetricsPartialSuccess { rejected_data_points: self.count, error_message: self.message.clone() }),
+                partial_success: Some(ExportMetricsPartialSuccess {
+                    rejected_data_points: self.count,
+                    error_message: self.message.clone(),
+                }),
             }
             .encode_to_vec(),
             Signal::Logs => ExportLogsServiceResponse {
-                partial_success: Some(ExportLogsPartialSuccess { rejected_log_records: self.count, error_message: self.message.clone() }),
+                partial_success: Some(ExportLogsPartialSuccess {
+                    rejected_log_records: self.count,
+                    error_message: self.message.clone(),
+                }),
             }
             .encode_to_vec(),
         }
@@ -55,7 +70,8 @@ impl Rejected {
 
 /// Decodes an OTLP/JSON export request of `signal`.
 pub fn decode(signal: Signal, body: &[u8]) -> Result<(Batch, Option<Rejected>), String> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let mut value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     if !value.is_object() {
         return Err("an OTLP/JSON request must be a JSON object".into());
     }
@@ -63,16 +79,19 @@ pub fn decode(signal: Signal, body: &[u8]) -> Result<(Batch, Option<Rejected>), 
     let invalid = |e: serde_json::Error| format!("invalid OTLP/JSON {signal} request: {e}");
     match signal {
         Signal::Traces => {
-            let mut request: ExportTraceServiceRequest = serde_json::from_value(value).map_err(invalid)?;
+            let mut request: ExportTraceServiceRequest =
+                serde_json::from_value(value).map_err(invalid)?;
             let rejected = reject_bad_span_ids(&mut request);
             Ok((Batch::from_traces(request.resource_spans), rejected))
         }
         Signal::Metrics => {
-            let request: ExportMetricsServiceRequest = serde_json::from_value(value).map_err(invalid)?;
+            let request: ExportMetricsServiceRequest =
+                serde_json::from_value(value).map_err(invalid)?;
             Ok((Batch::from_metrics(request.resource_metrics), None))
         }
         Signal::Logs => {
-            let mut request: ExportLogsServiceRequest = serde_json::from_value(value).map_err(invalid)?;
+            let mut request: ExportLogsServiceRequest =
+                serde_json::from_value(value).map_err(invalid)?;
             let rejected = reject_bad_log_ids(&mut request);
             Ok((Batch::from_logs(request.resource_logs), rejected))
         }
@@ -81,9 +100,17 @@ pub fn decode(signal: Signal, body: &[u8]) -> Result<(Batch, Option<Rejected>), 
 
 fn reject_bad_span_ids(request: &mut ExportTraceServiceRequest) -> Option<Rejected> {
     let mut count = 0;
-    for scope in request.resource_spans.iter_mut().flat_map(|r| r.scope_spans.iter_mut()) {
+    for scope in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| r.scope_spans.iter_mut())
+    {
         let before = scope.spans.len();
-        scope.spans.retain(|s| s.trace_id.len() == 16 && s.span_id.len() == 8 && (s.parent_span_id.is_empty() || s.parent_span_id.len() == 8));
+        scope.spans.retain(|s| {
+            s.trace_id.len() == 16
+                && s.span_id.len() == 8
+                && (s.parent_span_id.is_empty() || s.parent_span_id.len() == 8)
+        });
         count += before - scope.spans.len();
     }
     (count > 0).then(|| Rejected {
@@ -95,9 +122,15 @@ fn reject_bad_span_ids(request: &mut ExportTraceServiceRequest) -> Option<Reject
 
 fn reject_bad_log_ids(request: &mut ExportLogsServiceRequest) -> Option<Rejected> {
     let mut count = 0;
-    for scope in request.resource_logs.iter_mut().flat_map(|r| r.scope_logs.iter_mut()) {
+    for scope in request
+        .resource_logs
+        .iter_mut()
+        .flat_map(|r| r.scope_logs.iter_mut())
+    {
         let before = scope.log_records.len();
-        scope.log_records.retain(|l| matches!(l.trace_id.len(), 0 | 16) && matches!(l.span_id.len(), 0 | 8));
+        scope
+            .log_records
+            .retain(|l| matches!(l.trace_id.len(), 0 | 16) && matches!(l.span_id.len(), 0 | 8));
         count += before - scope.log_records.len();
     }
     (count > 0).then(|| Rejected {
@@ -159,12 +192,18 @@ mod tests {
         assert_eq!(rejected, None);
         let span = first_span(&mut batch);
         assert_eq!(span.trace_id.len(), 16);
-        assert_eq!(span.span_id, vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]);
+        assert_eq!(
+            span.span_id,
+            vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+        );
         assert_eq!(span.kind, 2);
         assert_eq!(span.start_time_unix_nano, 1544712660000000000);
         assert_eq!(span.end_time_unix_nano, 1544712661000000000);
         let value = span.attributes[0].value.as_ref().unwrap().value.clone();
-        assert_eq!(value, Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(42)));
+        assert_eq!(
+            value,
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(42))
+        );
     }
 
     #[test]
@@ -183,7 +222,10 @@ mod tests {
 
     #[test]
     fn spans_with_bad_ids_are_rejected_partially() {
-        let body = SPAN.replace(r#""spans":["#, r#""spans":[{"traceId":"abcd","spanId":"eee19b7ec3c1b174","name":"bad"},"#);
+        let body = SPAN.replace(
+            r#""spans":["#,
+            r#""spans":[{"traceId":"abcd","spanId":"eee19b7ec3c1b174","name":"bad"},"#,
+        );
         let (batch, rejected) = decode(Signal::Traces, body.as_bytes()).unwrap();
         assert_eq!(batch.items(), 1);
         assert_eq!(rejected.unwrap().count, 1);
@@ -191,14 +233,29 @@ mod tests {
 
     #[test]
     fn malformed_json_names_the_problem() {
-        assert!(decode(Signal::Logs, b"{\"resourceLogs\": [").unwrap_err().contains("invalid JSON"));
-        assert!(decode(Signal::Logs, b"[]").unwrap_err().contains("JSON object"));
-        assert!(decode(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#).is_err());
+        assert!(decode(Signal::Logs, b"{\"resourceLogs\": [")
+            .unwrap_err()
+            .contains("invalid JSON"));
+        assert!(decode(Signal::Logs, b"[]")
+            .unwrap_err()
+            .contains("JSON object"));
+        assert!(decode(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#
+        )
+        .is_err());
     }
 
     #[test]
     fn partial_success_json_uses_the_signal_field() {
-        let r = Rejected { signal: Signal::Metrics, count: 2, message: "m".into() };
-        assert_eq!(r.response_json(), r#"{"partialSuccess":{"errorMessage":"m","rejectedDataPoints":"2"}}"#);
+        let r = Rejected {
+            signal: Signal::Metrics,
+            count: 2,
+            message: "m".into(),
+        };
+        assert_eq!(
+            r.response_json(),
+            r#"{"partialSuccess":{"errorMessage":"m","rejectedDataPoints":"2"}}"#
+        );
     }
 }

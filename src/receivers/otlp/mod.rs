@@ -25,7 +25,9 @@ pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protoco
 use crate::model::{Batch, Signal};
 use crate::net::{self, Server};
 use crate::queue::{Refusal, Routes};
-use crate::telemetry::{parse_address, ReceiverLabels, ReceiverReasonLabels, RequestLabels, Telemetry};
+use crate::telemetry::{
+    parse_address, ReceiverLabels, ReceiverReasonLabels, RequestLabels, Telemetry,
+};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,16 +66,32 @@ impl Shared {
             return Err(IngestError::NoPipeline);
         }
         let items = batch.items() as u64;
-        let labels = ReceiverLabels { receiver: self.id.clone(), signal: signal.as_str().into() };
-        self.telemetry.receiver_received.get_or_create(&labels).inc_by(items);
+        let labels = ReceiverLabels {
+            receiver: self.id.clone(),
+            signal: signal.as_str().into(),
+        };
+        self.telemetry
+            .receiver_received
+            .get_or_create(&labels)
+            .inc_by(items);
         match routes.deliver(batch) {
             Ok(()) => {
-                self.telemetry.receiver_accepted.get_or_create(&labels).inc_by(items);
+                self.telemetry
+                    .receiver_accepted
+                    .get_or_create(&labels)
+                    .inc_by(items);
                 Ok(())
             }
             Err(refusal) => {
-                let labels = ReceiverReasonLabels { receiver: self.id.clone(), signal: signal.as_str().into(), reason: refusal.reason().into() };
-                self.telemetry.receiver_refused.get_or_create(&labels).inc_by(items);
+                let labels = ReceiverReasonLabels {
+                    receiver: self.id.clone(),
+                    signal: signal.as_str().into(),
+                    reason: refusal.reason().into(),
+                };
+                self.telemetry
+                    .receiver_refused
+                    .get_or_create(&labels)
+                    .inc_by(items);
                 Err(IngestError::Refused(refusal))
             }
         }
@@ -81,8 +99,15 @@ impl Shared {
 
     /// Counts a request that was rejected before its items could be counted.
     fn count_rejected(&self, transport: &str, reason: &str) {
-        let labels = RequestLabels { receiver: self.id.clone(), transport: transport.into(), reason: reason.into() };
-        self.telemetry.receiver_rejected_requests.get_or_create(&labels).inc();
+        let labels = RequestLabels {
+            receiver: self.id.clone(),
+            transport: transport.into(),
+            reason: reason.into(),
+        };
+        self.telemetry
+            .receiver_rejected_requests
+            .get_or_create(&labels)
+            .inc();
     }
 }
 
@@ -101,41 +126,80 @@ pub struct OtlpReceiver {
 }
 
 fn grpc_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
-    config.protocols.grpc.as_ref().and_then(|g| parse_address(&g.endpoint).ok())
+    config
+        .protocols
+        .grpc
+        .as_ref()
+        .and_then(|g| parse_address(&g.endpoint).ok())
 }
 
 fn http_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
-    config.protocols.http.as_ref().and_then(|h| parse_address(&h.endpoint).ok())
+    config
+        .protocols
+        .http
+        .as_ref()
+        .and_then(|h| parse_address(&h.endpoint).ok())
 }
 
 fn bind_error(id: &str, protocol: &str, addr: SocketAddr, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("receiver {id}: cannot listen on {addr} ({protocol}): {e}"))
+    std::io::Error::new(
+        e.kind(),
+        format!("receiver {id}: cannot listen on {addr} ({protocol}): {e}"),
+    )
 }
 
 impl OtlpReceiver {
     /// Binds the listeners of a new receiver.
     pub fn prepare(id: &str, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
-        let bind = |protocol, addr: Option<SocketAddr>| addr.map(|a| net::bind(a).map_err(|e| bind_error(id, protocol, a, e))).transpose();
-        Ok(Prepared { config: config.clone(), grpc: bind("grpc", grpc_addr(config))?, http: bind("http", http_addr(config))? })
+        let bind = |protocol, addr: Option<SocketAddr>| {
+            addr.map(|a| net::bind(a).map_err(|e| bind_error(id, protocol, a, e)))
+                .transpose()
+        };
+        Ok(Prepared {
+            config: config.clone(),
+            grpc: bind("grpc", grpc_addr(config))?,
+            http: bind("http", http_addr(config))?,
+        })
     }
 
     /// Binds only the listeners whose address changes under `config`.
     pub fn prepare_update(&self, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
         let id = &self.shared.id;
-        let rebind = |protocol, current: Option<SocketAddr>, wanted: Option<SocketAddr>| match wanted {
-            Some(addr) if current != Some(addr) => net::bind(addr).map(Some).map_err(|e| bind_error(id, protocol, addr, e)),
-            _ => Ok(None),
-        };
+        let rebind =
+            |protocol, current: Option<SocketAddr>, wanted: Option<SocketAddr>| match wanted {
+                Some(addr) if current != Some(addr) => net::bind(addr)
+                    .map(Some)
+                    .map_err(|e| bind_error(id, protocol, addr, e)),
+                _ => Ok(None),
+            };
         Ok(Prepared {
             config: config.clone(),
-            grpc: rebind("grpc", self.grpc.as_ref().map(|s| s.addr), grpc_addr(config))?,
-            http: rebind("http", self.http.as_ref().map(|s| s.addr), http_addr(config))?,
+            grpc: rebind(
+                "grpc",
+                self.grpc.as_ref().map(|s| s.addr),
+                grpc_addr(config),
+            )?,
+            http: rebind(
+                "http",
+                self.http.as_ref().map(|s| s.addr),
+                http_addr(config),
+            )?,
         })
     }
 
     /// Starts serving prepared listeners.
-    pub fn start(id: String, prepared: Prepared, routes: Arc<Routes>, telemetry: Arc<Telemetry>) -> OtlpReceiver {
-        let shared = Arc::new(Shared { id, config: RwLock::new(Arc::new(prepared.config)), routes: RwLock::new(routes), telemetry });
+    pub fn start(
+        id: String,
+        prepared: Prepared,
+        routes: Arc<Routes>,
+        telemetry: Arc<Telemetry>,
+    ) -> OtlpReceiver {
+        let shared = Arc::new(Shared {
+            id,
+            config: RwLock::new(Arc::new(prepared.config)),
+            routes: RwLock::new(routes),
+            telemetry,
+        });
         let grpc = prepared.grpc.map(|l| grpc::serve(l, Arc::clone(&shared)));
         let http = prepared.http.map(|l| http::serve(l, Arc::clone(&shared)));
         OtlpReceiver { shared, grpc, http }
@@ -148,7 +212,10 @@ impl OtlpReceiver {
         let wants_http = prepared.config.protocols.http.is_some();
         *self.shared.config.write() = Arc::new(prepared.config);
         if let Some(listener) = prepared.grpc {
-            if let Some(old) = self.grpc.replace(grpc::serve(listener, Arc::clone(&self.shared))) {
+            if let Some(old) = self
+                .grpc
+                .replace(grpc::serve(listener, Arc::clone(&self.shared)))
+            {
                 old.stop().await;
             }
         } else if !wants_grpc {
@@ -157,7 +224,10 @@ impl OtlpReceiver {
             }
         }
         if let Some(listener) = prepared.http {
-            if let Some(old) = self.http.replace(http::serve(listener, Arc::clone(&self.shared))) {
+            if let Some(old) = self
+                .http
+                .replace(http::serve(listener, Arc::clone(&self.shared)))
+            {
                 old.stop().await;
             }
         } else if !wants_http {
@@ -173,7 +243,10 @@ impl OtlpReceiver {
 
     /// The addresses actually bound (useful with port 0).
     pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        (self.grpc.as_ref().map(|s| s.addr), self.http.as_ref().map(|s| s.addr))
+        (
+            self.grpc.as_ref().map(|s| s.addr),
+            self.http.as_ref().map(|s| s.addr),
+        )
     }
 
     /// Stops accepting and waits for in-flight requests.
