@@ -1,0 +1,226 @@
+//! Shared helpers: run the `sieve` binary on a config, read its metrics, signal it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn sieve_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sieve")
+}
+
+/// A sieve process with its own ports and config file.
+pub struct Sieve {
+    child: Option<Child>,
+    pub grpc: u16,
+    pub http: u16,
+    pub metrics: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Sieve {
+    /// Starts sieve on `config`, where `{grpc}`, `{http}` and `{metrics}` are replaced
+    /// by free ports, and waits until `/readyz` answers 200.
+    pub fn start(config: &str) -> Sieve {
+        let dir = tempfile::tempdir().unwrap();
+        let (grpc, http, metrics) = (free_port(), free_port(), free_port());
+        let mut sieve = Sieve { child: None, grpc, http, metrics, dir };
+        sieve.write_config(config);
+        let stderr = std::fs::File::create(sieve.dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(sieve_bin())
+            .arg("--config")
+            .arg(sieve.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        sieve.child = Some(child);
+        sieve.wait_ready();
+        sieve
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sieve.yaml")
+    }
+
+    /// Writes a config (with the port placeholders filled in); it takes effect on SIGHUP.
+    pub fn write_config(&self, config: &str) {
+        let text = config
+            .replace("{grpc}", &self.grpc.to_string())
+            .replace("{http}", &self.http.to_string())
+            .replace("{metrics}", &self.metrics.to_string());
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sieve exited with {status} before it was ready:\n{}", self.log());
+            }
+            if http_get(self.metrics, "/readyz").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sieve not ready in time:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, killing it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http_get(self.metrics, "/metrics").map(|(_, body)| body).unwrap_or_default()
+    }
+
+    /// Sum of every sample of `name` whose labels include all of `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sum_samples(&self.metrics_text(), name, labels)
+    }
+
+    /// Polls `metric` until `done` holds, panicking after `timeout`.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], timeout: Duration, done: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.metric(name, labels);
+            if done(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{name}{labels:?} stuck at {value}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The resident set size of the process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    }
+}
+
+impl Drop for Sieve {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A minimal HTTP/1.0 GET, enough for the telemetry endpoints.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// An HTTP client for OTLP/HTTP requests in tests.
+pub fn http_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// POSTs `body` and returns the status, headers and body.
+pub async fn post(port: u16, path: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, http::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}")).header("content-type", content_type);
+    if let Some(encoding) = encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    let response = http_client().request(request.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+/// A sieve config: OTLP receiver on the harness ports → `processors` → OTLP gRPC exporter
+/// to `sink`, for every signal.
+pub fn passthrough_config(sink: &str, processors: &str, extra_exporter: &str, queue: &str) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{{grpc}}
+      http:
+        endpoint: 127.0.0.1:{{http}}
+processors:
+  batch:
+    timeout: 50ms
+exporters:
+  otlp:
+    endpoint: {sink}
+    compression: gzip
+    retry_on_failure:
+      initial_interval: 50ms
+      max_interval: 200ms
+{extra_exporter}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  shutdown_timeout: 5s
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [{processors}]
+      exporters: [otlp]
+{queue}
+    metrics:
+      receivers: [otlp]
+      processors: [{processors}]
+      exporters: [otlp]
+    logs:
+      receivers: [otlp]
+      processors: [{processors}]
+      exporters: [otlp]
+"
+    )
+}
