@@ -7,7 +7,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn sieve_bin() -> &'static str {
@@ -29,7 +33,13 @@ impl Sieve {
     pub fn start(config: &str) -> Sieve {
         let dir = tempfile::tempdir().unwrap();
         let (grpc, http, metrics) = (free_port(), free_port(), free_port());
-        let mut sieve = Sieve { child: None, grpc, http, metrics, dir };
+        let mut sieve = Sieve {
+            child: None,
+            grpc,
+            http,
+            metrics,
+            dir,
+        };
         sieve.write_config(config);
         let stderr = std::fs::File::create(sieve.dir.path().join("stderr.log")).unwrap();
         let child = Command::new(sieve_bin())
@@ -66,12 +76,19 @@ impl Sieve {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sieve exited with {status} before it was ready:\n{}", self.log());
+                panic!(
+                    "sieve exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
             }
             if http_get(self.metrics, "/readyz").is_some_and(|(status, _)| status == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "sieve not ready in time:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "sieve not ready in time:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -81,7 +98,11 @@ impl Sieve {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -102,7 +123,9 @@ impl Sieve {
     }
 
     pub fn metrics_text(&self) -> String {
-        http_get(self.metrics, "/metrics").map(|(_, body)| body).unwrap_or_default()
+        http_get(self.metrics, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     /// Sum of every sample of `name` whose labels include all of `labels`.
@@ -111,14 +134,24 @@ impl Sieve {
     }
 
     /// Polls `metric` until `done` holds, panicking after `timeout`.
-    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], timeout: Duration, done: impl Fn(f64) -> bool) -> f64 {
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
         let deadline = Instant::now() + timeout;
         loop {
             let value = self.metric(name, labels);
             if done(value) {
                 return value;
             }
-            assert!(Instant::now() < deadline, "{name}{labels:?} stuck at {value}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} stuck at {value}\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -127,7 +160,12 @@ impl Sieve {
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
     }
 }
 
@@ -143,8 +181,14 @@ impl Drop for Sieve {
 pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -157,23 +201,43 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
 /// An HTTP client for OTLP/HTTP requests in tests.
-pub fn http_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
+pub fn http_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// POSTs `body` and returns the status, headers and body.
-pub async fn post(port: u16, path: &str, content_type: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, http::HeaderMap, bytes::Bytes) {
+pub async fn post(
+    port: u16,
+    path: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, bytes::Bytes) {
     use http_body_util::BodyExt;
-    let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}")).header("content-type", content_type);
+    let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", content_type);
     if let Some(encoding) = encoding {
         request = request.header("content-encoding", encoding);
     }
-    let response = http_client().request(request.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let response = http_client()
+        .request(
+            request
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -182,7 +246,12 @@ pub async fn post(port: u16, path: &str, content_type: &str, encoding: Option<&s
 
 /// A sieve config: OTLP receiver on the harness ports → `processors` → OTLP gRPC exporter
 /// to `sink`, for every signal.
-pub fn passthrough_config(sink: &str, processors: &str, extra_exporter: &str, queue: &str) -> String {
+pub fn passthrough_config(
+    sink: &str,
+    processors: &str,
+    extra_exporter: &str,
+    queue: &str,
+) -> String {
     format!(
         "receivers:
   otlp:

@@ -1,6 +1,8 @@
 //! sieve's integration tests, in one binary (ripgrep's layout): real clients and servers
 //! around the real `sieve` executable.
 
+mod cli;
 mod harness;
+mod lifecycle;
 mod otlp;
 mod sink;

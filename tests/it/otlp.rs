@@ -3,7 +3,9 @@
 
 use crate::harness::{passthrough_config, post, Sieve};
 use crate::sink::Sink;
-use opentelemetry::logs::{AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::logs::{
+    AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
+};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -25,12 +27,21 @@ fn resource() -> Resource {
 /// Sends 10 spans, 5 log records and metrics with the SDK, over gRPC or HTTP.
 fn send_with_sdk(endpoint: String, grpc: bool) {
     let spans = if grpc {
-        opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(&endpoint).build()
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&endpoint)
+            .build()
     } else {
-        opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(format!("{endpoint}/v1/traces")).build()
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{endpoint}/v1/traces"))
+            .build()
     }
     .unwrap();
-    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(spans).with_resource(resource()).build();
+    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(spans)
+        .with_resource(resource())
+        .build();
     let tracer = tracer_provider.tracer("it");
     for i in 0..10 {
         let mut span = tracer.start(format!("span-{i}"));
@@ -41,12 +52,21 @@ fn send_with_sdk(endpoint: String, grpc: bool) {
     tracer_provider.shutdown().unwrap();
 
     let logs = if grpc {
-        opentelemetry_otlp::LogExporter::builder().with_tonic().with_endpoint(&endpoint).build()
+        opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(&endpoint)
+            .build()
     } else {
-        opentelemetry_otlp::LogExporter::builder().with_http().with_endpoint(format!("{endpoint}/v1/logs")).build()
+        opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{endpoint}/v1/logs"))
+            .build()
     }
     .unwrap();
-    let logger_provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder().with_simple_exporter(logs).with_resource(resource()).build();
+    let logger_provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+        .with_simple_exporter(logs)
+        .with_resource(resource())
+        .build();
     let logger = logger_provider.logger("it");
     for i in 0..5 {
         let mut record = logger.create_log_record();
@@ -58,8 +78,15 @@ fn send_with_sdk(endpoint: String, grpc: bool) {
     logger_provider.shutdown().unwrap();
 
     if grpc {
-        let metrics = opentelemetry_otlp::MetricExporter::builder().with_tonic().with_endpoint(&endpoint).build().unwrap();
-        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().with_periodic_exporter(metrics).with_resource(resource()).build();
+        let metrics = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(&endpoint)
+            .build()
+            .unwrap();
+        let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_periodic_exporter(metrics)
+            .with_resource(resource())
+            .build();
         let meter = meter_provider.meter("it");
         let counter = meter.u64_counter("orders").build();
         counter.add(7, &[KeyValue::new("region", "eu")]);
@@ -69,41 +96,98 @@ fn send_with_sdk(endpoint: String, grpc: bool) {
     }
 }
 
-fn string_attr(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<Value> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
+fn string_attr(
+    attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
 }
 
 async fn round_trip(grpc: bool) {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
-    let endpoint = if grpc { format!("http://127.0.0.1:{}", sieve.grpc) } else { format!("http://127.0.0.1:{}", sieve.http) };
-    tokio::task::spawn_blocking(move || send_with_sdk(endpoint, grpc)).await.unwrap();
+    let endpoint = if grpc {
+        format!("http://127.0.0.1:{}", sieve.grpc)
+    } else {
+        format!("http://127.0.0.1:{}", sieve.http)
+    };
+    tokio::task::spawn_blocking(move || send_with_sdk(endpoint, grpc))
+        .await
+        .unwrap();
 
-    sink.wait_for(WAIT, "10 spans and 5 logs", |r| r.span_count() == 10 && r.log_count() == 5).await;
+    sink.wait_for(WAIT, "10 spans and 5 logs", |r| {
+        r.span_count() == 10 && r.log_count() == 5
+    })
+    .await;
     sink.with(|r| {
         let mut names = r.span_names();
         names.sort();
-        assert_eq!(names, (0..10).map(|i| format!("span-{i}")).collect::<Vec<_>>());
-        let span = r.traces.iter().flat_map(|rs| &rs.scope_spans).flat_map(|s| &s.spans).find(|s| s.name == "span-3").unwrap();
-        assert_eq!(string_attr(&span.attributes, "http.route"), Some(Value::StringValue("/items/3".into())));
-        assert_eq!(string_attr(&span.attributes, "retry.count"), Some(Value::IntValue(3)));
+        assert_eq!(
+            names,
+            (0..10).map(|i| format!("span-{i}")).collect::<Vec<_>>()
+        );
+        let span = r
+            .traces
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|s| &s.spans)
+            .find(|s| s.name == "span-3")
+            .unwrap();
+        assert_eq!(
+            string_attr(&span.attributes, "http.route"),
+            Some(Value::StringValue("/items/3".into()))
+        );
+        assert_eq!(
+            string_attr(&span.attributes, "retry.count"),
+            Some(Value::IntValue(3))
+        );
         assert_eq!(span.trace_id.len(), 16);
-        let service = r.traces[0].resource.as_ref().map(|res| string_attr(&res.attributes, "service.name"));
+        let service = r.traces[0]
+            .resource
+            .as_ref()
+            .map(|res| string_attr(&res.attributes, "service.name"));
         assert_eq!(service, Some(Some(Value::StringValue("it-client".into()))));
-        let log = r.logs.iter().flat_map(|rl| &rl.scope_logs).flat_map(|s| &s.log_records).next().unwrap();
+        let log = r
+            .logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|s| &s.log_records)
+            .next()
+            .unwrap();
         assert_eq!(log.severity_number, 13);
-        assert_eq!(string_attr(&log.attributes, "user.tier"), Some(Value::StringValue("gold".into())));
+        assert_eq!(
+            string_attr(&log.attributes, "user.tier"),
+            Some(Value::StringValue("gold".into()))
+        );
     });
     if grpc {
         sink.wait_for(WAIT, "the orders counter and latency histogram", |r| {
-            let names: Vec<&str> = r.metrics.iter().flat_map(|m| &m.scope_metrics).flat_map(|s| &s.metrics).map(|m| m.name.as_str()).collect();
+            let names: Vec<&str> = r
+                .metrics
+                .iter()
+                .flat_map(|m| &m.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| m.name.as_str())
+                .collect();
             names.contains(&"orders") && names.contains(&"latency")
         })
         .await;
     }
-    let accepted = sieve.metric("sieve_receiver_accepted_items_total", &[("signal", "traces")]);
+    let accepted = sieve.metric(
+        "sieve_receiver_accepted_items_total",
+        &[("signal", "traces")],
+    );
     assert_eq!(accepted, 10.0);
-    sieve.wait_metric("sieve_exporter_sent_items_total", &[("signal", "traces")], WAIT, |v| v == 10.0);
+    sieve.wait_metric(
+        "sieve_exporter_sent_items_total",
+        &[("signal", "traces")],
+        WAIT,
+        |v| v == 10.0,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,52 +201,119 @@ async fn sdk_over_http_arrives_intact() {
 }
 
 fn testdata(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/../shared/testdata/otlp-json/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/../shared/testdata/otlp-json/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_json_examples_arrive_intact() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
-    for (file, path) in [("trace.json", "/v1/traces"), ("metrics.json", "/v1/metrics"), ("logs.json", "/v1/logs")] {
-        let (status, _, body) = post(sieve.http, path, "application/json", None, testdata(file)).await;
+    for (file, path) in [
+        ("trace.json", "/v1/traces"),
+        ("metrics.json", "/v1/metrics"),
+        ("logs.json", "/v1/logs"),
+    ] {
+        let (status, _, body) =
+            post(sieve.http, path, "application/json", None, testdata(file)).await;
         assert_eq!(status, 200, "{file}: {}", String::from_utf8_lossy(&body));
     }
-    let expected_traces: ExportTraceServiceRequest = serde_json::from_slice(&testdata("trace.json")).unwrap();
-    let expected_metrics: ExportMetricsServiceRequest = serde_json::from_slice(&testdata("metrics.json")).unwrap();
-    let expected_logs: ExportLogsServiceRequest = serde_json::from_slice(&testdata("logs.json")).unwrap();
-    sink.wait_for(WAIT, "all three examples", |r| !r.traces.is_empty() && !r.metrics.is_empty() && !r.logs.is_empty()).await;
+    let expected_traces: ExportTraceServiceRequest =
+        serde_json::from_slice(&testdata("trace.json")).unwrap();
+    let expected_metrics: ExportMetricsServiceRequest =
+        serde_json::from_slice(&testdata("metrics.json")).unwrap();
+    let expected_logs: ExportLogsServiceRequest =
+        serde_json::from_slice(&testdata("logs.json")).unwrap();
+    sink.wait_for(WAIT, "all three examples", |r| {
+        !r.traces.is_empty() && !r.metrics.is_empty() && !r.logs.is_empty()
+    })
+    .await;
     sink.with(|r| {
         assert_eq!(r.traces, expected_traces.resource_spans);
         assert_eq!(r.metrics, expected_metrics.resource_metrics);
         assert_eq!(r.logs, expected_logs.resource_logs);
     });
     // sanity: the examples are not empty, so equality above means something
-    assert!(expected_traces.resource_spans[0].scope_spans[0].spans[0].trace_id.len() == 16);
+    assert!(
+        expected_traces.resource_spans[0].scope_spans[0].spans[0]
+            .trace_id
+            .len()
+            == 16
+    );
 }
 
 fn traces_request(spans: usize) -> Vec<u8> {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let spans = (0..spans).map(|i| Span { trace_id: vec![1; 16], span_id: vec![(i % 250) as u8 + 1; 8], name: format!("s{i}"), ..Default::default() }).collect();
-    ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }] }.encode_to_vec()
+    let spans = (0..spans)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![(i % 250) as u8 + 1; 8],
+            name: format!("s{i}"),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_400_with_a_reason_and_are_counted() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
-    let (status, _, body) = post(sieve.http, "/v1/traces", "application/x-protobuf", None, vec![0x0a, 0xff, 0x01]).await;
+    let (status, _, body) = post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        vec![0x0a, 0xff, 0x01],
+    )
+    .await;
     assert_eq!(status, 400);
     let status_message = sieve::grpc::RpcStatus::decode(body).unwrap();
-    assert!(status_message.message.contains("runs past the end"), "{}", status_message.message);
-    let (status, _, body) = post(sieve.http, "/v1/logs", "application/json", None, b"{\"resourceLogs\": [".to_vec()).await;
+    assert!(
+        status_message.message.contains("runs past the end"),
+        "{}",
+        status_message.message
+    );
+    let (status, _, body) = post(
+        sieve.http,
+        "/v1/logs",
+        "application/json",
+        None,
+        b"{\"resourceLogs\": [".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("invalid JSON"));
     let (status, _, _) = post(sieve.http, "/v1/logs", "text/plain", None, b"hi".to_vec()).await;
     assert_eq!(status, 415);
-    let (status, _, _) = post(sieve.http, "/v1/nope", "application/json", None, b"{}".to_vec()).await;
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/nope",
+        "application/json",
+        None,
+        b"{}".to_vec(),
+    )
+    .await;
     assert_eq!(status, 404);
-    assert_eq!(sieve.metric("sieve_receiver_rejected_requests_total", &[("reason", "malformed")]), 2.0);
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("reason", "malformed")]
+        ),
+        2.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,13 +321,24 @@ async fn gzip_and_zstd_bodies_are_accepted() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
     let plain = traces_request(20);
-    for codec in [sieve::compression::Compression::Gzip, sieve::compression::Compression::Zstd] {
+    for codec in [
+        sieve::compression::Compression::Gzip,
+        sieve::compression::Compression::Zstd,
+    ] {
         let body = codec.compress(&plain, None);
-        let (status, headers, _) = post(sieve.http, "/v1/traces", "application/x-protobuf", codec.header_value(), body).await;
+        let (status, headers, _) = post(
+            sieve.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            codec.header_value(),
+            body,
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(headers["content-type"], "application/x-protobuf");
     }
-    sink.wait_for(WAIT, "40 spans", |r| r.span_count() == 40).await;
+    sink.wait_for(WAIT, "40 spans", |r| r.span_count() == 40)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,13 +348,26 @@ async fn json_spans_with_bad_ids_are_reported_as_partial_success() {
     let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
         {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"good"},
         {"traceId":"abcd","spanId":"eee19b7ec3c1b174","name":"bad"}]}]}]}"#;
-    let (status, _, response) = post(sieve.http, "/v1/traces", "application/json", None, body.as_bytes().to_vec()).await;
+    let (status, _, response) = post(
+        sieve.http,
+        "/v1/traces",
+        "application/json",
+        None,
+        body.as_bytes().to_vec(),
+    )
+    .await;
     assert_eq!(status, 200);
     // protojson writes int64 as a string, as the OTLP/JSON mapping says
     let response: serde_json::Value = serde_json::from_slice(&response).unwrap();
     assert_eq!(response["partialSuccess"]["rejectedSpans"], "1");
-    assert!(response["partialSuccess"]["errorMessage"].as_str().unwrap().contains("traceId"));
-    sink.wait_for(WAIT, "the good span", |r| r.span_names() == vec!["good".to_string()]).await;
+    assert!(response["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("traceId"));
+    sink.wait_for(WAIT, "the good span", |r| {
+        r.span_names() == vec!["good".to_string()]
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,33 +382,66 @@ async fn compression_bombs_are_refused_quickly_with_flat_memory() {
     let before = sieve.rss_bytes();
     let started = Instant::now();
     for (codec, body) in [("gzip", gzip.clone()), ("zstd", zstd.clone())] {
-        let (status, _, _) = post(sieve.http, "/v1/traces", "application/x-protobuf", Some(codec), body).await;
+        let (status, _, _) = post(
+            sieve.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            Some(codec),
+            body,
+        )
+        .await;
         assert_eq!(status, 413, "{codec} bomb over HTTP");
     }
     for (codec, body) in [("gzip", gzip), ("zstd", zstd)] {
-        let status = grpc_call(sieve.grpc, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", Some(codec), &body).await;
+        let status = grpc_call(
+            sieve.grpc,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Some(codec),
+            &body,
+        )
+        .await;
         assert_eq!(status, 8, "{codec} bomb over gRPC: RESOURCE_EXHAUSTED");
     }
-    assert!(started.elapsed() < Duration::from_secs(10), "bombs took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bombs took {:?}",
+        started.elapsed()
+    );
     let growth = sieve.rss_bytes().saturating_sub(before);
     assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
-    assert_eq!(sieve.metric("sieve_receiver_rejected_requests_total", &[("reason", "too_large")]), 4.0);
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("reason", "too_large")]
+        ),
+        4.0
+    );
 }
 
 /// A raw unary gRPC call over HTTP/2; returns the grpc-status.
 pub async fn grpc_call(port: u16, path: &str, encoding: Option<&str>, message: &[u8]) -> i32 {
     use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
-    let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}")).header("content-type", "application/grpc").header("te", "trailers");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
     if let Some(encoding) = encoding {
         request = request.header("grpc-encoding", encoding);
     }
     let body = sieve::grpc::frame(encoding.is_some(), message);
-    let response = client.request(request.body(http_body_util::Full::new(body)).unwrap()).await.unwrap();
+    let response = client
+        .request(request.body(http_body_util::Full::new(body)).unwrap())
+        .await
+        .unwrap();
     let headers = response.headers().clone();
     let collected = response.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    let status = trailers.get("grpc-status").or(headers.get("grpc-status")).unwrap();
+    let status = trailers
+        .get("grpc-status")
+        .or(headers.get("grpc-status"))
+        .unwrap();
     status.to_str().unwrap().parse().unwrap()
 }
 
@@ -242,9 +450,63 @@ async fn grpc_malformed_and_unknown_calls_get_their_status() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
     let traces = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-    assert_eq!(grpc_call(sieve.grpc, traces, None, &[0x0a, 0xff]).await, 3, "INVALID_ARGUMENT");
-    assert_eq!(grpc_call(sieve.grpc, "/foo.Bar/Baz", None, &[]).await, 12, "UNIMPLEMENTED");
-    assert_eq!(grpc_call(sieve.grpc, traces, Some("br"), &[]).await, 12, "UNIMPLEMENTED encoding");
-    assert_eq!(grpc_call(sieve.grpc, traces, None, &traces_request(3)).await, 0);
-    sink.wait_for(WAIT, "3 spans", |r| r.span_count() == 3).await;
+    assert_eq!(
+        grpc_call(sieve.grpc, traces, None, &[0x0a, 0xff]).await,
+        3,
+        "INVALID_ARGUMENT"
+    );
+    assert_eq!(
+        grpc_call(sieve.grpc, "/foo.Bar/Baz", None, &[]).await,
+        12,
+        "UNIMPLEMENTED"
+    );
+    assert_eq!(
+        grpc_call(sieve.grpc, traces, Some("br"), &[]).await,
+        12,
+        "UNIMPLEMENTED encoding"
+    );
+    assert_eq!(
+        grpc_call(sieve.grpc, traces, None, &traces_request(3)).await,
+        0
+    );
+    sink.wait_for(WAIT, "3 spans", |r| r.span_count() == 3)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlphttp_exporter_delivers_protobuf_with_headers() {
+    let sink = Sink::start().await;
+    sink.require_tenant("loki-tenant");
+    let config = passthrough_config(&sink.grpc_endpoint(), "batch", "", "")
+        .replace("  otlp:\n    endpoint:", &format!("  otlphttp:\n    endpoint: {}\n    headers:\n      X-Scope-OrgID: loki-tenant\n  otlp:\n    endpoint:", sink.http_endpoint()))
+        .replace("exporters: [otlp]", "exporters: [otlphttp]");
+    let sieve = Sieve::start(&config);
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/logs",
+        "application/json",
+        None,
+        testdata("logs.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        traces_request(4),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sink.wait_for(WAIT, "logs and spans over HTTP", |r| {
+        r.log_count() == 1 && r.span_count() == 4
+    })
+    .await;
+    sink.with(|r| {
+        assert!(r
+            .tenants
+            .iter()
+            .all(|t| t.as_deref() == Some("loki-tenant")))
+    });
 }

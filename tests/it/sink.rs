@@ -5,12 +5,24 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -35,15 +47,28 @@ pub struct Received {
 
 impl Received {
     pub fn span_count(&self) -> usize {
-        self.traces.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+        self.traces
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
     }
 
     pub fn log_count(&self) -> usize {
-        self.logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+        self.logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum()
     }
 
     pub fn span_names(&self) -> Vec<String> {
-        self.traces.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect()
+        self.traces
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect()
     }
 }
 
@@ -75,12 +100,18 @@ struct Service {
 
 impl Service {
     /// Applies stall, tenant and failure rules; records on success.
-    async fn accept(&self, tenant: Option<String>, record: impl FnOnce(&mut Received)) -> Result<(), Status> {
+    async fn accept(
+        &self,
+        tenant: Option<String>,
+        record: impl FnOnce(&mut Received),
+    ) -> Result<(), Status> {
         let mut stalled = self.stalled.clone();
         let _ = stalled.wait_for(|s| !*s).await;
         if let Some(required) = self.state.required_tenant.lock().clone() {
             if tenant.as_deref() != Some(required.as_str()) {
-                return Err(Status::permission_denied(format!("tenant {required} required")));
+                return Err(Status::permission_denied(format!(
+                    "tenant {required} required"
+                )));
             }
         }
         if let Some((code, left)) = self.state.failures.lock().as_mut() {
@@ -101,12 +132,19 @@ impl Service {
 }
 
 fn tenant<T>(request: &Request<T>) -> Option<String> {
-    request.metadata().get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(str::to_string)
+    request
+        .metadata()
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 #[tonic::async_trait]
 impl TraceService for Service {
-    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = tenant(&request);
         let spans = request.into_inner().resource_spans;
         self.accept(tenant, |r| r.traces.extend(spans)).await?;
@@ -116,7 +154,10 @@ impl TraceService for Service {
 
 #[tonic::async_trait]
 impl MetricsService for Service {
-    async fn export(&self, request: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let tenant = tenant(&request);
         let metrics = request.into_inner().resource_metrics;
         self.accept(tenant, |r| r.metrics.extend(metrics)).await?;
@@ -126,7 +167,10 @@ impl MetricsService for Service {
 
 #[tonic::async_trait]
 impl LogsService for Service {
-    async fn export(&self, request: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let tenant = tenant(&request);
         let logs = request.into_inner().resource_logs;
         self.accept(tenant, |r| r.logs.extend(logs)).await?;
@@ -139,24 +183,49 @@ impl Sink {
         let state = Arc::new(State::default());
         let (stalled, stalled_rx) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(());
-        let service = Service { state: Arc::clone(&state), stalled: stalled_rx };
+        let service = Service {
+            state: Arc::clone(&state),
+            stalled: stalled_rx,
+        };
 
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc = grpc_listener.local_addr().unwrap();
         let mut grpc_stop = stop_rx.clone();
         let router = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(service.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip).accept_compressed(tonic::codec::CompressionEncoding::Zstd))
-            .add_service(MetricsServiceServer::new(service.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip).accept_compressed(tonic::codec::CompressionEncoding::Zstd))
-            .add_service(LogsServiceServer::new(service.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip).accept_compressed(tonic::codec::CompressionEncoding::Zstd));
+            .add_service(
+                TraceServiceServer::new(service.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            )
+            .add_service(
+                MetricsServiceServer::new(service.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            )
+            .add_service(
+                LogsServiceServer::new(service.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+            );
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
-            let _ = router.serve_with_incoming_shutdown(incoming, async move { let _ = grpc_stop.changed().await; }).await;
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = grpc_stop.changed().await;
+                })
+                .await;
         });
 
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = http_listener.local_addr().unwrap();
         tokio::spawn(serve_http(http_listener, service, stop_rx));
-        Sink { state, stalled: Arc::new(stalled), grpc, http, _stop: Arc::new(stop) }
+        Sink {
+            state,
+            stalled: Arc::new(stalled),
+            grpc,
+            http,
+            _stop: Arc::new(stop),
+        }
     }
 
     pub fn grpc_endpoint(&self) -> String {
@@ -197,7 +266,14 @@ impl Sink {
                 return;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let summary = self.with(|r| format!("{} requests, {} spans, {} logs", r.requests, r.span_count(), r.log_count()));
+                let summary = self.with(|r| {
+                    format!(
+                        "{} requests, {} spans, {} logs",
+                        r.requests,
+                        r.span_count(),
+                        r.log_count()
+                    )
+                });
                 panic!("sink: timed out waiting for {what} (have {summary})");
             }
         }
@@ -205,7 +281,11 @@ impl Sink {
 }
 
 /// OTLP/HTTP protobuf: decodes the body with prost and answers as the spec says.
-async fn serve_http(listener: tokio::net::TcpListener, service: Service, mut stop: watch::Receiver<()>) {
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    mut stop: watch::Receiver<()>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
@@ -213,19 +293,33 @@ async fn serve_http(listener: tokio::net::TcpListener, service: Service, mut sto
         };
         let service = service.clone();
         tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let service = service.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle_http(service, req).await) }
-            });
+            let handler = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle_http(service, req).await) }
+                },
+            );
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, handler).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, handler)
+                .await;
         });
     }
 }
 
-async fn handle_http(service: Service, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
-    let tenant = req.headers().get("x-scope-orgid").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let gzip = req.headers().get("content-encoding").is_some_and(|v| v == "gzip");
+async fn handle_http(
+    service: Service,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let tenant = req
+        .headers()
+        .get("x-scope-orgid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip");
     let path = req.uri().path().to_string();
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let body = if gzip {
@@ -237,15 +331,27 @@ async fn handle_http(service: Service, req: hyper::Request<hyper::body::Incoming
     };
     let result = match path.as_str() {
         "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
-            Ok(r) => service.accept(tenant, |rec| rec.traces.extend(r.resource_spans)).await,
+            Ok(r) => {
+                service
+                    .accept(tenant, |rec| rec.traces.extend(r.resource_spans))
+                    .await
+            }
             Err(e) => Err(Status::invalid_argument(e.to_string())),
         },
         "/v1/logs" => match ExportLogsServiceRequest::decode(body) {
-            Ok(r) => service.accept(tenant, |rec| rec.logs.extend(r.resource_logs)).await,
+            Ok(r) => {
+                service
+                    .accept(tenant, |rec| rec.logs.extend(r.resource_logs))
+                    .await
+            }
             Err(e) => Err(Status::invalid_argument(e.to_string())),
         },
         "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
-            Ok(r) => service.accept(tenant, |rec| rec.metrics.extend(r.resource_metrics)).await,
+            Ok(r) => {
+                service
+                    .accept(tenant, |rec| rec.metrics.extend(r.resource_metrics))
+                    .await
+            }
             Err(e) => Err(Status::invalid_argument(e.to_string())),
         },
         _ => Err(Status::not_found("no such path")),
@@ -256,5 +362,9 @@ async fn handle_http(service: Service, req: hyper::Request<hyper::body::Incoming
         Err(s) if s.code() == tonic::Code::PermissionDenied => 401,
         Err(_) => 400,
     };
-    hyper::Response::builder().status(status).header("content-type", "application/x-protobuf").body(Full::new(Bytes::new())).unwrap()
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }

@@ -1,0 +1,123 @@
+//! The command line: validate, version, exit codes, shipped pipelines.
+
+use crate::harness::{free_port, passthrough_config, sieve_bin, Sieve};
+use crate::sink::Sink;
+use std::process::Command;
+
+#[test]
+fn every_shipped_pipeline_validates() {
+    let dir = format!("{}/pipelines", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let output = Command::new(sieve_bin())
+                .arg("validate")
+                .arg("--config")
+                .arg(&path)
+                .env("TEMPO_TENANT", "t")
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "found {checked} pipelines");
+}
+
+#[test]
+fn a_bad_config_exits_64_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpont: x\n",
+    )
+    .unwrap();
+    for args in [vec!["validate", "--config"], vec!["--config"]] {
+        let output = Command::new(sieve_bin())
+            .args(&args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("bad.yaml:5:") && stderr.contains("unknown field `endpont`"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let output = Command::new(sieve_bin()).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("sieve {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let config = passthrough_config("http://127.0.0.1:1", "", "", "")
+        .replace("{grpc}", &port.to_string())
+        .replace("{http}", &free_port().to_string())
+        .replace("{metrics}", &free_port().to_string());
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(sieve_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains(&format!("cannot listen on 127.0.0.1:{port}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tempo_pipeline_sends_with_the_tenant_header() {
+    let sink = Sink::start().await;
+    sink.require_tenant("team-a");
+    let shipped = std::fs::read_to_string(format!(
+        "{}/pipelines/traces-to-tempo.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let config = shipped
+        .replace("127.0.0.1:4317", "127.0.0.1:{grpc}")
+        .replace("127.0.0.1:4318", "127.0.0.1:{http}")
+        .replace(
+            "${env:TEMPO_ENDPOINT:-http://127.0.0.1:3200}",
+            &sink.grpc_endpoint(),
+        )
+        .replace("${env:TEMPO_TENANT}", "team-a")
+        + "  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n";
+    let sieve = Sieve::start(&config);
+    let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"checkout"}]}]}]}"#;
+    let (status, _, _) = crate::harness::post(
+        sieve.http,
+        "/v1/traces",
+        "application/json",
+        None,
+        body.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sink.wait_for(
+        std::time::Duration::from_secs(20),
+        "the span at the tenant",
+        |r| r.span_count() == 1,
+    )
+    .await;
+    sink.with(|r| assert_eq!(r.tenants, vec![Some("team-a".to_string())]));
+}

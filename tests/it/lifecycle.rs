@@ -1,0 +1,381 @@
+//! Backpressure, reload and shutdown, with clients sending while things change.
+
+use crate::harness::{passthrough_config, post, Sieve};
+use crate::otlp::grpc_call;
+use crate::sink::Sink;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SPANS_PER_REQUEST: usize = 10;
+
+fn request(tag: usize) -> Vec<u8> {
+    let spans = (0..SPANS_PER_REQUEST)
+        .map(|i| Span {
+            trace_id: (tag as u128).to_be_bytes().to_vec(),
+            span_id: vec![i as u8 + 1; 8],
+            name: format!("r{tag}-s{i}"),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+const SMALL_QUEUES: &str = "      queue:
+        capacity: 2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_exporter_turns_into_refusals_and_nothing_accepted_is_lost() {
+    let sink = Sink::start().await;
+    let config = passthrough_config(&sink.grpc_endpoint(), "", "", SMALL_QUEUES).replace(
+        "    compression: gzip\n",
+        "    compression: gzip\n    sending_queue:\n      queue_size: 2\n      num_consumers: 1\n",
+    );
+    let sieve = Sieve::start(&config);
+    sink.stall();
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for tag in 0..40 {
+        let (status, headers, _) = post(
+            sieve.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            request(tag),
+        )
+        .await;
+        match status {
+            200 => accepted += 1,
+            503 => {
+                assert_eq!(headers["retry-after"], "1");
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "a stalled backend with tiny queues must refuse"
+    );
+    assert!(
+        accepted >= 3,
+        "the queues hold a few requests before refusing (accepted {accepted})"
+    );
+    let grpc_status = grpc_call(
+        sieve.grpc,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        None,
+        &request(99),
+    )
+    .await;
+    assert_eq!(grpc_status, 14, "gRPC clients get UNAVAILABLE");
+    refused += 1;
+    let items = |n: usize| (n * SPANS_PER_REQUEST) as f64;
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_refused_items_total",
+            &[("reason", "queue_full")]
+        ),
+        items(refused)
+    );
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_accepted_items_total",
+            &[("signal", "traces")]
+        ),
+        items(accepted)
+    );
+    assert!(sieve.metric("sieve_queue_size", &[("queue", "pipeline:traces")]) >= 1.0);
+
+    sink.resume();
+    sink.wait_for(WAIT, "every accepted span", |r| {
+        r.span_count() == accepted * SPANS_PER_REQUEST
+    })
+    .await;
+    sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| {
+        v == items(accepted)
+    });
+    assert_eq!(sieve.metric("sieve_exporter_dropped_items_total", &[]), 0.0);
+    assert_eq!(sieve.metric("sieve_pipeline_dropped_items_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_newest_accepts_and_counts_what_it_drops() {
+    let sink = Sink::start().await;
+    let queue = "      queue:\n        capacity: 1\n        when_full: drop_newest";
+    let config = passthrough_config(&sink.grpc_endpoint(), "", "", queue).replace(
+        "    compression: gzip\n",
+        "    compression: gzip\n    sending_queue:\n      queue_size: 1\n      num_consumers: 1\n",
+    );
+    let sieve = Sieve::start(&config);
+    sink.stall();
+    for tag in 0..20 {
+        let (status, _, _) = post(
+            sieve.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            request(tag),
+        )
+        .await;
+        assert_eq!(status, 200, "drop_newest never refuses");
+    }
+    let dropped = sieve.metric(
+        "sieve_pipeline_dropped_items_total",
+        &[("reason", "queue_full")],
+    );
+    assert!(dropped > 0.0);
+    sink.resume();
+    let delivered = 200.0 - dropped;
+    sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| {
+        v == delivered
+    });
+    sink.wait_for(WAIT, "the undropped spans", |r| {
+        r.span_count() as f64 == delivered
+    })
+    .await;
+}
+
+/// Sends requests over one keep-alive HTTP client until stopped; counts outcomes.
+struct Client {
+    ok: Arc<AtomicUsize>,
+    errors: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    fn start(port: u16) -> Client {
+        let (ok, errors, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (ok2, errors2, stop2) = (ok.clone(), errors.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let client = crate::harness::http_client();
+            let mut tag = 0;
+            while !stop2.load(Ordering::SeqCst) {
+                let req = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
+                    .header("content-type", "application/x-protobuf")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(request(tag))))
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(r) if r.status() == 200 => ok2.fetch_add(1, Ordering::SeqCst),
+                    _ => errors2.fetch_add(1, Ordering::SeqCst),
+                };
+                tag += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        Client {
+            ok,
+            errors,
+            stop,
+            task,
+        }
+    }
+
+    async fn wait_for_requests(&self, more: usize) {
+        let target = self.ok.load(Ordering::SeqCst) + more;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.ok.load(Ordering::SeqCst) < target {
+            assert!(tokio::time::Instant::now() < deadline, "client stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.errors.load(Ordering::SeqCst),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_loses_nothing_and_keeps_connections() {
+    let (a, b) = (Sink::start().await, Sink::start().await);
+    let first = passthrough_config(&a.grpc_endpoint(), "batch", "", "");
+    let sieve = Sieve::start(&first);
+    let client = Client::start(sieve.http);
+    client.wait_for_requests(20).await;
+
+    // (a) a changed exporter and (b) an added pipeline
+    let second = passthrough_config(&b.grpc_endpoint(), "batch", "", "").replace(
+        "    logs:\n",
+        "    logs/extra:\n      receivers: [otlp]\n      exporters: [otlp]\n    logs:\n",
+    );
+    sieve.write_config(&second);
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "success")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    client.wait_for_requests(20).await;
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/logs",
+        "application/json",
+        None,
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}"#
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    b.wait_for(WAIT, "the log in both log pipelines", |r| {
+        r.log_count() == 2
+    })
+    .await;
+
+    // (c) an invalid file: rejected, the running config keeps serving
+    sieve.write_config("receivers:\n  otlp:\n    bogus: true\n");
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "failure")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    let spans_at_b = b.with(|r| r.span_count());
+    client.wait_for_requests(20).await;
+    let (ok, errors) = client.stop().await;
+    assert_eq!(errors, 0, "no client saw an error during reloads");
+    assert!(
+        sieve.log().contains("unknown field `bogus`"),
+        "the failed reload names the key:\n{}",
+        sieve.log()
+    );
+
+    let expected = ok * SPANS_PER_REQUEST;
+    b.wait_for(WAIT, "all spans at a or b", |r| {
+        r.span_count() + a.with(|ra| ra.span_count()) == expected
+    })
+    .await;
+    assert!(
+        a.with(|r| r.span_count()) > 0 && b.with(|r| r.span_count()) > spans_at_b,
+        "data moved to the new exporter and kept flowing"
+    );
+    assert_eq!(sieve.metric("sieve_exporter_dropped_items_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_exits_zero() {
+    let sink = Sink::start().await;
+    let mut sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
+    let client = Client::start(sieve.http);
+    client.wait_for_requests(30).await;
+    sieve.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = sieve.wait_exit(Duration::from_secs(8));
+        (status, sieve)
+    })
+    .await
+    .unwrap();
+    let (ok, _errors) = client.stop().await;
+    let (status, sieve) = status;
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit code; log:\n{}",
+        sieve.log()
+    );
+    sink.wait_for(WAIT, "every accepted span", |r| {
+        r.span_count() == ok * SPANS_PER_REQUEST
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_retried_then_dropped_and_counted() {
+    let dead = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let config = passthrough_config(&dead, "", "", "").replace(
+        "      max_interval: 200ms\n",
+        "      max_interval: 200ms\n      max_elapsed_time: 500ms\n",
+    );
+    let sieve = Sieve::start(&config);
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        request(1),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sieve.wait_metric(
+        "sieve_exporter_dropped_items_total",
+        &[("reason", "retries_exhausted")],
+        WAIT,
+        |v| v == 10.0,
+    );
+    assert!(
+        sieve.metric(
+            "sieve_exporter_send_failed_items_total",
+            &[("reason", "transport")]
+        ) >= 20.0,
+        "retried at least once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_are_not_retried() {
+    let sink = Sink::start().await;
+    sink.fail_next(tonic::Code::InvalidArgument, 1);
+    let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "", "", ""));
+    post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        request(1),
+    )
+    .await;
+    sieve.wait_metric(
+        "sieve_exporter_dropped_items_total",
+        &[("reason", "permanent")],
+        WAIT,
+        |v| v == 10.0,
+    );
+    assert_eq!(
+        sieve.metric(
+            "sieve_exporter_send_failed_items_total",
+            &[("reason", "grpc_invalid_argument")]
+        ),
+        10.0
+    );
+    sink.fail_next(tonic::Code::Unavailable, 2);
+    post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        request(2),
+    )
+    .await;
+    sink.wait_for(WAIT, "the retried request", |r| r.span_count() == 10)
+        .await;
+    assert_eq!(
+        sieve.metric(
+            "sieve_exporter_send_failed_items_total",
+            &[("reason", "grpc_unavailable")]
+        ),
+        20.0
+    );
+}
