@@ -148,16 +148,16 @@ pub struct Exported {
 
 /// A built exporter.
 pub enum Exporter {
-    OtlpGrpc(otlp::GrpcExporter),
-    OtlpHttp(otlp::HttpExporter),
+    OtlpGrpc(Box<otlp::GrpcExporter>),
+    OtlpHttp(Box<otlp::HttpExporter>),
     Debug(debug::DebugExporter),
 }
 
 impl Exporter {
     pub fn build(config: &ExporterConfig) -> Exporter {
         match config {
-            ExporterConfig::Otlp(c) => Exporter::OtlpGrpc(otlp::GrpcExporter::new(c)),
-            ExporterConfig::OtlpHttp(c) => Exporter::OtlpHttp(otlp::HttpExporter::new(c)),
+            ExporterConfig::Otlp(c) => Exporter::OtlpGrpc(Box::new(otlp::GrpcExporter::new(c))),
+            ExporterConfig::OtlpHttp(c) => Exporter::OtlpHttp(Box::new(otlp::HttpExporter::new(c))),
             ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(c.clone())),
         }
     }

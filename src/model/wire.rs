@@ -40,6 +40,9 @@ enum Value {
     Delimited(Range<usize>),
 }
 
+/// One field record: its number, its value and the byte range of the whole record.
+type Field = (u32, Value, Range<usize>);
+
 /// Iterates over the fields of one message held in `buf[range]`.
 struct Fields<'a> {
     buf: &'a [u8],
@@ -81,14 +84,14 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field: its number, its value and the byte range of the whole record.
-    fn next_field(&mut self) -> Option<Result<(u32, Value, Range<usize>), WireError>> {
+    fn next_field(&mut self) -> Option<Result<Field, WireError>> {
         if self.pos >= self.end {
             return None;
         }
         Some(self.read_field())
     }
 
-    fn read_field(&mut self) -> Result<(u32, Value, Range<usize>), WireError> {
+    fn read_field(&mut self) -> Result<Field, WireError> {
         let record_start = self.pos;
         let key = self.varint()?;
         let field = (key >> 3) as u32;
