@@ -62,7 +62,8 @@ pub enum Encoding {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionParams {
-    /// Codec level: gzip 1–9 (default 6), zstd 1–22 (default 3). Lower is cheaper.
+    /// Codec level: gzip 1–9 (default 1, the fastest), zstd 1–22 (default 3). Lower is
+    /// cheaper in CPU, higher sends fewer bytes.
     pub level: Option<i32>,
 }
 
