@@ -49,13 +49,13 @@ impl Compression {
     }
 
     /// Compresses `data`; `level` of `None` uses sieve's default: gzip and deflate 1 (the
-    /// fastest; level 6, tonic's fixed choice, costs about four times the CPU for a few
-    /// percent smaller bodies), zstd 3.
+    /// fastest; level 6, tonic's fixed choice, costs several times the CPU: see the
+    /// README's load figures), zstd 3.
     pub fn compress(self, data: &[u8], level: Option<i32>) -> Vec<u8> {
         match self {
             Compression::None => data.to_vec(),
             Compression::Gzip => {
-                let level = flate2::Compression::new(level.map_or(6, |l| l.clamp(0, 9) as u32));
+                let level = flate2::Compression::new(level.map_or(1, |l| l.clamp(0, 9) as u32));
                 let mut encoder =
                     flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), level);
                 encoder
@@ -64,7 +64,7 @@ impl Compression {
                 encoder.finish().expect("writing to a Vec cannot fail")
             }
             Compression::Deflate => {
-                let level = flate2::Compression::new(level.map_or(6, |l| l.clamp(0, 9) as u32));
+                let level = flate2::Compression::new(level.map_or(1, |l| l.clamp(0, 9) as u32));
                 let mut encoder =
                     flate2::write::ZlibEncoder::new(Vec::with_capacity(data.len() / 4), level);
                 encoder
