@@ -379,3 +379,26 @@ async fn permanent_errors_are_not_retried() {
         20.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limiter_refuses_before_accepting() {
+    let sink = Sink::start().await;
+    // a 4 MiB limit is below any process's resident memory, so admission closes at once
+    let config = passthrough_config(&sink.grpc_endpoint(), "memory_limiter, batch", "", "")
+        .replace("processors:\n", "processors:\n  memory_limiter:\n    check_interval: 10ms\n    limit_mib: 4\n");
+    let sieve = Sieve::start(&config);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, headers, _) = post(sieve.http, "/v1/traces", "application/x-protobuf", None, request(1)).await;
+        if status == 503 {
+            assert_eq!(headers["retry-after"], "1");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the limiter never closed admission");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sieve.metric("sieve_receiver_refused_items_total", &[("reason", "memory_limit")]) >= 10.0);
+    assert!(sieve.metric("sieve_pipeline_refused_items_total", &[("reason", "memory_limit")]) >= 10.0);
+    let accepted = sieve.metric("sieve_receiver_accepted_items_total", &[]);
+    sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| v == accepted);
+}
