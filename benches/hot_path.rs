@@ -23,35 +23,60 @@ fn hot_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(100));
     group.measurement_time(Duration::from_secs(3));
 
-    group.bench_function("wire_walk_count", |b| b.iter(|| wire::count_items(Signal::Traces, &body).unwrap()));
-    group.bench_function("prost_decode", |b| b.iter(|| ExportTraceServiceRequest::decode(body.as_ref()).unwrap()));
+    group.bench_function("wire_walk_count", |b| {
+        b.iter(|| wire::count_items(Signal::Traces, &body).unwrap())
+    });
+    group.bench_function("prost_decode", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(body.as_ref()).unwrap())
+    });
     let decoded = ExportTraceServiceRequest::decode(body.as_ref()).unwrap();
     group.bench_function("prost_encode", |b| b.iter(|| decoded.encode_to_vec()));
 
     group.bench_function("passthrough_batch_and_encode", |b| {
-        let drops = DropCounter { undecodable: Default::default() };
-        let mut processor = BatchProcessor::new(BatchConfig { send_batch_size: 1000, ..Default::default() }, drops);
+        let drops = DropCounter {
+            undecodable: Default::default(),
+        };
+        let mut processor = BatchProcessor::new(
+            BatchConfig {
+                send_batch_size: 1000,
+                ..Default::default()
+            },
+            drops,
+        );
         let mut out = Vec::new();
         b.iter(|| {
-            processor.process(Batch::from_encoded(Signal::Traces, body.clone()).unwrap(), &mut out);
+            processor.process(
+                Batch::from_encoded(Signal::Traces, body.clone()).unwrap(),
+                &mut out,
+            );
             for batch in out.drain(..) {
                 let mut buf = BytesMut::with_capacity(batch.encoded_len());
                 batch.encode_into(&mut buf);
-                criterion::black_box(buf);
+                std::hint::black_box(buf);
             }
         })
     });
 
     for level in [1, 6] {
-        group.bench_function(format!("gzip_level_{level}"), |b| b.iter(|| Compression::Gzip.compress(&body, Some(level))));
+        group.bench_function(format!("gzip_level_{level}"), |b| {
+            b.iter(|| Compression::Gzip.compress(&body, Some(level)))
+        });
     }
-    group.bench_function("zstd_level_3", |b| b.iter(|| Compression::Zstd.compress(&body, Some(3))));
+    group.bench_function("zstd_level_3", |b| {
+        b.iter(|| Compression::Zstd.compress(&body, Some(3)))
+    });
     let gz = Compression::Gzip.compress(&body, None);
-    group.bench_function("gunzip", |b| b.iter(|| Compression::Gzip.decompress(&gz, 4 << 20).unwrap()));
+    group.bench_function("gunzip", |b| {
+        b.iter(|| Compression::Gzip.decompress(&gz, 4 << 20).unwrap())
+    });
 
     let json = serde_json::to_vec(&decoded).unwrap();
     group.bench_function("otlp_json_decode", |b| {
-        b.iter_batched(|| json.clone(), |j| sieve::receivers::otlp::json::decode(Signal::Traces, &j).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || json.clone(),
+            |j| sieve::receivers::otlp::json::decode(Signal::Traces, &j).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

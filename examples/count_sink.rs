@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:4417".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:4417".into());
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
     let spans = Arc::new(AtomicU64::new(0));
     let reporter = spans.clone();
@@ -25,7 +27,8 @@ async fn main() {
             println!("spans={}", reporter.load(Ordering::Relaxed));
         }
     });
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -43,19 +46,46 @@ async fn main() {
     println!("spans={}", spans.load(Ordering::Relaxed));
 }
 
-async fn count(req: Request<hyper::body::Incoming>, spans: Arc<AtomicU64>) -> Result<Response<sieve::net::Body>, std::convert::Infallible> {
-    let codec = req.headers().get("grpc-encoding").and_then(|v| v.to_str().ok()).and_then(Compression::from_header).unwrap_or(Compression::None);
-    let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+async fn count(
+    req: Request<hyper::body::Incoming>,
+    spans: Arc<AtomicU64>,
+) -> Result<Response<sieve::net::Body>, std::convert::Infallible> {
+    let codec = req
+        .headers()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Compression::from_header)
+        .unwrap_or(Compression::None);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let status = match sieve::grpc::unframe(&body) {
         Ok((compressed, message)) => {
-            let message = if compressed { codec.decompress(&message, 64 << 20).map(bytes::Bytes::from).unwrap_or_default() } else { message };
-            spans.fetch_add(wire::count_items(Signal::Traces, &message).unwrap_or(0) as u64, Ordering::Relaxed);
+            let message = if compressed {
+                codec
+                    .decompress(&message, 64 << 20)
+                    .map(bytes::Bytes::from)
+                    .unwrap_or_default()
+            } else {
+                message
+            };
+            spans.fetch_add(
+                wire::count_items(Signal::Traces, &message).unwrap_or(0) as u64,
+                Ordering::Relaxed,
+            );
             "0"
         }
         Err(_) => "3",
     };
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static(status));
-    let body = Full::new(sieve::grpc::frame(false, &[])).with_trailers(async move { Some(Ok(trailers)) });
-    Ok(Response::builder().header("content-type", "application/grpc").body(body.boxed_unsync()).unwrap())
+    let body =
+        Full::new(sieve::grpc::frame(false, &[])).with_trailers(async move { Some(Ok(trailers)) });
+    Ok(Response::builder()
+        .header("content-type", "application/grpc")
+        .body(body.boxed_unsync())
+        .unwrap())
 }

@@ -25,7 +25,10 @@ const STREAMS_PER_CONNECTION: usize = 8;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let target = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:4317".into());
+    let target = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:4317".into());
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let rate: Option<u64> = args.get(3).and_then(|s| s.parse().ok());
     let body = sieve::grpc::frame(false, &request::traces_request(SPANS as usize));
@@ -36,11 +39,22 @@ async fn main() {
     let workers = CONNECTIONS * STREAMS_PER_CONNECTION;
     let mut tasks = Vec::new();
     for connection in 0..CONNECTIONS {
-        let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
         for stream in 0..STREAMS_PER_CONNECTION {
-            let (client, body, sent, refused, target) = (client.clone(), body.clone(), sent.clone(), refused.clone(), target.clone());
-            let per_worker_interval = rate.map(|r| Duration::from_secs_f64((SPANS * workers as u64) as f64 / r as f64));
-            let offset = per_worker_interval.map(|i| i.mul_f64((connection * STREAMS_PER_CONNECTION + stream) as f64 / workers as f64));
+            let (client, body, sent, refused, target) = (
+                client.clone(),
+                body.clone(),
+                sent.clone(),
+                refused.clone(),
+                target.clone(),
+            );
+            let per_worker_interval =
+                rate.map(|r| Duration::from_secs_f64((SPANS * workers as u64) as f64 / r as f64));
+            let offset = per_worker_interval.map(|i| {
+                i.mul_f64((connection * STREAMS_PER_CONNECTION + stream) as f64 / workers as f64)
+            });
             tasks.push(tokio::spawn(async move {
                 let mut next = Instant::now() + offset.unwrap_or_default();
                 while Instant::now() < deadline {
@@ -75,5 +89,9 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
-    println!("sent_spans={sent} refused_requests={} elapsed_s={elapsed:.2} spans_per_s={:.0}", refused.load(Ordering::Relaxed), sent as f64 / elapsed);
+    println!(
+        "sent_spans={sent} refused_requests={} elapsed_s={elapsed:.2} spans_per_s={:.0}",
+        refused.load(Ordering::Relaxed),
+        sent as f64 / elapsed
+    );
 }

@@ -72,8 +72,7 @@ impl Compression {
                     .expect("writing to a Vec cannot fail");
                 encoder.finish().expect("writing to a Vec cannot fail")
             }
-            Compression::Zstd => zstd::bulk::compress(data, level.unwrap_or(3))
-                .expect("zstd compression of a buffer cannot fail"),
+            Compression::Zstd => compress_zstd(data, level.unwrap_or(3)),
         }
     }
 
@@ -117,10 +116,15 @@ fn compress_zstd(data: &[u8], level: i32) -> Vec<u8> {
     ZSTD.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1 to 22")));
+            *slot = Some((
+                level,
+                zstd::bulk::Compressor::new(level).expect("zstd accepts levels 1 to 22"),
+            ));
         }
         let (_, compressor) = slot.as_mut().expect("set above");
-        compressor.compress(data).expect("zstd compression of a buffer cannot fail")
+        compressor
+            .compress(data)
+            .expect("zstd compression of a buffer cannot fail")
     })
 }
 

@@ -9,7 +9,13 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 fn attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
 }
 
 /// One export request of `spans` spans with realistic names and attributes.
@@ -27,17 +33,32 @@ pub fn traces_request(spans: usize) -> Bytes {
                 attribute("http.request.method", "GET"),
                 attribute("url.path", "/api/v1/items/12345"),
                 attribute("server.address", "items.internal.example.com"),
-                attribute("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+                attribute(
+                    "user_agent.original",
+                    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+                ),
                 attribute("http.route", "/api/v1/items/{id}"),
                 attribute("network.peer.address", "10.1.2.3"),
             ],
             ..Default::default()
         })
         .collect();
-    let resource = Resource { attributes: vec![attribute("service.name", "items"), attribute("host.name", "node-1")], ..Default::default() };
+    let resource = Resource {
+        attributes: vec![
+            attribute("service.name", "items"),
+            attribute("host.name", "node-1"),
+        ],
+        ..Default::default()
+    };
     let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { resource: Some(resource), scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     };
     Bytes::from(request.encode_to_vec())
 }
-

@@ -293,3 +293,29 @@ service:
 "
     )
 }
+
+/// An encoded traces export request of `spans` spans whose trace id is `tag`.
+pub fn traces_request(tag: usize, spans: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let spans = (0..spans)
+        .map(|i| Span {
+            trace_id: (tag as u128 + 1).to_be_bytes().to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: format!("r{tag}-s{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let scope_spans = vec![ScopeSpans {
+        spans,
+        ..Default::default()
+    }];
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans,
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}

@@ -1,38 +1,14 @@
 //! Backpressure, reload and shutdown, with clients sending while things change.
 
-use crate::harness::{passthrough_config, post, Sieve};
+use crate::harness::{passthrough_config, post, traces_request, Sieve};
 use crate::otlp::grpc_call;
 use crate::sink::Sink;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 const SPANS_PER_REQUEST: usize = 10;
-
-fn request(tag: usize) -> Vec<u8> {
-    let spans = (0..SPANS_PER_REQUEST)
-        .map(|i| Span {
-            trace_id: (tag as u128).to_be_bytes().to_vec(),
-            span_id: vec![i as u8 + 1; 8],
-            name: format!("r{tag}-s{i}"),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
 
 const SMALL_QUEUES: &str = "      queue:
         capacity: 2";
@@ -53,7 +29,7 @@ async fn a_stalled_exporter_turns_into_refusals_and_nothing_accepted_is_lost() {
             "/v1/traces",
             "application/x-protobuf",
             None,
-            request(tag),
+            traces_request(tag, SPANS_PER_REQUEST),
         )
         .await;
         match status {
@@ -77,7 +53,7 @@ async fn a_stalled_exporter_turns_into_refusals_and_nothing_accepted_is_lost() {
         sieve.grpc,
         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
         None,
-        &request(99),
+        &traces_request(99, SPANS_PER_REQUEST),
     )
     .await;
     assert_eq!(grpc_status, 14, "gRPC clients get UNAVAILABLE");
@@ -127,7 +103,7 @@ async fn drop_newest_accepts_and_counts_what_it_drops() {
             "/v1/traces",
             "application/x-protobuf",
             None,
-            request(tag),
+            traces_request(tag, SPANS_PER_REQUEST),
         )
         .await;
         assert_eq!(status, 200, "drop_newest never refuses");
@@ -170,7 +146,9 @@ impl Client {
             while !stop2.load(Ordering::SeqCst) {
                 let req = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
                     .header("content-type", "application/x-protobuf")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(request(tag))))
+                    .body(http_body_util::Full::new(bytes::Bytes::from(
+                        traces_request(tag, SPANS_PER_REQUEST),
+                    )))
                     .unwrap();
                 match client.request(req).await {
                     Ok(r) if r.status() == 200 => ok2.fetch_add(1, Ordering::SeqCst),
@@ -315,7 +293,7 @@ async fn an_unreachable_backend_is_retried_then_dropped_and_counted() {
         "/v1/traces",
         "application/x-protobuf",
         None,
-        request(1),
+        traces_request(1, SPANS_PER_REQUEST),
     )
     .await;
     assert_eq!(status, 200);
@@ -344,7 +322,7 @@ async fn permanent_errors_are_not_retried() {
         "/v1/traces",
         "application/x-protobuf",
         None,
-        request(1),
+        traces_request(1, SPANS_PER_REQUEST),
     )
     .await;
     sieve.wait_metric(
@@ -366,7 +344,7 @@ async fn permanent_errors_are_not_retried() {
         "/v1/traces",
         "application/x-protobuf",
         None,
-        request(2),
+        traces_request(2, SPANS_PER_REQUEST),
     )
     .await;
     sink.wait_for(WAIT, "the retried request", |r| r.span_count() == 10)
@@ -385,20 +363,45 @@ async fn the_memory_limiter_refuses_before_accepting() {
     let sink = Sink::start().await;
     // a 4 MiB limit is below any process's resident memory, so admission closes at once
     let config = passthrough_config(&sink.grpc_endpoint(), "memory_limiter, batch", "", "")
-        .replace("processors:\n", "processors:\n  memory_limiter:\n    check_interval: 10ms\n    limit_mib: 4\n");
+        .replace(
+            "processors:\n",
+            "processors:\n  memory_limiter:\n    check_interval: 10ms\n    limit_mib: 4\n",
+        );
     let sieve = Sieve::start(&config);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (status, headers, _) = post(sieve.http, "/v1/traces", "application/x-protobuf", None, request(1)).await;
+        let (status, headers, _) = post(
+            sieve.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            traces_request(1, SPANS_PER_REQUEST),
+        )
+        .await;
         if status == 503 {
             assert_eq!(headers["retry-after"], "1");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the limiter never closed admission");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the limiter never closed admission"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(sieve.metric("sieve_receiver_refused_items_total", &[("reason", "memory_limit")]) >= 10.0);
-    assert!(sieve.metric("sieve_pipeline_refused_items_total", &[("reason", "memory_limit")]) >= 10.0);
+    assert!(
+        sieve.metric(
+            "sieve_receiver_refused_items_total",
+            &[("reason", "memory_limit")]
+        ) >= 10.0
+    );
+    assert!(
+        sieve.metric(
+            "sieve_pipeline_refused_items_total",
+            &[("reason", "memory_limit")]
+        ) >= 10.0
+    );
     let accepted = sieve.metric("sieve_receiver_accepted_items_total", &[]);
-    sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| v == accepted);
+    sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| {
+        v == accepted
+    });
 }

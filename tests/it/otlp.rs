@@ -1,7 +1,7 @@
 //! OTLP in and out with real clients: the OpenTelemetry Rust SDK over gRPC and HTTP, the
 //! upstream OTLP/JSON examples, malformed and compressed bodies, compression bombs.
 
-use crate::harness::{passthrough_config, post, Sieve};
+use crate::harness::{passthrough_config, post, traces_request, Sieve};
 use crate::sink::Sink;
 use opentelemetry::logs::{
     AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
@@ -245,28 +245,6 @@ async fn upstream_json_examples_arrive_intact() {
     );
 }
 
-fn traces_request(spans: usize) -> Vec<u8> {
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let spans = (0..spans)
-        .map(|i| Span {
-            trace_id: vec![1; 16],
-            span_id: vec![(i % 250) as u8 + 1; 8],
-            name: format!("s{i}"),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_400_with_a_reason_and_are_counted() {
     let sink = Sink::start().await;
@@ -320,7 +298,7 @@ async fn malformed_bodies_get_400_with_a_reason_and_are_counted() {
 async fn gzip_and_zstd_bodies_are_accepted() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
-    let plain = traces_request(20);
+    let plain = traces_request(0, 20);
     for codec in [
         sieve::compression::Compression::Gzip,
         sieve::compression::Compression::Zstd,
@@ -466,7 +444,7 @@ async fn grpc_malformed_and_unknown_calls_get_their_status() {
         "UNIMPLEMENTED encoding"
     );
     assert_eq!(
-        grpc_call(sieve.grpc, traces, None, &traces_request(3)).await,
+        grpc_call(sieve.grpc, traces, None, &traces_request(0, 3)).await,
         0
     );
     sink.wait_for(WAIT, "3 spans", |r| r.span_count() == 3)
@@ -495,7 +473,7 @@ async fn the_otlphttp_exporter_delivers_protobuf_with_headers() {
         "/v1/traces",
         "application/x-protobuf",
         None,
-        traces_request(4),
+        traces_request(0, 4),
     )
     .await;
     assert_eq!(status, 200);
