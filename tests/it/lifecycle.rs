@@ -405,3 +405,54 @@ async fn the_memory_limiter_refuses_before_accepting() {
         v == accepted
     });
 }
+
+/// The exporter must wait at least the server's delay, although its own backoff is 50ms.
+async fn server_delay_is_honoured(exporter: &str) {
+    let sink = Sink::start().await;
+    let delay = Duration::from_secs(1);
+    sink.fail_next_with_retry_after(tonic::Code::Unavailable, 1, delay);
+    let mut config = passthrough_config(&sink.grpc_endpoint(), "", "", "");
+    if exporter == "otlphttp" {
+        config = config
+            .replace(
+                &format!("  otlp:\n    endpoint: {}", sink.grpc_endpoint()),
+                &format!("  otlphttp:\n    endpoint: {}", sink.http_endpoint()),
+            )
+            .replace("exporters: [otlp]", "exporters: [otlphttp]");
+    }
+    assert!(
+        config.contains("initial_interval: 50ms"),
+        "the exporter's own backoff is short"
+    );
+    let sieve = Sieve::start(&config);
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        traces_request(1, SPANS_PER_REQUEST),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sink.wait_for(WAIT, "the retried request", |r| {
+        r.span_count() == SPANS_PER_REQUEST
+    })
+    .await;
+    let attempts = sink.attempts();
+    assert_eq!(attempts.len(), 2, "one failure, one success");
+    assert!(
+        attempts[1] - attempts[0] >= delay,
+        "{exporter} retried after {:?}, before the server's delay",
+        attempts[1] - attempts[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_retry_info_delay_is_honoured() {
+    server_delay_is_honoured("otlp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_retry_after_is_honoured() {
+    server_delay_is_honoured("otlphttp").await;
+}

@@ -78,6 +78,10 @@ struct State {
     changed: Notify,
     /// Fail the next N requests with this code.
     failures: Mutex<Option<(tonic::Code, usize)>>,
+    /// Delay asked for with failures: gRPC RetryInfo / HTTP Retry-After.
+    retry_after: Mutex<Option<Duration>>,
+    /// When each request arrived, accepted or not.
+    attempts: Mutex<Vec<std::time::Instant>>,
     /// Requests missing this tenant are refused (PERMISSION_DENIED / 401).
     required_tenant: Mutex<Option<String>>,
 }
@@ -114,10 +118,25 @@ impl Service {
                 )));
             }
         }
+        self.state.attempts.lock().push(std::time::Instant::now());
         if let Some((code, left)) = self.state.failures.lock().as_mut() {
             if *left > 0 {
                 *left -= 1;
-                return Err(Status::new(*code, "injected failure"));
+                return Err(match *self.state.retry_after.lock() {
+                    Some(delay) => {
+                        let details = sieve::grpc::status_message(
+                            *code as i32,
+                            "injected failure",
+                            Some(delay),
+                        );
+                        Status::with_details(
+                            *code,
+                            "injected failure",
+                            Bytes::from(details.encode_to_vec()),
+                        )
+                    }
+                    None => Status::new(*code, "injected failure"),
+                });
             }
         }
         {
@@ -249,6 +268,17 @@ impl Sink {
         *self.state.failures.lock() = Some((code, count));
     }
 
+    /// Fails the next `count` requests, asking the client to wait `delay` first.
+    pub fn fail_next_with_retry_after(&self, code: tonic::Code, count: usize, delay: Duration) {
+        *self.state.retry_after.lock() = Some(delay);
+        self.fail_next(code, count);
+    }
+
+    /// When each request arrived.
+    pub fn attempts(&self) -> Vec<std::time::Instant> {
+        self.state.attempts.lock().clone()
+    }
+
     pub fn require_tenant(&self, tenant: &str) {
         *self.state.required_tenant.lock() = Some(tenant.to_string());
     }
@@ -362,8 +392,11 @@ async fn handle_http(
         Err(s) if s.code() == tonic::Code::PermissionDenied => 401,
         Err(_) => 400,
     };
-    hyper::Response::builder()
-        .status(status)
+    let mut response = hyper::Response::builder().status(status);
+    if let (503, Some(delay)) = (status, *service.state.retry_after.lock()) {
+        response = response.header("retry-after", delay.as_secs().to_string());
+    }
+    response
         .header("content-type", "application/x-protobuf")
         .body(Full::new(Bytes::new()))
         .unwrap()
