@@ -304,3 +304,33 @@ mod tests {
         assert_eq!(expanded("# ${env:NOPE}\n").unwrap(), "# ${env:NOPE}\n");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Anything;
+    impl Source for Anything {
+        fn env(&self, name: &str) -> Option<String> {
+            (name.len() % 2 == 0).then(|| format!("v: {name}\n#"))
+        }
+        fn file(&self, path: &str) -> std::io::Result<String> {
+            Ok(path.repeat(2))
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn expansion_never_panics_and_keeps_line_count(text in r"([a-z: \-]|\$|\{|\}|env:|file:|:-|\n){0,80}") {
+            if let Ok(expanded) = expand(&text, &Anything) {
+                prop_assert_eq!(expanded.text.matches('\n').count(), text.matches('\n').count());
+            }
+        }
+
+        #[test]
+        fn config_parsing_never_panics(text in r"(receivers|service|pipelines|traces|otlp|batch|exporters|debug|[:\-\[\]{}, ]|\n  |\n){0,60}") {
+            let _ = crate::config::Config::parse(&text, "prop");
+        }
+    }
+}

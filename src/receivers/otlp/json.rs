@@ -259,3 +259,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for signal in Signal::ALL {
+                let _ = decode(signal, &bytes);
+            }
+        }
+
+        #[test]
+        fn arbitrary_json_shapes_never_panic(text in r#"\{("(resourceSpans|resource_logs|scopeSpans|spans|traceId|intValue|value|key)":(\[|\{|"[0-9a-f]{0,34}"|-?[0-9]{1,20}|null|true),?){0,8}\}*\]*\}"#) {
+            for signal in Signal::ALL {
+                let _ = decode(signal, text.as_bytes());
+            }
+        }
+    }
+}
