@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod memory_limiter;
+pub mod redaction;
 
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
@@ -38,16 +39,18 @@ pub trait Processor: Send {
 pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     MemoryLimiter(memory_limiter::MemoryLimiterConfig),
+    Redaction(redaction::RedactionConfig),
 }
 
 impl ComponentConfig for ProcessorConfig {
     const SECTION: &'static str = "processors";
-    const KINDS: &'static [&'static str] = &["batch", "memory_limiter"];
+    const KINDS: &'static [&'static str] = &["batch", "memory_limiter", "redaction"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "batch" => or_default(d).map(ProcessorConfig::Batch),
             "memory_limiter" => or_default(d).map(ProcessorConfig::MemoryLimiter),
+            "redaction" => or_default(d).map(ProcessorConfig::Redaction),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -60,6 +63,7 @@ impl ComponentConfig for ProcessorConfig {
         match self {
             ProcessorConfig::Batch(c) => c.validate(),
             ProcessorConfig::MemoryLimiter(c) => c.validate(),
+            ProcessorConfig::Redaction(c) => c.validate(),
         }
     }
 }
@@ -81,6 +85,10 @@ pub fn build(config: &ProcessorConfig, drops: DropCounter) -> Built {
     match config {
         ProcessorConfig::Batch(c) => Built {
             processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)),
+            gate: None,
+        },
+        ProcessorConfig::Redaction(c) => Built {
+            processor: Box::new(redaction::RedactionProcessor::new(c.clone(), drops)),
             gate: None,
         },
         ProcessorConfig::MemoryLimiter(c) => {

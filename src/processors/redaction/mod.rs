@@ -1,0 +1,585 @@
+//! `redaction`: removes PII from every signal, with the OpenTelemetry Collector redaction
+//! processor's option names (`allow_all_keys`, `allowed_keys`, `ignored_keys`,
+//! `blocked_values`, `blocked_key_patterns`, `summary`) plus built-in detectors.
+//!
+//! Where it looks: resource, scope, span, span event and span link attributes, log record
+//! attributes and bodies, metric data point attributes (and exemplars), nested maps and
+//! arrays inside any of them, and span and event names (`redact_names`, on by default:
+//! URLs in span names carry emails and tokens).
+//!
+//! How, per attribute:
+//! 1. a key in `ignored_keys` is left alone;
+//! 2. with `allow_all_keys: false`, a key not in `allowed_keys` is removed (fail closed);
+//! 3. a key matching `blocked_key_patterns` (or `authorization`, with the bearer-token
+//!    detector on) has its whole value replaced;
+//! 4. every string value is scanned by the detectors and `blocked_values`; matches are
+//!    replaced by `action`: `mask` (`****`, or `<detector>` with `mask_style: typed`),
+//!    `hash` (HMAC-SHA-256 under `hash_key`, 16 hex digits: the same value correlates
+//!    across records without being readable) or `drop` (the attribute is removed).
+//!
+//! One pass per string: all patterns form one `RegexSet`, whose answer is the prefilter;
+//! only the patterns that matched run again to find positions, and a string with no
+//! candidate is neither copied nor allocated. The `regex` crate matches in linear time, so
+//! no input can make a pattern backtrack (no ReDoS).
+
+mod detectors;
+
+use super::{DropCounter, Processor};
+use crate::config::{FieldError, Secret};
+use crate::model::Batch;
+use hmac::{Hmac, Mac};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+use sha2::Sha256;
+use std::collections::HashSet;
+
+/// What replaces a match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Replace the matched text.
+    #[default]
+    Mask,
+    /// Replace the matched text with a keyed hash of it.
+    Hash,
+    /// Remove the whole attribute (for bodies and names: mask).
+    Drop,
+}
+
+/// How masked text reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskStyle {
+    /// `****`
+    #[default]
+    Stars,
+    /// `<email>`, `<credit_card>`, … (the detector's name; `<blocked>` for user rules)
+    Typed,
+}
+
+/// Extra attributes on each item that was changed, as the collector's `summary`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Summary {
+    /// None.
+    #[default]
+    Silent,
+    /// `redaction.masked.count` and `redaction.redacted.count`.
+    Info,
+    /// Also `redaction.masked.keys` and `redaction.redacted.keys`.
+    Debug,
+}
+
+/// Which built-in detectors run (all by default).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detectors {
+    /// Email addresses.
+    pub email: bool,
+    /// Payment card numbers (Luhn-checked).
+    pub credit_card: bool,
+    /// IPv4 addresses.
+    pub ipv4: bool,
+    /// IPv6 addresses.
+    pub ipv6: bool,
+    /// US social security numbers.
+    pub us_ssn: bool,
+    /// Phone numbers (E.164 and North American formats).
+    pub phone: bool,
+    /// JSON Web Tokens.
+    pub jwt: bool,
+    /// `Bearer` tokens and `authorization` values.
+    pub bearer_token: bool,
+    /// AWS access key ids.
+    pub aws_access_key: bool,
+    /// PEM private key blocks.
+    pub private_key: bool,
+    /// IBANs (mod-97 checked).
+    pub iban: bool,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Detectors {
+            email: true,
+            credit_card: true,
+            ipv4: true,
+            ipv6: true,
+            us_ssn: true,
+            phone: true,
+            jwt: true,
+            bearer_token: true,
+            aws_access_key: true,
+            private_key: true,
+            iban: true,
+        }
+    }
+}
+
+impl Detectors {
+    fn enabled(&self, name: &str) -> bool {
+        match name {
+            "email" => self.email,
+            "credit_card" => self.credit_card,
+            "ipv4" => self.ipv4,
+            "ipv6" => self.ipv6,
+            "us_ssn" => self.us_ssn,
+            "phone" => self.phone,
+            "jwt" => self.jwt,
+            "bearer_token" => self.bearer_token,
+            "aws_access_key" => self.aws_access_key,
+            "private_key" => self.private_key,
+            "iban" => self.iban,
+            _ => false,
+        }
+    }
+}
+
+/// `processors: redaction:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Keep attributes whatever their key (still scanned). When false, only
+    /// `allowed_keys` are kept and every other attribute is removed.
+    pub allow_all_keys: bool,
+    /// Attribute keys kept when `allow_all_keys` is false.
+    pub allowed_keys: Vec<String>,
+    /// Attribute keys never touched.
+    pub ignored_keys: Vec<String>,
+    /// Regexes whose matches in any string value are redacted like detector matches.
+    pub blocked_values: Vec<String>,
+    /// Regexes on attribute keys: a matching key's whole value is redacted.
+    pub blocked_key_patterns: Vec<String>,
+    /// Built-in detectors to run.
+    pub detectors: Detectors,
+    /// Keep private, loopback and link-local IP addresses.
+    pub keep_private_ips: bool,
+    /// `mask` (default), `hash` or `drop`.
+    pub action: Action,
+    /// How `mask` reads: `stars` (default) or `typed`.
+    pub mask_style: MaskStyle,
+    /// HMAC key for `action: hash`; use `${env:..}` or `${file:..}`.
+    pub hash_key: Option<Secret>,
+    /// Also scan span names and span event names.
+    pub redact_names: bool,
+    /// `silent` (default), `info` or `debug`.
+    pub summary: Summary,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            allow_all_keys: false,
+            allowed_keys: Vec::new(),
+            ignored_keys: Vec::new(),
+            blocked_values: Vec::new(),
+            blocked_key_patterns: Vec::new(),
+            detectors: Detectors::default(),
+            keep_private_ips: false,
+            action: Action::Mask,
+            mask_style: MaskStyle::Stars,
+            hash_key: None,
+            redact_names: true,
+            summary: Summary::Silent,
+        }
+    }
+}
+
+impl RedactionConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (i, pattern) in self.blocked_values.iter().enumerate() {
+            Regex::new(pattern)
+                .map_err(|e| FieldError::new(format!("blocked_values.{i}"), e.to_string()))?;
+        }
+        for (i, pattern) in self.blocked_key_patterns.iter().enumerate() {
+            Regex::new(pattern)
+                .map_err(|e| FieldError::new(format!("blocked_key_patterns.{i}"), e.to_string()))?;
+        }
+        if self.action == Action::Hash && self.hash_key.as_ref().is_none_or(|k| k.0.len() < 16) {
+            return Err(FieldError::new(
+                "hash_key",
+                "action: hash needs a hash_key of at least 16 bytes (from ${env:..} or ${file:..})",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One compiled rule: a detector or a `blocked_values` pattern.
+struct Rule {
+    name: String,
+    regex: Regex,
+    check: Option<detectors::Check>,
+}
+
+/// What happened to one item, for `summary`.
+#[derive(Default)]
+struct Tally {
+    masked: Vec<String>,
+    redacted: Vec<String>,
+}
+
+/// The compiled redaction rules.
+pub struct Redactor {
+    config: RedactionConfig,
+    prefilter: RegexSet,
+    rules: Vec<Rule>,
+    blocked_keys: RegexSet,
+    allowed: HashSet<String>,
+    ignored: HashSet<String>,
+}
+
+enum Outcome {
+    Unchanged,
+    Changed(String),
+    Drop,
+}
+
+impl Redactor {
+    pub fn new(config: RedactionConfig) -> Redactor {
+        let mut rules: Vec<Rule> = detectors::ALL
+            .iter()
+            .filter(|d| config.detectors.enabled(d.name))
+            .map(|d| Rule {
+                name: d.name.to_string(),
+                regex: detectors::compile(d),
+                check: d.check,
+            })
+            .collect();
+        for pattern in &config.blocked_values {
+            rules.push(Rule {
+                name: "blocked".into(),
+                regex: Regex::new(pattern).expect("validated at load"),
+                check: None,
+            });
+        }
+        let prefilter = RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
+            .expect("every rule compiled alone");
+        let mut key_patterns = config.blocked_key_patterns.clone();
+        if config.detectors.bearer_token {
+            key_patterns.push("(?i)^authorization$".into());
+        }
+        Redactor {
+            prefilter,
+            rules,
+            blocked_keys: RegexSet::new(&key_patterns).expect("validated at load"),
+            allowed: config.allowed_keys.iter().cloned().collect(),
+            ignored: config.ignored_keys.iter().cloned().collect(),
+            config,
+        }
+    }
+
+    fn replacement(&self, rule: &str, text: &str) -> String {
+        match (self.config.action, self.config.mask_style) {
+            (Action::Hash, _) => {
+                let key = self
+                    .config
+                    .hash_key
+                    .as_ref()
+                    .map_or(&[][..], |k| k.0.as_bytes());
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+                mac.update(text.as_bytes());
+                let digest = mac.finalize().into_bytes();
+                digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+            }
+            (_, MaskStyle::Typed) => format!("<{rule}>"),
+            (_, MaskStyle::Stars) => "****".into(),
+        }
+    }
+
+    /// Redacts one string; `None` when nothing matched (nothing is copied then).
+    fn redact_text(&self, text: &str, tally: &mut Tally) -> Option<String> {
+        let candidates = self.prefilter.matches(text);
+        if !candidates.matched_any() {
+            return None;
+        }
+        let mut spans: Vec<(usize, usize, &str)> = Vec::new();
+        for index in candidates.iter() {
+            let rule = &self.rules[index];
+            for m in rule.regex.find_iter(text) {
+                if rule.check.is_none_or(|check| {
+                    check(text, m.start(), m.end(), self.config.keep_private_ips)
+                }) {
+                    spans.push((m.start(), m.end(), &rule.name));
+                }
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        spans.sort_by_key(|&(start, end, _)| (start, std::cmp::Reverse(end)));
+        let mut out = String::with_capacity(text.len());
+        let mut cursor = 0;
+        for (start, end, rule) in spans {
+            if start < cursor {
+                continue;
+            }
+            out.push_str(&text[cursor..start]);
+            out.push_str(&self.replacement(rule, &text[start..end]));
+            tally.masked.push(rule.to_string());
+            cursor = end;
+        }
+        out.push_str(&text[cursor..]);
+        Some(out)
+    }
+
+    /// Redacts a value in place; says whether the attribute holding it must go.
+    fn redact_value(&self, value: &mut AnyValue, tally: &mut Tally) -> bool {
+        match value.value.as_mut() {
+            Some(Value::StringValue(s)) => match self.redact_text(s, tally) {
+                Some(_) if self.config.action == Action::Drop => return true,
+                Some(new) => *s = new,
+                None => {}
+            },
+            Some(Value::ArrayValue(array)) => {
+                let mut drop = false;
+                for item in &mut array.values {
+                    drop |= self.redact_value(item, tally);
+                }
+                return drop;
+            }
+            Some(Value::KvlistValue(list)) => self.redact_attributes(&mut list.values, tally),
+            _ => {}
+        }
+        false
+    }
+
+    fn decide(&self, attribute: &mut KeyValue, tally: &mut Tally) -> Outcome {
+        if self.ignored.contains(&attribute.key) {
+            return Outcome::Unchanged;
+        }
+        if !self.config.allow_all_keys && !self.allowed.contains(&attribute.key) {
+            return Outcome::Drop;
+        }
+        if self.blocked_keys.is_match(&attribute.key) {
+            if self.config.action == Action::Drop {
+                return Outcome::Drop;
+            }
+            let text = match attribute.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            tally.masked.push(attribute.key.clone());
+            return Outcome::Changed(self.replacement("blocked_key", &text));
+        }
+        let drop = attribute
+            .value
+            .as_mut()
+            .is_some_and(|value| self.redact_value(value, tally));
+        if drop {
+            Outcome::Drop
+        } else {
+            Outcome::Unchanged
+        }
+    }
+
+    /// Applies every rule to a list of attributes.
+    fn redact_attributes(&self, attributes: &mut Vec<KeyValue>, tally: &mut Tally) {
+        attributes.retain_mut(|attribute| match self.decide(attribute, tally) {
+            Outcome::Unchanged => true,
+            Outcome::Changed(text) => {
+                attribute.value = Some(AnyValue {
+                    value: Some(Value::StringValue(text)),
+                });
+                true
+            }
+            Outcome::Drop => {
+                tally.redacted.push(attribute.key.clone());
+                false
+            }
+        });
+    }
+
+    /// Redacts an item's attributes and appends the summary when asked.
+    fn redact_item(&self, attributes: &mut Vec<KeyValue>, mut tally: Tally) {
+        self.redact_attributes(attributes, &mut tally);
+        self.summarize(attributes, tally);
+    }
+
+    fn summarize(&self, attributes: &mut Vec<KeyValue>, tally: Tally) {
+        if self.config.summary == Summary::Silent
+            || (tally.masked.is_empty() && tally.redacted.is_empty())
+        {
+            return;
+        }
+        let int = |key: &str, n: usize| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(n as i64)),
+            }),
+            ..Default::default()
+        };
+        let text = |key: &str, list: &[String]| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(list.join(","))),
+            }),
+            ..Default::default()
+        };
+        attributes.push(int("redaction.masked.count", tally.masked.len()));
+        attributes.push(int("redaction.redacted.count", tally.redacted.len()));
+        if self.config.summary == Summary::Debug {
+            attributes.push(text("redaction.masked.keys", &tally.masked));
+            attributes.push(text("redaction.redacted.keys", &tally.redacted));
+        }
+    }
+
+    /// Redacts a name or body string in place (never dropped: masked instead).
+    fn redact_in_place(&self, text: &mut String, tally: &mut Tally) {
+        if let Some(new) = self.redact_text(text, tally) {
+            *text = match self.config.action {
+                Action::Drop => self.replacement_for_drop(),
+                _ => new,
+            };
+        }
+    }
+
+    fn replacement_for_drop(&self) -> String {
+        match self.config.mask_style {
+            MaskStyle::Typed => "<redacted>".into(),
+            MaskStyle::Stars => "****".into(),
+        }
+    }
+
+    /// Redacts every place in a batch where PII can hide.
+    pub fn redact_batch(&self, batch: &mut Batch) -> Result<(), crate::model::DecodeError> {
+        match batch.signal() {
+            crate::model::Signal::Traces => {
+                for rs in batch.traces_mut()? {
+                    if let Some(r) = rs.resource.as_mut() {
+                        self.redact_item(&mut r.attributes, Tally::default());
+                    }
+                    for ss in &mut rs.scope_spans {
+                        if let Some(scope) = ss.scope.as_mut() {
+                            self.redact_item(&mut scope.attributes, Tally::default());
+                        }
+                        for span in &mut ss.spans {
+                            let mut tally = Tally::default();
+                            if self.config.redact_names {
+                                self.redact_in_place(&mut span.name, &mut tally);
+                            }
+                            for event in &mut span.events {
+                                let mut event_tally = Tally::default();
+                                if self.config.redact_names {
+                                    self.redact_in_place(&mut event.name, &mut event_tally);
+                                }
+                                self.redact_item(&mut event.attributes, event_tally);
+                            }
+                            for link in &mut span.links {
+                                self.redact_item(&mut link.attributes, Tally::default());
+                            }
+                            self.redact_item(&mut span.attributes, tally);
+                        }
+                    }
+                }
+            }
+            crate::model::Signal::Logs => {
+                for rl in batch.logs_mut()? {
+                    if let Some(r) = rl.resource.as_mut() {
+                        self.redact_item(&mut r.attributes, Tally::default());
+                    }
+                    for sl in &mut rl.scope_logs {
+                        if let Some(scope) = sl.scope.as_mut() {
+                            self.redact_item(&mut scope.attributes, Tally::default());
+                        }
+                        for record in &mut sl.log_records {
+                            let mut tally = Tally::default();
+                            if let Some(body) = record.body.as_mut() {
+                                self.redact_body(body, &mut tally);
+                            }
+                            self.redact_item(&mut record.attributes, tally);
+                        }
+                    }
+                }
+            }
+            crate::model::Signal::Metrics => {
+                for rm in batch.metrics_mut()? {
+                    if let Some(r) = rm.resource.as_mut() {
+                        self.redact_item(&mut r.attributes, Tally::default());
+                    }
+                    for sm in &mut rm.scope_metrics {
+                        if let Some(scope) = sm.scope.as_mut() {
+                            self.redact_item(&mut scope.attributes, Tally::default());
+                        }
+                        for metric in &mut sm.metrics {
+                            self.redact_points(metric.data.as_mut());
+                        }
+                    }
+                }
+            }
+        }
+        batch.recount();
+        Ok(())
+    }
+
+    /// A log body: strings are scanned (never dropped), maps and arrays recursively.
+    fn redact_body(&self, body: &mut AnyValue, tally: &mut Tally) {
+        match body.value.as_mut() {
+            Some(Value::StringValue(s)) => self.redact_in_place(s, tally),
+            Some(Value::ArrayValue(array)) => array
+                .values
+                .iter_mut()
+                .for_each(|v| self.redact_body(v, tally)),
+            Some(Value::KvlistValue(list)) => self.redact_attributes(&mut list.values, tally),
+            _ => {}
+        }
+    }
+
+    fn redact_points(&self, data: Option<&mut Data>) {
+        macro_rules! points {
+            ($points:expr) => {
+                for point in $points {
+                    for exemplar in &mut point.exemplars {
+                        self.redact_item(&mut exemplar.filtered_attributes, Tally::default());
+                    }
+                    self.redact_item(&mut point.attributes, Tally::default());
+                }
+            };
+        }
+        match data {
+            Some(Data::Gauge(g)) => points!(&mut g.data_points),
+            Some(Data::Sum(s)) => points!(&mut s.data_points),
+            Some(Data::Histogram(h)) => points!(&mut h.data_points),
+            Some(Data::ExponentialHistogram(h)) => points!(&mut h.data_points),
+            Some(Data::Summary(s)) => {
+                for point in &mut s.data_points {
+                    self.redact_item(&mut point.attributes, Tally::default());
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// The pipeline stage around a [`Redactor`].
+pub struct RedactionProcessor {
+    redactor: Redactor,
+    drops: DropCounter,
+}
+
+impl RedactionProcessor {
+    pub fn new(config: RedactionConfig, drops: DropCounter) -> Self {
+        RedactionProcessor {
+            redactor: Redactor::new(config),
+            drops,
+        }
+    }
+}
+
+impl Processor for RedactionProcessor {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        match self.redactor.redact_batch(&mut batch) {
+            Ok(()) => out.push(batch),
+            Err(error) => {
+                tracing::warn!(%error, items = batch.items(), "redaction: dropping undecodable data");
+                self.drops.undecodable.inc_by(batch.items() as u64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
