@@ -16,6 +16,7 @@ fn every_shipped_pipeline_validates() {
                 .arg("--config")
                 .arg(&path)
                 .env("TEMPO_TENANT", "t")
+                .env("REDACTION_HASH_KEY", "0123456789abcdef0123")
                 .output()
                 .unwrap();
             assert!(

@@ -342,3 +342,11 @@ fn traces_logs_and_metrics_are_redacted_everywhere() {
     }
     assert_eq!(batch.signal(), Signal::Traces);
 }
+
+#[test]
+fn bearer_tokens_with_underscores_are_masked_whole() {
+    assert_eq!(
+        redact("auth Bearer sk_live_abcdef123456 end"),
+        "auth <bearer_token> end"
+    );
+}
