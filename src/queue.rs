@@ -99,8 +99,8 @@ impl PipelineInput {
         self.gates.iter().any(|g| g.is_closed())
     }
 
-    /// Puts `batch` on the queue without blocking.
-    pub fn offer(&self, batch: Batch) -> Result<(), Refusal> {
+    /// Puts `batch` on the queue without blocking; a refused batch is handed back.
+    pub fn offer(&self, batch: Batch) -> Result<(), (Refusal, Batch)> {
         let items = batch.items() as u64;
         match self.sender.try_send(batch) {
             Ok(()) => {
@@ -112,11 +112,11 @@ impl PipelineInput {
                 self.counters.dropped_queue_full.inc_by(items);
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(batch)) => {
                 self.counters.refused_queue_full.inc_by(items);
-                Err(Refusal::QueueFull)
+                Err((Refusal::QueueFull, batch))
             }
-            Err(TrySendError::Disconnected(_)) => Err(Refusal::Closed),
+            Err(TrySendError::Disconnected(batch)) => Err((Refusal::Closed, batch)),
         }
     }
 
@@ -159,17 +159,24 @@ impl Routes {
     /// first so that a limiter refuses before any pipeline accepts. If one pipeline's
     /// queue refuses after others accepted, the refusal is returned all the same: the
     /// client retries and the pipelines that accepted see the data twice, as with the
-    /// collector's fan-out. One pipeline per receiver and signal avoids this.
-    pub fn deliver(&self, batch: Batch) -> Result<(), Refusal> {
+    /// collector's fan-out. One pipeline per receiver and signal avoids this. The batch
+    /// comes back with the refusal when no pipeline took it, so the caller may retry.
+    pub fn deliver(&self, batch: Batch) -> Result<(), Refused> {
         let targets = self.targets(batch.signal());
         if let Some(gated) = targets.iter().find(|t| t.is_gated()) {
             gated.count_memory_refusal(batch.items());
-            return Err(Refusal::MemoryLimit);
+            return Err(Refused {
+                refusal: Refusal::MemoryLimit,
+                batch: Some(batch),
+            });
         }
-        let mut outcome = Ok(());
+        let mut refusal = None;
+        let mut accepted_any = false;
+        let mut returned = None;
         let mut batch = Some(batch);
         for (index, target) in targets.iter().enumerate() {
-            let this = if index + 1 == targets.len() {
+            let last = index + 1 == targets.len();
+            let this = if last {
                 batch
                     .take()
                     .expect("the batch is moved only into the last target")
@@ -178,12 +185,31 @@ impl Routes {
                     .clone()
                     .expect("the batch is kept until the last target")
             };
-            if let Err(refusal) = target.offer(this) {
-                outcome = Err(refusal);
+            match target.offer(this) {
+                Ok(()) => accepted_any = true,
+                Err((why, back)) => {
+                    refusal = Some(why);
+                    if last {
+                        returned = Some(back);
+                    }
+                }
             }
         }
-        outcome
+        match refusal {
+            None => Ok(()),
+            Some(refusal) => Err(Refused {
+                refusal,
+                batch: if accepted_any { None } else { returned },
+            }),
+        }
     }
+}
+
+/// A refused delivery, with the batch when no pipeline took any of it.
+#[derive(Debug)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub batch: Option<Batch>,
 }
 
 #[cfg(test)]
@@ -219,8 +245,11 @@ mod tests {
     #[test]
     fn full_queue_refuses_and_hands_nothing_over() {
         let (input, rx, counters) = input(1, WhenFull::Refuse);
-        assert_eq!(input.offer(batch()), Ok(()));
-        assert_eq!(input.offer(batch()), Err(Refusal::QueueFull));
+        assert!(input.offer(batch()).is_ok());
+        assert!(
+            matches!(input.offer(batch()), Err((Refusal::QueueFull, _))),
+            "the refused batch comes back"
+        );
         assert_eq!(rx.len(), 1);
         assert_eq!(
             counters.refused_queue_full.get(),
@@ -242,8 +271,8 @@ mod tests {
             counters.clone(),
         );
         let spans = crate::model::tests::traces_batch(3, 2);
-        assert_eq!(input.offer(spans.clone()), Ok(()));
-        assert_eq!(input.offer(spans), Ok(()));
+        assert!(input.offer(spans.clone()).is_ok());
+        assert!(input.offer(spans).is_ok());
         assert_eq!(counters.accepted.get(), 12);
         assert_eq!(counters.dropped_queue_full.get(), 6);
     }
@@ -265,7 +294,12 @@ mod tests {
         let mut routes = Routes::default();
         routes.add(open);
         routes.add(gated);
-        assert_eq!(routes.deliver(batch()), Err(Refusal::MemoryLimit));
+        let refused = routes.deliver(batch()).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::MemoryLimit);
+        assert!(
+            refused.batch.is_some(),
+            "nothing was accepted, so the batch comes back"
+        );
         assert!(open_rx.is_empty());
     }
 
@@ -277,7 +311,7 @@ mod tests {
         routes.add(a);
         routes.add(b);
         assert!(!routes.accepts(Signal::Logs));
-        assert_eq!(routes.deliver(batch()), Ok(()));
+        assert!(routes.deliver(batch()).is_ok());
         assert_eq!((a_rx.len(), b_rx.len()), (1, 1));
     }
 }

@@ -152,6 +152,22 @@ fn bad_configs_name_the_key_and_line() {
 }
 
 #[test]
+fn a_component_that_does_not_accept_the_signal_is_rejected() {
+    let text = GOOD
+        .replace("receivers:\n", "receivers:\n  syslog:\n    udp:\n")
+        .replace(
+            "      receivers: [otlp]\n",
+            "      receivers: [otlp, syslog]\n",
+        );
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.line, Some(16), "{error}");
+    assert!(
+        error.message.contains("`syslog` does not accept traces"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_pipeline_without_receivers_is_rejected() {
     let text = GOOD.replace("      receivers: [otlp]\n", "      receivers: []\n");
     let error = parse(&text).unwrap_err();
@@ -177,7 +193,9 @@ fn env_expansion_applies_before_parsing() {
     }
     let text = GOOD.replace("127.0.0.1:4317", "127.0.0.1:${env:GRPC_PORT}");
     let config = Config::parse_with(&text, "t", &Env).unwrap();
-    let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::parse("otlp").unwrap()];
+    let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::parse("otlp").unwrap()] else {
+        panic!("the otlp receiver is an otlp receiver")
+    };
     assert_eq!(
         otlp.protocols.grpc.as_ref().unwrap().endpoint,
         "127.0.0.1:5317"

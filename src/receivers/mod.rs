@@ -4,7 +4,9 @@
 //! them to its pipelines through [`crate::queue::Routes`] without blocking; when a
 //! pipeline cannot take more it answers the client with a retryable refusal.
 
+pub mod core;
 pub mod otlp;
+pub mod syslog;
 
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
@@ -14,26 +16,32 @@ use serde::Deserializer;
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
     Otlp(otlp::OtlpReceiverConfig),
+    Syslog(syslog::SyslogReceiverConfig),
 }
 
 impl ComponentConfig for ReceiverConfig {
     const SECTION: &'static str = "receivers";
-    const KINDS: &'static [&'static str] = &["otlp"];
+    const KINDS: &'static [&'static str] = &["otlp", "syslog"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "otlp" => or_default(d).map(ReceiverConfig::Otlp),
+            "syslog" => or_default(d).map(ReceiverConfig::Syslog),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
 
     fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
+        match self {
+            ReceiverConfig::Otlp(_) => &Signal::ALL,
+            ReceiverConfig::Syslog(_) => &[Signal::Logs],
+        }
     }
 
     fn validate(&self) -> Result<(), FieldError> {
         match self {
             ReceiverConfig::Otlp(c) => c.validate(),
+            ReceiverConfig::Syslog(c) => c.validate(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | `sieve_receiver_accepted_items_total` | receiver, signal | items every target pipeline took |
 //! | `sieve_receiver_refused_items_total` | receiver, signal, reason | items refused with a retryable error |
 //! | `sieve_receiver_rejected_requests_total` | receiver, transport, reason | malformed, oversized or unsupported requests |
+//! | `sieve_receiver_dropped_items_total` | receiver, signal, reason | items lost without telling the sender (UDP) |
 //! | `sieve_pipeline_accepted_items_total` | pipeline | items put on the pipeline queue |
 //! | `sieve_pipeline_refused_items_total` | pipeline, reason | items the pipeline refused |
 //! | `sieve_pipeline_dropped_items_total` | pipeline, reason | items accepted and then dropped |
@@ -112,6 +113,7 @@ pub struct Telemetry {
     pub receiver_accepted: Family<ReceiverLabels, Counter>,
     pub receiver_refused: Family<ReceiverReasonLabels, Counter>,
     pub receiver_rejected_requests: Family<RequestLabels, Counter>,
+    pub receiver_dropped: Family<ReceiverReasonLabels, Counter>,
     pub pipeline_accepted: Family<PipelineLabels, Counter>,
     pub pipeline_refused: Family<PipelineReasonLabels, Counter>,
     pub pipeline_dropped: Family<PipelineReasonLabels, Counter>,
@@ -136,6 +138,7 @@ impl Telemetry {
             receiver_accepted: Family::default(),
             receiver_refused: Family::default(),
             receiver_rejected_requests: Family::default(),
+            receiver_dropped: Family::default(),
             pipeline_accepted: Family::default(),
             pipeline_refused: Family::default(),
             pipeline_dropped: Family::default(),

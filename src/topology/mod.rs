@@ -15,6 +15,7 @@ pub mod pipeline;
 use crate::config::{ComponentId, Config, PipelineId};
 use crate::queue::Routes;
 use crate::receivers::otlp::{self, OtlpReceiver};
+use crate::receivers::syslog::{self, SyslogReceiver};
 use crate::receivers::ReceiverConfig;
 use crate::telemetry::Telemetry;
 use pipeline::{Retiring, RunningPipeline, Signature};
@@ -26,19 +27,21 @@ use std::time::Duration;
 /// A started receiver.
 enum RunningReceiver {
     Otlp(OtlpReceiver),
+    Syslog(SyslogReceiver),
 }
 
 /// Listeners bound for a receiver that is new or changes.
 enum Prepared {
     Otlp(otlp::Prepared),
+    Syslog(syslog::Prepared),
 }
 
 impl RunningReceiver {
     fn prepare(id: &ComponentId, config: &ReceiverConfig) -> std::io::Result<Prepared> {
+        let id = id.to_string();
         match config {
-            ReceiverConfig::Otlp(c) => {
-                OtlpReceiver::prepare(&id.to_string(), c).map(Prepared::Otlp)
-            }
+            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id, c).map(Prepared::Otlp),
+            ReceiverConfig::Syslog(c) => SyslogReceiver::prepare(&id, c).map(Prepared::Syslog),
         }
     }
 
@@ -47,6 +50,10 @@ impl RunningReceiver {
             (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => {
                 r.prepare_update(c).map(Prepared::Otlp)
             }
+            (RunningReceiver::Syslog(r), ReceiverConfig::Syslog(c)) => {
+                r.prepare_update(c).map(Prepared::Syslog)
+            }
+            _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
         }
     }
 
@@ -56,25 +63,29 @@ impl RunningReceiver {
         routes: Arc<Routes>,
         telemetry: &Arc<Telemetry>,
     ) -> RunningReceiver {
+        let (id, telemetry) = (id.to_string(), Arc::clone(telemetry));
         match prepared {
-            Prepared::Otlp(p) => RunningReceiver::Otlp(OtlpReceiver::start(
-                id.to_string(),
-                p,
-                routes,
-                Arc::clone(telemetry),
-            )),
+            Prepared::Otlp(p) => {
+                RunningReceiver::Otlp(OtlpReceiver::start(id, p, routes, telemetry))
+            }
+            Prepared::Syslog(p) => {
+                RunningReceiver::Syslog(SyslogReceiver::start(id, p, routes, telemetry))
+            }
         }
     }
 
     async fn update(&mut self, prepared: Prepared) {
         match (self, prepared) {
             (RunningReceiver::Otlp(r), Prepared::Otlp(p)) => r.update(p).await,
+            (RunningReceiver::Syslog(r), Prepared::Syslog(p)) => r.update(p).await,
+            _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
         }
     }
 
     fn set_routes(&self, routes: Arc<Routes>) {
         match self {
             RunningReceiver::Otlp(r) => r.set_routes(routes),
+            RunningReceiver::Syslog(r) => r.set_routes(routes),
         }
     }
 
@@ -84,12 +95,14 @@ impl RunningReceiver {
                 let (grpc, http) = r.addresses();
                 grpc.into_iter().chain(http).collect()
             }
+            RunningReceiver::Syslog(r) => r.addresses(),
         }
     }
 
     async fn stop(self) {
         match self {
             RunningReceiver::Otlp(r) => r.stop().await,
+            RunningReceiver::Syslog(r) => r.stop().await,
         }
     }
 }

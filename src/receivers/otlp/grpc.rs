@@ -1,11 +1,12 @@
 //! OTLP/gRPC: unary `Export` calls of the trace, metrics and logs services.
 
-use super::{signal_for_grpc_path, IngestError, Shared, RETRY_AFTER};
+use super::{signal_for_grpc_path, Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
 use crate::model::Batch;
 use crate::net::{Body, Server};
 use crate::queue::Refusal;
+use crate::receivers::core::IngestError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
@@ -45,7 +46,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Ok(()) => ok_response(),
         Err(failure) => {
             if let Some(reason) = failure.rejected_reason {
-                shared.count_rejected("grpc", reason);
+                shared.core.count_rejected("grpc", reason);
             }
             status_response(&failure)
         }
@@ -112,15 +113,15 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<(), Failure> 
     };
     let batch = Batch::from_encoded(signal, message)
         .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
-    shared.ingest(batch).map_err(|e| match e {
+    shared.core.ingest(batch).map_err(|e| match e {
         IngestError::NoPipeline => Failure::rejected(
             code::UNIMPLEMENTED,
             "no_pipeline",
             format!("no pipeline takes {signal} from this receiver"),
         ),
-        IngestError::Refused(refusal) => Failure {
+        IngestError::Refused(refused) => Failure {
             code: code::UNAVAILABLE,
-            message: refusal_message(refusal),
+            message: refusal_message(refused.refusal),
             rejected_reason: None,
             retry_after: true,
         },

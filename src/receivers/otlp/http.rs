@@ -2,11 +2,12 @@
 
 use super::grpc::refusal_message;
 use super::json;
-use super::{IngestError, Shared, RETRY_AFTER};
+use super::{Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
 use crate::model::{Batch, Signal};
 use crate::net::{self, Body, Server};
+use crate::receivers::core::IngestError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -57,7 +58,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         Ok(rejected) => success(format.unwrap_or(Format::Protobuf), rejected),
         Err(failure) => {
             if let Some(reason) = failure.rejected_reason {
-                shared.count_rejected("http", reason);
+                shared.core.count_rejected("http", reason);
             }
             error_response(format.unwrap_or(Format::Protobuf), &failure)
         }
@@ -153,16 +154,16 @@ async fn export(
         ),
         Format::Json => json::decode(signal, &body).map_err(malformed)?,
     };
-    match shared.ingest(batch) {
+    match shared.core.ingest(batch) {
         Ok(()) => Ok(rejected),
         Err(IngestError::NoPipeline) => Err(Failure::rejected(
             StatusCode::NOT_FOUND,
             "no_pipeline",
             format!("no pipeline takes {signal} from this receiver"),
         )),
-        Err(IngestError::Refused(refusal)) => Err(Failure {
+        Err(IngestError::Refused(refused)) => Err(Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: refusal_message(refusal),
+            message: refusal_message(refused.refusal),
             rejected_reason: None,
         }),
     }

@@ -22,12 +22,11 @@ pub mod json;
 
 pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protocols};
 
-use crate::model::{Batch, Signal};
+use super::core::ReceiverCore;
+use crate::model::Signal;
 use crate::net::{self, Server};
-use crate::queue::{Refusal, Routes};
-use crate::telemetry::{
-    parse_address, ReceiverLabels, ReceiverReasonLabels, RequestLabels, Telemetry,
-};
+use crate::queue::Routes;
+use crate::telemetry::{parse_address, Telemetry};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,77 +36,15 @@ use tokio::net::TcpListener;
 /// How long clients are asked to wait after a refusal.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Why a request's data was not taken.
-#[derive(Debug, PartialEq, Eq)]
-enum IngestError {
-    /// No pipeline takes this signal from this receiver.
-    NoPipeline,
-    Refused(Refusal),
-}
-
 /// What both protocol handlers share.
 struct Shared {
-    id: String,
+    core: ReceiverCore,
     config: RwLock<Arc<OtlpReceiverConfig>>,
-    routes: RwLock<Arc<Routes>>,
-    telemetry: Arc<Telemetry>,
 }
 
 impl Shared {
     fn config(&self) -> Arc<OtlpReceiverConfig> {
         Arc::clone(&self.config.read())
-    }
-
-    /// Hands a decoded or checked batch to the pipelines.
-    fn ingest(&self, batch: Batch) -> Result<(), IngestError> {
-        let routes = Arc::clone(&self.routes.read());
-        let signal = batch.signal();
-        if !routes.accepts(signal) {
-            return Err(IngestError::NoPipeline);
-        }
-        let items = batch.items() as u64;
-        let labels = ReceiverLabels {
-            receiver: self.id.clone(),
-            signal: signal.as_str().into(),
-        };
-        self.telemetry
-            .receiver_received
-            .get_or_create(&labels)
-            .inc_by(items);
-        match routes.deliver(batch) {
-            Ok(()) => {
-                self.telemetry
-                    .receiver_accepted
-                    .get_or_create(&labels)
-                    .inc_by(items);
-                Ok(())
-            }
-            Err(refusal) => {
-                let labels = ReceiverReasonLabels {
-                    receiver: self.id.clone(),
-                    signal: signal.as_str().into(),
-                    reason: refusal.reason().into(),
-                };
-                self.telemetry
-                    .receiver_refused
-                    .get_or_create(&labels)
-                    .inc_by(items);
-                Err(IngestError::Refused(refusal))
-            }
-        }
-    }
-
-    /// Counts a request that was rejected before its items could be counted.
-    fn count_rejected(&self, transport: &str, reason: &str) {
-        let labels = RequestLabels {
-            receiver: self.id.clone(),
-            transport: transport.into(),
-            reason: reason.into(),
-        };
-        self.telemetry
-            .receiver_rejected_requests
-            .get_or_create(&labels)
-            .inc();
     }
 }
 
@@ -164,7 +101,7 @@ impl OtlpReceiver {
 
     /// Binds only the listeners whose address changes under `config`.
     pub fn prepare_update(&self, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
-        let id = &self.shared.id;
+        let id = &self.shared.core.id;
         let rebind =
             |protocol, current: Option<SocketAddr>, wanted: Option<SocketAddr>| match wanted {
                 Some(addr) if current != Some(addr) => net::bind(addr)
@@ -195,10 +132,8 @@ impl OtlpReceiver {
         telemetry: Arc<Telemetry>,
     ) -> OtlpReceiver {
         let shared = Arc::new(Shared {
-            id,
+            core: ReceiverCore::new(id, routes, telemetry),
             config: RwLock::new(Arc::new(prepared.config)),
-            routes: RwLock::new(routes),
-            telemetry,
         });
         let grpc = prepared.grpc.map(|l| grpc::serve(l, Arc::clone(&shared)));
         let http = prepared.http.map(|l| http::serve(l, Arc::clone(&shared)));
@@ -238,7 +173,7 @@ impl OtlpReceiver {
     }
 
     pub fn set_routes(&self, routes: Arc<Routes>) {
-        *self.shared.routes.write() = routes;
+        self.shared.core.set_routes(routes);
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -257,7 +192,7 @@ impl OtlpReceiver {
         if let Some(s) = self.http {
             s.stop().await;
         }
-        *self.shared.routes.write() = Arc::new(Routes::default());
+        self.shared.core.set_routes(Arc::new(Routes::default()));
     }
 }
 
