@@ -7,3 +7,4 @@ mod lifecycle;
 mod otlp;
 mod redaction;
 mod sink;
+mod syslog;

@@ -13,6 +13,9 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+/// An SD-ELEMENT: its SD-ID and its (name, value) parameters.
+pub type SdElement = (String, Vec<(String, String)>);
+
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
@@ -26,7 +29,7 @@ pub struct Message {
     pub procid: Option<String>,
     pub msgid: Option<String>,
     /// (SD-ID, [(param name, value)]).
-    pub structured_data: Vec<(String, Vec<(String, String)>)>,
+    pub structured_data: Vec<SdElement>,
     pub message: String,
 }
 
@@ -124,10 +127,7 @@ pub fn rfc5424(input: &str) -> Result<Message, ParseError> {
     })
 }
 
-#[allow(clippy::type_complexity)]
-fn structured_data(
-    input: &str,
-) -> Result<(Vec<(String, Vec<(String, String)>)>, &str), ParseError> {
+fn structured_data(input: &str) -> Result<(Vec<SdElement>, &str), ParseError> {
     if let Some(rest) = input.strip_prefix('-') {
         return Ok((Vec::new(), rest));
     }
@@ -145,7 +145,7 @@ fn structured_data(
 }
 
 /// One `[SD-ID param="value" ...]` after its `[`.
-fn sd_element(input: &str) -> Result<((String, Vec<(String, String)>), &str), ParseError> {
+fn sd_element(input: &str) -> Result<(SdElement, &str), ParseError> {
     let id_end = input.find([' ', ']']).ok_or(ParseError::StructuredData)?;
     let id = &input[..id_end];
     if id.is_empty() || id.contains(['=', '"']) {
