@@ -321,13 +321,13 @@ impl Batch {
             return Ok(std::mem::replace(self, empty));
         }
         if let Payload::Encoded(chunks) = &self.payload {
-            if let Some((front, back)) = wire::split_records(self.signal, chunks, max_items) {
-                let front_items = self.items - back.1;
-                self.payload = Payload::Encoded(back.0);
-                self.items = back.1;
+            if let Some(split) = wire::split_records(self.signal, chunks, max_items) {
+                let front_items = self.items - split.back_items;
+                self.payload = Payload::Encoded(split.back);
+                self.items = split.back_items;
                 return Ok(Batch {
                     signal: self.signal,
-                    payload: Payload::Encoded(front),
+                    payload: Payload::Encoded(split.front),
                     items: front_items,
                 });
             }

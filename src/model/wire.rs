@@ -226,15 +226,17 @@ fn records(signal: Signal, chunk: &Bytes) -> Result<Vec<Record>, WireError> {
     Ok(out)
 }
 
+/// Encoded chunks divided in two at a resource-record boundary.
+pub struct Split {
+    pub front: Vec<Bytes>,
+    pub back: Vec<Bytes>,
+    pub back_items: usize,
+}
+
 /// Divides encoded chunks at resource-record boundaries so that the front holds at most
-/// `max_items` items. Returns the front chunks and the rest with its item count, or `None`
-/// when the first resource alone holds more than `max_items` (the caller decodes then).
-#[allow(clippy::type_complexity)]
-pub fn split_records(
-    signal: Signal,
-    chunks: &[Bytes],
-    max_items: usize,
-) -> Option<(Vec<Bytes>, (Vec<Bytes>, usize))> {
+/// `max_items` items, or `None` when the first resource alone holds more than
+/// `max_items` (the caller decodes then).
+pub fn split_records(signal: Signal, chunks: &[Bytes], max_items: usize) -> Option<Split> {
     let mut front = Vec::new();
     let mut back = Vec::new();
     let mut front_items = 0;
@@ -258,7 +260,7 @@ pub fn split_records(
     if front_items == 0 && back_items > 0 {
         return None;
     }
-    Some((front, (back, back_items)))
+    Some(Split { front, back, back_items })
 }
 
 #[cfg(test)]
