@@ -11,6 +11,7 @@
 //! batches abandoned at shutdown are dropped and counted with a `reason`.
 
 pub mod debug;
+pub mod loki;
 pub mod otlp;
 pub mod retry;
 
@@ -33,23 +34,28 @@ pub enum ExporterConfig {
     /// OTLP over HTTP.
     OtlpHttp(otlp::OtlpExporterConfig),
     Debug(debug::DebugConfig),
+    Loki(loki::LokiExporterConfig),
 }
 
 impl ComponentConfig for ExporterConfig {
     const SECTION: &'static str = "exporters";
-    const KINDS: &'static [&'static str] = &["otlp", "otlphttp", "debug"];
+    const KINDS: &'static [&'static str] = &["otlp", "otlphttp", "debug", "loki"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "otlp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::Otlp),
             "otlphttp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::OtlpHttp),
             "debug" => or_default(d).map(ExporterConfig::Debug),
+            "loki" => loki::LokiExporterConfig::deserialize(d).map(ExporterConfig::Loki),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
 
     fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
+        match self {
+            ExporterConfig::Loki(_) => &[Signal::Logs],
+            _ => &Signal::ALL,
+        }
     }
 
     fn validate(&self) -> Result<(), FieldError> {
@@ -57,6 +63,7 @@ impl ComponentConfig for ExporterConfig {
             ExporterConfig::Otlp(c) => c.validate(otlp::Transport::Grpc),
             ExporterConfig::OtlpHttp(c) => c.validate(otlp::Transport::Http),
             ExporterConfig::Debug(_) => Ok(()),
+            ExporterConfig::Loki(c) => c.validate(),
         }
     }
 }
@@ -65,6 +72,7 @@ impl ExporterConfig {
     fn sending_queue(&self) -> SendingQueueConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
+            ExporterConfig::Loki(c) => c.sending_queue.clone(),
             ExporterConfig::Debug(_) => SendingQueueConfig {
                 num_consumers: 1,
                 ..Default::default()
@@ -75,6 +83,7 @@ impl ExporterConfig {
     fn retry(&self) -> retry::RetryConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
+            ExporterConfig::Loki(c) => c.retry_on_failure.clone(),
             ExporterConfig::Debug(_) => retry::RetryConfig {
                 enabled: false,
                 ..Default::default()
@@ -151,11 +160,15 @@ pub enum Exporter {
     OtlpGrpc(Box<otlp::GrpcExporter>),
     OtlpHttp(Box<otlp::HttpExporter>),
     Debug(debug::DebugExporter),
+    Loki(Box<loki::LokiExporter>),
 }
 
 impl Exporter {
-    pub fn build(config: &ExporterConfig) -> Exporter {
+    pub fn build(id: &str, config: &ExporterConfig, telemetry: &Arc<Telemetry>) -> Exporter {
         match config {
+            ExporterConfig::Loki(c) => {
+                Exporter::Loki(Box::new(loki::LokiExporter::new(id, c, telemetry)))
+            }
             ExporterConfig::Otlp(c) => Exporter::OtlpGrpc(Box::new(otlp::GrpcExporter::new(c))),
             ExporterConfig::OtlpHttp(c) => Exporter::OtlpHttp(Box::new(otlp::HttpExporter::new(c))),
             ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(c.clone())),
@@ -167,6 +180,7 @@ impl Exporter {
             Exporter::OtlpGrpc(e) => e.export(batch).await,
             Exporter::OtlpHttp(e) => e.export(batch).await,
             Exporter::Debug(e) => e.export(batch),
+            Exporter::Loki(e) => e.export(batch).await,
         }
     }
 }
@@ -255,7 +269,7 @@ pub fn spawn(
         signal: signal.as_str().into(),
     };
     let metrics = ExporterMetrics::new(Arc::clone(telemetry), labels);
-    let exporter = Arc::new(Exporter::build(config));
+    let exporter = Arc::new(Exporter::build(id, config, telemetry));
     let retry = Arc::new(config.retry());
     let task = tokio::spawn(run(receiver, exporter, retry, consumers, metrics, abort));
     (

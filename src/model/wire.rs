@@ -260,7 +260,11 @@ pub fn split_records(signal: Signal, chunks: &[Bytes], max_items: usize) -> Opti
     if front_items == 0 && back_items > 0 {
         return None;
     }
-    Some(Split { front, back, back_items })
+    Some(Split {
+        front,
+        back,
+        back_items,
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! | `sieve_exporter_send_failed_items_total` | exporter, pipeline, signal, reason | items in failed attempts (retried or not) |
 //! | `sieve_exporter_dropped_items_total` | exporter, pipeline, signal, reason | items given up on |
 //! | `sieve_exporter_export_duration_seconds` | exporter, pipeline, signal | one export attempt |
+//! | `sieve_exporter_label_overflows_total` | exporter, label | label values over `max_label_values` (Loki) |
 //! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
 //! | `sieve_build_info` | version | always 1 |
@@ -89,6 +90,12 @@ pub struct ExporterReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LabelOverflowLabels {
+    pub exporter: String,
+    pub label: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
 }
@@ -121,6 +128,7 @@ pub struct Telemetry {
     pub exporter_send_failed: Family<ExporterReasonLabels, Counter>,
     pub exporter_dropped: Family<ExporterReasonLabels, Counter>,
     pub exporter_duration: Family<ExporterLabels, Histogram>,
+    pub exporter_label_overflows: Family<LabelOverflowLabels, Counter>,
     queue_size: Family<QueueLabels, Gauge>,
     queue_capacity: Family<QueueLabels, Gauge>,
     queues: Mutex<Vec<(u64, QueueLabels, QueueProbe)>>,
@@ -146,6 +154,7 @@ impl Telemetry {
             exporter_send_failed: Family::default(),
             exporter_dropped: Family::default(),
             exporter_duration: Family::new_with_constructor(histogram),
+            exporter_label_overflows: Family::default(),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::new(Vec::new()),
@@ -173,6 +182,11 @@ impl Telemetry {
             "receiver_rejected_requests",
             "Malformed, oversized or unsupported requests",
             t.receiver_rejected_requests.clone(),
+        );
+        registry.register(
+            "receiver_dropped_items",
+            "Items received and lost without telling the sender (UDP at a full queue)",
+            t.receiver_dropped.clone(),
         );
         registry.register(
             "pipeline_accepted_items",
@@ -208,6 +222,11 @@ impl Telemetry {
             "exporter_export_duration_seconds",
             "Duration of one export attempt",
             t.exporter_duration.clone(),
+        );
+        registry.register(
+            "exporter_label_overflows",
+            "Label values moved to structured metadata by a label-value cap",
+            t.exporter_label_overflows.clone(),
         );
         registry.register(
             "queue_size",
@@ -303,4 +322,90 @@ pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("`{text}` is not a listen address (host:port): {e}"))?
         .next()
         .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed() {
+        let t = Telemetry::new();
+        let r = ReceiverLabels {
+            receiver: "r".into(),
+            signal: "logs".into(),
+        };
+        let rr = ReceiverReasonLabels {
+            receiver: "r".into(),
+            signal: "logs".into(),
+            reason: "x".into(),
+        };
+        let p = PipelineReasonLabels {
+            pipeline: "p".into(),
+            reason: "x".into(),
+        };
+        let e = ExporterLabels {
+            exporter: "e".into(),
+            pipeline: "p".into(),
+            signal: "logs".into(),
+        };
+        let er = ExporterReasonLabels {
+            exporter: "e".into(),
+            pipeline: "p".into(),
+            signal: "logs".into(),
+            reason: "x".into(),
+        };
+        t.receiver_received.get_or_create(&r).inc();
+        t.receiver_accepted.get_or_create(&r).inc();
+        t.receiver_refused.get_or_create(&rr).inc();
+        t.receiver_dropped.get_or_create(&rr).inc();
+        t.receiver_rejected_requests
+            .get_or_create(&RequestLabels {
+                receiver: "r".into(),
+                transport: "t".into(),
+                reason: "x".into(),
+            })
+            .inc();
+        t.pipeline_accepted
+            .get_or_create(&PipelineLabels {
+                pipeline: "p".into(),
+            })
+            .inc();
+        t.pipeline_refused.get_or_create(&p).inc();
+        t.pipeline_dropped.get_or_create(&p).inc();
+        t.exporter_sent.get_or_create(&e).inc();
+        t.exporter_send_failed.get_or_create(&er).inc();
+        t.exporter_dropped.get_or_create(&er).inc();
+        t.exporter_duration.get_or_create(&e).observe(0.1);
+        t.exporter_label_overflows
+            .get_or_create(&LabelOverflowLabels {
+                exporter: "e".into(),
+                label: "l".into(),
+            })
+            .inc();
+        t.record_reload(true);
+        let _queue = t.register_queue("q".into(), Box::new(|| (1, 2)));
+        let text = t.encode();
+        for name in [
+            "sieve_receiver_received_items_total",
+            "sieve_receiver_accepted_items_total",
+            "sieve_receiver_refused_items_total",
+            "sieve_receiver_dropped_items_total",
+            "sieve_receiver_rejected_requests_total",
+            "sieve_pipeline_accepted_items_total",
+            "sieve_pipeline_refused_items_total",
+            "sieve_pipeline_dropped_items_total",
+            "sieve_exporter_sent_items_total",
+            "sieve_exporter_send_failed_items_total",
+            "sieve_exporter_dropped_items_total",
+            "sieve_exporter_export_duration_seconds_count",
+            "sieve_exporter_label_overflows_total",
+            "sieve_config_reloads_total",
+            "sieve_queue_size{queue=\"q\"} 1",
+            "sieve_queue_capacity{queue=\"q\"} 2",
+            "sieve_build_info",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
 }

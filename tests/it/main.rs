@@ -4,6 +4,7 @@
 mod cli;
 mod harness;
 mod lifecycle;
+mod loki;
 mod otlp;
 mod redaction;
 mod sink;

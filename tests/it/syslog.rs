@@ -384,3 +384,66 @@ input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{rsyslog_port}\")
         Some("relay")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_at_a_full_pipeline_drops_and_counts() {
+    let sink = Sink::start().await;
+    let port = free_port();
+    let config = config(&sink, "rfc5424", port, "")
+        .replace(
+            "      exporters: [otlp]\n",
+            "      exporters: [otlp]\n      queue:\n        capacity: 1\n",
+        )
+        .replace(
+            "    endpoint: http",
+            "    sending_queue:\n      queue_size: 1\n      num_consumers: 1\n    endpoint: http",
+        );
+    let sieve = Sieve::start(&config);
+    sink.stall();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut sent = 0;
+    while sieve.metric(
+        "sieve_receiver_dropped_items_total",
+        &[("reason", "queue_full")],
+    ) == 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no UDP drop was counted"
+        );
+        for _ in 0..20 {
+            socket
+                .send_to(
+                    format!("<14>1 - h app - - - datagram {sent}").as_bytes(),
+                    ("127.0.0.1", port),
+                )
+                .unwrap();
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sink.resume();
+    // read all three from one scrape, once the last datagrams are through
+    let accepted = loop {
+        let text = sieve.metrics_text();
+        let count = |name| crate::harness::sum_samples(&text, name, &[("receiver", "syslog")]);
+        let (received, accepted, dropped) = (
+            count("sieve_receiver_received_items_total"),
+            count("sieve_receiver_accepted_items_total"),
+            count("sieve_receiver_dropped_items_total"),
+        );
+        if received == accepted + dropped {
+            break accepted;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {received} != accepted {accepted} + dropped {dropped}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sink.wait_for(WAIT, "the accepted datagrams", |r| {
+        records(r).len() as f64 == accepted
+    })
+    .await;
+}

@@ -1,0 +1,781 @@
+//! `loki` exporter: the Loki push API (`POST /loki/api/v1/push`), protobuf `PushRequest`
+//! compressed with snappy (the default, as promtail sends it) or JSON.
+//!
+//! Streams and labels: each log record's stream is chosen by a small set of labels —
+//! `service_name` (from the resource's `service.name`, `unknown_service` when absent) and
+//! `level` (from the severity), plus the resource or record attributes listed in
+//! `labels.resource` / `labels.attributes`. Label names are sanitised to Loki's rule
+//! (`[a-zA-Z_][a-zA-Z0-9_]*`: other characters become `_`, a leading digit gets a `_`).
+//! Everything else goes to structured metadata (Loki 3), or into the line with
+//! `structured_metadata: false` and `line_format: json | logfmt`.
+//!
+//! A guard caps the distinct values each label may take (`max_label_values`): a value
+//! beyond the cap is moved to structured metadata instead of creating a stream, and
+//! counted in `sieve_exporter_label_overflows_total`. Entries of a stream are sent in
+//! timestamp order; a push holds at most `max_batch_bytes` of lines and metadata and at
+//! most `max_batch_entries` entries (larger batches are sent as several pushes; a retry
+//! resends the whole batch, and Loki drops the exact duplicates).
+//!
+//! Loki also ingests OTLP natively (`/otlp/v1/logs`): the `otlphttp` exporter with
+//! `logs_endpoint: http://loki:3100/otlp/v1/logs` is the alternative when Loki maps
+//! attributes itself.
+
+use super::retry::RetryConfig;
+use super::{ExportError, Exported, SendingQueueConfig};
+use crate::config::{duration, FieldError, Secret};
+use crate::model::Batch;
+use crate::telemetry::Telemetry;
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use parking_lot::Mutex;
+use prost::Message;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a push is encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LokiEncoding {
+    /// Snappy-compressed protobuf `PushRequest`.
+    #[default]
+    Protobuf,
+    /// JSON `{"streams": [...]}`.
+    Json,
+}
+
+/// What the log line holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineFormat {
+    /// The record's body as text.
+    #[default]
+    Body,
+    /// A JSON object: `body` plus, without structured metadata, the attributes.
+    Json,
+    /// `key=value` pairs: `body=...` plus, without structured metadata, the attributes.
+    Logfmt,
+}
+
+/// `labels:` of the Loki exporter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// Resource attributes that become labels (besides `service.name` → `service_name`).
+    pub resource: Vec<String>,
+    /// Log record attributes that become labels.
+    pub attributes: Vec<String>,
+}
+
+/// `basic_auth:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    /// Use `${env:..}` or `${file:..}`.
+    pub password: Secret,
+}
+
+/// `exporters: loki:`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiExporterConfig {
+    /// Push URL, e.g. `http://loki:3100/loki/api/v1/push`.
+    pub endpoint: String,
+    /// Tenant sent as `X-Scope-OrgID`.
+    #[serde(default)]
+    pub tenant_id: Option<Secret>,
+    /// Extra headers; values are secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Basic authentication.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// Bearer token (`Authorization: Bearer ...`).
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// `protobuf` (default, snappy) or `json`.
+    #[serde(default)]
+    pub encoding: LokiEncoding,
+    /// Which attributes become labels.
+    #[serde(default)]
+    pub labels: LabelsConfig,
+    /// Send other attributes as structured metadata (Loki 3); otherwise they go into the
+    /// line per `line_format`.
+    #[serde(default = "yes")]
+    pub structured_metadata: bool,
+    /// `body` (default), `json` or `logfmt`.
+    #[serde(default)]
+    pub line_format: LineFormat,
+    /// Distinct values one label may take before new values go to structured metadata.
+    #[serde(default = "default_max_label_values")]
+    pub max_label_values: usize,
+    /// Largest push, in bytes of lines and metadata.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Most entries in one push.
+    #[serde(default = "default_max_batch_entries")]
+    pub max_batch_entries: usize,
+    /// Deadline of one push.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Retries: 429 and 5xx are retried; other 4xx are dropped with Loki's reason.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    /// The exporter's queue.
+    #[serde(default)]
+    pub sending_queue: SendingQueueConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_label_values() -> usize {
+    1000
+}
+
+fn default_max_batch_bytes() -> usize {
+    1 << 20
+}
+
+fn default_max_batch_entries() -> usize {
+    10_000
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl LokiExporterConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.retry_on_failure.validate()?;
+        self.sending_queue.validate()?;
+        let uri: Uri = self.endpoint.parse().map_err(|e| {
+            FieldError::new("endpoint", format!("`{}` is not a URL: {e}", self.endpoint))
+        })?;
+        match uri.scheme_str() {
+            Some("http") if uri.authority().is_some() => {}
+            Some("https") => {
+                return Err(FieldError::new(
+                    "endpoint",
+                    "TLS to exporters is not supported yet; use http://",
+                ))
+            }
+            _ => {
+                return Err(FieldError::new(
+                    "endpoint",
+                    format!("`{}` must be an http:// URL", self.endpoint),
+                ))
+            }
+        }
+        for (name, value) in &self.headers {
+            HeaderName::try_from(name.as_str()).map_err(|_| {
+                FieldError::new(format!("headers.{name}"), "is not a valid header name")
+            })?;
+            HeaderValue::try_from(value.0.as_str()).map_err(|_| {
+                FieldError::new(format!("headers.{name}"), "is not a valid header value")
+            })?;
+        }
+        if self.basic_auth.is_some() && self.bearer_token.is_some() {
+            return Err(FieldError::new(
+                "bearer_token",
+                "use basic_auth or bearer_token, not both",
+            ));
+        }
+        if self.max_label_values == 0 || self.max_batch_bytes < 1024 || self.max_batch_entries == 0
+        {
+            return Err(FieldError::new("max_batch_bytes", "max_label_values and max_batch_entries must be positive, max_batch_bytes at least 1024"));
+        }
+        Ok(())
+    }
+
+    fn header_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let mut sensitive = |name: HeaderName, value: &str| {
+            if let Ok(mut value) = HeaderValue::try_from(value) {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+        };
+        for (name, value) in &self.headers {
+            if let Ok(name) = HeaderName::try_from(name.as_str()) {
+                sensitive(name, &value.0);
+            }
+        }
+        if let Some(tenant) = &self.tenant_id {
+            sensitive(HeaderName::from_static("x-scope-orgid"), &tenant.0);
+        }
+        if let Some(auth) = &self.basic_auth {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", auth.username, auth.password.0));
+            sensitive(http::header::AUTHORIZATION, &format!("Basic {token}"));
+        }
+        if let Some(token) = &self.bearer_token {
+            sensitive(http::header::AUTHORIZATION, &format!("Bearer {}", token.0));
+        }
+        headers
+    }
+}
+
+/// Loki's `push.proto`.
+pub mod push {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PushRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub streams: Vec<StreamAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamAdapter {
+        #[prost(string, tag = "1")]
+        pub labels: String,
+        #[prost(message, repeated, tag = "2")]
+        pub entries: Vec<EntryAdapter>,
+        #[prost(uint64, tag = "3")]
+        pub hash: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EntryAdapter {
+        #[prost(message, optional, tag = "1")]
+        pub timestamp: Option<Timestamp>,
+        #[prost(string, tag = "2")]
+        pub line: String,
+        #[prost(message, repeated, tag = "3")]
+        pub structured_metadata: Vec<LabelPairAdapter>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LabelPairAdapter {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Timestamp {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+        #[prost(int32, tag = "2")]
+        pub nanos: i32,
+    }
+}
+
+/// A label name as Loki accepts it.
+pub fn sanitize_label(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// The `level` label from an OTLP severity number.
+fn level(record: &LogRecord) -> &'static str {
+    match record.severity_number {
+        1..=4 => "trace",
+        5..=8 => "debug",
+        9..=12 => "info",
+        13..=16 => "warn",
+        17..=20 => "error",
+        21..=24 => "fatal",
+        _ => "unknown",
+    }
+}
+
+/// An attribute value as text.
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
+        Some(Value::ArrayValue(a)) => format!(
+            "[{}]",
+            a.values
+                .iter()
+                .map(|v| text(Some(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Some(Value::KvlistValue(kv)) => {
+            format!(
+                "{{{}}}",
+                kv.values
+                    .iter()
+                    .map(|p| format!("{}={}", p.key, text(p.value.as_ref())))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }
+        // a reference into a profiles string table; logs never carry one
+        Some(Value::StringValueStrindex(index)) => index.to_string(),
+        None => String::new(),
+    }
+}
+
+fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// One entry on its way into a stream.
+struct Entry {
+    nanos: i64,
+    line: String,
+    metadata: Vec<(String, String)>,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.line.len()
+            + self
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + 16
+    }
+}
+
+/// Sends batches to Loki.
+pub struct LokiExporter {
+    config: LokiExporterConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+    headers: HeaderMap,
+    /// Distinct values seen per label name, each set capped at `max_label_values`.
+    label_values: Mutex<HashMap<String, HashSet<String>>>,
+    overflows: prometheus_client::metrics::family::Family<
+        crate::telemetry::LabelOverflowLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    exporter_id: String,
+}
+
+impl LokiExporter {
+    pub fn new(id: &str, config: &LokiExporterConfig, telemetry: &Arc<Telemetry>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeout));
+        LokiExporter {
+            headers: config.header_map(),
+            config: config.clone(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            label_values: Mutex::new(HashMap::new()),
+            overflows: telemetry.exporter_label_overflows.clone(),
+            exporter_id: id.to_string(),
+        }
+    }
+
+    /// Whether `name=value` may be a label, remembering it when it may.
+    fn admit_label(&self, name: &str, value: &str) -> bool {
+        let mut seen = self.label_values.lock();
+        let values = seen.entry(name.to_string()).or_default();
+        if values.contains(value) {
+            return true;
+        }
+        if values.len() < self.config.max_label_values {
+            values.insert(value.to_string());
+            return true;
+        }
+        let labels = crate::telemetry::LabelOverflowLabels {
+            exporter: self.exporter_id.clone(),
+            label: name.to_string(),
+        };
+        self.overflows.get_or_create(&labels).inc();
+        false
+    }
+
+    /// Groups a batch's records into streams, entries sorted by time.
+    fn streams(&self, batch: &Batch) -> Result<BTreeMap<String, Vec<Entry>>, ExportError> {
+        let mut batch = batch.clone();
+        let resource_logs = batch.logs_mut().map_err(|e| ExportError {
+            retryable: false,
+            retry_after: None,
+            reason: "undecodable",
+            message: e.to_string(),
+        })?;
+        let mut streams: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for rl in resource_logs.iter() {
+            let resource = rl
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or_default();
+            let service = find(resource, "service.name")
+                .map(|v| text(Some(v)))
+                .unwrap_or_else(|| "unknown_service".into());
+            for record in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                let (key, entry) = self.entry(resource, &service, record);
+                streams.entry(key).or_default().push(entry);
+            }
+        }
+        for entries in streams.values_mut() {
+            entries.sort_by_key(|e| e.nanos);
+        }
+        Ok(streams)
+    }
+
+    /// A record's stream key (Loki's label string) and entry.
+    fn entry(&self, resource: &[KeyValue], service: &str, record: &LogRecord) -> (String, Entry) {
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        let mut metadata: Vec<(String, String)> = Vec::new();
+        let offer = |name: String,
+                     value: String,
+                     labels: &mut BTreeMap<String, String>,
+                     metadata: &mut Vec<(String, String)>| {
+            if self.admit_label(&name, &value) {
+                labels.insert(name, value);
+            } else {
+                metadata.push((name, value));
+            }
+        };
+        offer(
+            "service_name".into(),
+            service.to_string(),
+            &mut labels,
+            &mut metadata,
+        );
+        offer(
+            "level".into(),
+            level(record).into(),
+            &mut labels,
+            &mut metadata,
+        );
+        let label_keys: HashSet<&str> = self
+            .config
+            .labels
+            .resource
+            .iter()
+            .chain(&self.config.labels.attributes)
+            .map(String::as_str)
+            .collect();
+        for key in &self.config.labels.resource {
+            if let Some(value) = find(resource, key) {
+                offer(
+                    sanitize_label(key),
+                    text(Some(value)),
+                    &mut labels,
+                    &mut metadata,
+                );
+            }
+        }
+        for kv in &record.attributes {
+            let value = text(kv.value.as_ref());
+            if self.config.labels.attributes.contains(&kv.key) {
+                offer(sanitize_label(&kv.key), value, &mut labels, &mut metadata);
+            } else if !label_keys.contains(kv.key.as_str()) {
+                metadata.push((sanitize_label(&kv.key), value));
+            }
+        }
+        if !record.trace_id.is_empty() {
+            metadata.push(("trace_id".into(), hex(&record.trace_id)));
+        }
+        if !record.span_id.is_empty() {
+            metadata.push(("span_id".into(), hex(&record.span_id)));
+        }
+        let nanos = [record.time_unix_nano, record.observed_time_unix_nano]
+            .into_iter()
+            .find(|t| *t > 0)
+            .unwrap_or_else(now_nanos) as i64;
+        let body = text(record.body.as_ref());
+        let (line, metadata) = self.line(body, metadata);
+        (
+            label_string(&labels),
+            Entry {
+                nanos,
+                line,
+                metadata,
+            },
+        )
+    }
+
+    /// The line per `line_format`; without structured metadata the attributes join it.
+    fn line(
+        &self,
+        body: String,
+        metadata: Vec<(String, String)>,
+    ) -> (String, Vec<(String, String)>) {
+        let (inline, keep) = if self.config.structured_metadata {
+            (Vec::new(), metadata)
+        } else {
+            (metadata, Vec::new())
+        };
+        let line = match self.config.line_format {
+            LineFormat::Body if inline.is_empty() => body,
+            LineFormat::Body | LineFormat::Logfmt => {
+                let mut line = String::new();
+                for (k, v) in std::iter::once(("body".to_string(), body)).chain(inline) {
+                    let _ = write!(
+                        line,
+                        "{}{k}={}",
+                        if line.is_empty() { "" } else { " " },
+                        logfmt_value(&v)
+                    );
+                }
+                line
+            }
+            LineFormat::Json => {
+                let mut object = serde_json::Map::new();
+                object.insert("body".into(), body.into());
+                for (k, v) in inline {
+                    object.insert(k, v.into());
+                }
+                serde_json::Value::Object(object).to_string()
+            }
+        };
+        (line, keep)
+    }
+
+    /// Splits streams into pushes bounded by bytes and entries.
+    fn pushes(&self, streams: BTreeMap<String, Vec<Entry>>) -> Vec<Vec<(String, Vec<Entry>)>> {
+        let mut pushes = Vec::new();
+        let mut current: Vec<(String, Vec<Entry>)> = Vec::new();
+        let (mut bytes, mut entries) = (0, 0);
+        for (labels, stream) in streams {
+            for entry in stream {
+                if entries > 0
+                    && (bytes + entry.size() > self.config.max_batch_bytes
+                        || entries >= self.config.max_batch_entries)
+                {
+                    pushes.push(std::mem::take(&mut current));
+                    (bytes, entries) = (0, 0);
+                }
+                bytes += entry.size();
+                entries += 1;
+                match current.last_mut() {
+                    Some((last, list)) if *last == labels => list.push(entry),
+                    _ => current.push((labels.clone(), vec![entry])),
+                }
+            }
+        }
+        if !current.is_empty() {
+            pushes.push(current);
+        }
+        pushes
+    }
+
+    fn encode(&self, push: Vec<(String, Vec<Entry>)>) -> (Bytes, &'static str) {
+        match self.config.encoding {
+            LokiEncoding::Protobuf => {
+                let request = push::PushRequest {
+                    streams: push
+                        .into_iter()
+                        .map(|(labels, entries)| push::StreamAdapter {
+                            labels,
+                            entries: entries
+                                .into_iter()
+                                .map(|e| push::EntryAdapter {
+                                    timestamp: Some(push::Timestamp {
+                                        seconds: e.nanos.div_euclid(1_000_000_000),
+                                        nanos: e.nanos.rem_euclid(1_000_000_000) as i32,
+                                    }),
+                                    line: e.line,
+                                    structured_metadata: e
+                                        .metadata
+                                        .into_iter()
+                                        .map(|(name, value)| push::LabelPairAdapter { name, value })
+                                        .collect(),
+                                })
+                                .collect(),
+                            hash: 0,
+                        })
+                        .collect(),
+                };
+                let compressed = snap::raw::Encoder::new()
+                    .compress_vec(&request.encode_to_vec())
+                    .expect("snappy compresses any buffer");
+                (Bytes::from(compressed), "application/x-protobuf")
+            }
+            LokiEncoding::Json => {
+                let streams: Vec<serde_json::Value> = push
+                    .into_iter()
+                    .map(|(labels, entries)| {
+                        let values: Vec<serde_json::Value> = entries
+                            .into_iter()
+                            .map(|e| {
+                                let metadata: serde_json::Map<String, serde_json::Value> = e.metadata.into_iter().map(|(k, v)| (k, v.into())).collect();
+                                serde_json::json!([e.nanos.to_string(), e.line, metadata])
+                            })
+                            .collect();
+                        serde_json::json!({ "stream": parse_label_string(&labels), "values": values })
+                    })
+                    .collect();
+                (
+                    Bytes::from(serde_json::json!({ "streams": streams }).to_string()),
+                    "application/json",
+                )
+            }
+        }
+    }
+
+    pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
+        let streams = self.streams(batch)?;
+        for push in self.pushes(streams) {
+            let (body, content_type) = self.encode(push);
+            self.send(body, content_type).await?;
+        }
+        Ok(Exported::default())
+    }
+
+    async fn send(&self, body: Bytes, content_type: &'static str) -> Result<(), ExportError> {
+        let transport = |e: &dyn std::fmt::Display| ExportError {
+            retryable: true,
+            retry_after: None,
+            reason: "transport",
+            message: e.to_string(),
+        };
+        let mut request = Request::post(&self.config.endpoint)
+            .header("content-type", content_type)
+            .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(body))
+            .map_err(|e| transport(&e))?;
+        request.headers_mut().extend(self.headers.clone());
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| transport(&e))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, 64 * 1024)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, ExportError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .map_err(|_| ExportError {
+                retryable: true,
+                retry_after: None,
+                reason: "timeout",
+                message: format!("no response within {:?}", self.config.timeout),
+            })??;
+        if parts.status.is_success() {
+            return Ok(());
+        }
+        let status = parts.status.as_u16();
+        let retryable = status == 429 || status >= 500;
+        let retry_after = parts
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::otlp::parse_retry_after);
+        let reason = String::from_utf8_lossy(&body[..body.len().min(512)])
+            .trim()
+            .to_string();
+        Err(ExportError {
+            retryable,
+            retry_after,
+            reason: if retryable {
+                "http_retryable"
+            } else {
+                "http_permanent"
+            },
+            message: format!("HTTP {status}: {reason}"),
+        })
+    }
+}
+
+/// `{a="x", b="y"}` with `"`, `\` and newlines escaped, as Loki parses stream labels.
+pub fn label_string(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::from(v.as_str())))
+        .collect();
+    format!("{{{}}}", pairs.join(", "))
+}
+
+/// The inverse of [`label_string`] for values it produced.
+fn parse_label_string(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    let inner = text.trim_start_matches('{').trim_end_matches('}');
+    let mut out = serde_json::Map::new();
+    let mut rest = inner;
+    while let Some((name, after)) = rest.split_once('=') {
+        let mut stream = serde_json::Deserializer::from_str(after).into_iter::<String>();
+        let Some(Ok(value)) = stream.next() else {
+            break;
+        };
+        out.insert(
+            name.trim().trim_start_matches(',').trim().to_string(),
+            value.into(),
+        );
+        rest = &after[stream.byte_offset()..];
+    }
+    out
+}
+
+fn logfmt_value(value: &str) -> String {
+    if value.is_empty() || value.contains([' ', '"', '=', '\n', '\t']) {
+        serde_json::Value::from(value).to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names_follow_loki_rules() {
+        assert_eq!(sanitize_label("service.name"), "service_name");
+        assert_eq!(sanitize_label("k8s.pod-name"), "k8s_pod_name");
+        assert_eq!(sanitize_label("2xx"), "_2xx");
+        assert_eq!(sanitize_label(""), "_");
+    }
+
+    #[test]
+    fn label_strings_escape_and_round_trip() {
+        let labels = BTreeMap::from([
+            ("a".to_string(), "x\"y\\z\n".to_string()),
+            ("b".to_string(), "plain".to_string()),
+        ]);
+        let text = label_string(&labels);
+        assert_eq!(text, r#"{a="x\"y\\z\n", b="plain"}"#);
+        let parsed = parse_label_string(&text);
+        assert_eq!(parsed["a"], "x\"y\\z\n");
+        assert_eq!(parsed["b"], "plain");
+    }
+
+    #[test]
+    fn logfmt_quotes_only_when_needed() {
+        assert_eq!(logfmt_value("plain"), "plain");
+        assert_eq!(logfmt_value("two words"), "\"two words\"");
+    }
+}
