@@ -12,6 +12,7 @@ pub mod redaction;
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
 use crate::queue::Gate;
+use crate::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserializer;
 use std::sync::Arc;
@@ -80,15 +81,27 @@ pub struct Built {
     pub gate: Option<Arc<Gate>>,
 }
 
-/// Builds a processor from its config.
-pub fn build(config: &ProcessorConfig, drops: DropCounter) -> Built {
+/// Builds processor `id` of pipeline `pipeline` from its config.
+pub fn build(
+    id: &str,
+    pipeline: &str,
+    config: &ProcessorConfig,
+    drops: DropCounter,
+    telemetry: &Telemetry,
+) -> Built {
     match config {
         ProcessorConfig::Batch(c) => Built {
             processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)),
             gate: None,
         },
         ProcessorConfig::Redaction(c) => Built {
-            processor: Box::new(redaction::RedactionProcessor::new(c.clone(), drops)),
+            processor: Box::new(redaction::RedactionProcessor::new(
+                c.clone(),
+                drops,
+                id,
+                pipeline,
+                telemetry,
+            )),
             gate: None,
         },
         ProcessorConfig::MemoryLimiter(c) => {

@@ -21,6 +21,7 @@
 //! | `sieve_exporter_dropped_items_total` | exporter, pipeline, signal, reason | items given up on |
 //! | `sieve_exporter_export_duration_seconds` | exporter, pipeline, signal | one export attempt |
 //! | `sieve_exporter_label_overflows_total` | exporter, label | label values over `max_label_values` (Loki) |
+//! | `sieve_processor_redactions_total` | processor, pipeline, rule, action | values redacted |
 //! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
 //! | `sieve_build_info` | version | always 1 |
@@ -96,6 +97,14 @@ pub struct LabelOverflowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedactionLabels {
+    pub processor: String,
+    pub pipeline: String,
+    pub rule: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
 }
@@ -129,6 +138,7 @@ pub struct Telemetry {
     pub exporter_dropped: Family<ExporterReasonLabels, Counter>,
     pub exporter_duration: Family<ExporterLabels, Histogram>,
     pub exporter_label_overflows: Family<LabelOverflowLabels, Counter>,
+    pub processor_redactions: Family<RedactionLabels, Counter>,
     queue_size: Family<QueueLabels, Gauge>,
     queue_capacity: Family<QueueLabels, Gauge>,
     queues: Mutex<Vec<(u64, QueueLabels, QueueProbe)>>,
@@ -155,6 +165,7 @@ impl Telemetry {
             exporter_dropped: Family::default(),
             exporter_duration: Family::new_with_constructor(histogram),
             exporter_label_overflows: Family::default(),
+            processor_redactions: Family::default(),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::new(Vec::new()),
@@ -227,6 +238,11 @@ impl Telemetry {
             "exporter_label_overflows",
             "Label values moved to structured metadata by a label-value cap",
             t.exporter_label_overflows.clone(),
+        );
+        registry.register(
+            "processor_redactions",
+            "Values redacted, by rule (detector) and action",
+            t.processor_redactions.clone(),
         );
         registry.register(
             "queue_size",
@@ -383,6 +399,14 @@ mod tests {
                 label: "l".into(),
             })
             .inc();
+        t.processor_redactions
+            .get_or_create(&RedactionLabels {
+                processor: "p".into(),
+                pipeline: "p".into(),
+                rule: "email".into(),
+                action: "mask".into(),
+            })
+            .inc();
         t.record_reload(true);
         let _queue = t.register_queue("q".into(), Box::new(|| (1, 2)));
         let text = t.encode();
@@ -400,6 +424,7 @@ mod tests {
             "sieve_exporter_dropped_items_total",
             "sieve_exporter_export_duration_seconds_count",
             "sieve_exporter_label_overflows_total",
+            "sieve_processor_redactions_total",
             "sieve_config_reloads_total",
             "sieve_queue_size{queue=\"q\"} 1",
             "sieve_queue_capacity{queue=\"q\"} 2",

@@ -94,8 +94,8 @@ impl RunningPipeline {
         };
         let mut gates = Vec::new();
         let mut chain: Vec<Box<dyn Processor>> = Vec::new();
-        for (_, config) in &signature.processors {
-            let built = processors::build(config, drops.clone());
+        for (processor_id, config) in &signature.processors {
+            let built = processors::build(processor_id, &name, config, drops.clone(), telemetry);
             gates.extend(built.gate);
             chain.push(built.processor);
         }

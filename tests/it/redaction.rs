@@ -89,4 +89,19 @@ async fn pii_in_every_field_of_every_signal_is_redacted() {
         "clean values pass untouched"
     );
     assert!(received.contains("****"), "redaction masks in place");
+    for rule in [
+        "email",
+        "credit_card",
+        "ipv4",
+        "us_ssn",
+        "phone",
+        "aws_access_key",
+        "bearer_token",
+    ] {
+        let counted = sieve.metric(
+            "sieve_processor_redactions_total",
+            &[("rule", rule), ("action", "mask")],
+        );
+        assert!(counted > 0.0, "{rule} redactions are counted");
+    }
 }

@@ -27,13 +27,17 @@ mod detectors;
 use super::{DropCounter, Processor};
 use crate::config::{FieldError, Secret};
 use crate::model::Batch;
+use crate::telemetry::{RedactionLabels, Telemetry};
 use hmac::{Hmac, Mac};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use sha2::Sha256;
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 /// What replaces a match.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -209,16 +213,17 @@ impl RedactionConfig {
 
 /// One compiled rule: a detector or a `blocked_values` pattern.
 struct Rule {
-    name: String,
+    name: &'static str,
     regex: Regex,
     check: Option<detectors::Check>,
 }
 
-/// What happened to one item, for `summary`.
+/// What happened to one item: keys for `summary`, rule names for self-metrics.
 #[derive(Default)]
 struct Tally {
     masked: Vec<String>,
     redacted: Vec<String>,
+    detections: Vec<&'static str>,
 }
 
 /// The compiled redaction rules.
@@ -227,6 +232,8 @@ pub struct Redactor {
     prefilter: RegexSet,
     rules: Vec<Rule>,
     blocked_keys: RegexSet,
+    /// Matches per rule since the last [`Redactor::take_counts`].
+    counts: RefCell<HashMap<&'static str, u64>>,
     allowed: HashSet<String>,
     ignored: HashSet<String>,
 }
@@ -243,14 +250,14 @@ impl Redactor {
             .iter()
             .filter(|d| config.detectors.enabled(d.name))
             .map(|d| Rule {
-                name: d.name.to_string(),
+                name: d.name,
                 regex: detectors::compile(d),
                 check: d.check,
             })
             .collect();
         for pattern in &config.blocked_values {
             rules.push(Rule {
-                name: "blocked".into(),
+                name: "blocked_values",
                 regex: Regex::new(pattern).expect("validated at load"),
                 check: None,
             });
@@ -265,6 +272,7 @@ impl Redactor {
             prefilter,
             rules,
             blocked_keys: RegexSet::new(&key_patterns).expect("validated at load"),
+            counts: RefCell::new(HashMap::new()),
             allowed: config.allowed_keys.iter().cloned().collect(),
             ignored: config.ignored_keys.iter().cloned().collect(),
             config,
@@ -296,14 +304,14 @@ impl Redactor {
         if !candidates.matched_any() {
             return None;
         }
-        let mut spans: Vec<(usize, usize, &str)> = Vec::new();
+        let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
         for index in candidates.iter() {
             let rule = &self.rules[index];
             for m in rule.regex.find_iter(text) {
                 if rule.check.is_none_or(|check| {
                     check(text, m.start(), m.end(), self.config.keep_private_ips)
                 }) {
-                    spans.push((m.start(), m.end(), &rule.name));
+                    spans.push((m.start(), m.end(), rule.name));
                 }
             }
         }
@@ -319,7 +327,7 @@ impl Redactor {
             }
             out.push_str(&text[cursor..start]);
             out.push_str(&self.replacement(rule, &text[start..end]));
-            tally.masked.push(rule.to_string());
+            tally.detections.push(rule);
             cursor = end;
         }
         out.push_str(&text[cursor..]);
@@ -352,9 +360,11 @@ impl Redactor {
             return Outcome::Unchanged;
         }
         if !self.config.allow_all_keys && !self.allowed.contains(&attribute.key) {
+            tally.detections.push("allowed_keys");
             return Outcome::Drop;
         }
         if self.blocked_keys.is_match(&attribute.key) {
+            tally.detections.push("blocked_key_patterns");
             if self.config.action == Action::Drop {
                 return Outcome::Drop;
             }
@@ -365,6 +375,7 @@ impl Redactor {
             tally.masked.push(attribute.key.clone());
             return Outcome::Changed(self.replacement("blocked_key", &text));
         }
+        let before = tally.detections.len();
         let drop = attribute
             .value
             .as_mut()
@@ -372,6 +383,9 @@ impl Redactor {
         if drop {
             Outcome::Drop
         } else {
+            if tally.detections.len() > before {
+                tally.masked.push(attribute.key.clone());
+            }
             Outcome::Unchanged
         }
     }
@@ -400,6 +414,12 @@ impl Redactor {
     }
 
     fn summarize(&self, attributes: &mut Vec<KeyValue>, tally: Tally) {
+        {
+            let mut counts = self.counts.borrow_mut();
+            for rule in &tally.detections {
+                *counts.entry(rule).or_default() += 1;
+            }
+        }
         if self.config.summary == Summary::Silent
             || (tally.masked.is_empty() && tally.redacted.is_empty())
         {
@@ -442,6 +462,12 @@ impl Redactor {
             MaskStyle::Typed => "<redacted>".into(),
             MaskStyle::Stars => "****".into(),
         }
+    }
+
+    /// Matches per rule (detector name, `blocked_values`, `blocked_key_patterns`,
+    /// `allowed_keys`) since the last call.
+    pub fn take_counts(&self) -> HashMap<&'static str, u64> {
+        std::mem::take(&mut self.counts.borrow_mut())
     }
 
     /// Redacts every place in a batch where PII can hide.
@@ -554,24 +580,55 @@ impl Redactor {
     }
 }
 
-/// The pipeline stage around a [`Redactor`].
+/// The pipeline stage around a [`Redactor`]; counts every redaction in
+/// `sieve_processor_redactions_total{processor, pipeline, rule, action}`.
 pub struct RedactionProcessor {
     redactor: Redactor,
     drops: DropCounter,
+    metrics: Family<RedactionLabels, Counter>,
+    labels: (String, String),
 }
 
 impl RedactionProcessor {
-    pub fn new(config: RedactionConfig, drops: DropCounter) -> Self {
+    pub fn new(
+        config: RedactionConfig,
+        drops: DropCounter,
+        processor: &str,
+        pipeline: &str,
+        telemetry: &Telemetry,
+    ) -> Self {
         RedactionProcessor {
             redactor: Redactor::new(config),
             drops,
+            metrics: telemetry.processor_redactions.clone(),
+            labels: (processor.to_string(), pipeline.to_string()),
+        }
+    }
+
+    fn count(&self) {
+        for (rule, n) in self.redactor.take_counts() {
+            let action = match (rule, self.redactor.config.action) {
+                ("allowed_keys", _) | (_, Action::Drop) => "drop",
+                (_, Action::Mask) => "mask",
+                (_, Action::Hash) => "hash",
+            };
+            let (processor, pipeline) = self.labels.clone();
+            let labels = RedactionLabels {
+                processor,
+                pipeline,
+                rule: rule.into(),
+                action: action.into(),
+            };
+            self.metrics.get_or_create(&labels).inc_by(n);
         }
     }
 }
 
 impl Processor for RedactionProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
-        match self.redactor.redact_batch(&mut batch) {
+        let result = self.redactor.redact_batch(&mut batch);
+        self.count();
+        match result {
             Ok(()) => out.push(batch),
             Err(error) => {
                 tracing::warn!(%error, items = batch.items(), "redaction: dropping undecodable data");
