@@ -25,4 +25,5 @@ pub mod queue;
 pub mod receivers;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;

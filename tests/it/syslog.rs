@@ -447,3 +447,150 @@ async fn udp_at_a_full_pipeline_drops_and_counts() {
     })
     .await;
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certificates(dir: &std::path::Path) {
+    let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -subj /CN=sieve-test-ca -days 2 \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+for who in server client; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
+done
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+for who in server client; do
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext 2>/dev/null
+done
+"#;
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl could not make test certificates");
+}
+
+/// Sends one line with `openssl s_client` (a real TLS client); returns it for killing.
+fn s_client(
+    dir: &std::path::Path,
+    port: u16,
+    with_client_cert: bool,
+    line: &str,
+) -> std::process::Child {
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+        ])
+        .arg(dir.join("ca.pem"));
+    if with_client_cert {
+        command
+            .arg("-cert")
+            .arg(dir.join("client.pem"))
+            .arg("-key")
+            .arg(dir.join("client.key"));
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), "{line}").unwrap();
+    child
+}
+
+fn tls_config(sink: &Sink, port: u16, dir: &std::path::Path, mutual: bool) -> String {
+    let mut tls = format!(
+        "      tls:\n        cert_file: {}\n        key_file: {}\n",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display()
+    );
+    if mutual {
+        tls += &format!("        client_ca_file: {}\n", dir.join("ca.pem").display());
+    }
+    config(sink, "rfc5424", port, "").replace(
+        "      idle_timeout: 2s\n",
+        &format!("      idle_timeout: 2s\n{tls}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls_with_openssl_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+
+    let sink = Sink::start().await;
+    let port = free_port();
+    let _sieve = Sieve::start(&tls_config(&sink, port, dir.path(), false));
+    let mut client = s_client(dir.path(), port, false, "<14>1 - host app - - - over tls");
+    sink.wait_for(WAIT, "the TLS message", |r| {
+        records(r).iter().any(|l| body(l) == "over tls")
+    })
+    .await;
+    let _ = client.kill();
+    let _ = client.wait();
+
+    let sink = Sink::start().await;
+    let port = free_port();
+    let sieve = Sieve::start(&tls_config(&sink, port, dir.path(), true));
+    let mut anonymous = s_client(
+        dir.path(),
+        port,
+        false,
+        "<14>1 - host app - - - no certificate",
+    );
+    sieve.wait_metric(
+        "sieve_receiver_rejected_requests_total",
+        &[("reason", "tls_handshake")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+    let mut authenticated = s_client(
+        dir.path(),
+        port,
+        true,
+        "<14>1 - host app - - - with certificate",
+    );
+    sink.wait_for(WAIT, "the mutual-TLS message", |r| {
+        records(r).iter().any(|l| body(l) == "with certificate")
+    })
+    .await;
+    assert!(
+        sink.with(records)
+            .iter()
+            .all(|l| body(l) != "no certificate"),
+        "a client without a certificate is refused"
+    );
+    for child in [&mut anonymous, &mut authenticated] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn unreadable_tls_files_fail_validation_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "receivers:\n  syslog:\n    tcp:\n      tls:\n        cert_file: /nonexistent/server.pem\n        key_file: /nonexistent/server.key\nexporters:\n  debug:\nservice:\n  pipelines:\n    logs:\n      receivers: [syslog]\n      exporters: [debug]\n",
+    )
+    .unwrap();
+    let output = Command::new(crate::harness::sieve_bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("receivers.syslog.tcp.tls") && stderr.contains("/nonexistent/server.pem"),
+        "{stderr}"
+    );
+}

@@ -42,6 +42,8 @@ pub struct TcpConfig {
     /// A connection that sends nothing for this long is closed.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// Serve TLS (rustls); with `client_ca_file`, mutual TLS.
+    pub tls: Option<crate::tls::TlsServerConfig>,
 }
 
 impl Default for TcpConfig {
@@ -50,6 +52,7 @@ impl Default for TcpConfig {
             listen_address: "127.0.0.1:5140".into(),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            tls: None,
         }
     }
 }
@@ -124,6 +127,9 @@ impl SyslogReceiverConfig {
         if let Some(tcp) = &self.tcp {
             parse_address(&tcp.listen_address)
                 .map_err(|m| FieldError::new("tcp.listen_address", m))?;
+            if let Some(tls) = &tcp.tls {
+                crate::tls::acceptor(tls).map_err(|m| FieldError::new("tcp.tls", m))?;
+            }
             if tcp.max_connections == 0 {
                 return Err(FieldError::new("tcp.max_connections", "must be at least 1"));
             }

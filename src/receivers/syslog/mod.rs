@@ -41,39 +41,52 @@ use parking_lot::RwLock;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// How long a TCP connection waits before offering a refused batch again.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Datagrams gathered into one batch at most.
 const UDP_BATCH: usize = 256;
 
-/// The config with its zone resolved.
+/// The config with its zone, resource and TLS acceptor resolved.
 struct Settings {
     config: SyslogReceiverConfig,
     zone: chrono_tz::Tz,
     resource: Resource,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Settings {
-    fn new(config: SyslogReceiverConfig) -> Settings {
+    /// Resolves a config; fails when its TLS files cannot be loaded.
+    fn new(id: &str, config: SyslogReceiverConfig) -> std::io::Result<Settings> {
+        let tls = match config.tcp.as_ref().and_then(|t| t.tls.as_ref()) {
+            Some(tls) => Some(crate::tls::acceptor(tls).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("receiver {id}: tcp.tls: {e}"),
+                )
+            })?),
+            None => None,
+        };
         let zone = config.zone().unwrap_or(chrono_tz::UTC);
         let attributes = config
             .resource
             .iter()
             .map(|(k, v)| string_attribute(k, v))
             .collect();
-        Settings {
+        Ok(Settings {
             config,
             zone,
             resource: Resource {
                 attributes,
                 ..Default::default()
             },
-        }
+            tls,
+        })
     }
 }
 
@@ -98,7 +111,7 @@ impl Listener {
 
 /// Sockets bound for a new or changed config.
 pub struct Prepared {
-    config: SyslogReceiverConfig,
+    settings: Settings,
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
 }
@@ -143,7 +156,7 @@ fn udp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
 impl SyslogReceiver {
     pub fn prepare(id: &str, config: &SyslogReceiverConfig) -> std::io::Result<Prepared> {
         Ok(Prepared {
-            config: config.clone(),
+            settings: Settings::new(id, config.clone())?,
             tcp: tcp_addr(config).map(|a| bind_tcp(id, a)).transpose()?,
             udp: udp_addr(config).map(|a| bind_udp(id, a)).transpose()?,
         })
@@ -165,7 +178,7 @@ impl SyslogReceiver {
             _ => None,
         };
         Ok(Prepared {
-            config: config.clone(),
+            settings: Settings::new(id, config.clone())?,
             tcp,
             udp,
         })
@@ -177,7 +190,7 @@ impl SyslogReceiver {
         routes: Arc<Routes>,
         telemetry: Arc<Telemetry>,
     ) -> SyslogReceiver {
-        let settings = RwLock::new(Arc::new(Settings::new(prepared.config)));
+        let settings = RwLock::new(Arc::new(prepared.settings));
         let shared = Arc::new(Shared {
             core: ReceiverCore::new(id, routes, telemetry),
             settings,
@@ -189,8 +202,9 @@ impl SyslogReceiver {
 
     /// Swaps settings, serves newly bound sockets, stops replaced or removed ones.
     pub async fn update(&mut self, prepared: Prepared) {
-        let (wants_tcp, wants_udp) = (prepared.config.tcp.is_some(), prepared.config.udp.is_some());
-        *self.shared.settings.write() = Arc::new(Settings::new(prepared.config));
+        let config = &prepared.settings.config;
+        let (wants_tcp, wants_udp) = (config.tcp.is_some(), config.udp.is_some());
+        *self.shared.settings.write() = Arc::new(prepared.settings);
         if let Some(listener) = prepared.tcp {
             if let Some(old) = self
                 .tcp
@@ -276,7 +290,7 @@ async fn accept_loop(
                 };
                 let (shared, stopped) = (Arc::clone(&shared), stopped.clone());
                 connections.spawn(async move {
-                    read_connection(&shared, stream, stopped).await;
+                    serve_connection(&shared, stream, stopped).await;
                     drop(slot);
                 });
                 while connections.try_join_next().is_some() {}
@@ -288,10 +302,31 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
+/// Serves one accepted connection, after a TLS handshake when TLS is on.
+async fn serve_connection(shared: &Shared, stream: TcpStream, stopped: watch::Receiver<bool>) {
+    let settings = Arc::clone(&shared.settings.read());
+    let Some(acceptor) = settings.tls.clone() else {
+        return read_connection(shared, stream, stopped).await;
+    };
+    let idle = settings
+        .config
+        .tcp
+        .as_ref()
+        .map_or(Duration::from_secs(300), |t| t.idle_timeout);
+    match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => read_connection(shared, tls, stopped).await,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "syslog: TLS handshake failed");
+            shared.core.count_rejected("tcp", "tls_handshake");
+        }
+        Err(_) => shared.core.count_rejected("tcp", "tls_handshake"),
+    }
+}
+
 /// Reads frames until the peer closes, goes idle, breaks framing or the listener stops.
-async fn read_connection(
+async fn read_connection<S: AsyncRead + Unpin>(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: S,
     mut stopped: watch::Receiver<bool>,
 ) {
     let settings = Arc::clone(&shared.settings.read());

@@ -1,0 +1,84 @@
+//! TLS server settings from PEM files, with rustls (ring provider): certificate chain,
+//! private key, and optionally a client CA, which turns on mutual TLS (clients must then
+//! present a certificate that chains to it).
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+/// `tls:` of a listener.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+}
+
+fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read certificates from {path}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM in {path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {path}"));
+    }
+    Ok(certs)
+}
+
+/// Loads the files and builds an acceptor; errors name the file and the problem.
+pub fn acceptor(config: &TlsServerConfig) -> Result<TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&config.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&config.key_file)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", config.key_file))?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &config.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("invalid CA certificate in {path}: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client CA {path}: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder.with_single_cert(chain, key).map_err(|e| {
+        format!(
+            "{} does not match {}: {e}",
+            config.key_file, config.cert_file
+        )
+    })?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_named() {
+        let config = TlsServerConfig {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            client_ca_file: None,
+        };
+        let error = acceptor(&config).err().unwrap();
+        assert!(error.contains("/nonexistent/cert.pem"), "{error}");
+    }
+}
