@@ -773,6 +773,67 @@ mod tests {
         assert_eq!(parsed["b"], "plain");
     }
 
+    fn config(extra: &str) -> LokiExporterConfig {
+        serde_yaml::from_str(&format!(
+            "endpoint: http://loki:3100/loki/api/v1/push\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn basic_auth_and_tenant_become_sensitive_headers() {
+        let headers = config("tenant_id: ops\nbasic_auth: {username: u, password: p}").header_map();
+        assert_eq!(headers["x-scope-orgid"], "ops");
+        assert_eq!(headers["authorization"], "Basic dTpw");
+        assert!(headers["authorization"].is_sensitive());
+        assert_eq!(
+            config("bearer_token: t0k3n").header_map()["authorization"],
+            "Bearer t0k3n"
+        );
+        assert!(
+            config("bearer_token: a\nbasic_auth: {username: u, password: p}")
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn pushes_are_bounded_by_entries_and_bytes() {
+        let telemetry = Telemetry::new();
+        let exporter = LokiExporter::new(
+            "loki",
+            &config("max_batch_entries: 3\nmax_batch_bytes: 1024"),
+            &telemetry,
+        );
+        let entry = |n: i64, len: usize| Entry {
+            nanos: n,
+            line: "x".repeat(len),
+            metadata: Vec::new(),
+        };
+        let streams = BTreeMap::from([
+            (
+                "{a=\"1\"}".to_string(),
+                (0..5).map(|n| entry(n, 10)).collect::<Vec<_>>(),
+            ),
+            ("{a=\"2\"}".to_string(), vec![entry(0, 600), entry(1, 600)]),
+        ]);
+        let pushes = exporter.pushes(streams);
+        let sizes: Vec<usize> = pushes
+            .iter()
+            .map(|p| p.iter().map(|(_, e)| e.len()).sum())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![3, 3, 1],
+            "3 entries at most, and two 600-byte lines never share 1024 bytes"
+        );
+        assert!(pushes.iter().all(|p| p
+            .iter()
+            .map(|(_, e)| e.iter().map(Entry::size).sum::<usize>())
+            .sum::<usize>()
+            <= 1024));
+    }
+
     #[test]
     fn logfmt_quotes_only_when_needed() {
         assert_eq!(logfmt_value("plain"), "plain");
