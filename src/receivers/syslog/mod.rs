@@ -28,7 +28,7 @@ pub use config::{OnError, Protocol, SyslogReceiverConfig, TcpConfig, UdpConfig};
 
 use super::core::{IngestError, ReceiverCore};
 use crate::model::Batch;
-use crate::queue::Routes;
+use crate::queue::{Refused, Routes};
 use crate::telemetry::{parse_address, Telemetry};
 use bytes::BytesMut;
 use framing::{Decoder, Frame};
@@ -428,20 +428,34 @@ fn frame_record(
     }
 }
 
-/// Offers a batch until the pipelines take it (the socket is not read meanwhile).
-/// Returns false if the listener stopped first; what was not delivered is counted.
+/// Offers a batch until the pipelines take it; the socket is not read meanwhile, so the
+/// sender feels TCP backpressure. Returns false if the listener stopped first. What cannot
+/// be retried (some pipelines of a fan-out took it, or no pipeline takes logs any more) or
+/// is abandoned at stop is counted as dropped.
 async fn deliver_with_backpressure(
     shared: &Shared,
     batch: Batch,
     stopped: &mut watch::Receiver<bool>,
 ) -> bool {
     let items = batch.items();
-    let mut next = match shared.core.ingest(batch) {
-        Ok(()) => return true,
-        Err(IngestError::Refused(refused)) => refused.batch,
-        Err(IngestError::NoPipeline) => None,
-    };
-    while let Some(batch) = next {
+    let mut attempt = shared.core.ingest(batch);
+    loop {
+        let pending = match attempt {
+            Ok(()) => return true,
+            Err(IngestError::Refused(Refused {
+                batch: Some(batch), ..
+            })) => batch,
+            Err(IngestError::Refused(Refused { batch: None, .. })) => {
+                shared
+                    .core
+                    .count_dropped("logs", "fan_out_partially_refused", items);
+                return true;
+            }
+            Err(IngestError::NoPipeline) => {
+                shared.core.count_dropped("logs", "no_pipeline", items);
+                return true;
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(RETRY_PAUSE) => {}
             _ = stopped.changed() => {
@@ -449,16 +463,8 @@ async fn deliver_with_backpressure(
                 return false;
             }
         }
-        next = match shared.core.hand_over(batch) {
-            Ok(()) => return true,
-            Err(IngestError::Refused(refused)) => refused.batch,
-            Err(IngestError::NoPipeline) => None,
-        };
+        attempt = shared.core.hand_over(pending);
     }
-    shared
-        .core
-        .count_dropped("logs", "partially_refused", items);
-    true
 }
 
 fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> Listener {
@@ -486,12 +492,16 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> Listener {
                 continue;
             }
             let items = records.len();
-            if let Err(IngestError::Refused(refused)) =
-                shared.core.ingest(batch_of(&settings, records))
-            {
-                shared
-                    .core
-                    .count_dropped("logs", refused.refusal.reason(), items);
+            match shared.core.ingest(batch_of(&settings, records)) {
+                Ok(()) => {}
+                Err(IngestError::Refused(refused)) => {
+                    shared
+                        .core
+                        .count_dropped("logs", refused.refusal.reason(), items)
+                }
+                Err(IngestError::NoPipeline) => {
+                    shared.core.count_dropped("logs", "no_pipeline", items)
+                }
             }
         }
     });
