@@ -306,21 +306,32 @@ async fn a_full_pipeline_stops_tcp_reads_and_loses_nothing() {
     let sieve = Sieve::start(&config);
     sink.stall();
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    for i in 0..300 {
-        writeln!(tcp, "<14>1 - h app - - - message {i}").unwrap();
-        tcp.flush().unwrap();
-        if i % 50 == 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    sieve.wait_metric(
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut sent = 0;
+    // bursts until a pipeline queue refuses: from then on sieve stops reading the socket
+    while sieve.metric(
         "sieve_pipeline_refused_items_total",
         &[("reason", "queue_full")],
-        WAIT,
-        |v| v > 0.0,
-    );
+    ) == 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline never filled up"
+        );
+        for _ in 0..20 {
+            writeln!(tcp, "<14>1 - h app - - - message {sent}").unwrap();
+            sent += 1;
+        }
+        tcp.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    for _ in 0..100 {
+        writeln!(tcp, "<14>1 - h app - - - message {sent}").unwrap();
+        sent += 1;
+    }
+    tcp.flush().unwrap();
     sink.resume();
-    sink.wait_for(WAIT, "all 300 messages", |r| records(r).len() == 300)
+    sink.wait_for(WAIT, "every message sent", |r| records(r).len() == sent)
         .await;
     assert_eq!(sieve.metric("sieve_receiver_dropped_items_total", &[]), 0.0);
 }
