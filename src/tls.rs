@@ -82,3 +82,50 @@ mod tests {
         assert!(error.contains("/nonexistent/cert.pem"), "{error}");
     }
 }
+
+/// `tls:` of an exporter, with the collector's `configtls` client option names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsClientConfig {
+    /// Send in plaintext: required for a gRPC endpoint written without a scheme, which
+    /// otherwise means TLS.
+    pub insecure: bool,
+    /// Verify servers against this PEM CA bundle instead of the built-in Mozilla roots.
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM) for mutual TLS; needs `key_file`.
+    pub cert_file: Option<String>,
+    /// Client private key (PEM) for mutual TLS.
+    pub key_file: Option<String>,
+}
+
+/// The rustls client settings for `config`; errors name the file and the problem.
+pub fn client_config(config: &TlsClientConfig) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            for cert in certificates(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("invalid CA certificate in {path}: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match (&config.cert_file, &config.key_file) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert), Some(key)) => {
+            let chain = certificates(cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read a private key from {key}: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| format!("{key} does not match {cert}: {e}"))
+        }
+        _ => Err("cert_file and key_file go together".into()),
+    }
+}

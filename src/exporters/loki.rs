@@ -16,6 +16,9 @@
 //! most `max_batch_entries` entries (larger batches are sent as several pushes; a retry
 //! resends the whole batch, and Loki drops the exact duplicates).
 //!
+//! `https://` endpoints use TLS (`tls.ca_file`, and `tls.cert_file`/`tls.key_file` for
+//! mutual TLS).
+//!
 //! Loki also ingests OTLP natively (`/otlp/v1/logs`): the `otlphttp` exporter with
 //! `logs_endpoint: http://loki:3100/otlp/v1/logs` is the alternative when Loki maps
 //! attributes itself.
@@ -25,13 +28,11 @@ use super::{ExportError, Exported, SendingQueueConfig};
 use crate::config::{duration, FieldError, Secret};
 use crate::model::Batch;
 use crate::telemetry::Telemetry;
+use crate::tls::TlsClientConfig;
 use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use parking_lot::Mutex;
@@ -134,6 +135,9 @@ pub struct LokiExporterConfig {
     /// The exporter's queue.
     #[serde(default)]
     pub sending_queue: SendingQueueConfig,
+    /// TLS for `https://` endpoints: `ca_file`, and `cert_file`/`key_file` for mutual TLS.
+    #[serde(default)]
+    pub tls: TlsClientConfig,
 }
 
 fn yes() -> bool {
@@ -160,24 +164,9 @@ impl LokiExporterConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         self.retry_on_failure.validate()?;
         self.sending_queue.validate()?;
-        let uri: Uri = self.endpoint.parse().map_err(|e| {
-            FieldError::new("endpoint", format!("`{}` is not a URL: {e}", self.endpoint))
-        })?;
-        match uri.scheme_str() {
-            Some("http") if uri.authority().is_some() => {}
-            Some("https") => {
-                return Err(FieldError::new(
-                    "endpoint",
-                    "TLS to exporters is not supported yet; use http://",
-                ))
-            }
-            _ => {
-                return Err(FieldError::new(
-                    "endpoint",
-                    format!("`{}` must be an http:// URL", self.endpoint),
-                ))
-            }
-        }
+        super::otlp::web_uri(&self.endpoint).map_err(|m| FieldError::new("endpoint", m))?;
+        super::http_client::build(&self.tls, self.timeout, false)
+            .map_err(|m| FieldError::new("tls", m))?;
         for (name, value) in &self.headers {
             HeaderName::try_from(name.as_str()).map_err(|_| {
                 FieldError::new(format!("headers.{name}"), "is not a valid header name")
@@ -364,7 +353,7 @@ impl Entry {
 /// Sends batches to Loki.
 pub struct LokiExporter {
     config: LokiExporterConfig,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: super::http_client::HttpClient,
     headers: HeaderMap,
     /// Distinct values seen per label name, each set capped at `max_label_values`.
     label_values: Mutex<HashMap<String, HashSet<String>>>,
@@ -377,13 +366,11 @@ pub struct LokiExporter {
 
 impl LokiExporter {
     pub fn new(id: &str, config: &LokiExporterConfig, telemetry: &Arc<Telemetry>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
         LokiExporter {
             headers: config.header_map(),
             config: config.clone(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: super::http_client::build(&config.tls, config.timeout, false)
+                .expect("validated at load"),
             label_values: Mutex::new(HashMap::new()),
             overflows: telemetry.exporter_label_overflows.clone(),
             exporter_id: id.to_string(),

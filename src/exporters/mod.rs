@@ -11,6 +11,7 @@
 //! batches abandoned at shutdown are dropped and counted with a `reason`.
 
 pub mod debug;
+pub mod http_client;
 pub mod loki;
 pub mod otlp;
 pub mod retry;

@@ -5,24 +5,22 @@
 //! that arrived (concatenated), so a pass-through pipeline never re-encodes. They are
 //! also the Tempo and Loki-OTLP exporters: set the tenant with `headers: {X-Scope-OrgID: ..}`.
 //!
-//! Connections are plaintext (`http://`); TLS to backends is not implemented yet, so an
-//! `https://` endpoint, or a scheme-less gRPC endpoint without `tls.insecure: true` (the
-//! collector would use TLS there), is rejected at load time instead of silently sending
-//! in the clear.
+//! `https://` endpoints use TLS (rustls; `tls.ca_file` for a private CA, `tls.cert_file`
+//! and `tls.key_file` for mutual TLS); `http://` ones are plaintext. A gRPC endpoint
+//! without a scheme means TLS, as in the collector, unless `tls.insecure: true`.
 
+use super::http_client::{self, HttpClient};
 use super::retry::RetryConfig;
 use super::{ExportError, Exported, SendingQueueConfig};
 use crate::compression::Compression;
 use crate::config::{duration, FieldError, Secret};
 use crate::grpc::{self, code};
 use crate::model::{Batch, Signal};
+use crate::tls::TlsClientConfig;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -65,14 +63,6 @@ pub struct CompressionParams {
     /// Codec level: gzip 1–9 (default 1, the fastest), zstd 1–22 (default 3). Lower is
     /// cheaper in CPU, higher sends fewer bytes.
     pub level: Option<i32>,
-}
-
-/// `tls:` of an exporter.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsClientConfig {
-    /// Send in plaintext. Required for a gRPC endpoint written without `http://`.
-    pub insecure: bool,
 }
 
 /// `exporters: otlp:` and `exporters: otlphttp:`.
@@ -144,6 +134,8 @@ impl OtlpExporterConfig {
                 )
             })?;
         }
+        http_client::build(&self.tls, self.timeout, false)
+            .map_err(|m| FieldError::new("tls", m))?;
         match transport {
             Transport::Grpc => {
                 for (key, set) in [
@@ -210,60 +202,50 @@ fn signal_endpoint_key(config: &OtlpExporterConfig, signal: Signal) -> String {
     }
 }
 
-fn plaintext_uri(text: &str) -> Result<Uri, String> {
+/// An `http://` or `https://` URL with a host.
+pub fn web_uri(text: &str) -> Result<Uri, String> {
     let uri: Uri = text
         .parse()
         .map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") if uri.authority().is_some() => Ok(uri),
-        Some("https") => Err(format!(
-            "`{text}`: TLS to exporters is not supported yet; use http://"
+        Some("http" | "https") if uri.authority().is_some() => Ok(uri),
+        _ => Err(format!(
+            "`{text}` must be an http:// or https:// URL with a host"
         )),
-        _ => Err(format!("`{text}` must be an http:// URL with a host")),
     }
 }
 
-/// The `http://host:port` base of a gRPC endpoint.
+/// The `scheme://host:port` base of a gRPC endpoint; no scheme means TLS unless `insecure`.
 fn grpc_base(endpoint: &str, insecure: bool) -> Result<String, String> {
     if endpoint.is_empty() {
         return Err("is required".into());
     }
-    if endpoint.contains("://") {
-        let uri = plaintext_uri(endpoint)?;
-        return Ok(format!(
-            "http://{}",
-            uri.authority().expect("checked above")
-        ));
-    }
-    if !insecure {
-        return Err(format!("`{endpoint}` has no scheme, which means TLS; TLS to exporters is not supported yet: write http://{endpoint} or set tls.insecure: true"));
-    }
-    plaintext_uri(&format!("http://{endpoint}"))
-        .map(|u| format!("http://{}", u.authority().expect("checked above")))
+    let url = match (endpoint.contains("://"), insecure) {
+        (true, _) => endpoint.to_string(),
+        (false, true) => format!("http://{endpoint}"),
+        (false, false) => format!("https://{endpoint}"),
+    };
+    let uri = web_uri(&url)?;
+    Ok(format!(
+        "{}://{}",
+        uri.scheme_str().expect("checked by web_uri"),
+        uri.authority().expect("checked by web_uri")
+    ))
 }
 
 /// The URL an `otlphttp` exporter posts `signal` to.
 fn http_url(config: &OtlpExporterConfig, signal: Signal) -> Result<Uri, String> {
     if let Some(url) = signal_endpoint(config, signal) {
-        return plaintext_uri(url);
+        return web_uri(url);
     }
     if config.endpoint.is_empty() {
         return Err(format!("is required (or set {signal}_endpoint)"));
     }
-    plaintext_uri(&format!(
+    web_uri(&format!(
         "{}{}",
         config.endpoint.trim_end_matches('/'),
         signal.http_path()
     ))
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn connector(timeout: Duration) -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(timeout));
-    connector
 }
 
 fn transport_error(e: impl std::fmt::Display) -> ExportError {
@@ -296,9 +278,8 @@ pub struct GrpcExporter {
 
 impl GrpcExporter {
     pub fn new(config: &OtlpExporterConfig) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector(config.timeout));
+        let client =
+            http_client::build(&config.tls, config.timeout, true).expect("validated at load");
         GrpcExporter {
             client,
             base: grpc_base(&config.endpoint, config.tls.insecure).expect("validated at load"),
@@ -441,7 +422,8 @@ impl HttpExporter {
     pub fn new(config: &OtlpExporterConfig) -> Self {
         let url = |s| http_url(config, s).expect("validated at load");
         HttpExporter {
-            client: Client::builder(TokioExecutor::new()).build(connector(config.timeout)),
+            client: http_client::build(&config.tls, config.timeout, false)
+                .expect("validated at load"),
             urls: [url(Signal::Traces), url(Signal::Metrics), url(Signal::Logs)],
             headers: config.header_map(),
             compression: config.compression,
@@ -586,12 +568,16 @@ mod tests {
             "http://tempo:4317"
         );
         assert_eq!(grpc_base("tempo:4317", true).unwrap(), "http://tempo:4317");
-        assert!(grpc_base("tempo:4317", false)
-            .unwrap_err()
-            .contains("tls.insecure"));
-        assert!(grpc_base("https://tempo:4317", false)
-            .unwrap_err()
-            .contains("TLS"));
+        assert_eq!(
+            grpc_base("tempo:4317", false).unwrap(),
+            "https://tempo:4317",
+            "no scheme means TLS"
+        );
+        assert_eq!(
+            grpc_base("https://tempo:4317", false).unwrap(),
+            "https://tempo:4317"
+        );
+        assert!(grpc_base("ftp://tempo:4317", false).is_err());
     }
 
     #[test]

@@ -40,6 +40,19 @@ pub struct LokiDouble {
 
 impl LokiDouble {
     pub async fn start(tenant: Option<&str>) -> LokiDouble {
+        LokiDouble::serve(tenant, None).await
+    }
+
+    /// A double that speaks HTTPS with `acceptor` (and so checks client certificates
+    /// when the acceptor asks for them).
+    pub async fn start_tls(
+        tenant: Option<&str>,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> LokiDouble {
+        LokiDouble::serve(tenant, Some(acceptor)).await
+    }
+
+    async fn serve(tenant: Option<&str>, tls: Option<tokio_rustls::TlsAcceptor>) -> LokiDouble {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State {
@@ -52,15 +65,30 @@ impl LokiDouble {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let state = Arc::clone(&shared);
+                let (state, tls) = (Arc::clone(&shared), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, std::convert::Infallible>(push(&state, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => drop(
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await,
+                        ),
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                drop(
+                                    http.serve_connection(
+                                        hyper_util::rt::TokioIo::new(stream),
+                                        service,
+                                    )
+                                    .await,
+                                );
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -69,6 +97,10 @@ impl LokiDouble {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}/loki/api/v1/push", self.port)
+    }
+
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}/loki/api/v1/push", self.port)
     }
 
     pub fn entries(&self) -> Vec<Stored> {
@@ -561,4 +593,81 @@ async fn logger_to_loki_with_redaction() {
     );
     assert!(entries.iter().any(|e| e.line == "card **** used"));
     drop(sieve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::make_certificates(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let server = |client_ca: Option<String>| {
+        sieve::tls::acceptor(&sieve::tls::TlsServerConfig {
+            cert_file: file("server.pem"),
+            key_file: file("server.key"),
+            client_ca_file: client_ca,
+        })
+        .unwrap()
+    };
+
+    let loki = LokiDouble::start_tls(Some("team-a"), server(None)).await;
+    let tls = format!("    tls:\n      ca_file: {}", file("ca.pem"));
+    let sieve = Sieve::start(
+        &config(&loki, &tls, "batch", "").replace(&loki.endpoint(), &loki.tls_endpoint()),
+    );
+    post(
+        sieve.http,
+        "/v1/logs",
+        "application/json",
+        None,
+        logs_json(&[("over https", 1, 9, &[])]),
+    )
+    .await;
+    loki.wait_for("the entry over HTTPS", |e| {
+        e.iter().any(|s| s.line == "over https")
+    })
+    .await;
+    drop(sieve);
+
+    let mutual = LokiDouble::start_tls(Some("team-a"), server(Some(file("ca.pem")))).await;
+    let without_cert = Sieve::start(
+        &config(&mutual, &tls, "batch", "").replace(&mutual.endpoint(), &mutual.tls_endpoint()),
+    );
+    post(
+        without_cert.http,
+        "/v1/logs",
+        "application/json",
+        None,
+        logs_json(&[("refused", 1, 9, &[])]),
+    )
+    .await;
+    without_cert.wait_metric(
+        "sieve_exporter_send_failed_items_total",
+        &[("exporter", "loki"), ("reason", "transport")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+    drop(without_cert);
+    let with_cert = format!(
+        "{tls}\n      cert_file: {}\n      key_file: {}",
+        file("client.pem"),
+        file("client.key")
+    );
+    let sieve = Sieve::start(
+        &config(&mutual, &with_cert, "batch", "")
+            .replace(&mutual.endpoint(), &mutual.tls_endpoint()),
+    );
+    post(
+        sieve.http,
+        "/v1/logs",
+        "application/json",
+        None,
+        logs_json(&[("mutual", 1, 9, &[])]),
+    )
+    .await;
+    mutual
+        .wait_for("the entry over mutual TLS", |e| {
+            e.iter().any(|s| s.line == "mutual")
+        })
+        .await;
+    assert!(mutual.entries().iter().all(|s| s.line != "refused"));
 }

@@ -459,29 +459,6 @@ async fn udp_at_a_full_pipeline_drops_and_counts() {
     .await;
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
-fn make_certificates(dir: &std::path::Path) {
-    let script = r#"set -e
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -subj /CN=sieve-test-ca -days 2 \
-  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-for who in server client; do
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
-done
-printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
-printf 'extendedKeyUsage=clientAuth\n' > client.ext
-for who in server client; do
-  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext 2>/dev/null
-done
-"#;
-    let status = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl could not make test certificates");
-}
-
 /// Sends one line with `openssl s_client` (a real TLS client); returns it for killing.
 fn s_client(
     dir: &std::path::Path,
@@ -534,7 +511,7 @@ fn tls_config(sink: &Sink, port: u16, dir: &std::path::Path, mutual: bool) -> St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_mutual_tls_with_openssl_clients() {
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
+    crate::harness::make_certificates(dir.path());
 
     let sink = Sink::start().await;
     let port = free_port();
