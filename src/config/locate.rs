@@ -45,6 +45,23 @@ pub fn key_of_line(line: &str) -> Option<&str> {
     key_line(line).map(|k| k.key)
 }
 
+/// The 1-based line of the last key at `path` (a repeated key's second occurrence).
+pub fn last_line_of(text: &str, path: &[&str]) -> Option<usize> {
+    let mut stack: Vec<(usize, &str)> = Vec::new();
+    let mut last = None;
+    for (index, line) in text.lines().enumerate() {
+        let Some(k) = key_line(line) else { continue };
+        while stack.last().is_some_and(|(indent, _)| *indent >= k.indent) {
+            stack.pop();
+        }
+        stack.push((k.indent, k.key));
+        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, a), b)| a == b) {
+            last = Some(index + 1);
+        }
+    }
+    last
+}
+
 /// The 1-based line of the key at `path`.
 pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
     find_key(text, path).map(|(line, _)| line)

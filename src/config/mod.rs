@@ -216,14 +216,14 @@ impl<'de, T: ComponentConfig> Deserialize<'de> for Section<T> {
                     let id = ComponentId::parse(&key).map_err(de::Error::custom)?;
                     if !T::KINDS.contains(&id.kind.as_str()) {
                         return Err(de::Error::custom(format!(
-                            "unknown {} type `{}` (in `{key}`); known types: {}",
+                            "`{key}`: unknown {} type `{}`; known types: {}",
                             T::SECTION.trim_end_matches('s'),
                             id.kind,
                             T::KINDS.join(", ")
                         )));
                     }
                     if out.iter().any(|(existing, _)| *existing == id) {
-                        return Err(de::Error::custom(format!("`{key}` is defined twice")));
+                        return Err(de::Error::custom(format!("`{key}`: defined twice")));
                     }
                     let config = map.next_value_seed(ComponentSeed::<T>(&id.kind, PhantomData))?;
                     out.push((id, config));
@@ -446,9 +446,14 @@ impl Config {
         };
         let expanded = expand::expand(text, source).map_err(|e| err(Some(e.line), e.message))?;
         let raw: RawConfig = serde_yaml::from_str(&expanded.text).map_err(|e| {
-            let line = e.location().map(|l| l.line());
-            let message = expanded.redact(&yaml_message(&e, &expanded.text));
-            err(line, message)
+            let (line, message) = match section_key_error(&e, &expanded.text) {
+                Some(located) => located,
+                None => (
+                    e.location().map(|l| l.line()),
+                    yaml_message(&e, &expanded.text),
+                ),
+            };
+            err(line, expanded.redact(&message))
         })?;
         let checker = Checker {
             text: &expanded.text,
@@ -468,6 +473,30 @@ impl Config {
         signals.dedup();
         signals
     }
+}
+
+/// An error about a component key itself (unknown type, bad id, defined twice), which
+/// serde_yaml places at the start of the section: found again by the key, the last time
+/// it appears (a duplicate's second definition).
+fn section_key_error(error: &serde_yaml::Error, text: &str) -> Option<(Option<usize>, String)> {
+    let full = error.to_string();
+    let message = full
+        .rfind(" at line ")
+        .map_or(full.as_str(), |at| &full[..at]);
+    let (section, rest) = message.split_once(": ")?;
+    if !["receivers", "processors", "exporters"].contains(&section) {
+        return None;
+    }
+    let key = rest.strip_prefix('`')?.split('`').next()?;
+    Some((
+        locate::last_line_of(text, &[section, key]),
+        format!(
+            "{section}.{key}: {}",
+            rest.trim_start_matches(&format!("`{key}`"))
+                .trim_start_matches(':')
+                .trim()
+        ),
+    ))
 }
 
 /// serde_yaml's message without its trailing position (the line is reported separately).

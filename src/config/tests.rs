@@ -52,7 +52,16 @@ const BAD: &[(&str, &str, usize, &[&str])] = &[
         "  batch:\n",
         "  batchy:\n",
         7,
-        &["unknown processor type `batchy`", "batch, memory_limiter"],
+        &[
+            "processors.batchy: unknown processor type `batchy`",
+            "batch, memory_limiter",
+        ],
+    ),
+    (
+        "  debug:\n",
+        "  debug:\n  kafka/out:\n",
+        11,
+        &["exporters.kafka/out: unknown exporter type `kafka`"],
     ),
     (
         "    timeout: 1s\n",
@@ -117,8 +126,8 @@ const BAD: &[(&str, &str, usize, &[&str])] = &[
     (
         "  debug:\n",
         "  debug:\n  debug:\n",
-        10,
-        &["exporters", "`debug` is defined twice"],
+        11,
+        &["exporters.debug: defined twice"],
     ),
 ];
 

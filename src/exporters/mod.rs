@@ -14,6 +14,7 @@ pub mod debug;
 pub mod http_client;
 pub mod loki;
 pub mod otlp;
+pub mod prometheus;
 pub mod retry;
 
 use crate::config::{or_default, ComponentConfig, FieldError};
@@ -36,11 +37,14 @@ pub enum ExporterConfig {
     OtlpHttp(otlp::OtlpExporterConfig),
     Debug(debug::DebugConfig),
     Loki(loki::LokiExporterConfig),
+    /// Prometheus remote write.
+    PrometheusRemoteWrite(prometheus::RemoteWriteConfig),
 }
 
 impl ComponentConfig for ExporterConfig {
     const SECTION: &'static str = "exporters";
-    const KINDS: &'static [&'static str] = &["otlp", "otlphttp", "debug", "loki"];
+    const KINDS: &'static [&'static str] =
+        &["otlp", "otlphttp", "debug", "loki", "prometheusremotewrite"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
@@ -48,6 +52,8 @@ impl ComponentConfig for ExporterConfig {
             "otlphttp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::OtlpHttp),
             "debug" => or_default(d).map(ExporterConfig::Debug),
             "loki" => loki::LokiExporterConfig::deserialize(d).map(ExporterConfig::Loki),
+            "prometheusremotewrite" => prometheus::RemoteWriteConfig::deserialize(d)
+                .map(ExporterConfig::PrometheusRemoteWrite),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -55,6 +61,7 @@ impl ComponentConfig for ExporterConfig {
     fn signals(&self) -> &'static [Signal] {
         match self {
             ExporterConfig::Loki(_) => &[Signal::Logs],
+            ExporterConfig::PrometheusRemoteWrite(_) => &[Signal::Metrics],
             _ => &Signal::ALL,
         }
     }
@@ -65,6 +72,7 @@ impl ComponentConfig for ExporterConfig {
             ExporterConfig::OtlpHttp(c) => c.validate(otlp::Transport::Http),
             ExporterConfig::Debug(_) => Ok(()),
             ExporterConfig::Loki(c) => c.validate(),
+            ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
         }
     }
 }
@@ -74,6 +82,7 @@ impl ExporterConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
             ExporterConfig::Loki(c) => c.sending_queue.clone(),
+            ExporterConfig::PrometheusRemoteWrite(c) => c.sending_queue.clone(),
             ExporterConfig::Debug(_) => SendingQueueConfig {
                 num_consumers: 1,
                 ..Default::default()
@@ -85,6 +94,7 @@ impl ExporterConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
             ExporterConfig::Loki(c) => c.retry_on_failure.clone(),
+            ExporterConfig::PrometheusRemoteWrite(c) => c.retry_on_failure.clone(),
             ExporterConfig::Debug(_) => retry::RetryConfig {
                 enabled: false,
                 ..Default::default()
@@ -162,6 +172,7 @@ pub enum Exporter {
     OtlpHttp(Box<otlp::HttpExporter>),
     Debug(debug::DebugExporter),
     Loki(Box<loki::LokiExporter>),
+    PrometheusRemoteWrite(Box<prometheus::RemoteWriteExporter>),
 }
 
 impl Exporter {
@@ -173,6 +184,9 @@ impl Exporter {
             ExporterConfig::Otlp(c) => Exporter::OtlpGrpc(Box::new(otlp::GrpcExporter::new(c))),
             ExporterConfig::OtlpHttp(c) => Exporter::OtlpHttp(Box::new(otlp::HttpExporter::new(c))),
             ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(c.clone())),
+            ExporterConfig::PrometheusRemoteWrite(c) => {
+                Exporter::PrometheusRemoteWrite(Box::new(prometheus::RemoteWriteExporter::new(c)))
+            }
         }
     }
 
@@ -182,6 +196,7 @@ impl Exporter {
             Exporter::OtlpHttp(e) => e.export(batch).await,
             Exporter::Debug(e) => e.export(batch),
             Exporter::Loki(e) => e.export(batch).await,
+            Exporter::PrometheusRemoteWrite(e) => e.export(batch).await,
         }
     }
 }

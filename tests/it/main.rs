@@ -6,6 +6,7 @@ mod harness;
 mod lifecycle;
 mod loki;
 mod otlp;
+mod prometheus;
 mod redaction;
 mod sink;
 mod syslog;
