@@ -6,6 +6,7 @@
 //! inside a processor is never lost silently.
 
 pub mod batch;
+pub mod cardinality;
 pub mod memory_limiter;
 pub mod redaction;
 
@@ -40,24 +41,30 @@ pub trait Processor: Send {
 pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     MemoryLimiter(memory_limiter::MemoryLimiterConfig),
+    CardinalityLimit(cardinality::CardinalityConfig),
     Redaction(redaction::RedactionConfig),
 }
 
 impl ComponentConfig for ProcessorConfig {
     const SECTION: &'static str = "processors";
-    const KINDS: &'static [&'static str] = &["batch", "memory_limiter", "redaction"];
+    const KINDS: &'static [&'static str] =
+        &["batch", "memory_limiter", "redaction", "cardinality_limit"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "batch" => or_default(d).map(ProcessorConfig::Batch),
             "memory_limiter" => or_default(d).map(ProcessorConfig::MemoryLimiter),
             "redaction" => or_default(d).map(ProcessorConfig::Redaction),
+            "cardinality_limit" => or_default(d).map(ProcessorConfig::CardinalityLimit),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
 
     fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
+        match self {
+            ProcessorConfig::CardinalityLimit(_) => &[Signal::Metrics],
+            _ => &Signal::ALL,
+        }
     }
 
     fn validate(&self) -> Result<(), FieldError> {
@@ -65,6 +72,7 @@ impl ComponentConfig for ProcessorConfig {
             ProcessorConfig::Batch(c) => c.validate(),
             ProcessorConfig::MemoryLimiter(c) => c.validate(),
             ProcessorConfig::Redaction(c) => c.validate(),
+            ProcessorConfig::CardinalityLimit(c) => c.validate(),
         }
     }
 }
@@ -92,6 +100,15 @@ pub fn build(
     match config {
         ProcessorConfig::Batch(c) => Built {
             processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)),
+            gate: None,
+        },
+        ProcessorConfig::CardinalityLimit(c) => Built {
+            processor: Box::new(cardinality::CardinalityLimiter::new(
+                c.clone(),
+                drops,
+                id,
+                Some(telemetry),
+            )),
             gate: None,
         },
         ProcessorConfig::Redaction(c) => Built {

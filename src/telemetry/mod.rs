@@ -22,6 +22,9 @@
 //! | `sieve_exporter_export_duration_seconds` | exporter, pipeline, signal | one export attempt |
 //! | `sieve_exporter_label_overflows_total` | exporter, label | label values over `max_label_values` (Loki) |
 //! | `sieve_processor_redactions_total` | processor, pipeline, rule, action | values redacted |
+//! | `sieve_cardinality_tracked_series` | processor | series tracked by a cardinality limiter |
+//! | `sieve_cardinality_overflow_points_total` | processor, metric | points folded into the overflow series |
+//! | `sieve_cardinality_dropped_points_total` | processor, metric | points dropped by a cardinality limiter |
 //! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
 //! | `sieve_build_info` | version | always 1 |
@@ -105,6 +108,17 @@ pub struct RedactionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessorLabels {
+    pub processor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CardinalityLabels {
+    pub processor: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     pub queue: String,
 }
@@ -139,6 +153,9 @@ pub struct Telemetry {
     pub exporter_duration: Family<ExporterLabels, Histogram>,
     pub exporter_label_overflows: Family<LabelOverflowLabels, Counter>,
     pub processor_redactions: Family<RedactionLabels, Counter>,
+    pub cardinality_tracked: Family<ProcessorLabels, Gauge>,
+    pub cardinality_overflow: Family<CardinalityLabels, Counter>,
+    pub cardinality_dropped: Family<CardinalityLabels, Counter>,
     queue_size: Family<QueueLabels, Gauge>,
     queue_capacity: Family<QueueLabels, Gauge>,
     queues: Mutex<Vec<(u64, QueueLabels, QueueProbe)>>,
@@ -166,6 +183,9 @@ impl Telemetry {
             exporter_duration: Family::new_with_constructor(histogram),
             exporter_label_overflows: Family::default(),
             processor_redactions: Family::default(),
+            cardinality_tracked: Family::default(),
+            cardinality_overflow: Family::default(),
+            cardinality_dropped: Family::default(),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::new(Vec::new()),
@@ -243,6 +263,21 @@ impl Telemetry {
             "processor_redactions",
             "Values redacted, by rule (detector) and action",
             t.processor_redactions.clone(),
+        );
+        registry.register(
+            "cardinality_tracked_series",
+            "Series tracked by a cardinality limiter",
+            t.cardinality_tracked.clone(),
+        );
+        registry.register(
+            "cardinality_overflow_points",
+            "Points folded into the overflow series",
+            t.cardinality_overflow.clone(),
+        );
+        registry.register(
+            "cardinality_dropped_points",
+            "Points dropped by a cardinality limiter",
+            t.cardinality_dropped.clone(),
         );
         registry.register(
             "queue_size",
@@ -407,6 +442,23 @@ mod tests {
                 action: "mask".into(),
             })
             .inc();
+        t.cardinality_tracked
+            .get_or_create(&ProcessorLabels {
+                processor: "c".into(),
+            })
+            .set(1);
+        t.cardinality_overflow
+            .get_or_create(&CardinalityLabels {
+                processor: "c".into(),
+                metric: "m".into(),
+            })
+            .inc();
+        t.cardinality_dropped
+            .get_or_create(&CardinalityLabels {
+                processor: "c".into(),
+                metric: "m".into(),
+            })
+            .inc();
         t.record_reload(true);
         let _queue = t.register_queue("q".into(), Box::new(|| (1, 2)));
         let text = t.encode();
@@ -425,6 +477,9 @@ mod tests {
             "sieve_exporter_export_duration_seconds_count",
             "sieve_exporter_label_overflows_total",
             "sieve_processor_redactions_total",
+            "sieve_cardinality_tracked_series",
+            "sieve_cardinality_overflow_points_total",
+            "sieve_cardinality_dropped_points_total",
             "sieve_config_reloads_total",
             "sieve_queue_size{queue=\"q\"} 1",
             "sieve_queue_capacity{queue=\"q\"} 2",

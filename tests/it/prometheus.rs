@@ -113,6 +113,8 @@ pub fn config(write_url: &str, processors: &str) -> String {
 processors:
   batch:
     timeout: 100ms
+  cardinality_limit:
+    limit: 50
 exporters:
   prometheusremotewrite:
     endpoint: {write_url}
@@ -239,5 +241,105 @@ async fn exponential_histograms_arrive_as_native_histograms() {
     assert_eq!(
         value(&prometheus.wait_query("histogram_sum(payload_size_bytes)")[0]),
         40.0
+    );
+}
+
+/// 100k label sets of one counter next to a well-behaved one: Prometheus gets the limit
+/// plus one overflow series, the sum is kept, the normal metric is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_explosion_is_capped_without_losing_the_total() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue as Kv};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+
+    let prometheus = Prometheus::start();
+    let sieve = Sieve::start(&config(&prometheus.write_url(), "cardinality_limit, batch"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let attr = |k: &str, v: String| Kv {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let counter = |name: &str, points: Vec<NumberDataPoint>| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    };
+    let point = |attributes: Vec<Kv>, value: f64| NumberDataPoint {
+        attributes,
+        value: Some(number_data_point::Value::AsDouble(value)),
+        time_unix_nano: now,
+        start_time_unix_nano: now - 1_000_000_000,
+        ..Default::default()
+    };
+    let noisy: Vec<NumberDataPoint> = (0..100_000)
+        .map(|i| point(vec![attr("user_id", format!("user-{i}"))], 1.0))
+        .collect();
+    let normal: Vec<NumberDataPoint> = (0..3)
+        .map(|i| point(vec![attr("route", format!("/r{i}"))], 10.0))
+        .collect();
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![attr("service.name", "signup".into())],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![counter("signups", noisy), counter("requests", normal)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/metrics",
+        "application/x-protobuf",
+        None,
+        request.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    assert_eq!(
+        value(&prometheus.wait_query("count(signups_total)")[0]),
+        51.0,
+        "the limit plus one overflow series"
+    );
+    assert_eq!(
+        value(&prometheus.wait_query("sum(signups_total)")[0]),
+        100_000.0,
+        "the overflow series keeps the total"
+    );
+    let overflow = prometheus.wait_query(r#"signups_total{otel_metric_overflow="true"}"#);
+    assert_eq!(value(&overflow[0]), 99_950.0);
+    assert_eq!(
+        value(&prometheus.wait_query("count(requests_total)")[0]),
+        3.0
+    );
+    assert_eq!(
+        value(&prometheus.wait_query("sum(requests_total)")[0]),
+        30.0
+    );
+    assert_eq!(sieve.metric("sieve_cardinality_tracked_series", &[]), 53.0);
+    assert_eq!(
+        sieve.metric(
+            "sieve_cardinality_overflow_points_total",
+            &[("metric", "signups")]
+        ),
+        99_950.0
     );
 }

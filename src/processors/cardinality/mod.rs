@@ -1,0 +1,642 @@
+//! `cardinality_limit`: caps the number of distinct attribute sets (series) per metric,
+//! following the OpenTelemetry SDK specification's cardinality limit: once a metric has
+//! `limit` series, points of new series are folded into one overflow series whose only
+//! attribute is `otel.metric.overflow=true` (`action: overflow`, the default) or dropped
+//! and counted (`action: drop`). Series seen before the limit keep flowing.
+//!
+//! * Scope: with `scope: resource` (default) series are counted per metric *and resource*
+//!   (its attributes), so one noisy service cannot use up another's budget; `global`
+//!   counts across resources.
+//! * Folding: sums add up — for cumulative sums the overflow series carries the sum of the
+//!   latest value of every overflowed series, so the total is kept; histograms add their
+//!   counts, sums and buckets (within a batch: send all of a collection in one request for
+//!   exact cumulative totals); gauges keep the last value; summaries add count and sum
+//!   (quantiles cannot be merged and are left out); exponential histograms add when their
+//!   scale and offsets agree, else their points are dropped and counted.
+//! * `label_limits`: a guard on the distinct values of named attributes (`user_id`,
+//!   `url`): past `max_values`, the attribute is removed (`drop_label`) or the point goes to
+//!   the overflow series (`overflow`). Removing a label merges series that differed only
+//!   in it; for cumulative sums that is only correct when one writer owns each merged
+//!   series (the single-writer caveat), so prefer `overflow` for counters.
+//! * Memory: a tracked series costs one hash and one timestamp (measured ~60 bytes with
+//!   map overhead, see `benches/cardinality.rs`). Series idle for `series_ttl` are
+//!   forgotten and free their slot. At `max_tracked_series` in total, new series are
+//!   treated as over the limit.
+//!
+//! Self-metrics: `sieve_cardinality_tracked_series{processor}`,
+//! `sieve_cardinality_overflow_points_total{processor,metric}` and
+//! `sieve_cardinality_dropped_points_total{processor,metric}`; the first overflow of a
+//! metric (per resource) is logged once, naming the metric and resource.
+
+use super::{DropCounter, Processor};
+use crate::config::{duration, FieldError};
+use crate::model::Batch;
+use crate::telemetry::{CardinalityLabels, Telemetry};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, AggregationTemporality, ExponentialHistogramDataPoint,
+    HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use regex::Regex;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+/// What happens to points of series over the limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Fold into the `otel.metric.overflow=true` series.
+    #[default]
+    Overflow,
+    /// Drop (counted).
+    Drop,
+}
+
+/// What a label guard does past its `max_values`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelAction {
+    /// Remove the attribute from the point.
+    #[default]
+    DropLabel,
+    /// Send the point to the overflow series.
+    Overflow,
+}
+
+/// Where series are counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Per metric and resource.
+    #[default]
+    Resource,
+    /// Per metric across all resources.
+    Global,
+}
+
+/// One `metric_limits` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricLimit {
+    /// Exact metric name (OTLP name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Regex on the metric name.
+    #[serde(default)]
+    pub name_regex: Option<String>,
+    /// Series allowed.
+    pub limit: usize,
+    /// Overrides the processor's `action`.
+    #[serde(default)]
+    pub action: Option<Action>,
+}
+
+/// One `label_limits` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelLimit {
+    /// Attribute key.
+    pub key: String,
+    /// Distinct values allowed per metric.
+    pub max_values: usize,
+    /// `drop_label` (default) or `overflow`.
+    #[serde(default)]
+    pub action: LabelAction,
+}
+
+/// `processors: cardinality_limit:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardinalityConfig {
+    /// Series per metric (the SDK specification's default, 2000).
+    pub limit: usize,
+    /// `overflow` (default) or `drop`.
+    pub action: Action,
+    /// `resource` (default) or `global`.
+    pub scope: Scope,
+    /// Per-metric overrides, first match wins.
+    pub metric_limits: Vec<MetricLimit>,
+    /// Guards on the distinct values of named attributes.
+    pub label_limits: Vec<LabelLimit>,
+    /// A series not seen for this long is forgotten.
+    #[serde(with = "duration")]
+    pub series_ttl: Duration,
+    /// Series tracked in total, across metrics; beyond it new series are over the limit.
+    pub max_tracked_series: usize,
+}
+
+impl Default for CardinalityConfig {
+    fn default() -> Self {
+        CardinalityConfig {
+            limit: 2000,
+            action: Action::Overflow,
+            scope: Scope::Resource,
+            metric_limits: Vec::new(),
+            label_limits: Vec::new(),
+            series_ttl: Duration::from_secs(3600),
+            max_tracked_series: 1_000_000,
+        }
+    }
+}
+
+impl CardinalityConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (i, m) in self.metric_limits.iter().enumerate() {
+            match (&m.name, &m.name_regex) {
+                (Some(_), None) => {}
+                (None, Some(pattern)) => {
+                    Regex::new(pattern).map_err(|e| {
+                        FieldError::new(format!("metric_limits.{i}.name_regex"), e.to_string())
+                    })?;
+                }
+                _ => {
+                    return Err(FieldError::new(
+                        format!("metric_limits.{i}"),
+                        "set exactly one of name and name_regex",
+                    ))
+                }
+            }
+        }
+        if self.series_ttl.is_zero() || self.max_tracked_series == 0 {
+            return Err(FieldError::new(
+                "series_ttl",
+                "series_ttl and max_tracked_series must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+const OVERFLOW_KEY: &str = "otel.metric.overflow";
+
+/// The series of one metric in one scope.
+#[derive(Default)]
+struct MetricState {
+    seen: HashMap<u64, Instant>,
+    /// Latest value of each overflowed cumulative-sum series, and their total.
+    overflowed: HashMap<u64, f64>,
+    overflow_total: f64,
+    label_values: HashMap<String, HashSet<String>>,
+    warned: bool,
+}
+
+pub struct CardinalityLimiter {
+    config: CardinalityConfig,
+    regexes: Vec<Option<Regex>>,
+    metrics: HashMap<(u64, String), MetricState>,
+    tracked: usize,
+    next_sweep: Instant,
+    telemetry: Option<Metrics>,
+    drops: DropCounter,
+}
+
+struct Metrics {
+    tracked: Gauge,
+    overflow: Family<CardinalityLabels, Counter>,
+    dropped: Family<CardinalityLabels, Counter>,
+    processor: String,
+}
+
+fn hash_attributes(attributes: &[KeyValue]) -> u64 {
+    let mut pairs: Vec<(&str, String)> = attributes
+        .iter()
+        .map(|kv| (kv.key.as_str(), format!("{:?}", kv.value)))
+        .collect();
+    pairs.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pairs.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn overflow_attributes() -> Vec<KeyValue> {
+    vec![KeyValue {
+        key: OVERFLOW_KEY.into(),
+        value: Some(AnyValue {
+            value: Some(Value::BoolValue(true)),
+        }),
+        ..Default::default()
+    }]
+}
+
+fn text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn number(p: &NumberDataPoint) -> f64 {
+    match p.value {
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        Some(number_data_point::Value::AsInt(i)) => i as f64,
+        None => 0.0,
+    }
+}
+
+/// Whether a point is kept as is, or goes to the overflow series, or is dropped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verdict {
+    Keep,
+    Overflow(u64),
+    Drop,
+}
+
+impl CardinalityLimiter {
+    pub fn new(
+        config: CardinalityConfig,
+        drops: DropCounter,
+        processor: &str,
+        telemetry: Option<&Telemetry>,
+    ) -> Self {
+        let regexes = config
+            .metric_limits
+            .iter()
+            .map(|m| {
+                m.name_regex
+                    .as_ref()
+                    .map(|p| Regex::new(p).expect("validated at load"))
+            })
+            .collect();
+        let telemetry = telemetry.map(|t| Metrics {
+            tracked: t.cardinality_tracked.get_or_create_owned(
+                &crate::telemetry::ProcessorLabels {
+                    processor: processor.into(),
+                },
+            ),
+            overflow: t.cardinality_overflow.clone(),
+            dropped: t.cardinality_dropped.clone(),
+            processor: processor.into(),
+        });
+        CardinalityLimiter {
+            config,
+            regexes,
+            metrics: HashMap::new(),
+            tracked: 0,
+            next_sweep: Instant::now(),
+            telemetry,
+            drops,
+        }
+    }
+
+    /// Series tracked now, across metrics.
+    pub fn tracked_series(&self) -> usize {
+        self.tracked
+    }
+
+    fn limit_for(&self, name: &str) -> (usize, Action) {
+        for (m, regex) in self.config.metric_limits.iter().zip(&self.regexes) {
+            let matches =
+                m.name.as_deref() == Some(name) || regex.as_ref().is_some_and(|r| r.is_match(name));
+            if matches {
+                return (m.limit, m.action.unwrap_or(self.config.action));
+            }
+        }
+        (self.config.limit, self.config.action)
+    }
+
+    fn count(&self, family: fn(&Metrics) -> &Family<CardinalityLabels, Counter>, metric: &str) {
+        if let Some(m) = &self.telemetry {
+            family(m)
+                .get_or_create(&CardinalityLabels {
+                    processor: m.processor.clone(),
+                    metric: metric.into(),
+                })
+                .inc();
+        }
+    }
+
+    /// Decides one point, applying label guards first (which may edit its attributes).
+    fn verdict(
+        &mut self,
+        key: &(u64, String),
+        attributes: &mut Vec<KeyValue>,
+        limit: usize,
+        action: Action,
+        now: Instant,
+        resource: &str,
+    ) -> Verdict {
+        let mut force_overflow = false;
+        let state = self.metrics.entry(key.clone()).or_default();
+        for guard in &self.config.label_limits {
+            let Some(position) = attributes.iter().position(|kv| kv.key == guard.key) else {
+                continue;
+            };
+            let value = text(attributes[position].value.as_ref());
+            let values = state.label_values.entry(guard.key.clone()).or_default();
+            if values.contains(&value) || values.len() < guard.max_values {
+                values.insert(value);
+                continue;
+            }
+            match guard.action {
+                LabelAction::DropLabel => {
+                    attributes.remove(position);
+                }
+                LabelAction::Overflow => force_overflow = true,
+            }
+        }
+        let hash = hash_attributes(attributes);
+        if !force_overflow {
+            if let Some(last) = state.seen.get_mut(&hash) {
+                *last = now;
+                return Verdict::Keep;
+            }
+            if state.seen.len() < limit && self.tracked < self.config.max_tracked_series {
+                state.seen.insert(hash, now);
+                self.tracked += 1;
+                return Verdict::Keep;
+            }
+        }
+        if !state.warned {
+            state.warned = true;
+            tracing::warn!(metric = %key.1, resource, limit, "cardinality limit reached: new series go to {}", if action == Action::Overflow { "the overflow series" } else { "the floor (dropped)" });
+        }
+        match action {
+            Action::Overflow => Verdict::Overflow(hash),
+            Action::Drop => Verdict::Drop,
+        }
+    }
+
+    fn limit_metric(&mut self, scope_key: u64, resource: &str, metric: &mut Metric, now: Instant) {
+        let (limit, action) = self.limit_for(&metric.name);
+        let key = (scope_key, metric.name.clone());
+        let name = metric.name.clone();
+        match metric.data.as_mut() {
+            Some(Data::Sum(sum)) => {
+                let cumulative =
+                    sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                let points = std::mem::take(&mut sum.data_points);
+                let mut overflow: Option<NumberDataPoint> = None;
+                for mut p in points {
+                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
+                        Verdict::Keep => sum.data_points.push(p),
+                        Verdict::Drop => self.dropped(&name),
+                        Verdict::Overflow(hash) => {
+                            self.count(|m| &m.overflow, &name);
+                            let value = number(&p);
+                            let total = if cumulative {
+                                let state = self
+                                    .metrics
+                                    .get_mut(&key)
+                                    .expect("verdict created the state");
+                                let previous = state.overflowed.insert(hash, value).unwrap_or(0.0);
+                                state.overflow_total += value - previous;
+                                state.overflow_total
+                            } else {
+                                overflow.as_ref().map_or(0.0, number) + value
+                            };
+                            let o = overflow.get_or_insert_with(|| NumberDataPoint {
+                                attributes: overflow_attributes(),
+                                ..p.clone()
+                            });
+                            o.value = Some(number_data_point::Value::AsDouble(total));
+                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
+                            o.start_time_unix_nano =
+                                o.start_time_unix_nano.min(p.start_time_unix_nano);
+                        }
+                    }
+                }
+                sum.data_points.extend(overflow);
+            }
+            Some(Data::Gauge(gauge)) => {
+                let points = std::mem::take(&mut gauge.data_points);
+                let mut overflow: Option<NumberDataPoint> = None;
+                for mut p in points {
+                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
+                        Verdict::Keep => gauge.data_points.push(p),
+                        Verdict::Drop => self.dropped(&name),
+                        Verdict::Overflow(_) => {
+                            self.count(|m| &m.overflow, &name);
+                            if overflow
+                                .as_ref()
+                                .is_none_or(|o| o.time_unix_nano <= p.time_unix_nano)
+                            {
+                                overflow = Some(NumberDataPoint {
+                                    attributes: overflow_attributes(),
+                                    ..p
+                                });
+                            }
+                        }
+                    }
+                }
+                gauge.data_points.extend(overflow);
+            }
+            Some(Data::Histogram(histogram)) => {
+                let points = std::mem::take(&mut histogram.data_points);
+                let mut overflow: Option<HistogramDataPoint> = None;
+                for mut p in points {
+                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
+                        Verdict::Keep => histogram.data_points.push(p),
+                        Verdict::Drop => self.dropped(&name),
+                        Verdict::Overflow(_) => {
+                            self.count(|m| &m.overflow, &name);
+                            match overflow.as_mut() {
+                                Some(o) if o.explicit_bounds == p.explicit_bounds => {
+                                    merge_histogram(o, &p)
+                                }
+                                Some(_) => self.dropped(&name),
+                                None => {
+                                    overflow = Some(HistogramDataPoint {
+                                        attributes: overflow_attributes(),
+                                        ..p
+                                    })
+                                }
+                            }
+                        }
+                    }
+                }
+                histogram.data_points.extend(overflow);
+            }
+            Some(Data::ExponentialHistogram(histogram)) => {
+                let points = std::mem::take(&mut histogram.data_points);
+                let mut overflow: Option<ExponentialHistogramDataPoint> = None;
+                for mut p in points {
+                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
+                        Verdict::Keep => histogram.data_points.push(p),
+                        Verdict::Drop => self.dropped(&name),
+                        Verdict::Overflow(_) => {
+                            self.count(|m| &m.overflow, &name);
+                            match overflow.as_mut() {
+                                Some(o) => {
+                                    if !merge_exponential(o, &p) {
+                                        self.dropped(&name);
+                                    }
+                                }
+                                None => {
+                                    overflow = Some(ExponentialHistogramDataPoint {
+                                        attributes: overflow_attributes(),
+                                        ..p
+                                    })
+                                }
+                            }
+                        }
+                    }
+                }
+                histogram.data_points.extend(overflow);
+            }
+            Some(Data::Summary(summary)) => {
+                let points = std::mem::take(&mut summary.data_points);
+                let mut overflow: Option<SummaryDataPoint> = None;
+                for mut p in points {
+                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
+                        Verdict::Keep => summary.data_points.push(p),
+                        Verdict::Drop => self.dropped(&name),
+                        Verdict::Overflow(_) => {
+                            self.count(|m| &m.overflow, &name);
+                            let o = overflow.get_or_insert_with(|| SummaryDataPoint {
+                                attributes: overflow_attributes(),
+                                quantile_values: Vec::new(),
+                                count: 0,
+                                sum: 0.0,
+                                ..p.clone()
+                            });
+                            o.count += p.count;
+                            o.sum += p.sum;
+                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
+                        }
+                    }
+                }
+                summary.data_points.extend(overflow);
+            }
+            None => {}
+        }
+    }
+
+    fn dropped(&self, metric: &str) {
+        self.count(|m| &m.dropped, metric);
+    }
+
+    /// Forgets series idle for longer than `series_ttl`.
+    fn sweep(&mut self, now: Instant) {
+        let ttl = self.config.series_ttl;
+        let mut forgotten = 0;
+        self.metrics.retain(|_, state| {
+            let before = state.seen.len();
+            state.seen.retain(|_, last| now.duration_since(*last) < ttl);
+            forgotten += before - state.seen.len();
+            !state.seen.is_empty() || !state.overflowed.is_empty()
+        });
+        self.tracked -= forgotten;
+        self.next_sweep = now + ttl / 10;
+        if let Some(m) = &self.telemetry {
+            m.tracked.set(self.tracked as i64);
+        }
+    }
+
+    /// Applies the limits to a metrics batch.
+    pub fn limit(
+        &mut self,
+        batch: &mut Batch,
+        now: Instant,
+    ) -> Result<(), crate::model::DecodeError> {
+        for rm in batch.metrics_mut()? {
+            let resource_attributes = rm
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or_default();
+            let scope_key = match self.config.scope {
+                Scope::Resource => hash_attributes(resource_attributes),
+                Scope::Global => 0,
+            };
+            let resource = resource_attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| text(kv.value.as_ref()))
+                .unwrap_or_default();
+            for sm in &mut rm.scope_metrics {
+                for metric in &mut sm.metrics {
+                    self.limit_metric(scope_key, &resource, metric, now);
+                }
+            }
+        }
+        batch.recount();
+        if let Some(m) = &self.telemetry {
+            m.tracked.set(self.tracked as i64);
+        }
+        Ok(())
+    }
+}
+
+fn merge_histogram(into: &mut HistogramDataPoint, p: &HistogramDataPoint) {
+    into.count += p.count;
+    into.sum = Some(into.sum.unwrap_or(0.0) + p.sum.unwrap_or(0.0));
+    if into.bucket_counts.len() == p.bucket_counts.len() {
+        into.bucket_counts
+            .iter_mut()
+            .zip(&p.bucket_counts)
+            .for_each(|(a, b)| *a += b);
+    }
+    into.min = match (into.min, p.min) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    into.max = match (into.max, p.max) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    into.time_unix_nano = into.time_unix_nano.max(p.time_unix_nano);
+}
+
+/// Adds `p` into `into` when both have the same scale and bucket layout.
+fn merge_exponential(
+    into: &mut ExponentialHistogramDataPoint,
+    p: &ExponentialHistogramDataPoint,
+) -> bool {
+    if into.scale != p.scale
+        || !same_layout(&into.positive, &p.positive)
+        || !same_layout(&into.negative, &p.negative)
+    {
+        return false;
+    }
+    into.count += p.count;
+    into.zero_count += p.zero_count;
+    into.sum = Some(into.sum.unwrap_or(0.0) + p.sum.unwrap_or(0.0));
+    for (a, b) in [
+        (&mut into.positive, &p.positive),
+        (&mut into.negative, &p.negative),
+    ] {
+        if let (Some(a), Some(b)) = (a.as_mut(), b.as_ref()) {
+            a.bucket_counts
+                .iter_mut()
+                .zip(&b.bucket_counts)
+                .for_each(|(x, y)| *x += y);
+        }
+    }
+    into.time_unix_nano = into.time_unix_nano.max(p.time_unix_nano);
+    true
+}
+
+fn same_layout(a: &Option<Buckets>, b: &Option<Buckets>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a.offset == b.offset && a.bucket_counts.len() == b.bucket_counts.len()
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Processor for CardinalityLimiter {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
+        match self.limit(&mut batch, now) {
+            Ok(()) => out.push(batch),
+            Err(error) => {
+                tracing::warn!(%error, items = batch.items(), "cardinality_limit: dropping undecodable data");
+                self.drops.undecodable.inc_by(batch.items() as u64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
