@@ -18,10 +18,13 @@
 //!   the overflow series (`overflow`). Removing a label merges series that differed only
 //!   in it; for cumulative sums that is only correct when one writer owns each merged
 //!   series (the single-writer caveat), so prefer `overflow` for counters.
-//! * Memory: a tracked series costs one hash and one timestamp (measured ~60 bytes with
-//!   map overhead, see `benches/cardinality.rs`). Series idle for `series_ttl` are
-//!   forgotten and free their slot. At `max_tracked_series` in total, new series are
-//!   treated as over the limit.
+//! * Memory: a tracked series costs one hash and one timestamp (measured ~45 bytes of RSS
+//!   with map overhead, see `benches/cardinality.rs`); an overflowed cumulative-sum series
+//!   also keeps its latest value, and counts toward the same bound. Series idle for
+//!   `series_ttl` are forgotten and free their slot (an overflowed series that comes back
+//!   after that is counted into the overflow total again). At `max_tracked_series` in
+//!   total, new series are treated as over the limit, and new overflowed cumulative
+//!   series are dropped and counted.
 //!
 //! Self-metrics: `sieve_cardinality_tracked_series{processor}`,
 //! `sieve_cardinality_overflow_points_total{processor,metric}` and
@@ -175,12 +178,35 @@ impl CardinalityConfig {
 
 const OVERFLOW_KEY: &str = "otel.metric.overflow";
 
+/// Hashes a key that is already a hash (attribute-set hashes): no second hashing.
+#[derive(Default)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type HashKeyed<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PassThroughHasher>>;
+
 /// The series of one metric in one scope.
 #[derive(Default)]
 struct MetricState {
-    seen: HashMap<u64, Instant>,
-    /// Latest value of each overflowed cumulative-sum series, and their total.
-    overflowed: HashMap<u64, f64>,
+    seen: HashKeyed<Instant>,
+    /// Latest value (and when it was seen) of each overflowed cumulative-sum series, and
+    /// their total.
+    overflowed: HashKeyed<(f64, Instant)>,
     overflow_total: f64,
     label_values: HashMap<String, HashSet<String>>,
     warned: bool,
@@ -203,15 +229,32 @@ struct Metrics {
     processor: String,
 }
 
+/// An order-independent hash of an attribute set: the wrapping sum of each attribute's
+/// hash, so no sorting or formatting is needed on the hot path.
 fn hash_attributes(attributes: &[KeyValue]) -> u64 {
-    let mut pairs: Vec<(&str, String)> = attributes
-        .iter()
-        .map(|kv| (kv.key.as_str(), format!("{:?}", kv.value)))
-        .collect();
-    pairs.sort();
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    pairs.hash(&mut hasher);
-    hasher.finish()
+    attributes.iter().fold(0u64, |total, kv| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        kv.key.hash(&mut hasher);
+        hash_value(kv.value.as_ref(), &mut hasher);
+        total.wrapping_add(hasher.finish())
+    })
+}
+
+fn hash_value(value: Option<&AnyValue>, hasher: &mut impl Hasher) {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => (0u8, s).hash(hasher),
+        Some(Value::BoolValue(b)) => (1u8, b).hash(hasher),
+        Some(Value::IntValue(i)) => (2u8, i).hash(hasher),
+        Some(Value::DoubleValue(d)) => (3u8, d.to_bits()).hash(hasher),
+        Some(Value::BytesValue(b)) => (4u8, b).hash(hasher),
+        Some(Value::ArrayValue(a)) => {
+            5u8.hash(hasher);
+            a.values.iter().for_each(|v| hash_value(Some(v), hasher));
+        }
+        Some(Value::KvlistValue(kv)) => (6u8, hash_attributes(&kv.values)).hash(hasher),
+        Some(Value::StringValueStrindex(i)) => (7u8, i).hash(hasher),
+        None => 8u8.hash(hasher),
+    }
 }
 
 fn overflow_attributes() -> Vec<KeyValue> {
@@ -300,215 +343,41 @@ impl CardinalityLimiter {
         (self.config.limit, self.config.action)
     }
 
-    fn count(&self, family: fn(&Metrics) -> &Family<CardinalityLabels, Counter>, metric: &str) {
-        if let Some(m) = &self.telemetry {
-            family(m)
-                .get_or_create(&CardinalityLabels {
-                    processor: m.processor.clone(),
-                    metric: metric.into(),
-                })
-                .inc();
-        }
-    }
-
-    /// Decides one point, applying label guards first (which may edit its attributes).
-    fn verdict(
-        &mut self,
-        key: &(u64, String),
-        attributes: &mut Vec<KeyValue>,
-        limit: usize,
-        action: Action,
-        now: Instant,
-        resource: &str,
-    ) -> Verdict {
-        let mut force_overflow = false;
-        let state = self.metrics.entry(key.clone()).or_default();
-        for guard in &self.config.label_limits {
-            let Some(position) = attributes.iter().position(|kv| kv.key == guard.key) else {
-                continue;
-            };
-            let value = text(attributes[position].value.as_ref());
-            let values = state.label_values.entry(guard.key.clone()).or_default();
-            if values.contains(&value) || values.len() < guard.max_values {
-                values.insert(value);
-                continue;
-            }
-            match guard.action {
-                LabelAction::DropLabel => {
-                    attributes.remove(position);
-                }
-                LabelAction::Overflow => force_overflow = true,
-            }
-        }
-        let hash = hash_attributes(attributes);
-        if !force_overflow {
-            if let Some(last) = state.seen.get_mut(&hash) {
-                *last = now;
-                return Verdict::Keep;
-            }
-            if state.seen.len() < limit && self.tracked < self.config.max_tracked_series {
-                state.seen.insert(hash, now);
-                self.tracked += 1;
-                return Verdict::Keep;
-            }
-        }
-        if !state.warned {
-            state.warned = true;
-            tracing::warn!(metric = %key.1, resource, limit, "cardinality limit reached: new series go to {}", if action == Action::Overflow { "the overflow series" } else { "the floor (dropped)" });
-        }
-        match action {
-            Action::Overflow => Verdict::Overflow(hash),
-            Action::Drop => Verdict::Drop,
-        }
-    }
-
     fn limit_metric(&mut self, scope_key: u64, resource: &str, metric: &mut Metric, now: Instant) {
         let (limit, action) = self.limit_for(&metric.name);
-        let key = (scope_key, metric.name.clone());
-        let name = metric.name.clone();
-        match metric.data.as_mut() {
-            Some(Data::Sum(sum)) => {
-                let cumulative =
-                    sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                let points = std::mem::take(&mut sum.data_points);
-                let mut overflow: Option<NumberDataPoint> = None;
-                for mut p in points {
-                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
-                        Verdict::Keep => sum.data_points.push(p),
-                        Verdict::Drop => self.dropped(&name),
-                        Verdict::Overflow(hash) => {
-                            self.count(|m| &m.overflow, &name);
-                            let value = number(&p);
-                            let total = if cumulative {
-                                let state = self
-                                    .metrics
-                                    .get_mut(&key)
-                                    .expect("verdict created the state");
-                                let previous = state.overflowed.insert(hash, value).unwrap_or(0.0);
-                                state.overflow_total += value - previous;
-                                state.overflow_total
-                            } else {
-                                overflow.as_ref().map_or(0.0, number) + value
-                            };
-                            let o = overflow.get_or_insert_with(|| NumberDataPoint {
-                                attributes: overflow_attributes(),
-                                ..p.clone()
-                            });
-                            o.value = Some(number_data_point::Value::AsDouble(total));
-                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
-                            o.start_time_unix_nano =
-                                o.start_time_unix_nano.min(p.start_time_unix_nano);
-                        }
-                    }
-                }
-                sum.data_points.extend(overflow);
-            }
-            Some(Data::Gauge(gauge)) => {
-                let points = std::mem::take(&mut gauge.data_points);
-                let mut overflow: Option<NumberDataPoint> = None;
-                for mut p in points {
-                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
-                        Verdict::Keep => gauge.data_points.push(p),
-                        Verdict::Drop => self.dropped(&name),
-                        Verdict::Overflow(_) => {
-                            self.count(|m| &m.overflow, &name);
-                            if overflow
-                                .as_ref()
-                                .is_none_or(|o| o.time_unix_nano <= p.time_unix_nano)
-                            {
-                                overflow = Some(NumberDataPoint {
-                                    attributes: overflow_attributes(),
-                                    ..p
-                                });
-                            }
-                        }
-                    }
-                }
-                gauge.data_points.extend(overflow);
-            }
-            Some(Data::Histogram(histogram)) => {
-                let points = std::mem::take(&mut histogram.data_points);
-                let mut overflow: Option<HistogramDataPoint> = None;
-                for mut p in points {
-                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
-                        Verdict::Keep => histogram.data_points.push(p),
-                        Verdict::Drop => self.dropped(&name),
-                        Verdict::Overflow(_) => {
-                            self.count(|m| &m.overflow, &name);
-                            match overflow.as_mut() {
-                                Some(o) if o.explicit_bounds == p.explicit_bounds => {
-                                    merge_histogram(o, &p)
-                                }
-                                Some(_) => self.dropped(&name),
-                                None => {
-                                    overflow = Some(HistogramDataPoint {
-                                        attributes: overflow_attributes(),
-                                        ..p
-                                    })
-                                }
-                            }
-                        }
-                    }
-                }
-                histogram.data_points.extend(overflow);
-            }
-            Some(Data::ExponentialHistogram(histogram)) => {
-                let points = std::mem::take(&mut histogram.data_points);
-                let mut overflow: Option<ExponentialHistogramDataPoint> = None;
-                for mut p in points {
-                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
-                        Verdict::Keep => histogram.data_points.push(p),
-                        Verdict::Drop => self.dropped(&name),
-                        Verdict::Overflow(_) => {
-                            self.count(|m| &m.overflow, &name);
-                            match overflow.as_mut() {
-                                Some(o) => {
-                                    if !merge_exponential(o, &p) {
-                                        self.dropped(&name);
-                                    }
-                                }
-                                None => {
-                                    overflow = Some(ExponentialHistogramDataPoint {
-                                        attributes: overflow_attributes(),
-                                        ..p
-                                    })
-                                }
-                            }
-                        }
-                    }
-                }
-                histogram.data_points.extend(overflow);
-            }
-            Some(Data::Summary(summary)) => {
-                let points = std::mem::take(&mut summary.data_points);
-                let mut overflow: Option<SummaryDataPoint> = None;
-                for mut p in points {
-                    match self.verdict(&key, &mut p.attributes, limit, action, now, resource) {
-                        Verdict::Keep => summary.data_points.push(p),
-                        Verdict::Drop => self.dropped(&name),
-                        Verdict::Overflow(_) => {
-                            self.count(|m| &m.overflow, &name);
-                            let o = overflow.get_or_insert_with(|| SummaryDataPoint {
-                                attributes: overflow_attributes(),
-                                quantile_values: Vec::new(),
-                                count: 0,
-                                sum: 0.0,
-                                ..p.clone()
-                            });
-                            o.count += p.count;
-                            o.sum += p.sum;
-                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
-                        }
-                    }
-                }
-                summary.data_points.extend(overflow);
-            }
-            None => {}
+        let state = self
+            .metrics
+            .entry((scope_key, metric.name.clone()))
+            .or_default();
+        let mut budget = Budget {
+            state,
+            tracked: &mut self.tracked,
+            max_tracked: self.config.max_tracked_series,
+            label_limits: &self.config.label_limits,
+            limit,
+            action,
+            now,
+            overflowed: 0,
+            dropped: 0,
+        };
+        budget.apply(metric.data.as_mut());
+        let (overflowed, dropped, first) = (budget.overflowed, budget.dropped, budget.state.warned);
+        if (overflowed > 0 || dropped > 0) && !first {
+            budget.state.warned = true;
+            tracing::warn!(metric = %metric.name, resource, limit, "cardinality limit reached: new series are {}", if action == Action::Overflow { "folded into the overflow series" } else { "dropped" });
         }
-    }
-
-    fn dropped(&self, metric: &str) {
-        self.count(|m| &m.dropped, metric);
+        if let Some(m) = &self.telemetry {
+            let labels = CardinalityLabels {
+                processor: m.processor.clone(),
+                metric: metric.name.clone(),
+            };
+            if overflowed > 0 {
+                m.overflow.get_or_create(&labels).inc_by(overflowed);
+            }
+            if dropped > 0 {
+                m.dropped.get_or_create(&labels).inc_by(dropped);
+            }
+        }
     }
 
     /// Forgets series idle for longer than `series_ttl`.
@@ -516,9 +385,12 @@ impl CardinalityLimiter {
         let ttl = self.config.series_ttl;
         let mut forgotten = 0;
         self.metrics.retain(|_, state| {
-            let before = state.seen.len();
+            let before = state.seen.len() + state.overflowed.len();
             state.seen.retain(|_, last| now.duration_since(*last) < ttl);
-            forgotten += before - state.seen.len();
+            state
+                .overflowed
+                .retain(|_, (_, last)| now.duration_since(*last) < ttl);
+            forgotten += before - state.seen.len() - state.overflowed.len();
             !state.seen.is_empty() || !state.overflowed.is_empty()
         });
         self.tracked -= forgotten;
@@ -560,6 +432,209 @@ impl CardinalityLimiter {
             m.tracked.set(self.tracked as i64);
         }
         Ok(())
+    }
+}
+
+/// One metric's budget while its points are checked.
+struct Budget<'a> {
+    state: &'a mut MetricState,
+    tracked: &'a mut usize,
+    max_tracked: usize,
+    label_limits: &'a [LabelLimit],
+    limit: usize,
+    action: Action,
+    now: Instant,
+    overflowed: u64,
+    dropped: u64,
+}
+
+impl Budget<'_> {
+    /// Decides one point, applying label guards first (which may edit its attributes).
+    fn verdict(&mut self, attributes: &mut Vec<KeyValue>) -> Verdict {
+        let mut force_overflow = false;
+        for guard in self.label_limits {
+            let Some(position) = attributes.iter().position(|kv| kv.key == guard.key) else {
+                continue;
+            };
+            let value = text(attributes[position].value.as_ref());
+            let values = self
+                .state
+                .label_values
+                .entry(guard.key.clone())
+                .or_default();
+            if values.contains(&value) || values.len() < guard.max_values {
+                values.insert(value);
+                continue;
+            }
+            match guard.action {
+                LabelAction::DropLabel => {
+                    attributes.remove(position);
+                }
+                LabelAction::Overflow => force_overflow = true,
+            }
+        }
+        let hash = hash_attributes(attributes);
+        if !force_overflow {
+            if let Some(last) = self.state.seen.get_mut(&hash) {
+                *last = self.now;
+                return Verdict::Keep;
+            }
+            if self.state.seen.len() < self.limit && *self.tracked < self.max_tracked {
+                self.state.seen.insert(hash, self.now);
+                *self.tracked += 1;
+                return Verdict::Keep;
+            }
+        }
+        match self.action {
+            Action::Overflow => {
+                self.overflowed += 1;
+                Verdict::Overflow(hash)
+            }
+            Action::Drop => {
+                self.dropped += 1;
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// A point that could not be folded (its layout differs from the overflow point's).
+    fn unfoldable(&mut self) {
+        self.overflowed -= 1;
+        self.dropped += 1;
+    }
+
+    fn apply(&mut self, data: Option<&mut Data>) {
+        match data {
+            Some(Data::Sum(sum)) => {
+                let cumulative =
+                    sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                let mut overflow: Option<NumberDataPoint> = None;
+                for mut p in std::mem::take(&mut sum.data_points) {
+                    match self.verdict(&mut p.attributes) {
+                        Verdict::Keep => sum.data_points.push(p),
+                        Verdict::Drop => {}
+                        Verdict::Overflow(hash) => {
+                            let value = number(&p);
+                            let total = if cumulative {
+                                let known = self.state.overflowed.contains_key(&hash);
+                                if !known && *self.tracked >= self.max_tracked {
+                                    self.unfoldable();
+                                    continue;
+                                }
+                                *self.tracked += usize::from(!known);
+                                let previous = self
+                                    .state
+                                    .overflowed
+                                    .insert(hash, (value, self.now))
+                                    .map_or(0.0, |(v, _)| v);
+                                self.state.overflow_total += value - previous;
+                                self.state.overflow_total
+                            } else {
+                                overflow.as_ref().map_or(0.0, number) + value
+                            };
+                            let o = overflow.get_or_insert_with(|| NumberDataPoint {
+                                attributes: overflow_attributes(),
+                                ..p.clone()
+                            });
+                            o.value = Some(number_data_point::Value::AsDouble(total));
+                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
+                            o.start_time_unix_nano =
+                                o.start_time_unix_nano.min(p.start_time_unix_nano);
+                        }
+                    }
+                }
+                sum.data_points.extend(overflow);
+            }
+            Some(Data::Gauge(gauge)) => {
+                let mut overflow: Option<NumberDataPoint> = None;
+                for mut p in std::mem::take(&mut gauge.data_points) {
+                    match self.verdict(&mut p.attributes) {
+                        Verdict::Keep => gauge.data_points.push(p),
+                        Verdict::Drop => {}
+                        Verdict::Overflow(_) => {
+                            if overflow
+                                .as_ref()
+                                .is_none_or(|o| o.time_unix_nano <= p.time_unix_nano)
+                            {
+                                overflow = Some(NumberDataPoint {
+                                    attributes: overflow_attributes(),
+                                    ..p
+                                });
+                            }
+                        }
+                    }
+                }
+                gauge.data_points.extend(overflow);
+            }
+            Some(Data::Histogram(histogram)) => {
+                let mut overflow: Option<HistogramDataPoint> = None;
+                for mut p in std::mem::take(&mut histogram.data_points) {
+                    match self.verdict(&mut p.attributes) {
+                        Verdict::Keep => histogram.data_points.push(p),
+                        Verdict::Drop => {}
+                        Verdict::Overflow(_) => match overflow.as_mut() {
+                            Some(o) if o.explicit_bounds == p.explicit_bounds => {
+                                merge_histogram(o, &p)
+                            }
+                            Some(_) => self.unfoldable(),
+                            None => {
+                                overflow = Some(HistogramDataPoint {
+                                    attributes: overflow_attributes(),
+                                    ..p
+                                })
+                            }
+                        },
+                    }
+                }
+                histogram.data_points.extend(overflow);
+            }
+            Some(Data::ExponentialHistogram(histogram)) => {
+                let mut overflow: Option<ExponentialHistogramDataPoint> = None;
+                for mut p in std::mem::take(&mut histogram.data_points) {
+                    match self.verdict(&mut p.attributes) {
+                        Verdict::Keep => histogram.data_points.push(p),
+                        Verdict::Drop => {}
+                        Verdict::Overflow(_) => match overflow.as_mut() {
+                            Some(o) => {
+                                if !merge_exponential(o, &p) {
+                                    self.unfoldable();
+                                }
+                            }
+                            None => {
+                                overflow = Some(ExponentialHistogramDataPoint {
+                                    attributes: overflow_attributes(),
+                                    ..p
+                                })
+                            }
+                        },
+                    }
+                }
+                histogram.data_points.extend(overflow);
+            }
+            Some(Data::Summary(summary)) => {
+                let mut overflow: Option<SummaryDataPoint> = None;
+                for mut p in std::mem::take(&mut summary.data_points) {
+                    match self.verdict(&mut p.attributes) {
+                        Verdict::Keep => summary.data_points.push(p),
+                        Verdict::Drop => {}
+                        Verdict::Overflow(_) => {
+                            let o = overflow.get_or_insert_with(|| SummaryDataPoint {
+                                attributes: overflow_attributes(),
+                                quantile_values: Vec::new(),
+                                count: 0,
+                                sum: 0.0,
+                                ..p.clone()
+                            });
+                            o.count += p.count;
+                            o.sum += p.sum;
+                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
+                        }
+                    }
+                }
+                summary.data_points.extend(overflow);
+            }
+            None => {}
+        }
     }
 }
 

@@ -111,7 +111,11 @@ fn cumulative_sums_overflow_into_one_series_and_keep_the_total() {
         vec![(false, 2.0), (false, 2.0), (true, 6.0)],
         "the overflow series keeps the total of what it absorbed"
     );
-    assert_eq!(l.tracked_series(), 2);
+    assert_eq!(
+        l.tracked_series(),
+        5,
+        "2 series within the limit and 3 overflowed ones whose last value is kept"
+    );
 }
 
 #[test]
@@ -408,4 +412,24 @@ fn the_total_tracked_series_are_bounded() {
         batch("a", sum(users(10, 1.0), AggregationTemporality::Cumulative)),
     ));
     assert_eq!((kept.len(), l.tracked_series()), (3, 3));
+}
+
+#[test]
+fn overflowed_cumulative_series_count_toward_the_total_bound() {
+    let mut l = limiter(CardinalityConfig {
+        limit: 1,
+        action: Action::Overflow,
+        max_tracked_series: 3,
+        ..Default::default()
+    });
+    let points = sum_points(&run(
+        &mut l,
+        batch("a", sum(users(6, 1.0), AggregationTemporality::Cumulative)),
+    ));
+    assert_eq!(
+        points,
+        vec![(false, 1.0), (true, 2.0)],
+        "one within the limit, two overflowed, three over the bound dropped"
+    );
+    assert_eq!(l.tracked_series(), 3);
 }
