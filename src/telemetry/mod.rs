@@ -23,6 +23,7 @@
 //! | `sieve_exporter_label_overflows_total` | exporter, label | label values over `max_label_values` (Loki) |
 //! | `sieve_processor_redactions_total` | processor, pipeline, rule, action | values redacted |
 //! | `sieve_cardinality_tracked_series` | processor | series tracked by a cardinality limiter |
+//! | `sieve_cardinality_metric_series` | processor, metric | series within the limit |
 //! | `sieve_cardinality_overflow_points_total` | processor, metric | points folded into the overflow series |
 //! | `sieve_cardinality_dropped_points_total` | processor, metric | points dropped by a cardinality limiter |
 //! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
@@ -154,6 +155,7 @@ pub struct Telemetry {
     pub exporter_label_overflows: Family<LabelOverflowLabels, Counter>,
     pub processor_redactions: Family<RedactionLabels, Counter>,
     pub cardinality_tracked: Family<ProcessorLabels, Gauge>,
+    pub cardinality_metric_series: Family<CardinalityLabels, Gauge>,
     pub cardinality_overflow: Family<CardinalityLabels, Counter>,
     pub cardinality_dropped: Family<CardinalityLabels, Counter>,
     queue_size: Family<QueueLabels, Gauge>,
@@ -184,6 +186,7 @@ impl Telemetry {
             exporter_label_overflows: Family::default(),
             processor_redactions: Family::default(),
             cardinality_tracked: Family::default(),
+            cardinality_metric_series: Family::default(),
             cardinality_overflow: Family::default(),
             cardinality_dropped: Family::default(),
             queue_size: Family::default(),
@@ -268,6 +271,11 @@ impl Telemetry {
             "cardinality_tracked_series",
             "Series tracked by a cardinality limiter",
             t.cardinality_tracked.clone(),
+        );
+        registry.register(
+            "cardinality_metric_series",
+            "Series within the limit, per metric",
+            t.cardinality_metric_series.clone(),
         );
         registry.register(
             "cardinality_overflow_points",
@@ -447,6 +455,12 @@ mod tests {
                 processor: "c".into(),
             })
             .set(1);
+        t.cardinality_metric_series
+            .get_or_create(&CardinalityLabels {
+                processor: "c".into(),
+                metric: "m".into(),
+            })
+            .set(1);
         t.cardinality_overflow
             .get_or_create(&CardinalityLabels {
                 processor: "c".into(),
@@ -478,6 +492,7 @@ mod tests {
             "sieve_exporter_label_overflows_total",
             "sieve_processor_redactions_total",
             "sieve_cardinality_tracked_series",
+            "sieve_cardinality_metric_series",
             "sieve_cardinality_overflow_points_total",
             "sieve_cardinality_dropped_points_total",
             "sieve_config_reloads_total",

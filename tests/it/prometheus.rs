@@ -346,4 +346,6 @@ async fn a_label_explosion_is_capped_without_losing_the_total() {
         ),
         99_950.0
     );
+    let series = |metric| sieve.metric("sieve_cardinality_metric_series", &[("metric", metric)]);
+    assert_eq!((series("signups"), series("requests")), (50.0, 3.0));
 }

@@ -256,7 +256,7 @@ impl Output {
         labels: BTreeMap<String, String>,
         sample: Option<prompb::Sample>,
         histogram: Option<prompb::Histogram>,
-    ) {
+    ) -> &mut TimeSeries {
         let key: Vec<Label> = labels
             .into_iter()
             .map(|(name, value)| Label { name, value })
@@ -270,6 +270,7 @@ impl Output {
             });
         series.samples.extend(sample);
         series.histograms.extend(histogram);
+        series
     }
 
     fn drop_point(&mut self, reason: &'static str) {
@@ -431,11 +432,12 @@ fn translate_metric(
             let name = metric_name(metric, options, true, false);
             for p in &g.data_points {
                 latest = latest.max(p.time_unix_nano);
-                out.push(
+                let series = out.push(
                     with_name(base, &p.attributes, &name),
                     Some(sample(number(p), p.time_unix_nano, p.flags)),
                     None,
                 );
+                series.exemplars.extend(p.exemplars.iter().map(exemplar));
             }
         }
         Some(Data::Sum(s)) => {
@@ -455,7 +457,8 @@ fn translate_metric(
                         }
                     }
                 }
-                out.push(labels, Some(sample(value, p.time_unix_nano, p.flags)), None);
+                let series = out.push(labels, Some(sample(value, p.time_unix_nano, p.flags)), None);
+                series.exemplars.extend(p.exemplars.iter().map(exemplar));
             }
         }
         Some(Data::Histogram(h)) => {
@@ -509,6 +512,31 @@ fn translate_metric(
         None => {}
     }
     latest
+}
+
+/// An OTLP exemplar as a Prometheus one: its filtered attributes plus `trace_id` and
+/// `span_id` as labels.
+fn exemplar(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar) -> prompb::Exemplar {
+    use opentelemetry_proto::tonic::metrics::v1::exemplar::Value as ExemplarValue;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    add_attributes(&mut labels, &e.filtered_attributes);
+    if !e.trace_id.is_empty() {
+        labels.insert("trace_id".into(), hex(&e.trace_id));
+    }
+    if !e.span_id.is_empty() {
+        labels.insert("span_id".into(), hex(&e.span_id));
+    }
+    let value = match e.value {
+        Some(ExemplarValue::AsDouble(d)) => d,
+        Some(ExemplarValue::AsInt(i)) => i as f64,
+        None => 0.0,
+    };
+    prompb::Exemplar {
+        labels: key(&labels),
+        value,
+        timestamp: (e.time_unix_nano / 1_000_000) as i64,
+    }
 }
 
 fn key(labels: &BTreeMap<String, String>) -> Vec<Label> {
@@ -583,10 +611,23 @@ fn histogram_series(
             .map_or("+Inf".to_string(), |b| b.to_string());
         let mut labels = with_name(base, &p.attributes, &format!("{name}_bucket"));
         labels.insert("le".into(), le);
-        out.push(
+        let series = out.push(
             labels,
             Some(sample(cumulative as f64, p.time_unix_nano, p.flags)),
             None,
+        );
+        // an exemplar goes on the bucket its value falls in: (bound i-1, bound i]
+        let lower = if i == 0 {
+            f64::NEG_INFINITY
+        } else {
+            p.explicit_bounds[i - 1]
+        };
+        let upper = p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY);
+        series.exemplars.extend(
+            p.exemplars
+                .iter()
+                .map(exemplar)
+                .filter(|e| e.value > lower && e.value <= upper),
         );
     }
     if buckets.len() <= p.explicit_bounds.len() {

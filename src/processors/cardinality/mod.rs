@@ -26,7 +26,9 @@
 //!   total, new series are treated as over the limit, and new overflowed cumulative
 //!   series are dropped and counted.
 //!
-//! Self-metrics: `sieve_cardinality_tracked_series{processor}`,
+//! Self-metrics: `sieve_cardinality_tracked_series{processor}` (all tracked series, the
+//! memory bound's measure), `sieve_cardinality_metric_series{processor,metric}` (series
+//! within the limit, per metric),
 //! `sieve_cardinality_overflow_points_total{processor,metric}` and
 //! `sieve_cardinality_dropped_points_total{processor,metric}`; the first overflow of a
 //! metric (per resource) is logged once, naming the metric and resource.
@@ -216,6 +218,8 @@ pub struct CardinalityLimiter {
     config: CardinalityConfig,
     regexes: Vec<Option<Regex>>,
     metrics: HashMap<(u64, String), MetricState>,
+    /// Series within their limit, per metric name (across scopes).
+    per_metric: HashMap<String, usize>,
     tracked: usize,
     next_sweep: Instant,
     telemetry: Option<Metrics>,
@@ -224,6 +228,7 @@ pub struct CardinalityLimiter {
 
 struct Metrics {
     tracked: Gauge,
+    metric_series: Family<CardinalityLabels, Gauge>,
     overflow: Family<CardinalityLabels, Counter>,
     dropped: Family<CardinalityLabels, Counter>,
     processor: String,
@@ -312,6 +317,7 @@ impl CardinalityLimiter {
                     processor: processor.into(),
                 },
             ),
+            metric_series: t.cardinality_metric_series.clone(),
             overflow: t.cardinality_overflow.clone(),
             dropped: t.cardinality_dropped.clone(),
             processor: processor.into(),
@@ -320,6 +326,7 @@ impl CardinalityLimiter {
             config,
             regexes,
             metrics: HashMap::new(),
+            per_metric: HashMap::new(),
             tracked: 0,
             next_sweep: Instant::now(),
             telemetry,
@@ -349,8 +356,10 @@ impl CardinalityLimiter {
             .metrics
             .entry((scope_key, metric.name.clone()))
             .or_default();
+        let metric_series = self.per_metric.entry(metric.name.clone()).or_default();
         let mut budget = Budget {
             state,
+            metric_series,
             tracked: &mut self.tracked,
             max_tracked: self.config.max_tracked_series,
             label_limits: &self.config.label_limits,
@@ -371,6 +380,9 @@ impl CardinalityLimiter {
                 processor: m.processor.clone(),
                 metric: metric.name.clone(),
             };
+            m.metric_series
+                .get_or_create(&labels)
+                .set(*budget.metric_series as i64);
             if overflowed > 0 {
                 m.overflow.get_or_create(&labels).inc_by(overflowed);
             }
@@ -384,9 +396,14 @@ impl CardinalityLimiter {
     fn sweep(&mut self, now: Instant) {
         let ttl = self.config.series_ttl;
         let mut forgotten = 0;
-        self.metrics.retain(|_, state| {
+        let per_metric = &mut self.per_metric;
+        self.metrics.retain(|(_, name), state| {
             let before = state.seen.len() + state.overflowed.len();
+            let seen_before = state.seen.len();
             state.seen.retain(|_, last| now.duration_since(*last) < ttl);
+            if let Some(count) = per_metric.get_mut(name) {
+                *count -= seen_before - state.seen.len();
+            }
             state
                 .overflowed
                 .retain(|_, (_, last)| now.duration_since(*last) < ttl);
@@ -395,6 +412,21 @@ impl CardinalityLimiter {
         });
         self.tracked -= forgotten;
         self.next_sweep = now + ttl / 10;
+        let telemetry = &self.telemetry;
+        self.per_metric.retain(|name, count| {
+            if let Some(m) = telemetry {
+                let labels = CardinalityLabels {
+                    processor: m.processor.clone(),
+                    metric: name.clone(),
+                };
+                if *count == 0 {
+                    m.metric_series.remove(&labels);
+                } else {
+                    m.metric_series.get_or_create(&labels).set(*count as i64);
+                }
+            }
+            *count > 0
+        });
         if let Some(m) = &self.telemetry {
             m.tracked.set(self.tracked as i64);
         }
@@ -438,6 +470,7 @@ impl CardinalityLimiter {
 /// One metric's budget while its points are checked.
 struct Budget<'a> {
     state: &'a mut MetricState,
+    metric_series: &'a mut usize,
     tracked: &'a mut usize,
     max_tracked: usize,
     label_limits: &'a [LabelLimit],
@@ -482,6 +515,7 @@ impl Budget<'_> {
             if self.state.seen.len() < self.limit && *self.tracked < self.max_tracked {
                 self.state.seen.insert(hash, self.now);
                 *self.tracked += 1;
+                *self.metric_series += 1;
                 return Verdict::Keep;
             }
         }

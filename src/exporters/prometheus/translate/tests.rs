@@ -386,3 +386,71 @@ fn units_with_annotations_only_add_nothing() {
     assert_eq!(unit_suffix("", true), None);
     assert_eq!(unit_suffix("MiBy", false).as_deref(), Some("mebibytes"));
 }
+
+#[test]
+fn exemplars_carry_trace_ids_to_their_series_and_bucket() {
+    use opentelemetry_proto::tonic::metrics::v1::{exemplar, Exemplar};
+    let e = |v: f64| Exemplar {
+        value: Some(exemplar::Value::AsDouble(v)),
+        trace_id: vec![0xab; 16],
+        span_id: vec![0xcd; 8],
+        time_unix_nano: 7_000_000,
+        ..Default::default()
+    };
+    let mut counter_point = point(3.0, 1, &[]);
+    counter_point.exemplars = vec![e(1.0)];
+    let counter = Metric {
+        data: Some(Data::Sum(Sum {
+            data_points: vec![counter_point],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..metric("c", "")
+    };
+    let histogram = Metric {
+        data: Some(Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                count: 2,
+                bucket_counts: vec![1, 1],
+                explicit_bounds: vec![1.0],
+                exemplars: vec![e(0.5), e(3.0)],
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..metric("h", "")
+    };
+    let out = translate(
+        &resource(vec![counter, histogram]),
+        &Options {
+            target_info: false,
+            ..options()
+        },
+        &mut DeltaState::default(),
+    )
+    .into_series();
+    let exemplars_of = |name: &str, le: Option<&str>| -> Vec<f64> {
+        out.iter()
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == name)
+                    && le.is_none_or(|le| s.labels.iter().any(|l| l.name == "le" && l.value == le))
+            })
+            .map(|s| s.exemplars.iter().map(|e| e.value).collect())
+            .unwrap()
+    };
+    assert_eq!(exemplars_of("c_total", None), vec![1.0]);
+    assert_eq!(exemplars_of("h_bucket", Some("1")), vec![0.5]);
+    assert_eq!(exemplars_of("h_bucket", Some("+Inf")), vec![3.0]);
+    let first = &out
+        .iter()
+        .find(|s| !s.exemplars.is_empty())
+        .unwrap()
+        .exemplars[0];
+    assert!(first
+        .labels
+        .iter()
+        .any(|l| l.name == "trace_id" && l.value == "ab".repeat(16)));
+    assert_eq!(first.timestamp, 7);
+}
