@@ -349,3 +349,48 @@ async fn a_label_explosion_is_capped_without_losing_the_total() {
     let series = |metric| sieve.metric("sieve_cardinality_metric_series", &[("metric", metric)]);
     assert_eq!((series("signups"), series("requests")), (50.0, 3.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_rejections_are_counted_not_retried() {
+    let prometheus = Prometheus::start();
+    let sieve = Sieve::start(&config(&prometheus.write_url(), "batch"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let gauge = |time: u64| {
+        serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "ooo", "gauge": {"dataPoints": [
+            {"timeUnixNano": time.to_string(), "asDouble": 1.0}]}}]}]}]})
+        .to_string()
+        .into_bytes()
+    };
+    post(
+        sieve.http,
+        "/v1/metrics",
+        "application/json",
+        None,
+        gauge(now),
+    )
+    .await;
+    prometheus.wait_query("ooo");
+    post(
+        sieve.http,
+        "/v1/metrics",
+        "application/json",
+        None,
+        gauge(now - 60_000_000_000),
+    )
+    .await;
+    sieve.wait_metric(
+        "sieve_exporter_send_failed_items_total",
+        &[("reason", "out_of_order")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    sieve.wait_metric(
+        "sieve_exporter_dropped_items_total",
+        &[("reason", "permanent")],
+        WAIT,
+        |v| v == 1.0,
+    );
+}
