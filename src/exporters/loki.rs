@@ -29,11 +29,10 @@ use crate::config::{duration, FieldError, Secret};
 use crate::model::Batch;
 use crate::telemetry::Telemetry;
 use crate::tls::TlsClientConfig;
-use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use parking_lot::Mutex;
 use prost::Message;
@@ -77,15 +76,6 @@ pub struct LabelsConfig {
     pub attributes: Vec<String>,
 }
 
-/// `basic_auth:`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    /// Use `${env:..}` or `${file:..}`.
-    pub password: Secret,
-}
-
 /// `exporters: loki:`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +90,7 @@ pub struct LokiExporterConfig {
     pub headers: BTreeMap<String, Secret>,
     /// Basic authentication.
     #[serde(default)]
-    pub basic_auth: Option<BasicAuth>,
+    pub basic_auth: Option<super::http_client::BasicAuth>,
     /// Bearer token (`Authorization: Bearer ...`).
     #[serde(default)]
     pub bearer_token: Option<Secret>,
@@ -167,20 +157,11 @@ impl LokiExporterConfig {
         super::otlp::web_uri(&self.endpoint).map_err(|m| FieldError::new("endpoint", m))?;
         super::http_client::build(&self.tls, self.timeout, false)
             .map_err(|m| FieldError::new("tls", m))?;
-        for (name, value) in &self.headers {
-            HeaderName::try_from(name.as_str()).map_err(|_| {
-                FieldError::new(format!("headers.{name}"), "is not a valid header name")
-            })?;
-            HeaderValue::try_from(value.0.as_str()).map_err(|_| {
-                FieldError::new(format!("headers.{name}"), "is not a valid header value")
-            })?;
-        }
-        if self.basic_auth.is_some() && self.bearer_token.is_some() {
-            return Err(FieldError::new(
-                "bearer_token",
-                "use basic_auth or bearer_token, not both",
-            ));
-        }
+        super::http_client::validate_credentials(
+            &self.headers,
+            self.basic_auth.as_ref(),
+            self.bearer_token.as_ref(),
+        )?;
         if self.max_label_values == 0 || self.max_batch_bytes < 1024 || self.max_batch_entries == 0
         {
             return Err(FieldError::new("max_batch_bytes", "max_label_values and max_batch_entries must be positive, max_batch_bytes at least 1024"));
@@ -189,28 +170,16 @@ impl LokiExporterConfig {
     }
 
     fn header_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        let mut sensitive = |name: HeaderName, value: &str| {
-            if let Ok(mut value) = HeaderValue::try_from(value) {
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-        };
-        for (name, value) in &self.headers {
-            if let Ok(name) = HeaderName::try_from(name.as_str()) {
-                sensitive(name, &value.0);
-            }
-        }
+        let mut headers = super::http_client::header_map(
+            &self.headers,
+            self.basic_auth.as_ref(),
+            self.bearer_token.as_ref(),
+        );
         if let Some(tenant) = &self.tenant_id {
-            sensitive(HeaderName::from_static("x-scope-orgid"), &tenant.0);
-        }
-        if let Some(auth) = &self.basic_auth {
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", auth.username, auth.password.0));
-            sensitive(http::header::AUTHORIZATION, &format!("Basic {token}"));
-        }
-        if let Some(token) = &self.bearer_token {
-            sensitive(http::header::AUTHORIZATION, &format!("Bearer {}", token.0));
+            if let Ok(mut value) = HeaderValue::try_from(tenant.0.as_str()) {
+                value.set_sensitive(true);
+                headers.insert(HeaderName::from_static("x-scope-orgid"), value);
+            }
         }
         headers
     }
@@ -289,38 +258,6 @@ fn level(record: &LogRecord) -> &'static str {
         17..=20 => "error",
         21..=24 => "fatal",
         _ => "unknown",
-    }
-}
-
-/// An attribute value as text.
-fn text(value: Option<&AnyValue>) -> String {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        Some(Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
-        Some(Value::ArrayValue(a)) => format!(
-            "[{}]",
-            a.values
-                .iter()
-                .map(|v| text(Some(v)))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-        Some(Value::KvlistValue(kv)) => {
-            format!(
-                "{{{}}}",
-                kv.values
-                    .iter()
-                    .map(|p| format!("{}={}", p.key, text(p.value.as_ref())))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        }
-        // a reference into a profiles string table; logs never carry one
-        Some(Value::StringValueStrindex(index)) => index.to_string(),
-        None => String::new(),
     }
 }
 
@@ -413,7 +350,7 @@ impl LokiExporter {
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or_default();
             let service = find(resource, "service.name")
-                .map(|v| text(Some(v)))
+                .map(|v| crate::model::any_value_text(Some(v)))
                 .unwrap_or_else(|| "unknown_service".into());
             for record in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
                 let (key, entry) = self.entry(resource, &service, record);
@@ -464,14 +401,14 @@ impl LokiExporter {
             if let Some(value) = find(resource, key) {
                 offer(
                     sanitize_label(key),
-                    text(Some(value)),
+                    crate::model::any_value_text(Some(value)),
                     &mut labels,
                     &mut metadata,
                 );
             }
         }
         for kv in &record.attributes {
-            let value = text(kv.value.as_ref());
+            let value = crate::model::any_value_text(kv.value.as_ref());
             if self.config.labels.attributes.contains(&kv.key) {
                 offer(sanitize_label(&kv.key), value, &mut labels, &mut metadata);
             } else if !label_keys.contains(kv.key.as_str()) {
@@ -488,7 +425,7 @@ impl LokiExporter {
             .into_iter()
             .find(|t| *t > 0)
             .unwrap_or_else(now_nanos) as i64;
-        let body = text(record.body.as_ref());
+        let body = crate::model::any_value_text(record.body.as_ref());
         let (line, metadata) = self.line(body, metadata);
         (
             label_string(&labels),

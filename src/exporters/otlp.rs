@@ -18,7 +18,7 @@ use crate::grpc::{self, code};
 use crate::model::{Batch, Signal};
 use crate::tls::TlsClientConfig;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -123,17 +123,7 @@ impl OtlpExporterConfig {
         if self.compression == Compression::Deflate {
             return Err(FieldError::new("compression", "use gzip, zstd or none"));
         }
-        for (name, value) in &self.headers {
-            HeaderName::try_from(name.as_str()).map_err(|_| {
-                FieldError::new(format!("headers.{name}"), "is not a valid header name")
-            })?;
-            HeaderValue::try_from(value.0.as_str()).map_err(|_| {
-                FieldError::new(
-                    format!("headers.{name}"),
-                    "value is not a valid header value",
-                )
-            })?;
-        }
+        http_client::validate_credentials(&self.headers, None, None)?;
         http_client::build(&self.tls, self.timeout, false)
             .map_err(|m| FieldError::new("tls", m))?;
         match transport {
@@ -171,19 +161,7 @@ impl OtlpExporterConfig {
     }
 
     fn header_map(&self) -> HeaderMap {
-        self.headers
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    HeaderName::try_from(k.as_str()).ok()?,
-                    HeaderValue::try_from(v.0.as_str()).ok()?,
-                ))
-            })
-            .map(|(k, mut v)| {
-                v.set_sensitive(true);
-                (k, v)
-            })
-            .collect()
+        http_client::header_map(&self.headers, None, None)
     }
 }
 

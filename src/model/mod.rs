@@ -15,10 +15,12 @@
 
 pub mod wire;
 
+use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
 use opentelemetry_proto::tonic::metrics::v1::{metric, ResourceMetrics};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
@@ -553,6 +555,39 @@ impl CloneShell for opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
             metrics: Vec::new(),
             schema_url: self.schema_url.clone(),
         }
+    }
+}
+
+/// An attribute value as text: strings as they are, bytes in base64, arrays as `[a,b]`,
+/// maps as `{k=v}`. Used wherever OTLP values become labels.
+pub fn any_value_text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
+        Some(Value::ArrayValue(a)) => format!(
+            "[{}]",
+            a.values
+                .iter()
+                .map(|v| any_value_text(Some(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Some(Value::KvlistValue(kv)) => {
+            format!(
+                "{{{}}}",
+                kv.values
+                    .iter()
+                    .map(|p| format!("{}={}", p.key, any_value_text(p.value.as_ref())))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }
+        // a reference into a profiles string table, which no other signal carries
+        Some(Value::StringValueStrindex(index)) => index.to_string(),
+        None => String::new(),
     }
 }
 

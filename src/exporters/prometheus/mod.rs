@@ -19,9 +19,8 @@ use super::{ExportError, Exported, SendingQueueConfig};
 use crate::config::{duration, FieldError, Secret};
 use crate::model::Batch;
 use crate::tls::TlsClientConfig;
-use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use parking_lot::Mutex;
 use prost::Message;
@@ -53,15 +52,6 @@ impl Default for TargetInfo {
     }
 }
 
-/// `basic_auth:`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    /// Use `${env:..}` or `${file:..}`.
-    pub password: Secret,
-}
-
 /// `exporters: prometheusremotewrite:`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +63,7 @@ pub struct RemoteWriteConfig {
     pub headers: BTreeMap<String, Secret>,
     /// Basic authentication.
     #[serde(default)]
-    pub basic_auth: Option<BasicAuth>,
+    pub basic_auth: Option<super::http_client::BasicAuth>,
     /// Bearer token.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
@@ -145,20 +135,11 @@ impl RemoteWriteConfig {
         super::otlp::web_uri(&self.endpoint).map_err(|m| FieldError::new("endpoint", m))?;
         http_client::build(&self.tls, self.timeout, false)
             .map_err(|m| FieldError::new("tls", m))?;
-        for (name, value) in &self.headers {
-            HeaderName::try_from(name.as_str()).map_err(|_| {
-                FieldError::new(format!("headers.{name}"), "is not a valid header name")
-            })?;
-            HeaderValue::try_from(value.0.as_str()).map_err(|_| {
-                FieldError::new(format!("headers.{name}"), "is not a valid header value")
-            })?;
-        }
-        if self.basic_auth.is_some() && self.bearer_token.is_some() {
-            return Err(FieldError::new(
-                "bearer_token",
-                "use basic_auth or bearer_token, not both",
-            ));
-        }
+        super::http_client::validate_credentials(
+            &self.headers,
+            self.basic_auth.as_ref(),
+            self.bearer_token.as_ref(),
+        )?;
         if self.max_batch_size_bytes < 1024 {
             return Err(FieldError::new(
                 "max_batch_size_bytes",
@@ -181,27 +162,11 @@ impl RemoteWriteConfig {
     }
 
     fn header_map(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        let mut sensitive = |name: HeaderName, value: &str| {
-            if let Ok(mut value) = HeaderValue::try_from(value) {
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-        };
-        for (name, value) in &self.headers {
-            if let Ok(name) = HeaderName::try_from(name.as_str()) {
-                sensitive(name, &value.0);
-            }
-        }
-        if let Some(auth) = &self.basic_auth {
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", auth.username, auth.password.0));
-            sensitive(http::header::AUTHORIZATION, &format!("Basic {token}"));
-        }
-        if let Some(token) = &self.bearer_token {
-            sensitive(http::header::AUTHORIZATION, &format!("Bearer {}", token.0));
-        }
-        headers
+        super::http_client::header_map(
+            &self.headers,
+            self.basic_auth.as_ref(),
+            self.bearer_token.as_ref(),
+        )
     }
 }
 

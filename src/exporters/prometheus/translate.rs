@@ -22,7 +22,7 @@
 //!   dropped and counted (with `delta_temporality: drop`, every delta point is).
 
 use super::prompb::{self, BucketSpan, Label, TimeSeries};
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
@@ -212,17 +212,6 @@ pub fn metric_name(metric: &Metric, options: &Options, is_gauge: bool, is_counte
     name
 }
 
-fn text(value: Option<&AnyValue>) -> String {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
-}
-
 fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attributes
         .iter()
@@ -234,7 +223,7 @@ fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 fn add_attributes(labels: &mut BTreeMap<String, String>, attributes: &[KeyValue]) {
     for kv in attributes {
         let name = label_name(&kv.key);
-        let value = text(kv.value.as_ref());
+        let value = crate::model::any_value_text(kv.value.as_ref());
         labels
             .entry(name)
             .and_modify(|existing| *existing = format!("{existing};{value}"))
@@ -344,9 +333,9 @@ pub fn translate(
         if options.resource_to_telemetry_conversion {
             add_attributes(&mut base, resource);
         }
-        let service = find(resource, "service.name").map(|v| text(Some(v)));
+        let service = find(resource, "service.name").map(|v| crate::model::any_value_text(Some(v)));
         let job = match (
-            find(resource, "service.namespace").map(|v| text(Some(v))),
+            find(resource, "service.namespace").map(|v| crate::model::any_value_text(Some(v))),
             &service,
         ) {
             (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
@@ -357,7 +346,10 @@ pub fn translate(
             base.insert("job".into(), job.clone());
         }
         if let Some(instance) = find(resource, "service.instance.id") {
-            base.insert("instance".into(), text(Some(instance)));
+            base.insert(
+                "instance".into(),
+                crate::model::any_value_text(Some(instance)),
+            );
         }
         for (name, value) in &options.external_labels {
             base.entry(label_name(name))

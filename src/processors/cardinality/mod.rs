@@ -272,13 +272,6 @@ fn overflow_attributes() -> Vec<KeyValue> {
     }]
 }
 
-fn text(value: Option<&AnyValue>) -> String {
-    match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
 fn number(p: &NumberDataPoint) -> f64 {
     match p.value {
         Some(number_data_point::Value::AsDouble(d)) => d,
@@ -451,7 +444,7 @@ impl CardinalityLimiter {
             let resource = resource_attributes
                 .iter()
                 .find(|kv| kv.key == "service.name")
-                .map(|kv| text(kv.value.as_ref()))
+                .map(|kv| crate::model::any_value_text(kv.value.as_ref()))
                 .unwrap_or_default();
             for sm in &mut rm.scope_metrics {
                 for metric in &mut sm.metrics {
@@ -489,7 +482,7 @@ impl Budget<'_> {
             let Some(position) = attributes.iter().position(|kv| kv.key == guard.key) else {
                 continue;
             };
-            let value = text(attributes[position].value.as_ref());
+            let value = crate::model::any_value_text(attributes[position].value.as_ref());
             let values = self
                 .state
                 .label_values

@@ -1,4 +1,5 @@
 use super::*;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point, ExponentialHistogram, Gauge, Histogram, ScopeMetrics, Sum,
     Summary, SummaryDataPoint,
