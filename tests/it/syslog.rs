@@ -179,8 +179,8 @@ async fn logger_rfc3164_uses_the_configured_zone() {
     assert!(attribute(&record, "syslog.procid").is_some());
     let skew = (record.time_unix_nano as i128 - record.observed_time_unix_nano as i128).abs();
     assert!(
-        skew < 5_000_000_000,
-        "a Berlin local time read as Berlin time is within seconds of now (skew {skew} ns)"
+        skew < 1_800_000_000_000,
+        "a Berlin local time read as Berlin time lands near now, not an hour or two off (skew {skew} ns)"
     );
 }
 
