@@ -47,19 +47,7 @@ pub fn key_of_line(line: &str) -> Option<&str> {
 
 /// The 1-based line of the last key at `path` (a repeated key's second occurrence).
 pub fn last_line_of(text: &str, path: &[&str]) -> Option<usize> {
-    let mut stack: Vec<(usize, &str)> = Vec::new();
-    let mut last = None;
-    for (index, line) in text.lines().enumerate() {
-        let Some(k) = key_line(line) else { continue };
-        while stack.last().is_some_and(|(indent, _)| *indent >= k.indent) {
-            stack.pop();
-        }
-        stack.push((k.indent, k.key));
-        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, a), b)| a == b) {
-            last = Some(index + 1);
-        }
-    }
-    last
+    keys_at(text, path).last().map(|(line, _)| line)
 }
 
 /// The 1-based line of the key at `path`.
@@ -69,18 +57,21 @@ pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
 
 /// Returns (line number, indentation) of the key at `path`.
 fn find_key(text: &str, path: &[&str]) -> Option<(usize, usize)> {
+    keys_at(text, path).next()
+}
+
+/// Every (line number, indentation) where the key at `path` appears, in order.
+fn keys_at<'a>(text: &'a str, path: &'a [&'a str]) -> impl Iterator<Item = (usize, usize)> + 'a {
     let mut stack: Vec<(usize, &str)> = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let Some(k) = key_line(line) else { continue };
+    text.lines().enumerate().filter_map(move |(index, line)| {
+        let k = key_line(line)?;
         while stack.last().is_some_and(|(indent, _)| *indent >= k.indent) {
             stack.pop();
         }
         stack.push((k.indent, k.key));
-        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, a), b)| a == b) {
-            return Some((index + 1, k.indent));
-        }
-    }
-    None
+        let matches = stack.len() == path.len() && stack.iter().zip(path).all(|((_, a), b)| a == b);
+        matches.then_some((index + 1, k.indent))
+    })
 }
 
 /// The 1-based line where `value` appears as an element of the list (or the scalar) at

@@ -390,6 +390,20 @@ async fn send(
     }
 }
 
+/// `name` with every character outside `[a-zA-Z0-9_]` made `_`: the shared first step of
+/// Loki's and Prometheus' label name rules.
+pub fn underscore_invalid(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Resolves once `abort` is set; never if its sender is gone without setting it.
 async fn aborted(abort: &mut watch::Receiver<bool>) {
     if abort.wait_for(|a| *a).await.is_err() {

@@ -78,16 +78,7 @@ pub fn metric_name_chars(name: &str) -> String {
 
 /// Sanitises a label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with the reserved `__`.
 pub fn label_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut out = crate::exporters::underscore_invalid(name);
     if out.is_empty() {
         return "key_".into();
     }
