@@ -120,6 +120,15 @@ impl Batch {
         })
     }
 
+    /// Wraps export requests sieve encoded itself, whose item count it knows.
+    pub fn from_encoded_parts(signal: Signal, parts: Vec<Bytes>, items: usize) -> Batch {
+        Batch {
+            signal,
+            payload: Payload::Encoded(parts),
+            items,
+        }
+    }
+
     pub fn from_traces(resource_spans: Vec<ResourceSpans>) -> Batch {
         let items = count_spans(&resource_spans);
         Batch {

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod cardinality;
 pub mod memory_limiter;
 pub mod redaction;
+pub mod tail_sampling;
 
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
@@ -43,12 +44,18 @@ pub enum ProcessorConfig {
     MemoryLimiter(memory_limiter::MemoryLimiterConfig),
     CardinalityLimit(cardinality::CardinalityConfig),
     Redaction(redaction::RedactionConfig),
+    TailSampling(tail_sampling::TailSamplingConfig),
 }
 
 impl ComponentConfig for ProcessorConfig {
     const SECTION: &'static str = "processors";
-    const KINDS: &'static [&'static str] =
-        &["batch", "memory_limiter", "redaction", "cardinality_limit"];
+    const KINDS: &'static [&'static str] = &[
+        "batch",
+        "memory_limiter",
+        "redaction",
+        "cardinality_limit",
+        "tail_sampling",
+    ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
@@ -56,6 +63,7 @@ impl ComponentConfig for ProcessorConfig {
             "memory_limiter" => or_default(d).map(ProcessorConfig::MemoryLimiter),
             "redaction" => or_default(d).map(ProcessorConfig::Redaction),
             "cardinality_limit" => or_default(d).map(ProcessorConfig::CardinalityLimit),
+            "tail_sampling" => or_default(d).map(ProcessorConfig::TailSampling),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -63,6 +71,7 @@ impl ComponentConfig for ProcessorConfig {
     fn signals(&self) -> &'static [Signal] {
         match self {
             ProcessorConfig::CardinalityLimit(_) => &[Signal::Metrics],
+            ProcessorConfig::TailSampling(_) => &[Signal::Traces],
             _ => &Signal::ALL,
         }
     }
@@ -73,6 +82,7 @@ impl ComponentConfig for ProcessorConfig {
             ProcessorConfig::MemoryLimiter(c) => c.validate(),
             ProcessorConfig::Redaction(c) => c.validate(),
             ProcessorConfig::CardinalityLimit(c) => c.validate(),
+            ProcessorConfig::TailSampling(c) => c.validate(),
         }
     }
 }
@@ -117,6 +127,15 @@ pub fn build(
                 drops,
                 id,
                 pipeline,
+                telemetry,
+            )),
+            gate: None,
+        },
+        ProcessorConfig::TailSampling(c) => Built {
+            processor: Box::new(tail_sampling::TailSampler::new(
+                c.clone(),
+                drops,
+                id,
                 telemetry,
             )),
             gate: None,

@@ -26,6 +26,14 @@
 //! | `sieve_cardinality_metric_series` | processor, metric | series within the limit |
 //! | `sieve_cardinality_overflow_points_total` | processor, metric | points folded into the overflow series |
 //! | `sieve_cardinality_dropped_points_total` | processor, metric | points dropped by a cardinality limiter |
+//! | `sieve_tail_sampling_traces_held` | processor | traces buffered, undecided |
+//! | `sieve_tail_sampling_spans_held` | processor | spans buffered |
+//! | `sieve_tail_sampling_bytes_held` | processor | bytes counted against `max_memory_mib` |
+//! | `sieve_tail_sampling_policy_decisions_total` | processor, policy, decision | each top-level policy's answer |
+//! | `sieve_tail_sampling_traces_decided_total` | processor, decision, trigger | final decisions, by what triggered them (`decided_early` among them) |
+//! | `sieve_tail_sampling_late_spans_total` | processor, decision | spans of already decided traces |
+//! | `sieve_tail_sampling_fallback_active` | processor | 1 while overload sampling on arrival is on |
+//! | `sieve_tail_sampling_fallback_activations_total` | processor | times it was switched on |
 //! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
 //! | `sieve_build_info` | version | always 1 |
@@ -114,6 +122,26 @@ pub struct ProcessorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyDecisionLabels {
+    pub processor: String,
+    pub policy: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceDecisionLabels {
+    pub processor: String,
+    pub decision: String,
+    pub trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LateSpanLabels {
+    pub processor: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CardinalityLabels {
     pub processor: String,
     pub metric: String,
@@ -158,6 +186,14 @@ pub struct Telemetry {
     pub cardinality_metric_series: Family<CardinalityLabels, Gauge>,
     pub cardinality_overflow: Family<CardinalityLabels, Counter>,
     pub cardinality_dropped: Family<CardinalityLabels, Counter>,
+    pub tail_traces_held: Family<ProcessorLabels, Gauge>,
+    pub tail_spans_held: Family<ProcessorLabels, Gauge>,
+    pub tail_bytes_held: Family<ProcessorLabels, Gauge>,
+    pub tail_policy_decisions: Family<PolicyDecisionLabels, Counter>,
+    pub tail_traces_decided: Family<TraceDecisionLabels, Counter>,
+    pub tail_late_spans: Family<LateSpanLabels, Counter>,
+    pub tail_fallback_active: Family<ProcessorLabels, Gauge>,
+    pub tail_fallback_activations: Family<ProcessorLabels, Counter>,
     queue_size: Family<QueueLabels, Gauge>,
     queue_capacity: Family<QueueLabels, Gauge>,
     queues: Mutex<Vec<(u64, QueueLabels, QueueProbe)>>,
@@ -189,6 +225,14 @@ impl Telemetry {
             cardinality_metric_series: Family::default(),
             cardinality_overflow: Family::default(),
             cardinality_dropped: Family::default(),
+            tail_traces_held: Family::default(),
+            tail_spans_held: Family::default(),
+            tail_bytes_held: Family::default(),
+            tail_policy_decisions: Family::default(),
+            tail_traces_decided: Family::default(),
+            tail_late_spans: Family::default(),
+            tail_fallback_active: Family::default(),
+            tail_fallback_activations: Family::default(),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::new(Vec::new()),
@@ -286,6 +330,46 @@ impl Telemetry {
             "cardinality_dropped_points",
             "Points dropped by a cardinality limiter",
             t.cardinality_dropped.clone(),
+        );
+        registry.register(
+            "tail_sampling_traces_held",
+            "Traces buffered by a tail sampler, undecided",
+            t.tail_traces_held.clone(),
+        );
+        registry.register(
+            "tail_sampling_spans_held",
+            "Spans buffered by a tail sampler",
+            t.tail_spans_held.clone(),
+        );
+        registry.register(
+            "tail_sampling_bytes_held",
+            "Bytes a tail sampler counts against max_memory_mib",
+            t.tail_bytes_held.clone(),
+        );
+        registry.register(
+            "tail_sampling_policy_decisions",
+            "Decisions of each top-level tail sampling policy",
+            t.tail_policy_decisions.clone(),
+        );
+        registry.register(
+            "tail_sampling_traces_decided",
+            "Final tail sampling decisions, by trigger",
+            t.tail_traces_decided.clone(),
+        );
+        registry.register(
+            "tail_sampling_late_spans",
+            "Spans arriving for traces already decided",
+            t.tail_late_spans.clone(),
+        );
+        registry.register(
+            "tail_sampling_fallback_active",
+            "1 while a tail sampler decides new traces on arrival (overload)",
+            t.tail_fallback_active.clone(),
+        );
+        registry.register(
+            "tail_sampling_fallback_activations",
+            "Times a tail sampler switched to deciding on arrival",
+            t.tail_fallback_activations.clone(),
         );
         registry.register(
             "queue_size",
@@ -473,6 +557,34 @@ mod tests {
                 metric: "m".into(),
             })
             .inc();
+        let processor = ProcessorLabels {
+            processor: "t".into(),
+        };
+        t.tail_traces_held.get_or_create(&processor).set(1);
+        t.tail_spans_held.get_or_create(&processor).set(1);
+        t.tail_bytes_held.get_or_create(&processor).set(1);
+        t.tail_fallback_active.get_or_create(&processor).set(1);
+        t.tail_fallback_activations.get_or_create(&processor).inc();
+        t.tail_policy_decisions
+            .get_or_create(&PolicyDecisionLabels {
+                processor: "t".into(),
+                policy: "p".into(),
+                decision: "sampled".into(),
+            })
+            .inc();
+        t.tail_traces_decided
+            .get_or_create(&TraceDecisionLabels {
+                processor: "t".into(),
+                decision: "sampled".into(),
+                trigger: "decided_early".into(),
+            })
+            .inc();
+        t.tail_late_spans
+            .get_or_create(&LateSpanLabels {
+                processor: "t".into(),
+                decision: "sampled".into(),
+            })
+            .inc();
         t.record_reload(true);
         let _queue = t.register_queue("q".into(), Box::new(|| (1, 2)));
         let text = t.encode();
@@ -495,6 +607,14 @@ mod tests {
             "sieve_cardinality_metric_series",
             "sieve_cardinality_overflow_points_total",
             "sieve_cardinality_dropped_points_total",
+            "sieve_tail_sampling_traces_held",
+            "sieve_tail_sampling_spans_held",
+            "sieve_tail_sampling_bytes_held",
+            "sieve_tail_sampling_policy_decisions_total",
+            "sieve_tail_sampling_traces_decided_total",
+            "sieve_tail_sampling_late_spans_total",
+            "sieve_tail_sampling_fallback_active",
+            "sieve_tail_sampling_fallback_activations_total",
             "sieve_config_reloads_total",
             "sieve_queue_size{queue=\"q\"} 1",
             "sieve_queue_capacity{queue=\"q\"} 2",

@@ -1,0 +1,625 @@
+//! `tail_sampling`: holds each trace's spans until it can be judged whole, then keeps or
+//! drops the trace by policies — the OpenTelemetry Collector's `tail_sampling` processor
+//! (same configuration, policy types and decision rule; see [`policy::final_decision`]),
+//! with memory as the budget.
+//!
+//! * Held spans stay encoded: each arriving group of spans of one trace is appended to the
+//!   trace's buffer as a `resource_spans` entry of an `ExportTraceServiceRequest`, so a
+//!   held span costs its protobuf size plus a small share of bookkeeping, and a kept trace
+//!   is sent on as those bytes. Policies never decode held spans: every span-level
+//!   question (attributes, status, trace state, times) is answered once on arrival into
+//!   the trace's [`policy::TraceSummary`].
+//! * Decisions are due `decision_wait` after a trace's first span; traces wait in a queue
+//!   in arrival order (the wait is the same for all, so the order is the deadline order)
+//!   and a tick decides what is due without scanning the others. With
+//!   `decision_wait_after_root`, a second queue decides a trace that long after its root
+//!   span arrived, if sooner.
+//! * Budget: bytes held (buffer capacity plus a fixed per-trace overhead) are limited by
+//!   `max_memory_mib` and traces by `num_traces`. Past either, the oldest traces are
+//!   decided early on what they have (trigger `decided_early`), never dropped unjudged.
+//!   When that cuts traces short of half their `decision_wait`, the load is more than
+//!   the budget can hold: new traces are then decided on arrival by the deterministic
+//!   probabilistic rule on the trace id at `fallback_sampling_percentage`, without
+//!   buffering (`sieve_tail_sampling_fallback_active` is 1), until the bytes held fall
+//!   below half the budget. Traces already held keep buffering meanwhile.
+//! * Late spans: a span of a trace no longer held follows the decision recorded in the
+//!   decision caches ([`cache`]); without one it starts a new trace, as in the collector.
+//! * Kept traces carry their sampling probability as the W3C `tracestate` `ot=th:`
+//!   threshold (OpenTelemetry's consistent probability sampling) when only unsalted
+//!   probabilistic policies kept them; traces kept by any other policy were kept with
+//!   certainty and are left unchanged.
+//! * On flush (shutdown, reload) every held trace is decided at once (trigger `shutdown`).
+
+pub mod cache;
+pub mod config;
+pub mod policy;
+
+use super::{DropCounter, Processor};
+use crate::model::{Batch, Signal};
+use crate::telemetry::{
+    LateSpanLabels, PolicyDecisionLabels, ProcessorLabels, Telemetry, TraceDecisionLabels,
+};
+use bytes::Bytes;
+use cache::{id_hash, FingerprintFilter, SampledCache};
+pub use config::TailSamplingConfig;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use policy::{
+    evaluate_all, Decision, Policy, Probabilistic, SpanPredicates, TraceId, TraceSummary,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Instant;
+
+/// What triggered a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    DecisionWait,
+    Root,
+    DecidedEarly,
+    Shutdown,
+    Fallback,
+}
+
+impl Trigger {
+    const ALL: [Trigger; 5] = [
+        Trigger::DecisionWait,
+        Trigger::Root,
+        Trigger::DecidedEarly,
+        Trigger::Shutdown,
+        Trigger::Fallback,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::DecisionWait => "decision_wait",
+            Trigger::Root => "root",
+            Trigger::DecidedEarly => "decided_early",
+            Trigger::Shutdown => "shutdown",
+            Trigger::Fallback => "fallback",
+        }
+    }
+}
+
+/// Trace ids are random: their own bits make the table hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Ok(id) = TraceId::try_from(bytes) {
+            self.0 = id_hash(&id);
+        } else {
+            self.0 = bytes
+                .iter()
+                .fold(self.0, |h, &b| h.rotate_left(8) ^ u64::from(b));
+        }
+    }
+}
+
+type TraceTable = HashMap<TraceId, Trace, BuildHasherDefault<IdHasher>>;
+
+/// A held trace.
+struct Trace {
+    /// Encoded `resource_spans` entries: an `ExportTraceServiceRequest` of its spans.
+    buffer: Vec<u8>,
+    summary: TraceSummary,
+    /// Tells this trace from an earlier one with the same id in the queues.
+    generation: u64,
+    root_seen: bool,
+}
+
+/// A queued deadline.
+#[derive(Clone, Copy)]
+struct Due {
+    at: Instant,
+    id: TraceId,
+    generation: u64,
+}
+
+/// Bytes a held trace costs besides its buffer: its table slot (with the table's spare
+/// room) and its queue entries.
+const TRACE_OVERHEAD: usize =
+    (std::mem::size_of::<(TraceId, Trace)>() + 1) * 8 / 7 + 2 * std::mem::size_of::<Due>();
+
+struct Metrics {
+    traces_held: Gauge,
+    spans_held: Gauge,
+    bytes_held: Gauge,
+    fallback_active: Gauge,
+    fallback_activations: Counter,
+    /// Per top-level policy, per [`Decision::ALL`].
+    policy_decisions: Vec<[Counter; 5]>,
+    /// Per [`Trigger::ALL`], sampled then not sampled.
+    traces_decided: [[Counter; 2]; 5],
+    late_sampled: Counter,
+    late_not_sampled: Counter,
+}
+
+impl Metrics {
+    fn new(telemetry: &Telemetry, processor: &str, policies: &[Policy]) -> Metrics {
+        let labels = ProcessorLabels {
+            processor: processor.into(),
+        };
+        let decided = |trigger: Trigger, decision: &str| {
+            telemetry
+                .tail_traces_decided
+                .get_or_create(&TraceDecisionLabels {
+                    processor: processor.into(),
+                    decision: decision.into(),
+                    trigger: trigger.as_str().into(),
+                })
+                .clone()
+        };
+        let late = |decision: &str| {
+            telemetry
+                .tail_late_spans
+                .get_or_create(&LateSpanLabels {
+                    processor: processor.into(),
+                    decision: decision.into(),
+                })
+                .clone()
+        };
+        Metrics {
+            traces_held: telemetry.tail_traces_held.get_or_create(&labels).clone(),
+            spans_held: telemetry.tail_spans_held.get_or_create(&labels).clone(),
+            bytes_held: telemetry.tail_bytes_held.get_or_create(&labels).clone(),
+            fallback_active: telemetry
+                .tail_fallback_active
+                .get_or_create(&labels)
+                .clone(),
+            fallback_activations: telemetry
+                .tail_fallback_activations
+                .get_or_create(&labels)
+                .clone(),
+            policy_decisions: policies
+                .iter()
+                .map(|p| {
+                    Decision::ALL.map(|d| {
+                        telemetry
+                            .tail_policy_decisions
+                            .get_or_create(&PolicyDecisionLabels {
+                                processor: processor.into(),
+                                policy: p.name.clone(),
+                                decision: d.as_str().into(),
+                            })
+                            .clone()
+                    })
+                })
+                .collect(),
+            traces_decided: Trigger::ALL
+                .map(|t| [decided(t, "sampled"), decided(t, "not_sampled")]),
+            late_sampled: late("sampled"),
+            late_not_sampled: late("not_sampled"),
+        }
+    }
+}
+
+pub struct TailSampler {
+    config: TailSamplingConfig,
+    policies: Vec<Policy>,
+    predicates: SpanPredicates,
+    traces: TraceTable,
+    by_arrival: VecDeque<Due>,
+    by_root: VecDeque<Due>,
+    next_generation: u64,
+    bytes_held: usize,
+    spans_held: usize,
+    budget_bytes: usize,
+    sampled: SampledCache,
+    not_sampled: FingerprintFilter,
+    fallback: Option<Probabilistic>,
+    started: Instant,
+    /// Kept data waiting to be emitted: whole traces, and `passing` (late or fallback
+    /// spans that go straight through), with their span count.
+    out: Vec<Bytes>,
+    passing: Vec<u8>,
+    out_items: usize,
+    span_lengths: Vec<usize>,
+    metrics: Metrics,
+    drops: DropCounter,
+}
+
+impl TailSampler {
+    pub fn new(
+        config: TailSamplingConfig,
+        drops: DropCounter,
+        id: &str,
+        telemetry: &Telemetry,
+    ) -> TailSampler {
+        let mut predicates = SpanPredicates::default();
+        let policies: Vec<Policy> = config
+            .policies
+            .iter()
+            .map(|p| Policy::compile(p, &mut predicates))
+            .collect();
+        let expected = config.expected_new_traces_per_sec * config.decision_wait.as_secs() as usize;
+        TailSampler {
+            traces: TraceTable::with_capacity_and_hasher(
+                expected.min(config.num_traces),
+                Default::default(),
+            ),
+            by_arrival: VecDeque::new(),
+            by_root: VecDeque::new(),
+            next_generation: 0,
+            bytes_held: 0,
+            spans_held: 0,
+            budget_bytes: config.max_memory_mib.saturating_mul(1 << 20),
+            sampled: SampledCache::new(config.decision_cache.sampled_cache_size),
+            not_sampled: FingerprintFilter::new(config.decision_cache.non_sampled_cache_size),
+            fallback: None,
+            started: Instant::now(),
+            out: Vec::new(),
+            passing: Vec::new(),
+            out_items: 0,
+            span_lengths: Vec::new(),
+            metrics: Metrics::new(telemetry, id, &policies),
+            drops,
+            policies,
+            predicates,
+            config,
+        }
+    }
+
+    /// Groups the spans of one scope by trace and admits each group.
+    fn ingest(&mut self, resource_spans: Vec<ResourceSpans>, now: Instant) {
+        for rs in resource_spans {
+            let resource_attributes = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes);
+            let resource_bits = self.predicates.resource_bits(resource_attributes);
+            let mut resource_prefix = Vec::new();
+            if let Some(resource) = &rs.resource {
+                prost::encoding::message::encode(1, resource, &mut resource_prefix);
+            }
+            if !rs.schema_url.is_empty() {
+                prost::encoding::string::encode(3, &rs.schema_url, &mut resource_prefix);
+            }
+            for ss in rs.scope_spans {
+                let mut scope_prefix = Vec::new();
+                if let Some(scope) = &ss.scope {
+                    prost::encoding::message::encode(1, scope, &mut scope_prefix);
+                }
+                if !ss.schema_url.is_empty() {
+                    prost::encoding::string::encode(3, &ss.schema_url, &mut scope_prefix);
+                }
+                let mut spans = ss.spans;
+                spans.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+                let prefixes = (&resource_prefix[..], &scope_prefix[..]);
+                for group in spans.chunk_by(|a, b| a.trace_id == b.trace_id) {
+                    self.admit(group, prefixes, resource_bits, now);
+                }
+            }
+        }
+    }
+
+    /// Takes the spans of one trace from one resource and scope.
+    fn admit(
+        &mut self,
+        spans: &[Span],
+        prefixes: (&[u8], &[u8]),
+        resource_bits: u64,
+        now: Instant,
+    ) {
+        let Ok(id) = TraceId::try_from(spans[0].trace_id.as_slice()) else {
+            tracing::warn!(
+                spans = spans.len(),
+                "tail_sampling: dropping spans without a 16-byte trace id"
+            );
+            self.drops.undecodable.inc_by(spans.len() as u64);
+            return;
+        };
+        if !self.traces.contains_key(&id) {
+            if let Some(sampled) = self.cached_decision(&id) {
+                let late = if sampled {
+                    &self.metrics.late_sampled
+                } else {
+                    &self.metrics.late_not_sampled
+                };
+                late.inc_by(spans.len() as u64);
+                if sampled {
+                    self.pass(spans, prefixes);
+                }
+                return;
+            }
+            if let Some(rule) = &self.fallback {
+                let sampled = rule.samples(&id);
+                self.record(id, sampled, Trigger::Fallback);
+                if sampled {
+                    self.pass(spans, prefixes);
+                }
+                return;
+            }
+        }
+        let generation = self.next_generation;
+        let trace = self.traces.entry(id).or_insert_with(|| Trace {
+            buffer: Vec::new(),
+            summary: TraceSummary::default(),
+            generation,
+            root_seen: false,
+        });
+        if trace.generation == generation {
+            self.next_generation += 1;
+            self.bytes_held += TRACE_OVERHEAD;
+            self.by_arrival.push_back(Due {
+                at: now + self.config.decision_wait,
+                id,
+                generation,
+            });
+        }
+        let capacity_before = trace.buffer.capacity();
+        encode_group(&mut trace.buffer, prefixes, spans, &mut self.span_lengths);
+        self.bytes_held += trace.buffer.capacity() - capacity_before;
+        self.spans_held += spans.len();
+        let mut root_arrived = false;
+        for span in spans {
+            trace
+                .summary
+                .add_span(span, resource_bits | self.predicates.span_bits(span));
+            root_arrived |= span.parent_span_id.is_empty();
+        }
+        if root_arrived && !trace.root_seen && !self.config.decision_wait_after_root.is_zero() {
+            trace.root_seen = true;
+            self.by_root.push_back(Due {
+                at: now + self.config.decision_wait_after_root,
+                id,
+                generation: trace.generation,
+            });
+        }
+    }
+
+    fn cached_decision(&mut self, id: &TraceId) -> Option<bool> {
+        if self.sampled.contains(id) {
+            Some(true)
+        } else if self.not_sampled.contains(id) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Sends spans on without holding them.
+    fn pass(&mut self, spans: &[Span], prefixes: (&[u8], &[u8])) {
+        encode_group(&mut self.passing, prefixes, spans, &mut self.span_lengths);
+        self.out_items += spans.len();
+    }
+
+    /// Remembers a decision and counts it.
+    fn record(&mut self, id: TraceId, sampled: bool, trigger: Trigger) {
+        if sampled {
+            self.sampled.insert(id);
+        } else {
+            self.not_sampled.insert(&id);
+        }
+        let trigger_at = Trigger::ALL.iter().position(|t| *t == trigger).unwrap_or(0);
+        self.metrics.traces_decided[trigger_at][usize::from(!sampled)].inc();
+    }
+
+    /// Decides a held trace, if `due` still names it.
+    fn decide_due(&mut self, due: &Due, trigger: Trigger, now: Instant) -> bool {
+        match self.traces.get(&due.id) {
+            Some(trace) if trace.generation == due.generation => {
+                self.decide(due.id, trigger, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn decide(&mut self, id: TraceId, trigger: Trigger, now: Instant) {
+        let Some(trace) = self.traces.remove(&id) else {
+            return;
+        };
+        self.bytes_held -= trace.buffer.capacity() + TRACE_OVERHEAD;
+        self.spans_held -= trace.summary.spans as usize;
+        let now_second = now.duration_since(self.started).as_secs();
+        let outcome = evaluate_all(&mut self.policies, &id, &trace.summary, now_second);
+        for (counters, decision) in self.metrics.policy_decisions.iter().zip(&outcome.decisions) {
+            let at = Decision::ALL
+                .iter()
+                .position(|d| d == decision)
+                .unwrap_or(0);
+            counters[at].inc();
+        }
+        self.record(id, outcome.sampled, trigger);
+        if outcome.sampled {
+            let bytes = match outcome.threshold {
+                Some(threshold) => stamp_threshold(&trace.buffer, threshold),
+                None => trace.buffer,
+            };
+            self.out.push(Bytes::from(bytes));
+            self.out_items += trace.summary.spans as usize;
+        }
+    }
+
+    /// Decides the oldest traces while over `num_traces` or the memory budget.
+    fn enforce_budget(&mut self, now: Instant) {
+        while self.traces.len() > self.config.num_traces || self.bytes_held > self.budget_bytes {
+            let Some(due) = self.by_arrival.pop_front() else {
+                break;
+            };
+            if !self.decide_due(&due, Trigger::DecidedEarly, now) {
+                continue;
+            }
+            let waited = self
+                .config
+                .decision_wait
+                .saturating_sub(due.at.saturating_duration_since(now));
+            if waited < self.config.decision_wait / 2 && self.fallback.is_none() {
+                self.start_fallback();
+            }
+        }
+        if self.fallback.is_some()
+            && self.bytes_held <= self.budget_bytes / 2
+            && self.traces.len() <= self.config.num_traces / 2
+        {
+            tracing::info!("tail_sampling: load back within budget, buffering new traces again");
+            self.fallback = None;
+            self.metrics.fallback_active.set(0);
+        }
+    }
+
+    fn start_fallback(&mut self) {
+        tracing::warn!(
+            budget_mib = self.config.max_memory_mib,
+            num_traces = self.config.num_traces,
+            percentage = self.config.fallback_sampling_percentage,
+            "tail_sampling: traces arrive faster than the budget can hold them for decision_wait; \
+             deciding new traces on arrival by trace id until the load falls"
+        );
+        self.fallback = Some(Probabilistic::new(
+            self.config.fallback_sampling_percentage,
+            "",
+        ));
+        self.metrics.fallback_activations.inc();
+        self.metrics.fallback_active.set(1);
+    }
+
+    /// Decides every queued trace due by `now`.
+    fn decide_due_traces(&mut self, now: Instant) {
+        while let Some(due) = self.by_root.front().filter(|d| d.at <= now) {
+            let due = *due;
+            self.by_root.pop_front();
+            self.decide_due(&due, Trigger::Root, now);
+        }
+        while let Some(due) = self.by_arrival.front().filter(|d| d.at <= now) {
+            let due = *due;
+            self.by_arrival.pop_front();
+            self.decide_due(&due, Trigger::DecisionWait, now);
+        }
+    }
+
+    /// Emits what was kept as one batch and updates the gauges.
+    fn emit(&mut self, out: &mut Vec<Batch>) {
+        if !self.passing.is_empty() {
+            self.out
+                .push(Bytes::from(std::mem::take(&mut self.passing)));
+        }
+        if !self.out.is_empty() {
+            let parts = std::mem::take(&mut self.out);
+            out.push(Batch::from_encoded_parts(
+                Signal::Traces,
+                parts,
+                self.out_items,
+            ));
+            self.out_items = 0;
+        }
+        self.metrics.traces_held.set(self.traces.len() as i64);
+        self.metrics.spans_held.set(self.spans_held as i64);
+        self.metrics.bytes_held.set(self.bytes_held as i64);
+    }
+
+    /// Bytes counted against the budget (for tests and benchmarks).
+    pub fn bytes_held(&self) -> usize {
+        self.bytes_held
+    }
+
+    /// Traces held, undecided.
+    pub fn traces_held(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Whether new traces are being decided on arrival.
+    pub fn fallback_active(&self) -> bool {
+        self.fallback.is_some()
+    }
+}
+
+impl Processor for TailSampler {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        if batch.signal() != Signal::Traces {
+            out.push(batch);
+            return;
+        }
+        let items = batch.items();
+        let resource_spans = match batch.traces_mut() {
+            Ok(resource_spans) => std::mem::take(resource_spans),
+            Err(error) => {
+                tracing::warn!(%error, items, "tail_sampling: dropping undecodable data");
+                self.drops.undecodable.inc_by(items as u64);
+                return;
+            }
+        };
+        let now = Instant::now();
+        self.ingest(resource_spans, now);
+        self.enforce_budget(now);
+        self.emit(out);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let root = self.by_root.front().map(|d| d.at);
+        let arrival = self.by_arrival.front().map(|d| d.at);
+        root.into_iter().chain(arrival).min()
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        self.decide_due_traces(now);
+        self.enforce_budget(now);
+        self.emit(out);
+    }
+
+    fn flush(&mut self, out: &mut Vec<Batch>) {
+        let now = Instant::now();
+        self.by_root.clear();
+        while let Some(due) = self.by_arrival.pop_front() {
+            self.decide_due(&due, Trigger::Shutdown, now);
+        }
+        self.emit(out);
+    }
+}
+
+/// Appends one `resource_spans` entry holding `spans` under the pre-encoded resource and
+/// scope fields (`prefixes`), without cloning either.
+fn encode_group(
+    buf: &mut Vec<u8>,
+    prefixes: (&[u8], &[u8]),
+    spans: &[Span],
+    lengths: &mut Vec<usize>,
+) {
+    let (resource_prefix, scope_prefix) = prefixes;
+    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    lengths.clear();
+    lengths.extend(spans.iter().map(Message::encoded_len));
+    let scope_spans_len = scope_prefix.len() + lengths.iter().map(|&l| field(l)).sum::<usize>();
+    let resource_spans_len = resource_prefix.len() + field(scope_spans_len);
+    let total = field(resource_spans_len);
+    if buf.capacity() - buf.len() < total {
+        buf.reserve_exact(total.max(buf.len() / 2));
+    }
+    encode_key(1, WireType::LengthDelimited, buf);
+    encode_varint(resource_spans_len as u64, buf);
+    buf.extend_from_slice(resource_prefix);
+    encode_key(2, WireType::LengthDelimited, buf);
+    encode_varint(scope_spans_len as u64, buf);
+    buf.extend_from_slice(scope_prefix);
+    for (span, &len) in spans.iter().zip(lengths.iter()) {
+        encode_key(2, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+        span.encode_raw(buf);
+    }
+}
+
+/// Re-encodes a kept trace with `ot=th:` on every span.
+fn stamp_threshold(buffer: &[u8], threshold: u64) -> Vec<u8> {
+    let Ok(mut request) = ExportTraceServiceRequest::decode(buffer) else {
+        return buffer.to_vec();
+    };
+    for span in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| &mut rs.scope_spans)
+        .flat_map(|ss| &mut ss.spans)
+    {
+        span.trace_state = policy::with_threshold(&span.trace_state, threshold);
+    }
+    request.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,661 @@
+use super::policy::{encode_threshold, final_decision, with_threshold, Decision::*};
+use super::*;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ScopeSpans, Status};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn attribute(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn trace_id(n: u64) -> Vec<u8> {
+    let mut id = vec![0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    // Spread the randomness bytes so probabilistic rules see uniform ids.
+    id[8..].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    id
+}
+
+/// A span of trace `trace`; span 0 is the root.
+fn span(trace: u64, index: u8) -> Span {
+    Span {
+        trace_id: trace_id(trace),
+        span_id: vec![index + 1; 8],
+        parent_span_id: if index == 0 { Vec::new() } else { vec![1; 8] },
+        name: format!("span-{index}"),
+        start_time_unix_nano: 1_000_000_000,
+        end_time_unix_nano: 1_010_000_000,
+        ..Default::default()
+    }
+}
+
+fn batch_of(spans: Vec<Span>) -> Batch {
+    Batch::from_traces(vec![ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![attribute(
+                "service.name",
+                Value::StringValue("checkout".into()),
+            )],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }])
+}
+
+fn config(yaml: &str) -> TailSamplingConfig {
+    let config: TailSamplingConfig = serde_yaml::from_str(yaml).expect("config parses");
+    config.validate().expect("config is valid");
+    config
+}
+
+fn sampler(config: TailSamplingConfig) -> (TailSampler, Arc<Telemetry>) {
+    let telemetry = Telemetry::new();
+    let drops = DropCounter {
+        undecodable: Default::default(),
+    };
+    (
+        TailSampler::new(config, drops, "tail", &telemetry),
+        telemetry,
+    )
+}
+
+use std::sync::Arc;
+
+/// Decodes output batches into the spans they carry.
+fn spans_of(out: Vec<Batch>) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for mut batch in out {
+        let items = batch.items();
+        let decoded: Vec<Span> = batch
+            .traces_mut()
+            .expect("output decodes")
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.clone())
+            .collect();
+        assert_eq!(
+            decoded.len(),
+            items,
+            "a batch's item count matches its spans"
+        );
+        spans.extend(decoded);
+    }
+    spans
+}
+
+fn kept_traces(spans: &[Span]) -> BTreeSet<u64> {
+    spans
+        .iter()
+        .map(|s| u64::from_be_bytes(s.trace_id[..8].try_into().unwrap()))
+        .collect()
+}
+
+/// Feeds the spans, lets every decision fall due, and returns what was kept.
+fn run(sampler: &mut TailSampler, spans: Vec<Span>) -> Vec<Span> {
+    let mut out = Vec::new();
+    sampler.process(batch_of(spans), &mut out);
+    assert!(out.is_empty(), "nothing leaves before its decision");
+    sampler.on_tick(Instant::now() + Duration::from_secs(3600), &mut out);
+    spans_of(out)
+}
+
+fn policy_keeps(policy_yaml: &str, spans: Vec<Span>) -> BTreeSet<u64> {
+    let yaml = format!("policies:\n{policy_yaml}");
+    let (mut s, _t) = sampler(config(&yaml));
+    kept_traces(&run(&mut s, spans))
+}
+
+fn with_attribute(mut span: Span, key: &str, value: Value) -> Span {
+    span.attributes.push(attribute(key, value));
+    span
+}
+
+#[test]
+fn the_collector_decision_rule() {
+    // (policy decisions, sampled?) — the collector's table.
+    let table: &[(&[policy::Decision], bool)] = &[
+        (&[Sampled], true),
+        (&[NotSampled], false),
+        (&[InvertSampled], true),
+        (&[InvertNotSampled], false),
+        (&[Dropped], false),
+        (&[Sampled, NotSampled], true),
+        (&[Sampled, InvertNotSampled], false),
+        (&[Sampled, Dropped], false),
+        (&[InvertSampled, NotSampled], false),
+        (&[InvertSampled, Sampled], true),
+        (&[InvertSampled, InvertSampled], true),
+        (&[NotSampled, NotSampled], false),
+        (&[Dropped, InvertSampled], false),
+        (&[], false),
+    ];
+    for (decisions, expected) in table {
+        assert_eq!(final_decision(decisions), *expected, "{decisions:?}");
+    }
+}
+
+#[test]
+fn a_trace_is_held_until_its_decision_and_then_sent_whole() {
+    let (mut s, _t) = sampler(config(
+        "decision_wait: 10s\npolicies: [{name: all, type: always_sample}]",
+    ));
+    let mut out = Vec::new();
+    s.process(batch_of(vec![span(1, 0), span(2, 0)]), &mut out);
+    s.process(batch_of(vec![span(1, 1), span(1, 2)]), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.traces_held(), 2);
+    let due = s.next_deadline().expect("a decision is scheduled");
+    assert!(due > Instant::now() + Duration::from_secs(9));
+    s.on_tick(Instant::now() + Duration::from_secs(1), &mut out);
+    assert!(out.is_empty(), "not due yet");
+    s.on_tick(due, &mut out);
+    let spans = spans_of(out);
+    assert_eq!(spans.len(), 4);
+    let of_trace_1 = spans.iter().filter(|sp| sp.trace_id == trace_id(1)).count();
+    assert_eq!(of_trace_1, 3, "every span of the trace arrives");
+    assert_eq!(s.traces_held(), 0);
+    assert_eq!(s.bytes_held(), 0, "memory accounting returns to zero");
+}
+
+#[test]
+fn kept_spans_keep_their_resource_and_scope() {
+    let (mut s, _t) = sampler(config("policies: [{name: all, type: always_sample}]"));
+    let mut out = Vec::new();
+    s.process(batch_of(vec![span(1, 0)]), &mut out);
+    s.flush(&mut out);
+    let mut batch = out.pop().unwrap();
+    let resource_spans = batch.traces_mut().unwrap();
+    let resource = resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(resource.attributes[0].key, "service.name");
+    assert_eq!(resource_spans[0].scope_spans[0].spans[0], span(1, 0));
+}
+
+#[test]
+fn latency_uses_the_earliest_start_and_latest_end() {
+    let slow = |trace, index, start_ms: u64, end_ms: u64| Span {
+        start_time_unix_nano: start_ms * 1_000_000,
+        end_time_unix_nano: end_ms * 1_000_000,
+        ..span(trace, index)
+    };
+    let spans = vec![
+        slow(1, 0, 1000, 1100),
+        slow(1, 1, 1050, 1600), // 600 ms in all
+        slow(2, 0, 1000, 1200), // 200 ms
+        slow(3, 0, 1000, 3000), // 2000 ms
+    ];
+    let policy = "  - {name: slow, type: latency, latency: {threshold_ms: 500}}";
+    assert_eq!(policy_keeps(policy, spans.clone()), BTreeSet::from([1, 3]));
+    let bounded =
+        "  - {name: slow, type: latency, latency: {threshold_ms: 500, upper_threshold_ms: 1000}}";
+    assert_eq!(policy_keeps(bounded, spans), BTreeSet::from([1]));
+}
+
+#[test]
+fn status_code_samples_traces_with_a_listed_status() {
+    let with_status = |trace, code: StatusCode| Span {
+        status: Some(Status {
+            code: code as i32,
+            ..Default::default()
+        }),
+        ..span(trace, 1)
+    };
+    let spans = vec![
+        span(1, 0),
+        with_status(1, StatusCode::Error),
+        with_status(2, StatusCode::Ok),
+        span(3, 0),
+    ];
+    let errors = "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}";
+    assert_eq!(policy_keeps(errors, spans.clone()), BTreeSet::from([1]));
+    let ok_or_unset = "  - {name: ok, type: status_code, status_code: {status_codes: [OK, UNSET]}}";
+    assert_eq!(policy_keeps(ok_or_unset, spans), BTreeSet::from([1, 2, 3]));
+}
+
+#[test]
+fn probabilistic_is_deterministic_and_near_its_rate() {
+    let spans: Vec<Span> = (0..20_000).map(|t| span(t, 0)).collect();
+    let policy = "  - {name: ten, type: probabilistic, probabilistic: {sampling_percentage: 10}}";
+    let first = policy_keeps(policy, spans.clone());
+    let second = policy_keeps(policy, spans.clone());
+    assert_eq!(
+        first, second,
+        "the same ids give the same answer on every node"
+    );
+    // Binomial(20000, 0.1): mean 2000, sd ~42; 5 sd either side.
+    assert!((1790..=2210).contains(&first.len()), "kept {}", first.len());
+    let salted = policy_keeps(
+        "  - {name: ten, type: probabilistic, probabilistic: {sampling_percentage: 10, hash_salt: abc}}",
+        spans,
+    );
+    assert!(
+        (1790..=2210).contains(&salted.len()),
+        "kept {}",
+        salted.len()
+    );
+    assert_ne!(salted, first, "a salt decorrelates the choice");
+}
+
+#[test]
+fn probabilistic_keeps_carry_their_threshold_in_tracestate() {
+    let spans: Vec<Span> = (0..200)
+        .map(|t| Span {
+            trace_state: "vendor=x".into(),
+            ..span(t, 0)
+        })
+        .collect();
+    let yaml =
+        "policies: [{name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}]";
+    let (mut s, _t) = sampler(config(yaml));
+    let kept = run(&mut s, spans);
+    assert!(!kept.is_empty());
+    for span in kept {
+        assert_eq!(span.trace_state, "ot=th:8,vendor=x");
+    }
+}
+
+#[test]
+fn certain_keeps_carry_no_threshold() {
+    let yaml = "policies:
+  - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+  - {name: all, type: always_sample}";
+    let (mut s, _t) = sampler(config(yaml));
+    let kept = run(&mut s, (0..50).map(|t| span(t, 0)).collect());
+    assert_eq!(kept.len(), 50);
+    assert!(kept.iter().all(|s| s.trace_state.is_empty()));
+}
+
+#[test]
+fn thresholds_encode_as_the_specification_says() {
+    assert_eq!(encode_threshold(0), "0");
+    assert_eq!(encode_threshold(1 << 55), "8");
+    assert_eq!(
+        encode_threshold(Probabilistic::new(10.0, "").threshold),
+        "e6666666666666"
+    );
+    assert_eq!(
+        encode_threshold(Probabilistic::new(25.0, "").threshold),
+        "c"
+    );
+    assert_eq!(with_threshold("", 1 << 55), "ot=th:8");
+    assert_eq!(with_threshold("ot=rv:abc;th:c", 1 << 55), "ot=th:c;rv:abc");
+    assert_eq!(with_threshold("a=1,ot=th:4", 1 << 55), "ot=th:8,a=1");
+}
+
+#[test]
+fn string_attribute_matches_resources_and_spans_exactly_or_by_regex() {
+    let spans = vec![
+        with_attribute(
+            span(1, 1),
+            "http.route",
+            Value::StringValue("/checkout".into()),
+        ),
+        with_attribute(
+            span(2, 0),
+            "http.route",
+            Value::StringValue("/health".into()),
+        ),
+        span(3, 0),
+    ];
+    let exact = "  - {name: s, type: string_attribute, string_attribute: {key: http.route, values: [/checkout]}}";
+    assert_eq!(policy_keeps(exact, spans.clone()), BTreeSet::from([1]));
+    let regex = "  - {name: s, type: string_attribute, string_attribute: {key: http.route, values: ['^/(check|heal)'], enabled_regex_matching: true}}";
+    assert_eq!(policy_keeps(regex, spans.clone()), BTreeSet::from([1, 2]));
+    let resource = "  - {name: s, type: string_attribute, string_attribute: {key: service.name, values: [checkout]}}";
+    assert_eq!(
+        policy_keeps(resource, spans.clone()),
+        BTreeSet::from([1, 2, 3])
+    );
+    let inverted = "  - {name: s, type: string_attribute, string_attribute: {key: http.route, values: [/health], invert_match: true}}";
+    assert_eq!(policy_keeps(inverted, spans), BTreeSet::from([1, 3]));
+}
+
+#[test]
+fn an_inverted_match_vetoes_other_policies() {
+    let spans = vec![
+        with_attribute(
+            span(1, 0),
+            "http.route",
+            Value::StringValue("/health".into()),
+        ),
+        span(2, 0),
+    ];
+    let policies = "  - {name: all, type: always_sample}
+  - {name: no-health, type: string_attribute, string_attribute: {key: http.route, values: [/health], invert_match: true}}";
+    assert_eq!(policy_keeps(policies, spans), BTreeSet::from([2]));
+}
+
+#[test]
+fn numeric_and_boolean_attributes() {
+    let spans = vec![
+        with_attribute(span(1, 0), "http.status_code", Value::IntValue(503)),
+        with_attribute(span(2, 0), "http.status_code", Value::IntValue(200)),
+        with_attribute(span(3, 0), "debug", Value::BoolValue(true)),
+    ];
+    let numeric = "  - {name: n, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 500, max_value: 599}}";
+    assert_eq!(policy_keeps(numeric, spans.clone()), BTreeSet::from([1]));
+    let above = "  - {name: n, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 100}}";
+    assert_eq!(policy_keeps(above, spans.clone()), BTreeSet::from([1, 2]));
+    let inverted = "  - {name: n, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 500, invert_match: true}}";
+    assert_eq!(
+        policy_keeps(inverted, spans.clone()),
+        BTreeSet::from([2, 3])
+    );
+    let boolean =
+        "  - {name: b, type: boolean_attribute, boolean_attribute: {key: debug, value: true}}";
+    assert_eq!(policy_keeps(boolean, spans), BTreeSet::from([3]));
+}
+
+#[test]
+fn span_count_and_trace_state() {
+    let mut spans: Vec<Span> = (0..5).map(|i| span(1, i)).collect();
+    spans.push(span(2, 0));
+    spans.push(Span {
+        trace_state: "team=payments,ot=th:0".into(),
+        ..span(3, 0)
+    });
+    let count = "  - {name: c, type: span_count, span_count: {min_spans: 2}}";
+    assert_eq!(policy_keeps(count, spans.clone()), BTreeSet::from([1]));
+    let bounded = "  - {name: c, type: span_count, span_count: {min_spans: 1, max_spans: 1}}";
+    assert_eq!(policy_keeps(bounded, spans.clone()), BTreeSet::from([2, 3]));
+    let state = "  - {name: t, type: trace_state, trace_state: {key: team, values: [payments]}}";
+    assert_eq!(policy_keeps(state, spans), BTreeSet::from([3]));
+}
+
+#[test]
+fn rate_limiting_caps_spans_per_second_in_whole_traces() {
+    let spans: Vec<Span> = (0..10)
+        .flat_map(|t| (0..3).map(move |i| span(t, i)))
+        .collect();
+    let policy = "  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 10}}";
+    assert_eq!(
+        policy_keeps(policy, spans).len(),
+        3,
+        "three traces of three spans fit in ten"
+    );
+}
+
+#[test]
+fn and_needs_every_sub_policy_and_drop_vetoes() {
+    let spans = vec![
+        with_attribute(
+            with_attribute(span(1, 0), "a", Value::BoolValue(true)),
+            "b",
+            Value::BoolValue(true),
+        ),
+        with_attribute(span(2, 0), "a", Value::BoolValue(true)),
+        span(3, 0),
+    ];
+    let and = "  - name: both
+    type: and
+    and:
+      and_sub_policy:
+        - {name: a, type: boolean_attribute, boolean_attribute: {key: a, value: true}}
+        - {name: b, type: boolean_attribute, boolean_attribute: {key: b, value: true}}";
+    assert_eq!(policy_keeps(and, spans.clone()), BTreeSet::from([1]));
+    let drop = "  - {name: all, type: always_sample}
+  - name: no-a
+    type: drop
+    drop:
+      drop_sub_policy:
+        - {name: a, type: boolean_attribute, boolean_attribute: {key: a, value: true}}";
+    assert_eq!(policy_keeps(drop, spans), BTreeSet::from([3]));
+}
+
+#[test]
+fn composite_allocates_rates_in_policy_order() {
+    // 10 error traces and 10 plain ones, one span each; 10 spans/s in all, 40 % to errors.
+    let error = |t| Span {
+        status: Some(Status {
+            code: StatusCode::Error as i32,
+            ..Default::default()
+        }),
+        ..span(t, 0)
+    };
+    let mut spans: Vec<Span> = (0..10).map(error).collect();
+    spans.extend((100..110).map(|t| span(t, 0)));
+    let composite = "  - name: c
+    type: composite
+    composite:
+      max_total_spans_per_second: 10
+      policy_order: [errors, rest]
+      composite_sub_policy:
+        - {name: rest, type: always_sample}
+        - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+      rate_allocation:
+        - {policy: errors, percent: 40}";
+    let kept = policy_keeps(composite, spans);
+    assert_eq!(kept.len(), 10, "the total cap holds: {kept:?}");
+    let errors = kept.iter().filter(|t| **t < 100).count();
+    // Errors get their 4 first; the rest share what the allocation leaves, and errors
+    // past their share fall through to `rest`.
+    assert!(errors >= 4, "errors kept: {errors}");
+}
+
+#[test]
+fn late_spans_follow_cached_decisions() {
+    let yaml = "decision_cache: {sampled_cache_size: 100, non_sampled_cache_size: 100}
+policies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}]";
+    let (mut s, t) = sampler(config(yaml));
+    let error = Span {
+        status: Some(Status {
+            code: StatusCode::Error as i32,
+            ..Default::default()
+        }),
+        ..span(1, 0)
+    };
+    let kept = run(&mut s, vec![error, span(2, 0)]);
+    assert_eq!(kept_traces(&kept), BTreeSet::from([1]));
+    let mut out = Vec::new();
+    s.process(batch_of(vec![span(1, 5), span(2, 5)]), &mut out);
+    let late = spans_of(out);
+    assert_eq!(
+        late.len(),
+        1,
+        "the late span of the kept trace passes at once"
+    );
+    assert_eq!(late[0].trace_id, trace_id(1));
+    assert_eq!(s.traces_held(), 0, "no late span is held");
+    let text = t.encode();
+    assert!(text.contains(
+        "sieve_tail_sampling_late_spans_total{processor=\"tail\",decision=\"sampled\"} 1"
+    ));
+    assert!(text.contains(
+        "sieve_tail_sampling_late_spans_total{processor=\"tail\",decision=\"not_sampled\"} 1"
+    ));
+}
+
+#[test]
+fn without_caches_a_late_span_starts_a_new_trace() {
+    let (mut s, _t) = sampler(config("policies: [{name: all, type: always_sample}]"));
+    run(&mut s, vec![span(1, 0)]);
+    let mut out = Vec::new();
+    s.process(batch_of(vec![span(1, 1)]), &mut out);
+    assert!(out.is_empty());
+    assert_eq!(s.traces_held(), 1);
+}
+
+#[test]
+fn a_root_span_brings_the_decision_forward() {
+    let yaml = "decision_wait: 30s
+decision_wait_after_root: 2s
+policies: [{name: all, type: always_sample}]";
+    let (mut s, t) = sampler(config(yaml));
+    let mut out = Vec::new();
+    s.process(batch_of(vec![span(1, 1), span(2, 1)]), &mut out);
+    s.process(batch_of(vec![span(1, 0)]), &mut out);
+    let due = s.next_deadline().unwrap();
+    assert!(due < Instant::now() + Duration::from_secs(3));
+    s.on_tick(due, &mut out);
+    assert_eq!(kept_traces(&spans_of(out)), BTreeSet::from([1]));
+    assert_eq!(s.traces_held(), 1, "trace 2 has no root and waits");
+    assert!(t.encode().contains(
+        "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"root\"} 1"
+    ));
+}
+
+#[test]
+fn over_num_traces_the_oldest_is_decided_early_and_new_ones_on_arrival() {
+    let yaml = "num_traces: 10
+fallback_sampling_percentage: 100
+policies: [{name: all, type: always_sample}]";
+    let (mut s, t) = sampler(config(yaml));
+    let mut out = Vec::new();
+    for trace in 0..15 {
+        s.process(batch_of(vec![span(trace, 0)]), &mut out);
+    }
+    assert_eq!(s.traces_held(), 10, "traces 1 to 10 are held");
+    assert!(s.fallback_active(), "trace 0 was cut short: overload");
+    let kept = kept_traces(&spans_of(out));
+    assert_eq!(kept, [0, 11, 12, 13, 14].into());
+    let text = t.encode();
+    assert!(text.contains(
+        "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"decided_early\"} 1"
+    ));
+    assert!(text.contains(
+        "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"fallback\"} 4"
+    ));
+}
+
+#[test]
+fn the_memory_budget_decides_early_then_falls_back_to_sampling_on_arrival() {
+    let yaml = "max_memory_mib: 1
+fallback_sampling_percentage: 100
+policies: [{name: all, type: always_sample}]";
+    let (mut s, t) = sampler(config(yaml));
+    let mut out = Vec::new();
+    let big = |trace| Span {
+        name: "x".repeat(2000),
+        ..span(trace, 0)
+    };
+    let mut sent = 0;
+    for chunk in 0..100 {
+        let spans: Vec<Span> = (0..20).map(|i| big(chunk * 20 + i)).collect();
+        sent += spans.len();
+        s.process(batch_of(spans), &mut out);
+        assert!(s.bytes_held() <= 1 << 20, "held {} bytes", s.bytes_held());
+    }
+    assert!(
+        s.fallback_active(),
+        "a flood cut short of decision_wait is overload"
+    );
+    s.flush(&mut out);
+    assert_eq!(
+        spans_of(out).len(),
+        sent,
+        "every trace was judged, none lost unjudged"
+    );
+    let text = t.encode();
+    assert!(text.contains("sieve_tail_sampling_fallback_active{processor=\"tail\"} 1"));
+    assert!(text.contains("sieve_tail_sampling_fallback_activations_total{processor=\"tail\"} 1"));
+    assert!(text.contains("trigger=\"fallback\""));
+}
+
+#[test]
+fn flush_decides_every_held_trace() {
+    let yaml = "policies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}, {name: all, type: always_sample}]";
+    let (mut s, t) = sampler(config(yaml));
+    let mut out = Vec::new();
+    s.process(batch_of((0..7).map(|t| span(t, 0)).collect()), &mut out);
+    s.flush(&mut out);
+    assert_eq!(spans_of(out).len(), 7);
+    assert_eq!(s.traces_held(), 0);
+    let text = t.encode();
+    assert!(text.contains(
+        "sieve_tail_sampling_policy_decisions_total{processor=\"tail\",policy=\"errors\",decision=\"not_sampled\"} 7"
+    ));
+    assert!(text.contains("sieve_tail_sampling_spans_held{processor=\"tail\"} 0"));
+}
+
+#[test]
+fn other_signals_and_bad_trace_ids_are_handled() {
+    let (mut s, _t) = sampler(config("policies: [{name: all, type: always_sample}]"));
+    let mut out = Vec::new();
+    s.process(Batch::from_logs(Vec::new()), &mut out);
+    assert_eq!(out.len(), 1, "non-trace data passes");
+    out.clear();
+    let bad = Span {
+        trace_id: vec![1, 2, 3],
+        ..span(1, 0)
+    };
+    s.process(batch_of(vec![bad]), &mut out);
+    assert_eq!(s.traces_held(), 0);
+    assert_eq!(s.drops.undecodable.get(), 1);
+}
+
+#[test]
+fn config_errors_name_the_policy_field() {
+    let error = |yaml: &str| {
+        serde_yaml::from_str::<TailSamplingConfig>(yaml)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                c.validate()
+                    .map_err(|e| format!("{}: {}", e.key, e.message))
+            })
+            .unwrap_err()
+    };
+    assert!(error("policies: []").starts_with("policies"));
+    assert!(error("policies: [{name: l, type: latency}]").starts_with("policies.0.latency"));
+    assert!(error("policies: [{name: p, type: nope}]").contains("unknown variant"));
+    assert!(
+        error("policies: [{name: s, type: status_code, status_code: {status_codes: [BAD]}}]")
+            .contains("BAD")
+    );
+    assert!(
+        error("policies: [{name: a, type: always_sample}, {name: a, type: always_sample}]")
+            .contains("used twice")
+    );
+    assert!(error(
+        "policies: [{name: s, type: string_attribute, string_attribute: {key: k, values: ['('], enabled_regex_matching: true}}]"
+    )
+    .starts_with("policies.0.string_attribute.values"));
+    assert!(
+        error("decision_wait: 0\npolicies: [{name: a, type: always_sample}]")
+            .starts_with("decision_wait")
+    );
+    assert!(error("policies: [{name: a, type: always_sample, colour: red}]").contains("colour"));
+}
+
+#[test]
+fn the_collectors_example_config_loads() {
+    config(
+        "decision_wait: 10s
+num_traces: 100
+expected_new_traces_per_sec: 10
+decision_cache: {sampled_cache_size: 100000, non_sampled_cache_size: 100000}
+policies:
+  [
+    {name: test-policy-1, type: always_sample},
+    {name: test-policy-2, type: latency, latency: {threshold_ms: 5000, upper_threshold_ms: 10000}},
+    {name: test-policy-3, type: numeric_attribute, numeric_attribute: {key: key1, min_value: 50, max_value: 100}},
+    {name: test-policy-4, type: probabilistic, probabilistic: {sampling_percentage: 10}},
+    {name: test-policy-5, type: status_code, status_code: {status_codes: [ERROR, UNSET]}},
+    {name: test-policy-6, type: string_attribute, string_attribute: {key: key2, values: [value1, value2]}},
+    {name: test-policy-7, type: string_attribute, string_attribute: {key: key2, values: [value1, val*], enabled_regex_matching: true, cache_max_size: 10}},
+    {name: test-policy-8, type: rate_limiting, rate_limiting: {spans_per_second: 35}},
+    {name: test-policy-10, type: span_count, span_count: {min_spans: 2, max_spans: 20}},
+    {name: test-policy-11, type: trace_state, trace_state: {key: key3, values: [value1, value2]}},
+    {name: test-policy-12, type: boolean_attribute, boolean_attribute: {key: key4, value: true}},
+    {name: and-policy-1, type: and, and: {and_sub_policy: [
+      {name: test-and-policy-1, type: numeric_attribute, numeric_attribute: {key: key1, min_value: 50, max_value: 100}},
+      {name: test-and-policy-2, type: string_attribute, string_attribute: {key: key2, values: [value1, value2]}}]}},
+    {name: composite-policy-1, type: composite, composite: {
+      max_total_spans_per_second: 1000,
+      policy_order: [test-composite-policy-1, test-composite-policy-2, test-composite-policy-3],
+      composite_sub_policy: [
+        {name: test-composite-policy-1, type: numeric_attribute, numeric_attribute: {key: key1, min_value: 50}},
+        {name: test-composite-policy-2, type: string_attribute, string_attribute: {key: key2, values: [value1, value2]}},
+        {name: test-composite-policy-3, type: always_sample}],
+      rate_allocation: [{policy: test-composite-policy-1, percent: 50}, {policy: test-composite-policy-2, percent: 25}]}}
+  ]",
+    );
+}
