@@ -18,6 +18,7 @@ pub mod compression;
 pub mod config;
 pub mod exporters;
 pub mod grpc;
+pub mod kafka;
 pub mod model;
 pub mod net;
 pub mod processors;

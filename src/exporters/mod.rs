@@ -12,6 +12,7 @@
 
 pub mod debug;
 pub mod http_client;
+pub mod kafka;
 pub mod loki;
 pub mod otlp;
 pub mod prometheus;
@@ -39,12 +40,19 @@ pub enum ExporterConfig {
     Loki(loki::LokiExporterConfig),
     /// Prometheus remote write.
     PrometheusRemoteWrite(prometheus::RemoteWriteConfig),
+    Kafka(Box<kafka::KafkaExporterConfig>),
 }
 
 impl ComponentConfig for ExporterConfig {
     const SECTION: &'static str = "exporters";
-    const KINDS: &'static [&'static str] =
-        &["otlp", "otlphttp", "debug", "loki", "prometheusremotewrite"];
+    const KINDS: &'static [&'static str] = &[
+        "otlp",
+        "otlphttp",
+        "debug",
+        "loki",
+        "prometheusremotewrite",
+        "kafka",
+    ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
@@ -54,6 +62,7 @@ impl ComponentConfig for ExporterConfig {
             "loki" => loki::LokiExporterConfig::deserialize(d).map(ExporterConfig::Loki),
             "prometheusremotewrite" => prometheus::RemoteWriteConfig::deserialize(d)
                 .map(ExporterConfig::PrometheusRemoteWrite),
+            "kafka" => or_default(d).map(|c| ExporterConfig::Kafka(Box::new(c))),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -73,6 +82,7 @@ impl ComponentConfig for ExporterConfig {
             ExporterConfig::Debug(_) => Ok(()),
             ExporterConfig::Loki(c) => c.validate(),
             ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
+            ExporterConfig::Kafka(c) => c.validate(),
         }
     }
 }
@@ -83,6 +93,7 @@ impl ExporterConfig {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
             ExporterConfig::Loki(c) => c.sending_queue.clone(),
             ExporterConfig::PrometheusRemoteWrite(c) => c.sending_queue.clone(),
+            ExporterConfig::Kafka(c) => c.sending_queue.clone(),
             ExporterConfig::Debug(_) => SendingQueueConfig {
                 num_consumers: 1,
                 ..Default::default()
@@ -95,6 +106,7 @@ impl ExporterConfig {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
             ExporterConfig::Loki(c) => c.retry_on_failure.clone(),
             ExporterConfig::PrometheusRemoteWrite(c) => c.retry_on_failure.clone(),
+            ExporterConfig::Kafka(c) => c.retry_on_failure.clone(),
             ExporterConfig::Debug(_) => retry::RetryConfig {
                 enabled: false,
                 ..Default::default()
@@ -173,6 +185,8 @@ pub enum Exporter {
     Debug(debug::DebugExporter),
     Loki(Box<loki::LokiExporter>),
     PrometheusRemoteWrite(Box<prometheus::RemoteWriteExporter>),
+    #[cfg(feature = "kafka")]
+    Kafka(Box<kafka::KafkaExporter>),
 }
 
 impl Exporter {
@@ -187,6 +201,12 @@ impl Exporter {
             ExporterConfig::PrometheusRemoteWrite(c) => {
                 Exporter::PrometheusRemoteWrite(Box::new(prometheus::RemoteWriteExporter::new(c)))
             }
+            #[cfg(feature = "kafka")]
+            ExporterConfig::Kafka(c) => Exporter::Kafka(Box::new(kafka::KafkaExporter::new(c))),
+            #[cfg(not(feature = "kafka"))]
+            ExporterConfig::Kafka(_) => {
+                unreachable!("validation refuses kafka without the feature")
+            }
         }
     }
 
@@ -197,6 +217,8 @@ impl Exporter {
             Exporter::Debug(e) => e.export(batch),
             Exporter::Loki(e) => e.export(batch).await,
             Exporter::PrometheusRemoteWrite(e) => e.export(batch).await,
+            #[cfg(feature = "kafka")]
+            Exporter::Kafka(e) => e.export(batch).await,
         }
     }
 }

@@ -509,7 +509,7 @@ fn error_text(status: u16, body: &[u8]) -> String {
     format!("HTTP {status}: {text}")
 }
 
-fn to_json(batch: &Batch) -> Result<Vec<u8>, ExportError> {
+pub(crate) fn to_json(batch: &Batch) -> Result<Vec<u8>, ExportError> {
     let mut batch = batch.clone();
     let invalid = |e: &dyn std::fmt::Display| ExportError {
         retryable: false,

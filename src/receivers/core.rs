@@ -30,6 +30,11 @@ impl ReceiverCore {
         }
     }
 
+    /// Whether some pipeline takes `signal`.
+    pub fn accepts(&self, signal: crate::model::Signal) -> bool {
+        self.routes.read().accepts(signal)
+    }
+
     pub fn set_routes(&self, routes: Arc<Routes>) {
         *self.routes.write() = routes;
     }

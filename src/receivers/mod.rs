@@ -5,6 +5,7 @@
 //! pipeline cannot take more it answers the client with a retryable refusal.
 
 pub mod core;
+pub mod kafka;
 pub mod otlp;
 pub mod syslog;
 
@@ -17,16 +18,18 @@ use serde::Deserializer;
 pub enum ReceiverConfig {
     Otlp(otlp::OtlpReceiverConfig),
     Syslog(syslog::SyslogReceiverConfig),
+    Kafka(Box<kafka::KafkaReceiverConfig>),
 }
 
 impl ComponentConfig for ReceiverConfig {
     const SECTION: &'static str = "receivers";
-    const KINDS: &'static [&'static str] = &["otlp", "syslog"];
+    const KINDS: &'static [&'static str] = &["otlp", "syslog", "kafka"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "otlp" => or_default(d).map(ReceiverConfig::Otlp),
             "syslog" => or_default(d).map(ReceiverConfig::Syslog),
+            "kafka" => or_default(d).map(|c| ReceiverConfig::Kafka(Box::new(c))),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -35,6 +38,7 @@ impl ComponentConfig for ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(_) => &Signal::ALL,
             ReceiverConfig::Syslog(_) => &[Signal::Logs],
+            ReceiverConfig::Kafka(_) => &Signal::ALL,
         }
     }
 
@@ -42,6 +46,7 @@ impl ComponentConfig for ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(c) => c.validate(),
             ReceiverConfig::Syslog(c) => c.validate(),
+            ReceiverConfig::Kafka(c) => c.validate(),
         }
     }
 }

@@ -14,6 +14,8 @@ pub mod pipeline;
 
 use crate::config::{ComponentId, Config, PipelineId};
 use crate::queue::Routes;
+#[cfg(feature = "kafka")]
+use crate::receivers::kafka::{self, KafkaReceiver};
 use crate::receivers::otlp::{self, OtlpReceiver};
 use crate::receivers::syslog::{self, SyslogReceiver};
 use crate::receivers::ReceiverConfig;
@@ -28,12 +30,16 @@ use std::time::Duration;
 enum RunningReceiver {
     Otlp(OtlpReceiver),
     Syslog(SyslogReceiver),
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaReceiver),
 }
 
 /// Listeners bound for a receiver that is new or changes.
 enum Prepared {
     Otlp(otlp::Prepared),
     Syslog(syslog::Prepared),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::Prepared),
 }
 
 impl RunningReceiver {
@@ -42,6 +48,12 @@ impl RunningReceiver {
         match config {
             ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id, c).map(Prepared::Otlp),
             ReceiverConfig::Syslog(c) => SyslogReceiver::prepare(&id, c).map(Prepared::Syslog),
+            #[cfg(feature = "kafka")]
+            ReceiverConfig::Kafka(c) => KafkaReceiver::prepare(c).map(Prepared::Kafka),
+            #[cfg(not(feature = "kafka"))]
+            ReceiverConfig::Kafka(_) => {
+                unreachable!("validation refuses kafka without the feature")
+            }
         }
     }
 
@@ -52,6 +64,10 @@ impl RunningReceiver {
             }
             (RunningReceiver::Syslog(r), ReceiverConfig::Syslog(c)) => {
                 r.prepare_update(c).map(Prepared::Syslog)
+            }
+            #[cfg(feature = "kafka")]
+            (RunningReceiver::Kafka(_), ReceiverConfig::Kafka(c)) => {
+                KafkaReceiver::prepare(c).map(Prepared::Kafka)
             }
             _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
         }
@@ -71,6 +87,10 @@ impl RunningReceiver {
             Prepared::Syslog(p) => {
                 RunningReceiver::Syslog(SyslogReceiver::start(id, p, routes, telemetry))
             }
+            #[cfg(feature = "kafka")]
+            Prepared::Kafka(p) => {
+                RunningReceiver::Kafka(KafkaReceiver::start(id, p, routes, telemetry))
+            }
         }
     }
 
@@ -78,6 +98,8 @@ impl RunningReceiver {
         match (self, prepared) {
             (RunningReceiver::Otlp(r), Prepared::Otlp(p)) => r.update(p).await,
             (RunningReceiver::Syslog(r), Prepared::Syslog(p)) => r.update(p).await,
+            #[cfg(feature = "kafka")]
+            (RunningReceiver::Kafka(r), Prepared::Kafka(p)) => r.update(p).await,
             _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
         }
     }
@@ -86,6 +108,8 @@ impl RunningReceiver {
         match self {
             RunningReceiver::Otlp(r) => r.set_routes(routes),
             RunningReceiver::Syslog(r) => r.set_routes(routes),
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(r) => r.set_routes(routes),
         }
     }
 
@@ -96,6 +120,8 @@ impl RunningReceiver {
                 grpc.into_iter().chain(http).collect()
             }
             RunningReceiver::Syslog(r) => r.addresses(),
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(_) => Vec::new(),
         }
     }
 
@@ -103,6 +129,8 @@ impl RunningReceiver {
         match self {
             RunningReceiver::Otlp(r) => r.stop().await,
             RunningReceiver::Syslog(r) => r.stop().await,
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(r) => r.stop().await,
         }
     }
 }
