@@ -3,6 +3,7 @@
 
 mod cli;
 mod harness;
+mod kafka;
 mod lifecycle;
 mod loki;
 mod otlp;
@@ -10,3 +11,4 @@ mod prometheus;
 mod redaction;
 mod sink;
 mod syslog;
+mod tail_sampling;
