@@ -29,10 +29,16 @@ fn attribute(key: &str, value: Value) -> KeyValue {
 fn span(trace: usize, index: usize) -> Span {
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&(trace as u64).to_be_bytes());
-    trace_id[8..].copy_from_slice(&(trace as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    trace_id[8..].copy_from_slice(
+        &(trace as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .to_be_bytes(),
+    );
     Span {
         trace_id: trace_id.to_vec(),
-        span_id: ((trace * SPANS_PER_TRACE + index) as u64).to_be_bytes().to_vec(),
+        span_id: ((trace * SPANS_PER_TRACE + index) as u64)
+            .to_be_bytes()
+            .to_vec(),
         parent_span_id: if index == 0 { Vec::new() } else { vec![1; 8] },
         name: "GET /api/v1/orders/{id}".into(),
         kind: 2,
@@ -40,10 +46,19 @@ fn span(trace: usize, index: usize) -> Span {
         end_time_unix_nano: 1_700_000_000_020_000_000,
         attributes: vec![
             attribute("http.request.method", Value::StringValue("GET".into())),
-            attribute("http.route", Value::StringValue("/api/v1/orders/{id}".into())),
+            attribute(
+                "http.route",
+                Value::StringValue("/api/v1/orders/{id}".into()),
+            ),
             attribute("http.response.status_code", Value::IntValue(200)),
-            attribute("server.address", Value::StringValue("orders.internal".into())),
-            attribute("user_agent.original", Value::StringValue("okhttp/4.12.0".into())),
+            attribute(
+                "server.address",
+                Value::StringValue("orders.internal".into()),
+            ),
+            attribute(
+                "user_agent.original",
+                Value::StringValue("okhttp/4.12.0".into()),
+            ),
         ],
         ..Default::default()
     }
@@ -56,7 +71,10 @@ fn batch(first: usize, spans: std::ops::Range<usize>) -> Batch {
         .collect();
     Batch::from_traces(vec![ResourceSpans {
         resource: Some(Resource {
-            attributes: vec![attribute("service.name", Value::StringValue("orders".into()))],
+            attributes: vec![attribute(
+                "service.name",
+                Value::StringValue("orders".into()),
+            )],
             ..Default::default()
         }),
         scope_spans: vec![ScopeSpans {
@@ -108,7 +126,9 @@ fn tail_sampling(c: &mut Criterion) {
     report_memory(&telemetry);
 
     let mut group = c.benchmark_group("tail_sampling");
-    group.throughput(Throughput::Elements((TRACES_PER_BATCH * SPANS_PER_TRACE) as u64));
+    group.throughput(Throughput::Elements(
+        (TRACES_PER_BATCH * SPANS_PER_TRACE) as u64,
+    ));
     group.measurement_time(Duration::from_secs(3));
 
     // Taking in spans of new traces while 100k traces are live.

@@ -59,9 +59,9 @@ const BAD: &[(&str, &str, usize, &[&str])] = &[
     ),
     (
         "  debug:\n",
-        "  debug:\n  kafka/out:\n",
+        "  debug:\n  splunk_hec/out:\n",
         11,
-        &["exporters.kafka/out: unknown exporter type `kafka`"],
+        &["exporters.splunk_hec/out: unknown exporter type `splunk_hec`"],
     ),
     (
         "    timeout: 1s\n",
