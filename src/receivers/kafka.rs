@@ -173,12 +173,23 @@ impl KafkaReceiverConfig {
     }
 }
 
-/// Decodes one message of `signal`.
-pub fn decode(signal: Signal, encoding: Encoding, payload: &[u8]) -> Result<Batch, String> {
+/// Decodes one message of `signal`, with the count of items left out for invalid ids
+/// (OTLP/JSON only).
+pub fn decode(
+    signal: Signal,
+    encoding: Encoding,
+    payload: &[u8],
+) -> Result<(Batch, usize), String> {
     match encoding {
         Encoding::OtlpProto => Batch::from_encoded(signal, bytes::Bytes::copy_from_slice(payload))
+            .map(|batch| (batch, 0))
             .map_err(|e| e.to_string()),
-        Encoding::OtlpJson => super::otlp::json::decode(signal, payload).map(|(batch, _)| batch),
+        Encoding::OtlpJson => {
+            super::otlp::json::decode(signal, payload).map(|(batch, rejected)| {
+                let left_out = rejected.map_or(0, |r| usize::try_from(r.count).unwrap_or(0));
+                (batch, left_out)
+            })
+        }
     }
 }
 
@@ -296,6 +307,11 @@ mod consumer {
                 Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(receiver = %core.id, %error, "kafka: consumer error");
+                    // Not a tight loop while the brokers are away.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stopped.changed() => break,
+                    }
                     continue;
                 }
             };
@@ -313,7 +329,10 @@ mod consumer {
             };
             let payload = message.payload().unwrap_or_default();
             match decode(*signal, topic.encoding, payload) {
-                Ok(batch) => {
+                Ok((batch, left_out)) => {
+                    if left_out > 0 {
+                        core.count_dropped(signal.as_str(), "invalid_id", left_out);
+                    }
                     if !deliver(&core, batch, &mut stopped).await {
                         break;
                     }
@@ -406,8 +425,11 @@ mod tests {
     #[test]
     fn messages_decode_by_encoding_and_bad_ones_are_errors() {
         let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"s"}]}]}]}"#;
-        let batch = decode(Signal::Traces, Encoding::OtlpJson, json).unwrap();
-        assert_eq!(batch.items(), 1);
+        let (batch, left_out) = decode(Signal::Traces, Encoding::OtlpJson, json).unwrap();
+        assert_eq!((batch.items(), left_out), (1, 0));
+        let bad_id = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01","spanId":"0102030405060708","name":"s"}]}]}]}"#;
+        let (batch, left_out) = decode(Signal::Traces, Encoding::OtlpJson, bad_id).unwrap();
+        assert_eq!((batch.items(), left_out), (0, 1), "left out and counted");
         assert!(decode(Signal::Traces, Encoding::OtlpProto, b"\x0a\xff\xff").is_err());
         assert!(decode(Signal::Traces, Encoding::OtlpJson, b"[1]").is_err());
     }
