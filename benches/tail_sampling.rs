@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use sieve::model::Batch;
+use sieve::model::{Batch, Signal};
 use sieve::processors::tail_sampling::{TailSampler, TailSamplingConfig};
 use sieve::processors::{DropCounter, Processor};
 use sieve::telemetry::Telemetry;
@@ -64,12 +64,13 @@ fn span(trace: usize, index: usize) -> Span {
     }
 }
 
-/// `TRACES_PER_BATCH` traces from `first`, spans `spans` of each.
+/// `TRACES_PER_BATCH` traces from `first`, spans `spans` of each, encoded as a receiver
+/// hands them on.
 fn batch(first: usize, spans: std::ops::Range<usize>) -> Batch {
     let spans = (first..first + TRACES_PER_BATCH)
         .flat_map(|t| spans.clone().map(move |i| span(t, i)))
         .collect();
-    Batch::from_traces(vec![ResourceSpans {
+    let decoded = Batch::from_traces(vec![ResourceSpans {
         resource: Some(Resource {
             attributes: vec![attribute(
                 "service.name",
@@ -82,7 +83,8 @@ fn batch(first: usize, spans: std::ops::Range<usize>) -> Batch {
             ..Default::default()
         }],
         ..Default::default()
-    }])
+    }]);
+    Batch::from_encoded(Signal::Traces, decoded.to_bytes()).unwrap()
 }
 
 fn sampler(telemetry: &Telemetry) -> TailSampler {

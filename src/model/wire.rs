@@ -33,25 +33,26 @@ pub enum WireError {
 
 /// One field's value as the wire format frames it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    Varint,
-    Fixed,
+pub enum Value {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
     /// Byte range (within the walked buffer) of a length-delimited value.
     Delimited(Range<usize>),
 }
 
 /// One field record: its number, its value and the byte range of the whole record.
-type Field = (u32, Value, Range<usize>);
+pub type Field = (u32, Value, Range<usize>);
 
 /// Iterates over the fields of one message held in `buf[range]`.
-struct Fields<'a> {
+pub struct Fields<'a> {
     buf: &'a [u8],
     pos: usize,
     end: usize,
 }
 
 impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8], range: Range<usize>) -> Self {
+    pub fn new(buf: &'a [u8], range: Range<usize>) -> Self {
         Fields {
             buf,
             pos: range.start,
@@ -75,12 +76,13 @@ impl<'a> Fields<'a> {
         Err(WireError::TruncatedVarint(start))
     }
 
-    fn skip(&mut self, n: usize) -> Result<(), WireError> {
-        if self.end - self.pos < n {
-            return Err(WireError::TruncatedFixed(self.pos));
-        }
-        self.pos += n;
-        Ok(())
+    /// The next `N` bytes, little-endian as fixed-width fields are.
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let bytes = self.buf[..self.end]
+            .get(self.pos..self.pos + N)
+            .ok_or(WireError::TruncatedFixed(self.pos))?;
+        self.pos += N;
+        Ok(bytes.try_into().expect("N bytes"))
     }
 
     /// The next field: its number, its value and the byte range of the whole record.
@@ -99,18 +101,9 @@ impl<'a> Fields<'a> {
             return Err(WireError::FieldZero(record_start));
         }
         let value = match key & 7 {
-            0 => {
-                self.varint()?;
-                Value::Varint
-            }
-            1 => {
-                self.skip(8)?;
-                Value::Fixed
-            }
-            5 => {
-                self.skip(4)?;
-                Value::Fixed
-            }
+            0 => Value::Varint(self.varint()?),
+            1 => Value::Fixed64(u64::from_le_bytes(self.fixed()?)),
+            5 => Value::Fixed32(u32::from_le_bytes(self.fixed()?)),
             2 => {
                 let at = self.pos;
                 let len = self.varint()?;
@@ -129,6 +122,19 @@ impl<'a> Fields<'a> {
             }
         };
         Ok((field, value, record_start..self.pos))
+    }
+}
+
+impl Iterator for Fields<'_> {
+    type Item = Result<Field, WireError>;
+
+    /// The next field; after an error, none.
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.next_field();
+        if matches!(next, Some(Err(_))) {
+            self.pos = self.end;
+        }
+        next
     }
 }
 

@@ -32,24 +32,25 @@
 
 pub mod cache;
 pub mod config;
+mod ingest;
 pub mod policy;
 
 use super::{DropCounter, Processor};
-use crate::model::{Batch, Signal};
+use crate::model::wire::WireError;
+use crate::model::{Batch, Payload, Signal};
 use crate::telemetry::{
     LateSpanLabels, PolicyDecisionLabels, ProcessorLabels, Telemetry, TraceDecisionLabels,
 };
 use bytes::Bytes;
 use cache::{id_hash, FingerprintFilter, SampledCache};
 pub use config::TailSamplingConfig;
+use ingest::{ScopeGroup, SpanFacts};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use policy::{
     evaluate_all, Decision, Policy, Probabilistic, SpanPredicates, TraceId, TraceSummary,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -223,7 +224,6 @@ pub struct TailSampler {
     out: Vec<Bytes>,
     passing: Vec<u8>,
     out_items: usize,
-    span_lengths: Vec<usize>,
     metrics: Metrics,
     drops: DropCounter,
 }
@@ -260,7 +260,6 @@ impl TailSampler {
             out: Vec::new(),
             passing: Vec::new(),
             out_items: 0,
-            span_lengths: Vec::new(),
             metrics: Metrics::new(telemetry, id, &policies),
             drops,
             policies,
@@ -269,45 +268,26 @@ impl TailSampler {
         }
     }
 
-    /// Groups the spans of one scope by trace and admits each group.
-    fn ingest(&mut self, resource_spans: Vec<ResourceSpans>, now: Instant) {
-        for rs in resource_spans {
-            let resource_attributes = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes);
-            let resource_bits = self.predicates.resource_bits(resource_attributes);
-            let mut resource_prefix = Vec::new();
-            if let Some(resource) = &rs.resource {
-                prost::encoding::message::encode(1, resource, &mut resource_prefix);
-            }
-            if !rs.schema_url.is_empty() {
-                prost::encoding::string::encode(3, &rs.schema_url, &mut resource_prefix);
-            }
-            for ss in rs.scope_spans {
-                let mut scope_prefix = Vec::new();
-                if let Some(scope) = &ss.scope {
-                    prost::encoding::message::encode(1, scope, &mut scope_prefix);
-                }
-                if !ss.schema_url.is_empty() {
-                    prost::encoding::string::encode(3, &ss.schema_url, &mut scope_prefix);
-                }
-                let mut spans = ss.spans;
-                spans.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
-                let prefixes = (&resource_prefix[..], &scope_prefix[..]);
-                for group in spans.chunk_by(|a, b| a.trace_id == b.trace_id) {
-                    self.admit(group, prefixes, resource_bits, now);
-                }
+    /// Reads every chunk of a batch, then admits its spans grouped by trace; a chunk that
+    /// does not parse drops the whole batch before anything of it is held.
+    fn ingest(&mut self, chunks: &[Bytes], now: Instant) -> Result<(), WireError> {
+        let mut groups = Vec::new();
+        for (at, chunk) in chunks.iter().enumerate() {
+            ingest::read_request(chunk, &self.predicates, |group| groups.push((at, group)))?;
+        }
+        for (at, mut group) in groups {
+            let mut spans = std::mem::take(&mut group.spans);
+            spans.sort_by_key(|span| span.trace_id);
+            for same_trace in spans.chunk_by(|a, b| a.trace_id == b.trace_id) {
+                self.admit(&chunks[at], &group, same_trace, now);
             }
         }
+        Ok(())
     }
 
     /// Takes the spans of one trace from one resource and scope.
-    fn admit(
-        &mut self,
-        spans: &[Span],
-        prefixes: (&[u8], &[u8]),
-        resource_bits: u64,
-        now: Instant,
-    ) {
-        let Ok(id) = TraceId::try_from(spans[0].trace_id.as_slice()) else {
+    fn admit(&mut self, source: &[u8], group: &ScopeGroup, spans: &[SpanFacts], now: Instant) {
+        let Some(id) = spans[0].trace_id else {
             tracing::warn!(
                 spans = spans.len(),
                 "tail_sampling: dropping spans without a 16-byte trace id"
@@ -324,7 +304,7 @@ impl TailSampler {
                 };
                 late.inc_by(spans.len() as u64);
                 if sampled {
-                    self.pass(spans, prefixes);
+                    self.pass(source, group, spans);
                 }
                 return;
             }
@@ -332,7 +312,7 @@ impl TailSampler {
                 let sampled = rule.samples(&id);
                 self.record(id, sampled, Trigger::Fallback);
                 if sampled {
-                    self.pass(spans, prefixes);
+                    self.pass(source, group, spans);
                 }
                 return;
             }
@@ -354,15 +334,15 @@ impl TailSampler {
             });
         }
         let capacity_before = trace.buffer.capacity();
-        encode_group(&mut trace.buffer, prefixes, spans, &mut self.span_lengths);
+        ingest::encode_group(&mut trace.buffer, group, source, spans);
         self.bytes_held += trace.buffer.capacity() - capacity_before;
         self.spans_held += spans.len();
         let mut root_arrived = false;
         for span in spans {
             trace
                 .summary
-                .add_span(span, resource_bits | self.predicates.span_bits(span));
-            root_arrived |= span.parent_span_id.is_empty();
+                .add_span(span.start, span.end, span.status, span.matched);
+            root_arrived |= span.root;
         }
         if root_arrived && !trace.root_seen && !self.config.decision_wait_after_root.is_zero() {
             trace.root_seen = true;
@@ -385,8 +365,8 @@ impl TailSampler {
     }
 
     /// Sends spans on without holding them.
-    fn pass(&mut self, spans: &[Span], prefixes: (&[u8], &[u8])) {
-        encode_group(&mut self.passing, prefixes, spans, &mut self.span_lengths);
+    fn pass(&mut self, source: &[u8], group: &ScopeGroup, spans: &[SpanFacts]) {
+        ingest::encode_group(&mut self.passing, group, source, spans);
         self.out_items += spans.len();
     }
 
@@ -532,22 +512,21 @@ impl TailSampler {
 }
 
 impl Processor for TailSampler {
-    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         if batch.signal() != Signal::Traces {
             out.push(batch);
             return;
         }
-        let items = batch.items();
-        let resource_spans = match batch.traces_mut() {
-            Ok(resource_spans) => std::mem::take(resource_spans),
-            Err(error) => {
-                tracing::warn!(%error, items, "tail_sampling: dropping undecodable data");
-                self.drops.undecodable.inc_by(items as u64);
-                return;
-            }
+        let chunks = match batch.payload() {
+            Payload::Encoded(chunks) => chunks.clone(),
+            _ => vec![batch.to_bytes()],
         };
         let now = Instant::now();
-        self.ingest(resource_spans, now);
+        if let Err(error) = self.ingest(&chunks, now) {
+            let items = batch.items();
+            tracing::warn!(%error, items, "tail_sampling: dropping malformed data");
+            self.drops.undecodable.inc_by(items as u64);
+        }
         self.enforce_budget(now);
         self.emit(out);
     }
@@ -571,37 +550,6 @@ impl Processor for TailSampler {
             self.decide_due(&due, Trigger::Shutdown, now);
         }
         self.emit(out);
-    }
-}
-
-/// Appends one `resource_spans` entry holding `spans` under the pre-encoded resource and
-/// scope fields (`prefixes`), without cloning either.
-fn encode_group(
-    buf: &mut Vec<u8>,
-    prefixes: (&[u8], &[u8]),
-    spans: &[Span],
-    lengths: &mut Vec<usize>,
-) {
-    let (resource_prefix, scope_prefix) = prefixes;
-    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    lengths.clear();
-    lengths.extend(spans.iter().map(Message::encoded_len));
-    let scope_spans_len = scope_prefix.len() + lengths.iter().map(|&l| field(l)).sum::<usize>();
-    let resource_spans_len = resource_prefix.len() + field(scope_spans_len);
-    let total = field(resource_spans_len);
-    if buf.capacity() - buf.len() < total {
-        buf.reserve_exact(total.max(buf.len() / 2));
-    }
-    encode_key(1, WireType::LengthDelimited, buf);
-    encode_varint(resource_spans_len as u64, buf);
-    buf.extend_from_slice(resource_prefix);
-    encode_key(2, WireType::LengthDelimited, buf);
-    encode_varint(scope_spans_len as u64, buf);
-    buf.extend_from_slice(scope_prefix);
-    for (span, &len) in spans.iter().zip(lengths.iter()) {
-        encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
-        span.encode_raw(buf);
     }
 }
 

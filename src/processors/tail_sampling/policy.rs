@@ -8,7 +8,6 @@
 
 use super::config::{status_bit, PolicyConfig, PolicyType};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use regex::RegexSet;
 use std::collections::HashSet;
 
@@ -79,13 +78,15 @@ pub struct TraceSummary {
 }
 
 impl TraceSummary {
-    pub fn add_span(&mut self, span: &Span, matched: u64) {
-        if self.spans == 0 || span.start_time_unix_nano < self.min_start {
-            self.min_start = span.start_time_unix_nano;
+    /// Adds one span: its times, its status bit ([`status_code_bit`]) and the predicates
+    /// it matched.
+    pub fn add_span(&mut self, start: u64, end: u64, status: u8, matched: u64) {
+        if self.spans == 0 || start < self.min_start {
+            self.min_start = start;
         }
-        self.max_end = self.max_end.max(span.end_time_unix_nano);
+        self.max_end = self.max_end.max(end);
         self.spans += 1;
-        self.statuses |= status_of(span);
+        self.statuses |= status;
         self.matched |= matched;
     }
 
@@ -94,8 +95,9 @@ impl TraceSummary {
     }
 }
 
-fn status_of(span: &Span) -> u8 {
-    match span.status.as_ref().map_or(0, |s| s.code) {
+/// The status-mask bit of an OTLP `Status.code` (0 unset, 1 ok, 2 error).
+pub fn status_code_bit(code: u64) -> u8 {
+    match code {
         1 => 2,
         2 => 4,
         _ => 1,
@@ -185,16 +187,24 @@ impl SpanPredicates {
         self.0.is_empty()
     }
 
+    /// Whether some predicate looks at attribute `key`.
+    pub fn asks_about(&self, key: &str) -> bool {
+        self.0.iter().any(|p| match p {
+            Predicate::String { key: k, .. }
+            | Predicate::Numeric { key: k, .. }
+            | Predicate::Boolean { key: k, .. } => k == key,
+            Predicate::TraceState { .. } => false,
+        })
+    }
+
     /// Bits of the predicates a resource's attributes match.
     pub fn resource_bits(&self, attributes: &[KeyValue]) -> u64 {
         self.bits(|p| p.matches_attributes(attributes))
     }
 
     /// Bits of the predicates a span matches (its attributes and trace state).
-    pub fn span_bits(&self, span: &Span) -> u64 {
-        self.bits(|p| {
-            p.matches_attributes(&span.attributes) || p.matches_trace_state(&span.trace_state)
-        })
+    pub fn span_bits(&self, attributes: &[KeyValue], trace_state: &str) -> u64 {
+        self.bits(|p| p.matches_attributes(attributes) || p.matches_trace_state(trace_state))
     }
 
     fn bits(&self, matches: impl Fn(&Predicate) -> bool) -> u64 {

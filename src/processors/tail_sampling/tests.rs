@@ -2,7 +2,9 @@ use super::policy::{encode_threshold, final_decision, with_threshold, Decision::
 use super::*;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ScopeSpans, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -178,6 +180,46 @@ fn kept_spans_keep_their_resource_and_scope() {
     let resource = resource_spans[0].resource.as_ref().unwrap();
     assert_eq!(resource.attributes[0].key, "service.name");
     assert_eq!(resource_spans[0].scope_spans[0].spans[0], span(1, 0));
+}
+
+#[test]
+fn encoded_spans_are_held_and_sent_as_the_bytes_that_arrived() {
+    let (mut s, _t) = sampler(config("policies: [{name: all, type: always_sample}]"));
+    let sent = batch_of(vec![span(1, 0), span(1, 1)]).to_bytes();
+    let mut out = Vec::new();
+    s.process(
+        Batch::from_encoded(Signal::Traces, sent.clone()).unwrap(),
+        &mut out,
+    );
+    s.flush(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].items(), 2);
+    assert_eq!(
+        out[0].to_bytes(),
+        sent,
+        "one trace, one scope: the very same bytes"
+    );
+}
+
+#[test]
+fn a_malformed_status_reads_as_unset_and_keeps_the_span() {
+    // A span whose status (field 15) holds a truncated varint for its code.
+    let mut span_bytes = Vec::new();
+    prost::encoding::bytes::encode(1, &trace_id(7), &mut span_bytes);
+    prost::encoding::bytes::encode(15, &vec![0x18, 0xff], &mut span_bytes);
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
+    let mut resource = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut resource);
+    let mut request = Vec::new();
+    prost::encoding::bytes::encode(1, &resource, &mut request);
+    let yaml = "policies: [{name: unset, type: status_code, status_code: {status_codes: [UNSET]}}]";
+    let (mut s, _t) = sampler(config(yaml));
+    let mut out = Vec::new();
+    let batch = Batch::from_encoded(Signal::Traces, request.into()).unwrap();
+    s.process(batch, &mut out);
+    s.flush(&mut out);
+    assert_eq!(out.iter().map(Batch::items).sum::<usize>(), 1);
 }
 
 #[test]
