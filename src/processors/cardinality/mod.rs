@@ -49,7 +49,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 /// What happens to points of series over the limit.
@@ -234,11 +234,17 @@ struct Metrics {
     processor: String,
 }
 
+/// The process's attribute hashing seed: foldhash (fast, and seeded at random so label
+/// sets that collide cannot be crafted offline).
+static ATTRIBUTE_HASH: std::sync::OnceLock<foldhash::fast::RandomState> =
+    std::sync::OnceLock::new();
+
 /// An order-independent hash of an attribute set: the wrapping sum of each attribute's
 /// hash, so no sorting or formatting is needed on the hot path.
 fn hash_attributes(attributes: &[KeyValue]) -> u64 {
+    let state = ATTRIBUTE_HASH.get_or_init(Default::default);
     attributes.iter().fold(0u64, |total, kv| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = state.build_hasher();
         kv.key.hash(&mut hasher);
         hash_value(kv.value.as_ref(), &mut hasher);
         total.wrapping_add(hasher.finish())

@@ -3,12 +3,13 @@
 //! (same configuration, policy types and decision rule; see [`policy::final_decision`]),
 //! with memory as the budget.
 //!
-//! * Held spans stay encoded: each arriving group of spans of one trace is appended to the
-//!   trace's buffer as a `resource_spans` entry of an `ExportTraceServiceRequest`, so a
-//!   held span costs its protobuf size plus a small share of bookkeeping, and a kept trace
-//!   is sent on as those bytes. Policies never decode held spans: every span-level
-//!   question (attributes, status, trace state, times) is answered once on arrival into
-//!   the trace's [`policy::TraceSummary`].
+//! * Spans are never decoded: arriving requests are read off the wire ([`ingest`]), and
+//!   each group of spans of one trace is appended to the trace's buffer, as the bytes that
+//!   arrived, in a `resource_spans` entry of an `ExportTraceServiceRequest`. A held span
+//!   costs its protobuf size plus a small share of bookkeeping, and a kept trace is sent
+//!   on as those bytes. Every span-level question of the policies (attributes, status,
+//!   trace state, times) is answered once on arrival into the trace's
+//!   [`policy::TraceSummary`].
 //! * Decisions are due `decision_wait` after a trace's first span; traces wait in a queue
 //!   in arrival order (the wait is the same for all, so the order is the deadline order)
 //!   and a tick decides what is due without scanning the others. With
