@@ -33,7 +33,7 @@
 
 pub mod cache;
 pub mod config;
-mod ingest;
+pub mod ingest;
 pub mod policy;
 
 use super::{DropCounter, Processor};

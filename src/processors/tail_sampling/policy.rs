@@ -71,7 +71,7 @@ pub struct TraceSummary {
     pub spans: u32,
     pub min_start: u64,
     pub max_end: u64,
-    /// Bits from [`status_bit`] of every span's status code.
+    /// Bits from [`status_code_bit`] of every span's status code.
     pub statuses: u8,
     /// Bit `i` set when some span (or its resource) matched predicate `i`.
     pub matched: u64,
