@@ -225,3 +225,107 @@ async fn agents_to_kafka_to_a_tail_sampling_gateway_survive_a_gateway_crash() {
         );
     });
 }
+
+/// A gateway without tail sampling whose exporter and pipeline queues hold one batch.
+fn stallable_gateway_config(brokers: &str, sink: &str) -> String {
+    format!(
+        "receivers:
+  kafka:
+    brokers: [\"{brokers}\"]
+    group_id: stallable
+    initial_offset: earliest
+    traces: {{topic: otlp_spans}}
+exporters:
+  otlp:
+    endpoint: {sink}
+    sending_queue: {{queue_size: 1, num_consumers: 1}}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [kafka]
+      exporters: [otlp]
+      queue:
+        capacity: 1
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_pipeline_pauses_consumption_and_loses_nothing() {
+    let broker = Tansu::start();
+    broker.create_topic("otlp_spans", 1);
+    let sink = Sink::start().await;
+    sink.stall();
+    let agent = Sieve::start(&agent_config(&broker.brokers()));
+    let total = 40;
+    let endpoint = format!("http://127.0.0.1:{}", agent.grpc);
+    tokio::task::spawn_blocking(move || send_traces(endpoint, 0..total))
+        .await
+        .unwrap();
+    agent.wait_metric(
+        "sieve_exporter_sent_items_total",
+        &[("exporter", "kafka")],
+        Duration::from_secs(30),
+        |n| n as usize == total * SPANS_PER_TRACE,
+    );
+    let gateway = Sieve::start(&stallable_gateway_config(
+        &broker.brokers(),
+        &sink.grpc_endpoint(),
+    ));
+    gateway.wait_metric(
+        "sieve_receiver_refused_items_total",
+        &[("receiver", "kafka")],
+        Duration::from_secs(60),
+        |n| n > 0.0,
+    );
+    sink.resume();
+    sink.wait_for(Duration::from_secs(60), "every span", |r| {
+        spans_by_index(r).values().map(|s| s.len()).sum::<usize>() == total * SPANS_PER_TRACE
+    })
+    .await;
+    assert_eq!(
+        gateway.metric("sieve_pipeline_dropped_items_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        gateway.metric("sieve_exporter_dropped_items_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_exporter_retries_then_drops_and_counts() {
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let config = agent_config(&nobody)
+        .replace("    timeout: 50ms\n", "    timeout: 10ms\n")
+        .replace(
+            "    retry_on_failure:\n      initial_interval: 100ms\n",
+            "    timeout: 500ms\n    retry_on_failure:\n      initial_interval: 100ms\n      max_elapsed_time: 2s\n",
+        );
+    let agent = Sieve::start(&config);
+    let endpoint = format!("http://127.0.0.1:{}", agent.grpc);
+    tokio::task::spawn_blocking(move || send_traces(endpoint, 0..1))
+        .await
+        .unwrap();
+    let dropped = agent.wait_metric(
+        "sieve_exporter_dropped_items_total",
+        &[("exporter", "kafka"), ("reason", "retries_exhausted")],
+        Duration::from_secs(30),
+        |n| n > 0.0,
+    );
+    assert_eq!(dropped, SPANS_PER_TRACE as f64, "a trace's spans, counted");
+    assert!(
+        agent.metric(
+            "sieve_exporter_send_failed_items_total",
+            &[("exporter", "kafka")]
+        ) >= 2.0 * dropped,
+        "retried before dropping"
+    );
+    assert_eq!(
+        agent.metric("sieve_exporter_sent_items_total", &[("exporter", "kafka")]),
+        0.0
+    );
+}
