@@ -113,20 +113,8 @@ fn a_port_in_use_is_a_clear_failure() {
 async fn the_tempo_pipeline_sends_with_the_tenant_header() {
     let sink = Sink::start().await;
     sink.require_tenant("team-a");
-    let shipped = std::fs::read_to_string(format!(
-        "{}/pipelines/traces-to-tempo.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let config = shipped
-        .replace("127.0.0.1:4317", "127.0.0.1:{grpc}")
-        .replace("127.0.0.1:4318", "127.0.0.1:{http}")
-        .replace(
-            "${env:TEMPO_ENDPOINT:-http://127.0.0.1:3200}",
-            &sink.grpc_endpoint(),
-        )
-        .replace("${env:TEMPO_TENANT}", "team-a")
-        + "  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n";
+    let config =
+        crate::harness::shipped_tempo_config("traces-to-tempo.yaml", &sink.grpc_endpoint());
     let sieve = Sieve::start(&config);
     let body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"checkout"}]}]}]}"#;
     let (status, _, _) = crate::harness::post(

@@ -306,6 +306,20 @@ service:
     )
 }
 
+/// A shipped Tempo pipeline (`pipelines/<file>`) pointed at `sink` for tenant `team-a`,
+/// its listeners on the harness's ports and its self-metrics added.
+pub fn shipped_tempo_config(file: &str, sink: &str) -> String {
+    let shipped =
+        std::fs::read_to_string(format!("{}/pipelines/{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
+    shipped
+        .replace("127.0.0.1:4317", "127.0.0.1:{grpc}")
+        .replace("127.0.0.1:4318", "127.0.0.1:{http}")
+        .replace("${env:TEMPO_ENDPOINT:-http://127.0.0.1:3200}", sink)
+        .replace("${env:TEMPO_TENANT}", "team-a")
+        + "  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n"
+}
+
 /// An encoded traces export request of `spans` spans whose trace id is `tag`.
 pub fn traces_request(tag: usize, spans: usize) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -2,7 +2,7 @@
 //! some slow, through sieve's `tail_sampling` to an OTLP sink (a Tempo stand-in that checks
 //! the tenant header); a flood against a small memory budget.
 
-use crate::harness::{post, Sieve};
+use crate::harness::{post, shipped_tempo_config, Sieve};
 use crate::sink::{Received, Sink};
 use opentelemetry::trace::{Span as _, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
@@ -130,23 +130,10 @@ pub const POLICIES: &str =
 async fn the_tempo_pipeline_keeps_errors_and_slow_traces_whole() {
     let sink = Sink::start().await;
     sink.require_tenant("team-a");
-    let shipped = std::fs::read_to_string(format!(
-        "{}/pipelines/traces-tail-sampling-to-tempo.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let config = shipped
-        .replace("127.0.0.1:4317", "127.0.0.1:{grpc}")
-        .replace("127.0.0.1:4318", "127.0.0.1:{http}")
-        .replace(
-            "${env:TEMPO_ENDPOINT:-http://127.0.0.1:3200}",
-            &sink.grpc_endpoint(),
-        )
-        .replace("${env:TEMPO_TENANT}", "team-a")
+    let config = shipped_tempo_config("traces-tail-sampling-to-tempo.yaml", &sink.grpc_endpoint())
         .replace("decision_wait: 10s", "decision_wait: 1s")
         .replace("threshold_ms: 2000", "threshold_ms: 1000")
-        .replace("sampling_percentage: 10", "sampling_percentage: 25")
-        + "  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n";
+        .replace("sampling_percentage: 10", "sampling_percentage: 25");
     let sieve = Sieve::start(&config);
     let total = 400;
     let endpoint = format!("http://127.0.0.1:{}", sieve.grpc);
