@@ -242,7 +242,9 @@ impl TailSampler {
             .iter()
             .map(|p| Policy::compile(p, &mut predicates))
             .collect();
-        let expected = config.expected_new_traces_per_sec * config.decision_wait.as_secs() as usize;
+        let expected = config
+            .expected_new_traces_per_sec
+            .saturating_mul(config.decision_wait.as_secs() as usize);
         TailSampler {
             traces: TraceTable::with_capacity_and_hasher(
                 expected.min(config.num_traces),

@@ -701,3 +701,77 @@ policies:
   ]",
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arbitrary_span() -> impl Strategy<Value = Span> {
+        (0u64..6, 0u8..20, any::<bool>(), "[a-z]{0,12}", 0i32..3).prop_map(
+            |(trace, index, error, route, code)| {
+                let mut span =
+                    with_attribute(span(trace, index), "http.route", Value::StringValue(route));
+                if error {
+                    span.status = Some(Status {
+                        code,
+                        ..Default::default()
+                    });
+                }
+                span
+            },
+        )
+    }
+
+    proptest! {
+        /// Whatever the mix of traces, resources and policies' answers, an always-sample
+        /// run hands on exactly the spans that came in.
+        #[test]
+        fn every_span_in_comes_out_once(
+            groups in proptest::collection::vec(proptest::collection::vec(arbitrary_span(), 0..12), 1..5)
+        ) {
+            let (mut s, _t) = sampler(config(
+                "policies: [{name: all, type: always_sample}, {name: r, type: string_attribute, string_attribute: {key: http.route, values: [abc]}}]",
+            ));
+            let mut expected: Vec<Span> = Vec::new();
+            let mut out = Vec::new();
+            for spans in groups {
+                expected.extend(spans.clone());
+                let encoded = batch_of(spans).to_bytes();
+                s.process(Batch::from_encoded(Signal::Traces, encoded).unwrap(), &mut out);
+            }
+            s.flush(&mut out);
+            let mut got = spans_of(out);
+            let key = |s: &Span| (s.trace_id.clone(), s.span_id.clone(), s.name.clone(), format!("{:?}", s.attributes));
+            got.sort_by_key(key);
+            expected.sort_by_key(key);
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(s.bytes_held(), 0);
+        }
+
+        /// Whatever a span's bytes hold, if they pass the receivers' wire check the
+        /// sampler does not panic (they are framed as a request's only span here).
+        #[test]
+        fn arbitrary_span_bytes_never_panic(
+            id in proptest::collection::vec(any::<u8>(), 16),
+            rest in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut span_bytes = Vec::new();
+            prost::encoding::bytes::encode(1, &id, &mut span_bytes);
+            span_bytes.extend(rest);
+            let mut scope = Vec::new();
+            prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
+            let mut resource = Vec::new();
+            prost::encoding::bytes::encode(2, &scope, &mut resource);
+            let mut request = Vec::new();
+            prost::encoding::bytes::encode(1, &resource, &mut request);
+            if let Ok(batch) = Batch::from_encoded(Signal::Traces, request.into()) {
+                let (mut s, _t) = sampler(config(
+                    "policies: [{name: s, type: string_attribute, string_attribute: {key: k, values: [v]}}]",
+                ));
+                let mut out = Vec::new();
+                s.process(batch, &mut out);
+                s.flush(&mut out);
+            }
+        }
+    }
+}
