@@ -122,6 +122,23 @@ fn with_attribute(mut span: Span, key: &str, value: Value) -> Span {
     span
 }
 
+/// Asserts the sampler's telemetry holds this exposition line (or line prefix).
+fn assert_metric(telemetry: &Telemetry, line: &str) {
+    let text = telemetry.encode();
+    assert!(text.contains(line), "{line} missing from:\n{text}");
+}
+
+/// An export request whose only span is `span_bytes`, framed by hand.
+fn request_of_one_span(span_bytes: Vec<u8>) -> Vec<u8> {
+    let mut scope = Vec::new();
+    prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
+    let mut resource = Vec::new();
+    prost::encoding::bytes::encode(2, &scope, &mut resource);
+    let mut request = Vec::new();
+    prost::encoding::bytes::encode(1, &resource, &mut request);
+    request
+}
+
 #[test]
 fn the_collector_decision_rule() {
     // (policy decisions, sampled?) — the collector's table.
@@ -207,12 +224,7 @@ fn a_malformed_status_reads_as_unset_and_keeps_the_span() {
     let mut span_bytes = Vec::new();
     prost::encoding::bytes::encode(1, &trace_id(7), &mut span_bytes);
     prost::encoding::bytes::encode(15, &vec![0x18, 0xff], &mut span_bytes);
-    let mut scope = Vec::new();
-    prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
-    let mut resource = Vec::new();
-    prost::encoding::bytes::encode(2, &scope, &mut resource);
-    let mut request = Vec::new();
-    prost::encoding::bytes::encode(1, &resource, &mut request);
+    let request = request_of_one_span(span_bytes);
     let yaml = "policies: [{name: unset, type: status_code, status_code: {status_codes: [UNSET]}}]";
     let (mut s, _t) = sampler(config(yaml));
     let mut out = Vec::new();
@@ -507,13 +519,14 @@ policies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]
     );
     assert_eq!(late[0].trace_id, trace_id(1));
     assert_eq!(s.traces_held(), 0, "no late span is held");
-    let text = t.encode();
-    assert!(text.contains(
-        "sieve_tail_sampling_late_spans_total{processor=\"tail\",decision=\"sampled\"} 1"
-    ));
-    assert!(text.contains(
-        "sieve_tail_sampling_late_spans_total{processor=\"tail\",decision=\"not_sampled\"} 1"
-    ));
+    assert_metric(
+        &t,
+        "sieve_tail_sampling_late_spans_total{processor=\"tail\",decision=\"sampled\"} 1",
+    );
+    assert_metric(
+        &t,
+        "sieve_tail_sampling_late_spans_total{processor=\"tail\",decision=\"not_sampled\"} 1",
+    );
 }
 
 #[test]
@@ -540,9 +553,7 @@ policies: [{name: all, type: always_sample}]";
     s.on_tick(due, &mut out);
     assert_eq!(kept_traces(&spans_of(out)), BTreeSet::from([1]));
     assert_eq!(s.traces_held(), 1, "trace 2 has no root and waits");
-    assert!(t.encode().contains(
-        "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"root\"} 1"
-    ));
+    assert_metric(&t, "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"root\"} 1");
 }
 
 #[test]
@@ -559,13 +570,8 @@ policies: [{name: all, type: always_sample}]";
     assert!(s.fallback_active(), "trace 0 was cut short: overload");
     let kept = kept_traces(&spans_of(out));
     assert_eq!(kept, [0, 11, 12, 13, 14].into());
-    let text = t.encode();
-    assert!(text.contains(
-        "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"decided_early\"} 1"
-    ));
-    assert!(text.contains(
-        "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"fallback\"} 4"
-    ));
+    assert_metric(&t, "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"decided_early\"} 1");
+    assert_metric(&t, "sieve_tail_sampling_traces_decided_total{processor=\"tail\",decision=\"sampled\",trigger=\"fallback\"} 4");
 }
 
 #[test]
@@ -596,10 +602,15 @@ policies: [{name: all, type: always_sample}]";
         sent,
         "every trace was judged, none lost unjudged"
     );
-    let text = t.encode();
-    assert!(text.contains("sieve_tail_sampling_fallback_active{processor=\"tail\"} 1"));
-    assert!(text.contains("sieve_tail_sampling_fallback_activations_total{processor=\"tail\"} 1"));
-    assert!(text.contains("trigger=\"fallback\""));
+    assert_metric(
+        &t,
+        "sieve_tail_sampling_fallback_active{processor=\"tail\"} 1",
+    );
+    assert_metric(
+        &t,
+        "sieve_tail_sampling_fallback_activations_total{processor=\"tail\"} 1",
+    );
+    assert_metric(&t, "trigger=\"fallback\"");
 }
 
 #[test]
@@ -611,11 +622,8 @@ fn flush_decides_every_held_trace() {
     s.flush(&mut out);
     assert_eq!(spans_of(out).len(), 7);
     assert_eq!(s.traces_held(), 0);
-    let text = t.encode();
-    assert!(text.contains(
-        "sieve_tail_sampling_policy_decisions_total{processor=\"tail\",policy=\"errors\",decision=\"not_sampled\"} 7"
-    ));
-    assert!(text.contains("sieve_tail_sampling_spans_held{processor=\"tail\"} 0"));
+    assert_metric(&t, "sieve_tail_sampling_policy_decisions_total{processor=\"tail\",policy=\"errors\",decision=\"not_sampled\"} 7");
+    assert_metric(&t, "sieve_tail_sampling_spans_held{processor=\"tail\"} 0");
 }
 
 #[test]
@@ -758,12 +766,7 @@ mod properties {
             let mut span_bytes = Vec::new();
             prost::encoding::bytes::encode(1, &id, &mut span_bytes);
             span_bytes.extend(rest);
-            let mut scope = Vec::new();
-            prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
-            let mut resource = Vec::new();
-            prost::encoding::bytes::encode(2, &scope, &mut resource);
-            let mut request = Vec::new();
-            prost::encoding::bytes::encode(1, &resource, &mut request);
+            let request = request_of_one_span(span_bytes);
             if let Ok(batch) = Batch::from_encoded(Signal::Traces, request.into()) {
                 let (mut s, _t) = sampler(config(
                     "policies: [{name: s, type: string_attribute, string_attribute: {key: k, values: [v]}}]",
