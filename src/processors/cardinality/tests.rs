@@ -129,6 +129,33 @@ fn delta_sums_overflow_by_adding() {
 }
 
 #[test]
+fn the_overflow_point_spans_the_times_of_the_points_it_folds() {
+    let mut l = limited(1, Action::Overflow);
+    let points = [(5, 20), (3, 30), (4, 25)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (start, time))| NumberDataPoint {
+            start_time_unix_nano: start,
+            ..point(&format!("u{i}"), 1.0, time)
+        })
+        .collect();
+    let metric = run(
+        &mut l,
+        batch("a", sum(points, AggregationTemporality::Cumulative)),
+    );
+    let Some(Data::Sum(s)) = &metric.data else {
+        panic!("a sum")
+    };
+    let overflow = &s.data_points[1];
+    assert_eq!(overflow.attributes, overflow_attributes());
+    assert_eq!(
+        (overflow.start_time_unix_nano, overflow.time_unix_nano),
+        (3, 30),
+        "earliest start, latest time of the folded points"
+    );
+}
+
+#[test]
 fn drop_action_drops_new_series_only() {
     let mut l = limited(2, Action::Drop);
     assert_eq!(
