@@ -13,11 +13,12 @@
 //!   exact cumulative totals); gauges keep the last value; summaries add count and sum
 //!   (quantiles cannot be merged and are left out); exponential histograms add when their
 //!   scale and offsets agree, else their points are dropped and counted.
-//! * `label_limits`: a guard on the distinct values of named attributes (`user_id`,
-//!   `url`): past `max_values`, the attribute is removed (`drop_label`) or the point goes to
-//!   the overflow series (`overflow`). Removing a label merges series that differed only
-//!   in it; for cumulative sums that is only correct when one writer owns each merged
-//!   series (the single-writer caveat), so prefer `overflow` for counters.
+//! * `max_values_per_label`: a guard on the distinct values of named attributes
+//!   (`user_id`, `url`), per metric and scope: past `max_values`, the attribute is removed
+//!   (`drop_label`) or the point goes to the overflow series (`overflow`). A value not seen
+//!   for `series_ttl` frees its place, like a series. Removing a label merges series that
+//!   differed only in it; for cumulative sums that is only correct when one writer owns
+//!   each merged series (the single-writer caveat), so prefer `overflow` for counters.
 //! * Memory: a tracked series costs one hash and one timestamp (measured ~40 bytes of RSS
 //!   with map overhead, see `benches/cardinality.rs`); an overflowed cumulative-sum series
 //!   also keeps its latest value, and counts toward the same bound. Series idle for
@@ -49,7 +50,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -103,13 +104,13 @@ pub struct MetricLimit {
     pub action: Option<Action>,
 }
 
-/// One `label_limits` entry.
+/// One `max_values_per_label` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelLimit {
     /// Attribute key.
     pub key: String,
-    /// Distinct values allowed per metric.
+    /// Distinct values allowed per metric (and scope).
     pub max_values: usize,
     /// `drop_label` (default) or `overflow`.
     #[serde(default)]
@@ -129,7 +130,7 @@ pub struct CardinalityConfig {
     /// Per-metric overrides, first match wins.
     pub metric_limits: Vec<MetricLimit>,
     /// Guards on the distinct values of named attributes.
-    pub label_limits: Vec<LabelLimit>,
+    pub max_values_per_label: Vec<LabelLimit>,
     /// A series not seen for this long is forgotten.
     #[serde(with = "duration")]
     pub series_ttl: Duration,
@@ -144,7 +145,7 @@ impl Default for CardinalityConfig {
             action: Action::Overflow,
             scope: Scope::Resource,
             metric_limits: Vec::new(),
-            label_limits: Vec::new(),
+            max_values_per_label: Vec::new(),
             series_ttl: Duration::from_secs(3600),
             max_tracked_series: 1_000_000,
         }
@@ -211,7 +212,8 @@ struct MetricState {
     /// their total.
     overflowed: HashKeyed<(f64, Instant)>,
     overflow_total: f64,
-    label_values: HashMap<String, HashSet<String>>,
+    /// Per `max_values_per_label` guard (by position): its values and when each was last seen.
+    label_values: Vec<HashMap<String, Instant>>,
     warned: bool,
 }
 
@@ -362,7 +364,7 @@ impl CardinalityLimiter {
             metric_series,
             tracked: &mut self.tracked,
             max_tracked: self.config.max_tracked_series,
-            label_limits: &self.config.label_limits,
+            label_limits: &self.config.max_values_per_label,
             limit,
             action,
             now,
@@ -407,6 +409,9 @@ impl CardinalityLimiter {
             state
                 .overflowed
                 .retain(|_, (_, last)| now.duration_since(*last) < ttl);
+            for values in &mut state.label_values {
+                values.retain(|_, last| now.duration_since(*last) < ttl);
+            }
             forgotten += before - state.seen.len() - state.overflowed.len();
             !state.seen.is_empty() || !state.overflowed.is_empty()
         });
@@ -485,18 +490,19 @@ impl Budget<'_> {
     /// Decides one point, applying label guards first (which may edit its attributes).
     fn verdict(&mut self, attributes: &mut Vec<KeyValue>) -> Verdict {
         let mut force_overflow = false;
-        for guard in self.label_limits {
+        let label_values = &mut self.state.label_values;
+        label_values.resize_with(self.label_limits.len(), Default::default);
+        for (guard, values) in self.label_limits.iter().zip(label_values) {
             let Some(position) = attributes.iter().position(|kv| kv.key == guard.key) else {
                 continue;
             };
             let value = crate::model::any_value_text(attributes[position].value.as_ref());
-            let values = self
-                .state
-                .label_values
-                .entry(guard.key.clone())
-                .or_default();
-            if values.contains(&value) || values.len() < guard.max_values {
-                values.insert(value);
+            if let Some(last) = values.get_mut(&value) {
+                *last = self.now;
+                continue;
+            }
+            if values.len() < guard.max_values {
+                values.insert(value, self.now);
                 continue;
             }
             match guard.action {

@@ -367,7 +367,7 @@ fn metric_limits_override_by_name_and_regex() {
 #[test]
 fn label_guards_drop_the_label_or_overflow() {
     let guard = |action| CardinalityConfig {
-        label_limits: vec![LabelLimit {
+        max_values_per_label: vec![LabelLimit {
             key: "user".into(),
             max_values: 2,
             action,
@@ -424,6 +424,49 @@ fn idle_series_expire_and_free_their_slot() {
         ),
     ));
     assert_eq!(fresh.len(), 1, "the expired slot is free for a new series");
+}
+
+#[test]
+fn idle_label_values_expire_and_free_their_place() {
+    let mut l = limiter(CardinalityConfig {
+        max_values_per_label: vec![LabelLimit {
+            key: "user".into(),
+            max_values: 1,
+            action: LabelAction::Overflow,
+        }],
+        series_ttl: Duration::from_millis(1),
+        ..Default::default()
+    });
+    let start = Instant::now();
+    let mut first = batch("a", sum(users(1, 1.0), AggregationTemporality::Delta));
+    l.limit(&mut first, start).unwrap();
+    let in_use = |l: &mut CardinalityLimiter, now| {
+        let mut b = batch(
+            "a",
+            sum(vec![point("other", 1.0, 1)], AggregationTemporality::Delta),
+        );
+        l.limit(&mut b, now).unwrap();
+        sum_points(&b.metrics_mut().unwrap()[0].scope_metrics[0].metrics[0])
+    };
+    assert_eq!(
+        in_use(&mut l, start),
+        vec![(true, 1.0)],
+        "the guard's one value is taken"
+    );
+    // a series without the label stays active, so the metric's state is kept
+    let later = start + Duration::from_millis(5);
+    let unlabelled = NumberDataPoint {
+        attributes: Vec::new(),
+        ..point("", 1.0, 1)
+    };
+    let mut active = batch("a", sum(vec![unlabelled], AggregationTemporality::Delta));
+    l.limit(&mut active, later).unwrap();
+    l.sweep(later);
+    assert_eq!(
+        in_use(&mut l, later),
+        vec![(false, 1.0)],
+        "the idle value expired, so a new one fits"
+    );
 }
 
 #[test]
