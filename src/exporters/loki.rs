@@ -11,7 +11,9 @@
 //!
 //! A guard caps the distinct values each label may take (`max_label_values`): a value
 //! beyond the cap is moved to structured metadata instead of creating a stream, and
-//! counted in `sieve_exporter_label_overflows_total`. Entries of a stream are sent in
+//! counted in `sieve_exporter_label_overflows_total`. A value not seen for
+//! `label_value_ttl` frees its place, so a label whose values churn (pod names) keeps
+//! taking new ones. Entries of a stream are sent in
 //! timestamp order; a push holds at most `max_batch_bytes` of lines and metadata and at
 //! most `max_batch_entries` entries (larger batches are sent as several pushes; a retry
 //! resends the whole batch, and Loki drops the exact duplicates).
@@ -40,7 +42,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a push is encoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -110,6 +112,9 @@ pub struct LokiExporterConfig {
     /// Distinct values one label may take before new values go to structured metadata.
     #[serde(default = "default_max_label_values")]
     pub max_label_values: usize,
+    /// A label value not seen for this long frees its place under `max_label_values`.
+    #[serde(default = "default_label_value_ttl", with = "duration")]
+    pub label_value_ttl: Duration,
     /// Largest push, in bytes of lines and metadata.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
@@ -138,6 +143,10 @@ fn default_max_label_values() -> usize {
     1000
 }
 
+fn default_label_value_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
 fn default_max_batch_bytes() -> usize {
     1 << 20
 }
@@ -162,6 +171,9 @@ impl LokiExporterConfig {
             self.basic_auth.as_ref(),
             self.bearer_token.as_ref(),
         )?;
+        if self.label_value_ttl.is_zero() {
+            return Err(FieldError::new("label_value_ttl", "must be positive"));
+        }
         if self.max_label_values == 0 || self.max_batch_bytes < 1024 || self.max_batch_entries == 0
         {
             return Err(FieldError::new("max_batch_bytes", "max_label_values and max_batch_entries must be positive, max_batch_bytes at least 1024"));
@@ -283,8 +295,7 @@ pub struct LokiExporter {
     config: LokiExporterConfig,
     client: super::http_client::HttpClient,
     headers: HeaderMap,
-    /// Distinct values seen per label name, each set capped at `max_label_values`.
-    label_values: Mutex<HashMap<String, HashSet<String>>>,
+    label_values: Mutex<LabelGuard>,
     overflows: prometheus_client::metrics::family::Family<
         crate::telemetry::LabelOverflowLabels,
         prometheus_client::metrics::counter::Counter,
@@ -299,7 +310,10 @@ impl LokiExporter {
             config: config.clone(),
             client: super::http_client::build(&config.tls, config.timeout, false)
                 .expect("validated at load"),
-            label_values: Mutex::new(HashMap::new()),
+            label_values: Mutex::new(LabelGuard::new(
+                config.max_label_values,
+                config.label_value_ttl,
+            )),
             overflows: telemetry.exporter_label_overflows.clone(),
             exporter_id: id.to_string(),
         }
@@ -307,13 +321,7 @@ impl LokiExporter {
 
     /// Whether `name=value` may be a label, remembering it when it may.
     fn admit_label(&self, name: &str, value: &str) -> bool {
-        let mut seen = self.label_values.lock();
-        let values = seen.entry(name.to_string()).or_default();
-        if values.contains(value) {
-            return true;
-        }
-        if values.len() < self.config.max_label_values {
-            values.insert(value.to_string());
+        if self.label_values.lock().admit(name, value, Instant::now()) {
             return true;
         }
         let labels = crate::telemetry::LabelOverflowLabels {
@@ -657,6 +665,50 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The values each label took recently (when each was last seen), at most `max` per label.
+struct LabelGuard {
+    values: HashMap<String, HashMap<String, Instant>>,
+    max: usize,
+    ttl: Duration,
+    next_expiry: Instant,
+}
+
+impl LabelGuard {
+    fn new(max: usize, ttl: Duration) -> Self {
+        LabelGuard {
+            values: HashMap::new(),
+            max,
+            ttl,
+            next_expiry: Instant::now() + ttl / 10,
+        }
+    }
+
+    /// Whether `name=value` may be a label: a known value, or a new one while the label
+    /// has room (values idle for the ttl are forgotten every tenth of it).
+    fn admit(&mut self, name: &str, value: &str, now: Instant) -> bool {
+        if now >= self.next_expiry {
+            let ttl = self.ttl;
+            for values in self.values.values_mut() {
+                values.retain(|_, last| now.duration_since(*last) < ttl);
+            }
+            self.next_expiry = now + ttl / 10;
+        }
+        if !self.values.contains_key(name) {
+            self.values.insert(name.to_string(), HashMap::new());
+        }
+        let values = self.values.get_mut(name).expect("inserted above");
+        if let Some(last) = values.get_mut(value) {
+            *last = now;
+            return true;
+        }
+        if values.len() < self.max {
+            values.insert(value.to_string(), now);
+            return true;
+        }
+        false
+    }
+}
+
 fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -673,6 +725,32 @@ mod tests {
         assert_eq!(sanitize_label("k8s.pod-name"), "k8s_pod_name");
         assert_eq!(sanitize_label("2xx"), "_2xx");
         assert_eq!(sanitize_label(""), "_");
+    }
+
+    #[test]
+    fn label_values_are_capped_and_idle_ones_free_their_place() {
+        let ttl = Duration::from_secs(60);
+        let mut guard = LabelGuard::new(2, ttl);
+        let start = Instant::now();
+        assert!(guard.admit("pod", "a", start));
+        assert!(guard.admit("pod", "b", start));
+        assert!(!guard.admit("pod", "c", start), "past the cap");
+        assert!(
+            guard.admit("level", "info", start),
+            "each label has its own cap"
+        );
+        let later = start + ttl / 2;
+        assert!(
+            guard.admit("pod", "a", later),
+            "a known value stays a label"
+        );
+        assert!(
+            !guard.admit("pod", "c", later),
+            "b is idle, but not for the ttl yet"
+        );
+        let after_ttl = start + ttl + ttl / 10;
+        assert!(guard.admit("pod", "c", after_ttl), "b expired, so c fits");
+        assert!(!guard.admit("pod", "d", after_ttl), "a is still recent");
     }
 
     #[test]
