@@ -4,6 +4,10 @@
 //! lets in-flight requests finish (hyper's graceful shutdown) and closes idle
 //! connections. Binding is separate from serving so that a reload can bind every new
 //! address first and give up, with nothing changed, if one of them is taken.
+//!
+//! With [`ServerTls`], each accepted connection first completes a TLS handshake (within
+//! [`HANDSHAKE_TIMEOUT`]); ALPN then picks HTTP/2 or HTTP/1.1. The acceptor is read per
+//! connection, so a reload swaps certificates without re-binding.
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -17,9 +21,24 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a client has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS on a listener.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The current acceptor; `None` serves plaintext. Read for every new connection.
+    pub acceptor: Arc<parking_lot::RwLock<Option<TlsAcceptor>>>,
+    /// Called when a handshake fails or times out (to count it).
+    pub on_failure: Arc<dyn Fn() + Send + Sync>,
+}
 
 /// Response body used by every server: a full body, possibly followed by trailers.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -44,8 +63,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `handler` on `listener` until [`Server::stop`].
-    pub fn spawn<H, F>(listener: TcpListener, handler: H) -> Server
+    /// Serves `handler` on `listener` until [`Server::stop`], over TLS when `tls` says so.
+    pub fn spawn<H, F>(listener: TcpListener, tls: Option<ServerTls>, handler: H) -> Server
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
@@ -54,7 +73,7 @@ impl Server {
             .local_addr()
             .expect("a bound listener has an address");
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, Arc::new(handler), stopped));
+        let task = tokio::spawn(accept_loop(listener, tls, Arc::new(handler), stopped));
         Server { addr, stop, task }
     }
 
@@ -67,6 +86,7 @@ impl Server {
 
 async fn accept_loop<H, F>(
     listener: TcpListener,
+    tls: Option<ServerTls>,
     handler: Arc<H>,
     mut stopped: watch::Receiver<bool>,
 ) where
@@ -74,7 +94,7 @@ async fn accept_loop<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -85,15 +105,75 @@ async fn accept_loop<H, F>(
                     let response = handler(req);
                     async move { Ok::<_, Infallible>(response.await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                let acceptor = tls.as_ref().and_then(|t| t.acceptor.read().clone());
+                let connection = Connection {
+                    builder: Arc::clone(&builder),
+                    watcher: graceful.watcher(),
+                };
+                match (acceptor, &tls) {
+                    (Some(acceptor), Some(tls)) => {
+                        let on_failure = Arc::clone(&tls.on_failure);
+                        tokio::spawn(connection.serve_tls(stream, acceptor, on_failure, service));
+                    }
+                    _ => {
+                        tokio::spawn(connection.serve(stream, service));
+                    }
+                }
             }
             _ = stopped.changed() => break,
         }
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One accepted connection, watched for graceful shutdown from the moment it is accepted.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    async fn serve<S, Svc>(self, stream: S, service: Svc)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        Svc: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = Infallible,
+            > + Send
+            + 'static,
+        Svc::Future: Send + 'static,
+    {
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let _ = self.watcher.watch(connection).await;
+    }
+
+    async fn serve_tls<Svc>(
+        self,
+        stream: TcpStream,
+        acceptor: TlsAcceptor,
+        on_failure: Arc<dyn Fn() + Send + Sync>,
+        service: Svc,
+    ) where
+        Svc: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Body>,
+                Error = Infallible,
+            > + Send
+            + 'static,
+        Svc::Future: Send + 'static,
+    {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.serve(stream, service).await,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                on_failure();
+            }
+            Err(_) => on_failure(),
+        }
+    }
 }

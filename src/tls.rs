@@ -36,6 +36,18 @@ fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Loads the files and builds an acceptor; errors name the file and the problem.
 pub fn acceptor(config: &TlsServerConfig) -> Result<TlsAcceptor, String> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(config)?)))
+}
+
+/// An acceptor for an HTTP listener: ALPN offers HTTP/2 (which gRPC clients require) and
+/// HTTP/1.1.
+pub fn http_acceptor(config: &TlsServerConfig) -> Result<TlsAcceptor, String> {
+    let mut server = server_config(config)?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+fn server_config(config: &TlsServerConfig) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&config.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&config.key_file)
@@ -58,13 +70,12 @@ pub fn acceptor(config: &TlsServerConfig) -> Result<TlsAcceptor, String> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let server = builder.with_single_cert(chain, key).map_err(|e| {
+    builder.with_single_cert(chain, key).map_err(|e| {
         format!(
             "{} does not match {}: {e}",
             config.key_file, config.cert_file
         )
-    })?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    })
 }
 
 #[cfg(test)]

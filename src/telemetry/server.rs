@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// Binds `addr` and serves the telemetry endpoints until the server is stopped.
 pub fn serve(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<Server> {
     let listener = net::bind(addr)?;
-    Ok(Server::spawn(listener, move |req| {
+    Ok(Server::spawn(listener, None, move |req| {
         let response = respond(&telemetry, &req);
         async move { response }
     }))

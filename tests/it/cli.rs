@@ -134,3 +134,43 @@ async fn the_tempo_pipeline_sends_with_the_tenant_header() {
     .await;
     sink.with(|r| assert_eq!(r.tenants, vec![Some("team-a".to_string())]));
 }
+
+#[test]
+fn unreadable_tls_files_fail_validation_naming_key_and_file() {
+    let tls = "tls:\n        cert_file: /nonexistent/server.pem\n        key_file: /nonexistent/server.key";
+    for (receiver, signal, key) in [
+        (
+            format!("syslog:\n    tcp:\n      {tls}"),
+            "logs",
+            "receivers.syslog.tcp.tls",
+        ),
+        (
+            format!(
+                "otlp:\n    protocols:\n      grpc:\n        {}",
+                tls.replace("\n  ", "\n    ")
+            ),
+            "traces",
+            "receivers.otlp.protocols.grpc.tls",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let name = receiver.split(':').next().unwrap();
+        std::fs::write(
+            &path,
+            format!("receivers:\n  {receiver}\nexporters:\n  debug:\nservice:\n  pipelines:\n    {signal}:\n      receivers: [{name}]\n      exporters: [debug]\n"),
+        )
+        .unwrap();
+        let output = Command::new(sieve_bin())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{key}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains("/nonexistent/server.pem"),
+            "{stderr}"
+        );
+    }
+}

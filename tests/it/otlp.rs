@@ -1,7 +1,8 @@
 //! OTLP in and out with real clients: the OpenTelemetry Rust SDK over gRPC and HTTP, the
-//! upstream OTLP/JSON examples, malformed and compressed bodies, compression bombs.
+//! upstream OTLP/JSON examples, malformed and compressed bodies, compression bombs, TLS and
+//! mutual TLS.
 
-use crate::harness::{passthrough_config, post, traces_request, Sieve};
+use crate::harness::{http_client, passthrough_config, post, traces_request, Sieve};
 use crate::sink::Sink;
 use opentelemetry::logs::{
     AnyValue as LogValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
@@ -9,7 +10,7 @@ use opentelemetry::logs::{
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -480,5 +481,145 @@ async fn the_otlphttp_exporter_delivers_protobuf_with_headers() {
             .tenants
             .iter()
             .all(|t| t.as_deref() == Some("loki-tenant")))
+    });
+}
+
+/// Exports one span named `name` with the SDK over gRPC and TLS (verifying the server
+/// against the test CA), presenting the client certificate when `client_cert` is set.
+fn export_span_over_tls(port: u16, pki: &std::path::Path, name: &'static str, client_cert: bool) {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let pem = |file: &str| std::fs::read_to_string(pki.join(file)).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem("ca.pem")))
+        .domain_name("127.0.0.1");
+    if client_cert {
+        tls = tls.identity(Identity::from_pem(pem("client.pem"), pem("client.key")));
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("https://127.0.0.1:{port}"))
+        .with_tls_config(tls)
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .with_resource(resource())
+        .build();
+    provider.tracer("it").start(name).end();
+    let _ = provider.shutdown();
+}
+
+/// POSTs a request of one span over HTTPS, trusting only the test CA.
+async fn post_over_https(port: u16, pki: &std::path::Path) -> u16 {
+    let tls = sieve::tls::client_config(&sieve::tls::TlsClientConfig {
+        ca_file: Some(pki.join("ca.pem").to_string_lossy().into_owned()),
+        ..Default::default()
+    })
+    .unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    let request = http::Request::post(format!("https://127.0.0.1:{port}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            traces_request(1, 1),
+        )))
+        .unwrap();
+    client.request(request).await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls_on_both_protocols() {
+    let pki = tempfile::tempdir().unwrap();
+    crate::harness::make_certificates(pki.path());
+    let file = |name: &str| pki.path().join(name).to_string_lossy().into_owned();
+    let sink = Sink::start().await;
+    let plain = passthrough_config(&sink.grpc_endpoint(), "batch", "", "");
+    let with_tls = plain
+        .replace(
+            "endpoint: 127.0.0.1:{grpc}\n",
+            &format!(
+                "endpoint: 127.0.0.1:{{grpc}}\n        tls:\n          cert_file: {}\n          key_file: {}\n          client_ca_file: {}\n",
+                file("server.pem"),
+                file("server.key"),
+                file("ca.pem")
+            ),
+        )
+        .replace(
+            "endpoint: 127.0.0.1:{http}\n",
+            &format!(
+                "endpoint: 127.0.0.1:{{http}}\n        tls:\n          cert_file: {}\n          key_file: {}\n",
+                file("server.pem"),
+                file("server.key")
+            ),
+        );
+    let sieve = Sieve::start(&with_tls);
+    let (grpc, dir) = (sieve.grpc, pki.path().to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        export_span_over_tls(grpc, &dir, "without-client-cert", false);
+        export_span_over_tls(grpc, &dir, "with-client-cert", true);
+    })
+    .await
+    .unwrap();
+    assert_eq!(post_over_https(sieve.http, pki.path()).await, 200);
+    let plaintext = http_client()
+        .request(
+            http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
+                .header("content-type", "application/x-protobuf")
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    traces_request(2, 1),
+                )))
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        plaintext.is_err(),
+        "plaintext is not served on a TLS listener"
+    );
+
+    sink.wait_for(WAIT, "the two accepted spans", |r| r.span_count() == 2)
+        .await;
+    sink.with(|r| assert!(r.span_names().contains(&"with-client-cert".to_string())));
+    for transport in ["grpc", "http"] {
+        sieve.wait_metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("transport", transport), ("reason", "tls_handshake")],
+            WAIT,
+            |v| v >= 1.0,
+        );
+    }
+
+    // a reload that turns TLS off on the same port serves plaintext without re-binding
+    sieve.write_config(&plain);
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "success")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+    let (status, _, _) = post(
+        sieve.http,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        traces_request(3, 1),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sink.wait_for(WAIT, "the span sent in plaintext after the reload", |r| {
+        r.span_count() == 3
+    })
+    .await;
+    sink.with(|r| {
+        assert!(
+            !r.span_names().contains(&"without-client-cert".to_string()),
+            "a gRPC client without a certificate was refused"
+        )
     });
 }

@@ -560,25 +560,3 @@ async fn tls_and_mutual_tls_with_openssl_clients() {
         let _ = child.wait();
     }
 }
-
-#[test]
-fn unreadable_tls_files_fail_validation_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(
-        &path,
-        "receivers:\n  syslog:\n    tcp:\n      tls:\n        cert_file: /nonexistent/server.pem\n        key_file: /nonexistent/server.key\nexporters:\n  debug:\nservice:\n  pipelines:\n    logs:\n      receivers: [syslog]\n      exporters: [debug]\n",
-    )
-    .unwrap();
-    let output = Command::new(crate::harness::sieve_bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("receivers.syslog.tcp.tls") && stderr.contains("/nonexistent/server.pem"),
-        "{stderr}"
-    );
-}

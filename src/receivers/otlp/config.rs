@@ -2,6 +2,7 @@
 
 use crate::config::{present_or_default, FieldError};
 use crate::telemetry::parse_address;
+use crate::tls::TlsServerConfig;
 use serde::Deserialize;
 
 /// `receivers: otlp:`.
@@ -34,6 +35,9 @@ pub struct GrpcServerConfig {
     /// Largest request message accepted, in MiB, compressed or not (decompression stops
     /// at this size). Larger requests get `RESOURCE_EXHAUSTED`.
     pub max_recv_msg_size_mib: u64,
+    /// Serve over TLS (`cert_file`, `key_file`; `client_ca_file` requires client
+    /// certificates). Plaintext when absent.
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for GrpcServerConfig {
@@ -41,6 +45,7 @@ impl Default for GrpcServerConfig {
         GrpcServerConfig {
             endpoint: "127.0.0.1:4317".into(),
             max_recv_msg_size_mib: 4,
+            tls: None,
         }
     }
 }
@@ -60,6 +65,9 @@ pub struct HttpServerConfig {
     pub metrics_url_path: String,
     /// Path for logs.
     pub logs_url_path: String,
+    /// Serve over TLS (`cert_file`, `key_file`; `client_ca_file` requires client
+    /// certificates). Plaintext when absent.
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for HttpServerConfig {
@@ -70,8 +78,18 @@ impl Default for HttpServerConfig {
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
+            tls: None,
         }
     }
+}
+
+/// Loads the TLS files now, so a missing or mismatched file fails validation.
+fn validate_tls(key: &str, tls: Option<&TlsServerConfig>) -> Result<(), FieldError> {
+    tls.map_or(Ok(()), |tls| {
+        crate::tls::http_acceptor(tls)
+            .map(drop)
+            .map_err(|m| FieldError::new(key, m))
+    })
 }
 
 impl OtlpReceiverConfig {
@@ -86,6 +104,7 @@ impl OtlpReceiverConfig {
         if let Some(grpc) = &p.grpc {
             parse_address(&grpc.endpoint)
                 .map_err(|m| FieldError::new("protocols.grpc.endpoint", m))?;
+            validate_tls("protocols.grpc.tls", grpc.tls.as_ref())?;
             if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 4096 {
                 return Err(FieldError::new(
                     "protocols.grpc.max_recv_msg_size_mib",
@@ -96,6 +115,7 @@ impl OtlpReceiverConfig {
         if let Some(http) = &p.http {
             parse_address(&http.endpoint)
                 .map_err(|m| FieldError::new("protocols.http.endpoint", m))?;
+            validate_tls("protocols.http.tls", http.tls.as_ref())?;
             if http.max_request_body_size == 0 {
                 return Err(FieldError::new(
                     "protocols.http.max_request_body_size",

@@ -1,5 +1,6 @@
 //! OTLP/gRPC: unary `Export` calls of the trace, metrics and logs services.
 
+use super::server_tls;
 use super::{signal_for_grpc_path, Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
@@ -18,7 +19,10 @@ use tokio::net::TcpListener;
 const MIB: usize = 1024 * 1024;
 
 pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
-    Server::spawn(listener, move |req| handle(Arc::clone(&shared), req))
+    let tls = server_tls(&shared, "grpc", &shared.grpc_tls);
+    Server::spawn(listener, Some(tls), move |req| {
+        handle(Arc::clone(&shared), req)
+    })
 }
 
 /// A gRPC call that ended with a non-OK status.

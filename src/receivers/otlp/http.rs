@@ -2,7 +2,7 @@
 
 use super::grpc::refusal_message;
 use super::json;
-use super::{Shared, RETRY_AFTER};
+use super::{server_tls, Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
 use crate::model::{Batch, Signal};
@@ -17,7 +17,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
-    Server::spawn(listener, move |req| handle(Arc::clone(&shared), req))
+    let tls = server_tls(&shared, "http", &shared.http_tls);
+    Server::spawn(listener, Some(tls), move |req| {
+        handle(Arc::clone(&shared), req)
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

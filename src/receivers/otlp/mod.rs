@@ -12,8 +12,12 @@
 //!   rejected), `INVALID_ARGUMENT`/400 for malformed data, `RESOURCE_EXHAUSTED`/413 for
 //!   oversized data, `UNAVAILABLE`/503 with a retry delay when a pipeline refuses.
 //!
-//! Settings and routes live behind swappable `Arc`s so a reload changes them without
-//! re-binding a listener whose address did not change.
+//! * TLS per protocol (`tls:` with the collector's option names), mutual TLS with
+//!   `client_ca_file`; failed handshakes are counted as rejected requests
+//!   (`reason="tls_handshake"`).
+//!
+//! Settings, TLS acceptors and routes live behind swappable `Arc`s so a reload changes
+//! them without re-binding a listener whose address did not change.
 
 mod config;
 mod grpc;
@@ -24,7 +28,7 @@ pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protoco
 
 use super::core::ReceiverCore;
 use crate::model::Signal;
-use crate::net::{self, Server};
+use crate::net::{self, Server, ServerTls};
 use crate::queue::Routes;
 use crate::telemetry::{parse_address, Telemetry};
 use parking_lot::RwLock;
@@ -32,14 +36,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// How long clients are asked to wait after a refusal.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A listener's TLS acceptor, swapped on reload; `None` is plaintext.
+type SwappableTls = Arc<RwLock<Option<TlsAcceptor>>>;
 
 /// What both protocol handlers share.
 struct Shared {
     core: ReceiverCore,
     config: RwLock<Arc<OtlpReceiverConfig>>,
+    grpc_tls: SwappableTls,
+    http_tls: SwappableTls,
 }
 
 impl Shared {
@@ -48,11 +58,50 @@ impl Shared {
     }
 }
 
-/// Listeners bound for a new or changed config, not yet serving.
+/// TLS for one protocol's listener: its swappable acceptor, with failed handshakes counted.
+fn server_tls(shared: &Arc<Shared>, transport: &'static str, acceptor: &SwappableTls) -> ServerTls {
+    let counted = Arc::clone(shared);
+    ServerTls {
+        acceptor: Arc::clone(acceptor),
+        on_failure: Arc::new(move || counted.core.count_rejected(transport, "tls_handshake")),
+    }
+}
+
+/// Listeners bound (and TLS files loaded) for a new or changed config, not yet serving.
 pub struct Prepared {
     config: OtlpReceiverConfig,
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
+    grpc_tls: Option<TlsAcceptor>,
+    http_tls: Option<TlsAcceptor>,
+}
+
+/// Loads a protocol's TLS files; the error names the receiver, the key and the file.
+fn load_tls(
+    id: &str,
+    protocol: &str,
+    tls: Option<&crate::tls::TlsServerConfig>,
+) -> std::io::Result<Option<TlsAcceptor>> {
+    tls.map(|tls| {
+        crate::tls::http_acceptor(tls).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("receiver {id}: protocols.{protocol}.tls: {e}"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn load_tls_of(
+    id: &str,
+    config: &OtlpReceiverConfig,
+) -> std::io::Result<(Option<TlsAcceptor>, Option<TlsAcceptor>)> {
+    let p = &config.protocols;
+    Ok((
+        load_tls(id, "grpc", p.grpc.as_ref().and_then(|g| g.tls.as_ref()))?,
+        load_tls(id, "http", p.http.as_ref().and_then(|h| h.tls.as_ref()))?,
+    ))
 }
 
 /// A running `otlp` receiver.
@@ -92,10 +141,13 @@ impl OtlpReceiver {
             addr.map(|a| net::bind(a).map_err(|e| bind_error(id, protocol, a, e)))
                 .transpose()
         };
+        let (grpc_tls, http_tls) = load_tls_of(id, config)?;
         Ok(Prepared {
             config: config.clone(),
             grpc: bind("grpc", grpc_addr(config))?,
             http: bind("http", http_addr(config))?,
+            grpc_tls,
+            http_tls,
         })
     }
 
@@ -109,7 +161,10 @@ impl OtlpReceiver {
                     .map_err(|e| bind_error(id, protocol, addr, e)),
                 _ => Ok(None),
             };
+        let (grpc_tls, http_tls) = load_tls_of(id, config)?;
         Ok(Prepared {
+            grpc_tls,
+            http_tls,
             config: config.clone(),
             grpc: rebind(
                 "grpc",
@@ -134,6 +189,8 @@ impl OtlpReceiver {
         let shared = Arc::new(Shared {
             core: ReceiverCore::new(id, routes, telemetry),
             config: RwLock::new(Arc::new(prepared.config)),
+            grpc_tls: Arc::new(RwLock::new(prepared.grpc_tls)),
+            http_tls: Arc::new(RwLock::new(prepared.http_tls)),
         });
         let grpc = prepared.grpc.map(|l| grpc::serve(l, Arc::clone(&shared)));
         let http = prepared.http.map(|l| http::serve(l, Arc::clone(&shared)));
@@ -146,6 +203,8 @@ impl OtlpReceiver {
         let wants_grpc = prepared.config.protocols.grpc.is_some();
         let wants_http = prepared.config.protocols.http.is_some();
         *self.shared.config.write() = Arc::new(prepared.config);
+        *self.shared.grpc_tls.write() = prepared.grpc_tls;
+        *self.shared.http_tls.write() = prepared.http_tls;
         if let Some(listener) = prepared.grpc {
             if let Some(old) = self
                 .grpc
