@@ -565,132 +565,165 @@ impl Budget<'_> {
             Some(Data::Sum(sum)) => {
                 let cumulative =
                     sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                let mut overflow: Option<NumberDataPoint> = None;
-                sum.data_points
-                    .retain_mut(|p| match self.verdict(&mut p.attributes) {
-                        Verdict::Keep => true,
-                        Verdict::Drop => false,
-                        Verdict::Overflow(hash) => {
-                            let value = number(p);
-                            let total = if cumulative {
-                                let Some(total) = self.fold_cumulative(hash, value) else {
-                                    self.unfoldable();
-                                    return false;
-                                };
-                                total
-                            } else {
-                                overflow.as_ref().map_or(0.0, number) + value
-                            };
-                            let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
-                            let o = overflow.get_or_insert_with(|| NumberDataPoint {
-                                attributes: overflow_attributes(),
-                                ..std::mem::take(p)
-                            });
-                            o.value = Some(number_data_point::Value::AsDouble(total));
-                            o.time_unix_nano = o.time_unix_nano.max(time);
-                            o.start_time_unix_nano = o.start_time_unix_nano.min(start);
-                            false
-                        }
-                    });
-                sum.data_points.extend(overflow);
+                self.limit_points(&mut sum.data_points, |budget, overflow, p, hash| {
+                    budget.fold_sum(overflow, p, hash, cumulative)
+                });
             }
             Some(Data::Gauge(gauge)) => {
-                let mut overflow: Option<NumberDataPoint> = None;
-                gauge
-                    .data_points
-                    .retain_mut(|p| match self.verdict(&mut p.attributes) {
-                        Verdict::Keep => true,
-                        Verdict::Drop => false,
-                        Verdict::Overflow(_) => {
-                            if overflow
-                                .as_ref()
-                                .is_none_or(|o| o.time_unix_nano <= p.time_unix_nano)
-                            {
-                                overflow = Some(NumberDataPoint {
-                                    attributes: overflow_attributes(),
-                                    ..std::mem::take(p)
-                                });
-                            }
-                            false
-                        }
-                    });
-                gauge.data_points.extend(overflow);
+                self.limit_points(&mut gauge.data_points, |_, overflow, p, _| {
+                    fold_gauge(overflow, p)
+                });
             }
             Some(Data::Histogram(histogram)) => {
-                let mut overflow: Option<HistogramDataPoint> = None;
-                histogram
-                    .data_points
-                    .retain_mut(|p| match self.verdict(&mut p.attributes) {
-                        Verdict::Keep => true,
-                        Verdict::Drop => false,
-                        Verdict::Overflow(_) => {
-                            match overflow.as_mut() {
-                                Some(o) if o.explicit_bounds == p.explicit_bounds => {
-                                    merge_histogram(o, p)
-                                }
-                                Some(_) => self.unfoldable(),
-                                None => {
-                                    overflow = Some(HistogramDataPoint {
-                                        attributes: overflow_attributes(),
-                                        ..std::mem::take(p)
-                                    })
-                                }
-                            }
-                            false
-                        }
-                    });
-                histogram.data_points.extend(overflow);
+                self.limit_points(&mut histogram.data_points, |budget, overflow, p, _| {
+                    budget.fold_histogram(overflow, p)
+                });
             }
             Some(Data::ExponentialHistogram(histogram)) => {
-                let mut overflow: Option<ExponentialHistogramDataPoint> = None;
-                histogram
-                    .data_points
-                    .retain_mut(|p| match self.verdict(&mut p.attributes) {
-                        Verdict::Keep => true,
-                        Verdict::Drop => false,
-                        Verdict::Overflow(_) => {
-                            match overflow.as_mut() {
-                                Some(o) => {
-                                    if !merge_exponential(o, p) {
-                                        self.unfoldable();
-                                    }
-                                }
-                                None => {
-                                    overflow = Some(ExponentialHistogramDataPoint {
-                                        attributes: overflow_attributes(),
-                                        ..std::mem::take(p)
-                                    })
-                                }
-                            }
-                            false
-                        }
-                    });
-                histogram.data_points.extend(overflow);
+                self.limit_points(&mut histogram.data_points, |budget, overflow, p, _| {
+                    budget.fold_exponential(overflow, p)
+                });
             }
             Some(Data::Summary(summary)) => {
-                let mut overflow: Option<SummaryDataPoint> = None;
-                summary
-                    .data_points
-                    .retain_mut(|p| match self.verdict(&mut p.attributes) {
-                        Verdict::Keep => true,
-                        Verdict::Drop => false,
-                        Verdict::Overflow(_) => {
-                            let o = overflow.get_or_insert_with(|| SummaryDataPoint {
-                                attributes: overflow_attributes(),
-                                quantile_values: Vec::new(),
-                                count: 0,
-                                sum: 0.0,
-                                ..p.clone()
-                            });
-                            o.count += p.count;
-                            o.sum += p.sum;
-                            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
-                            false
-                        }
-                    });
-                summary.data_points.extend(overflow);
+                self.limit_points(&mut summary.data_points, |_, overflow, p, _| {
+                    fold_summary(overflow, p)
+                });
             }
             None => {}
+        }
+    }
+
+    /// Keeps the points within their limit in place, drops the others or folds them with
+    /// `fold` into one overflow point, which goes last.
+    fn limit_points<P: DataPoint>(
+        &mut self,
+        points: &mut Vec<P>,
+        mut fold: impl FnMut(&mut Self, &mut Option<P>, &mut P, u64),
+    ) {
+        let mut overflow = None;
+        points.retain_mut(|p| match self.verdict(p.attributes()) {
+            Verdict::Keep => true,
+            Verdict::Drop => false,
+            Verdict::Overflow(hash) => {
+                fold(self, &mut overflow, p, hash);
+                false
+            }
+        });
+        points.extend(overflow);
+    }
+
+    /// Sums add up; a cumulative overflow point carries the total of the latest values.
+    fn fold_sum(
+        &mut self,
+        overflow: &mut Option<NumberDataPoint>,
+        p: &mut NumberDataPoint,
+        hash: u64,
+        cumulative: bool,
+    ) {
+        let value = number(p);
+        let total = if cumulative {
+            let Some(total) = self.fold_cumulative(hash, value) else {
+                self.unfoldable();
+                return;
+            };
+            total
+        } else {
+            overflow.as_ref().map_or(0.0, number) + value
+        };
+        let (start, time) = (p.start_time_unix_nano, p.time_unix_nano);
+        let o = overflow.get_or_insert_with(|| overflow_point(p));
+        o.value = Some(number_data_point::Value::AsDouble(total));
+        o.time_unix_nano = o.time_unix_nano.max(time);
+        o.start_time_unix_nano = o.start_time_unix_nano.min(start);
+    }
+
+    fn fold_histogram(
+        &mut self,
+        overflow: &mut Option<HistogramDataPoint>,
+        p: &mut HistogramDataPoint,
+    ) {
+        match overflow {
+            Some(o) if o.explicit_bounds == p.explicit_bounds => merge_histogram(o, p),
+            Some(_) => self.unfoldable(),
+            None => *overflow = Some(overflow_point(p)),
+        }
+    }
+
+    fn fold_exponential(
+        &mut self,
+        overflow: &mut Option<ExponentialHistogramDataPoint>,
+        p: &mut ExponentialHistogramDataPoint,
+    ) {
+        match overflow {
+            Some(o) => {
+                if !merge_exponential(o, p) {
+                    self.unfoldable();
+                }
+            }
+            None => *overflow = Some(overflow_point(p)),
+        }
+    }
+}
+
+/// The data point types: what the limiter needs of each is its attributes.
+trait DataPoint: Default {
+    fn attributes(&mut self) -> &mut Vec<KeyValue>;
+}
+
+impl DataPoint for NumberDataPoint {
+    fn attributes(&mut self) -> &mut Vec<KeyValue> {
+        &mut self.attributes
+    }
+}
+
+impl DataPoint for HistogramDataPoint {
+    fn attributes(&mut self) -> &mut Vec<KeyValue> {
+        &mut self.attributes
+    }
+}
+
+impl DataPoint for ExponentialHistogramDataPoint {
+    fn attributes(&mut self) -> &mut Vec<KeyValue> {
+        &mut self.attributes
+    }
+}
+
+impl DataPoint for SummaryDataPoint {
+    fn attributes(&mut self) -> &mut Vec<KeyValue> {
+        &mut self.attributes
+    }
+}
+
+/// `p`, moved out, as the overflow point: its attributes become `otel.metric.overflow=true`.
+fn overflow_point<P: DataPoint>(p: &mut P) -> P {
+    let mut point = std::mem::take(p);
+    *point.attributes() = overflow_attributes();
+    point
+}
+
+/// Gauges keep the latest value.
+fn fold_gauge(overflow: &mut Option<NumberDataPoint>, p: &mut NumberDataPoint) {
+    if overflow
+        .as_ref()
+        .is_none_or(|o| o.time_unix_nano <= p.time_unix_nano)
+    {
+        *overflow = Some(overflow_point(p));
+    }
+}
+
+/// Summaries add count and sum; quantiles cannot be merged and are left out.
+fn fold_summary(overflow: &mut Option<SummaryDataPoint>, p: &mut SummaryDataPoint) {
+    match overflow {
+        Some(o) => {
+            o.count += p.count;
+            o.sum += p.sum;
+            o.time_unix_nano = o.time_unix_nano.max(p.time_unix_nano);
+        }
+        None => {
+            *overflow = Some(SummaryDataPoint {
+                quantile_values: Vec::new(),
+                ..overflow_point(p)
+            })
         }
     }
 }
