@@ -5,7 +5,9 @@
 //!
 //! * Subscribes to the topics of the signals configured under `traces:`, `metrics:` and
 //!   `logs:`; with none configured, to the default topics of the signals its pipelines
-//!   carry when it starts.
+//!   carry, following them on reload: a pipeline added for a new signal subscribes to its
+//!   topic; when no pipeline carries a signal any more, its topic is left and its
+//!   messages stay in Kafka.
 //! * At-least-once: a message's offset is stored for commit only after its pipelines
 //!   accepted it (the collector marks before processing), plus `commit_delay` — set it
 //!   above the time the pipeline holds data (a tail sampler's `decision_wait`, export
@@ -219,6 +221,8 @@ mod consumer {
     pub struct KafkaReceiver {
         core: Arc<ReceiverCore>,
         stop: watch::Sender<bool>,
+        /// Tells the consumer that the pipelines changed, so it can resubscribe.
+        routes_changed: Arc<watch::Sender<()>>,
         task: JoinHandle<()>,
     }
 
@@ -241,8 +245,18 @@ mod consumer {
         ) -> KafkaReceiver {
             let core = Arc::new(ReceiverCore::new(id, routes, telemetry));
             let (stop, stopped) = watch::channel(false);
-            let task = tokio::spawn(consume(prepared, Arc::clone(&core), stopped));
-            KafkaReceiver { core, stop, task }
+            let routes_changed = Arc::new(watch::Sender::new(()));
+            let watched = Watched {
+                stopped,
+                routes_changed: routes_changed.subscribe(),
+            };
+            let task = tokio::spawn(consume(prepared, Arc::clone(&core), watched));
+            KafkaReceiver {
+                core,
+                stop,
+                routes_changed,
+                task,
+            }
         }
 
         /// Replaces the consumer (after committing what the old one stored).
@@ -250,15 +264,23 @@ mod consumer {
             let (stop, stopped) = watch::channel(false);
             let old_stop = std::mem::replace(&mut self.stop, stop);
             let _ = old_stop.send(true);
+            let watched = Watched {
+                stopped,
+                routes_changed: self.routes_changed.subscribe(),
+            };
             let old_task = std::mem::replace(
                 &mut self.task,
-                tokio::spawn(consume(prepared, Arc::clone(&self.core), stopped)),
+                tokio::spawn(consume(prepared, Arc::clone(&self.core), watched)),
             );
             let _ = old_task.await;
         }
 
+        /// New routes; without configured topics, the consumer then follows the signals
+        /// the pipelines carry (subscribing to a new signal's topic, leaving a dropped one's
+        /// messages in Kafka).
         pub fn set_routes(&self, routes: Arc<Routes>) {
             self.core.set_routes(routes);
+            self.routes_changed.send_replace(());
         }
 
         pub async fn stop(self) {
@@ -276,12 +298,18 @@ mod consumer {
         offset: i64,
     }
 
-    async fn consume(
-        prepared: Prepared,
-        core: Arc<ReceiverCore>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        let Prepared { config, consumer } = prepared;
+    /// What the consuming task watches besides the brokers.
+    struct Watched {
+        stopped: watch::Receiver<bool>,
+        routes_changed: watch::Receiver<()>,
+    }
+
+    /// Subscribes to the topics of the signals the pipelines carry (or the configured ones).
+    fn subscribe(
+        consumer: &StreamConsumer,
+        config: &KafkaReceiverConfig,
+        core: &ReceiverCore,
+    ) -> Option<Vec<(Signal, SignalTopic)>> {
         let subscriptions = config.subscriptions(|s| core.accepts(s));
         let topics: Vec<&str> = subscriptions
             .iter()
@@ -289,9 +317,21 @@ mod consumer {
             .collect();
         if let Err(error) = consumer.subscribe(&topics) {
             tracing::error!(receiver = %core.id, %error, "kafka: cannot subscribe");
-            return;
+            return None;
         }
         tracing::info!(receiver = %core.id, ?topics, "kafka: consuming");
+        Some(subscriptions)
+    }
+
+    async fn consume(prepared: Prepared, core: Arc<ReceiverCore>, watched: Watched) {
+        let Prepared { config, consumer } = prepared;
+        let Watched {
+            mut stopped,
+            mut routes_changed,
+        } = watched;
+        let Some(mut subscriptions) = subscribe(&consumer, &config, &core) else {
+            return;
+        };
         let mut pending: VecDeque<Accepted> = VecDeque::new();
         let mut commit_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -299,6 +339,15 @@ mod consumer {
                 message = consumer.recv() => message,
                 _ = commit_tick.tick() => {
                     store_due(&consumer, &mut pending, config.commit_delay);
+                    continue;
+                }
+                _ = routes_changed.changed() => {
+                    // a failed subscribe leaves the old subscription in place
+                    if config.subscriptions(|s| core.accepts(s)) != subscriptions {
+                        if let Some(now) = subscribe(&consumer, &config, &core) {
+                            subscriptions = now;
+                        }
+                    }
                     continue;
                 }
                 _ = stopped.changed() => break,

@@ -2,7 +2,7 @@
 //! loopback): OpenTelemetry SDK → sieve agent → Kafka keyed by trace id → sieve gateway
 //! (Kafka receiver → tail sampling) → OTLP sink, with the gateway killed mid-stream.
 
-use crate::harness::{free_port, Sieve};
+use crate::harness::{free_port, post, Sieve};
 use crate::sink::Sink;
 use crate::tail_sampling::{check_kept, send_traces, spans_by_index, POLICIES, SPANS_PER_TRACE};
 use std::net::TcpStream;
@@ -327,5 +327,109 @@ async fn without_a_broker_the_exporter_retries_then_drops_and_counts() {
     assert_eq!(
         agent.metric("sieve_exporter_sent_items_total", &[("exporter", "kafka")]),
         0.0
+    );
+}
+
+/// An agent taking OTLP/HTTP and exporting traces and logs to their default topics.
+fn two_signal_agent_config(brokers: &str) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{http}}
+exporters:
+  kafka:
+    brokers: [\"{brokers}\"]
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [kafka]
+    logs:
+      receivers: [otlp]
+      exporters: [kafka]
+"
+    )
+}
+
+/// A gateway on the default topics whose pipelines are `signals`.
+fn default_topics_gateway_config(brokers: &str, sink: &str, signals: &[&str]) -> String {
+    let pipelines: String = signals
+        .iter()
+        .map(|s| format!("    {s}:\n      receivers: [kafka]\n      exporters: [otlp]\n"))
+        .collect();
+    format!(
+        "receivers:
+  kafka:
+    brokers: [\"{brokers}\"]
+    group_id: following
+    initial_offset: earliest
+    session_timeout: 6s
+    heartbeat_interval: 1s
+exporters:
+  otlp:
+    endpoint: {sink}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+{pipelines}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_added_on_reload_subscribes_to_its_signals_topic() {
+    let broker = Tansu::start();
+    broker.create_topic("otlp_spans", 1);
+    broker.create_topic("otlp_logs", 1);
+    let agent = Sieve::start(&two_signal_agent_config(&broker.brokers()));
+    for (file, path) in [("trace.json", "/v1/traces"), ("logs.json", "/v1/logs")] {
+        let body = std::fs::read(format!(
+            "{}/../shared/testdata/otlp-json/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let (status, _, _) = post(agent.http, path, "application/json", None, body).await;
+        assert_eq!(status, 200, "{file}");
+    }
+    agent.wait_metric(
+        "sieve_exporter_sent_items_total",
+        &[("exporter", "kafka")],
+        Duration::from_secs(30),
+        |n| n == 2.0,
+    );
+
+    let sink = Sink::start().await;
+    let gateway = Sieve::start(&default_topics_gateway_config(
+        &broker.brokers(),
+        &sink.grpc_endpoint(),
+        &["traces"],
+    ));
+    sink.wait_for(Duration::from_secs(60), "the span", |r| r.span_count() == 1)
+        .await;
+    assert_eq!(sink.with(|r| r.log_count()), 0, "no logs pipeline yet");
+
+    gateway.write_config(&default_topics_gateway_config(
+        &broker.brokers(),
+        &sink.grpc_endpoint(),
+        &["traces", "logs"],
+    ));
+    gateway.signal("HUP");
+    sink.wait_for(Duration::from_secs(60), "the log record", |r| {
+        r.log_count() == 1
+    })
+    .await;
+    assert_eq!(
+        gateway.metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("reason", "no_pipeline")]
+        ),
+        0.0,
+        "the logs topic was not read before its pipeline existed"
     );
 }
