@@ -100,23 +100,21 @@ async fn accept_loop<H, F>(
             accepted = listener.accept() => {
                 let Ok((stream, _peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let handler = Arc::clone(&handler);
-                let service = hyper::service::service_fn(move |req| {
-                    let response = handler(req);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let acceptor = tls.as_ref().and_then(|t| t.acceptor.read().clone());
                 let connection = Connection {
                     builder: Arc::clone(&builder),
                     watcher: graceful.watcher(),
+                    handler: Arc::clone(&handler),
                 };
-                match (acceptor, &tls) {
-                    (Some(acceptor), Some(tls)) => {
-                        let on_failure = Arc::clone(&tls.on_failure);
-                        tokio::spawn(connection.serve_tls(stream, acceptor, on_failure, service));
+                let tls = tls.as_ref().and_then(|t| {
+                    let acceptor = t.acceptor.read().clone()?;
+                    Some((acceptor, Arc::clone(&t.on_failure)))
+                });
+                match tls {
+                    Some((acceptor, on_failure)) => {
+                        tokio::spawn(connection.serve_tls(stream, acceptor, on_failure));
                     }
-                    _ => {
-                        tokio::spawn(connection.serve(stream, service));
+                    None => {
+                        tokio::spawn(connection.serve(stream));
                     }
                 }
             }
@@ -128,23 +126,26 @@ async fn accept_loop<H, F>(
 }
 
 /// One accepted connection, watched for graceful shutdown from the moment it is accepted.
-struct Connection {
+struct Connection<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
+    handler: Arc<H>,
 }
 
-impl Connection {
-    async fn serve<S, Svc>(self, stream: S, service: Svc)
+impl<H, F> Connection<H>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    async fn serve<S>(self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        Svc: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = Infallible,
-            > + Send
-            + 'static,
-        Svc::Future: Send + 'static,
     {
+        let handler = self.handler;
+        let service = hyper::service::service_fn(move |req| {
+            let response = handler(req);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
         let connection = self
             .builder
             .serve_connection(TokioIo::new(stream), service)
@@ -152,23 +153,14 @@ impl Connection {
         let _ = self.watcher.watch(connection).await;
     }
 
-    async fn serve_tls<Svc>(
+    async fn serve_tls(
         self,
         stream: TcpStream,
         acceptor: TlsAcceptor,
         on_failure: Arc<dyn Fn() + Send + Sync>,
-        service: Svc,
-    ) where
-        Svc: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Body>,
-                Error = Infallible,
-            > + Send
-            + 'static,
-        Svc::Future: Send + 'static,
-    {
+    ) {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.serve(stream, service).await,
+            Ok(Ok(stream)) => self.serve(stream).await,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
                 on_failure();
