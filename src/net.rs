@@ -3,7 +3,10 @@
 //! A [`Server`] owns one bound socket and its accept loop; stopping it stops accepting,
 //! lets in-flight requests finish (hyper's graceful shutdown) and closes idle
 //! connections. Binding is separate from serving so that a reload can bind every new
-//! address first and give up, with nothing changed, if one of them is taken.
+//! address first and give up, with nothing changed, if one of them is taken. A
+//! [`Handover`] lends the sockets of receivers a reload retires to the receivers that
+//! take over their addresses (a renamed receiver keeps its port): the new receiver gets a
+//! duplicate of the listening socket, so connections waiting in its backlog are kept.
 //!
 //! With [`ServerTls`], each accepted connection first completes a TLS handshake (within
 //! [`HANDSHAKE_TIMEOUT`]); ALPN then picks HTTP/2 or HTTP/1.1. The acceptor is read per
@@ -17,13 +20,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -55,9 +60,54 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket)
 }
 
+/// The listening sockets of receivers a reload retires, by transport and address.
+#[derive(Default)]
+pub struct Handover {
+    tcp: HashMap<SocketAddr, OwnedFd>,
+    udp: HashMap<SocketAddr, OwnedFd>,
+}
+
+impl Handover {
+    /// Offers a retiring TCP listener's socket.
+    pub fn offer_tcp(&mut self, addr: SocketAddr, socket: BorrowedFd<'_>) {
+        if let Ok(duplicate) = socket.try_clone_to_owned() {
+            self.tcp.insert(addr, duplicate);
+        }
+    }
+
+    /// Offers a retiring UDP socket.
+    pub fn offer_udp(&mut self, addr: SocketAddr, socket: BorrowedFd<'_>) {
+        if let Ok(duplicate) = socket.try_clone_to_owned() {
+            self.udp.insert(addr, duplicate);
+        }
+    }
+
+    /// The TCP socket on offer at `addr`, else a new one bound there.
+    pub fn tcp(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        let Some(offered) = self.tcp.get(&addr) else {
+            return bind(addr);
+        };
+        let socket = std::net::TcpListener::from(offered.try_clone()?);
+        socket.set_nonblocking(true)?;
+        TcpListener::from_std(socket)
+    }
+
+    /// The UDP socket on offer at `addr`, else a new one bound there.
+    pub fn udp(&self, addr: SocketAddr) -> std::io::Result<UdpSocket> {
+        let socket = match self.udp.get(&addr) {
+            Some(offered) => std::net::UdpSocket::from(offered.try_clone()?),
+            None => std::net::UdpSocket::bind(addr)?,
+        };
+        socket.set_nonblocking(true)?;
+        UdpSocket::from_std(socket)
+    }
+}
+
 /// A running listener.
 pub struct Server {
     pub addr: SocketAddr,
+    /// A duplicate of the listening socket, to offer in a [`Handover`].
+    socket: Option<OwnedFd>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -72,9 +122,22 @@ impl Server {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
+        let socket = listener.as_fd().try_clone_to_owned().ok();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, tls, Arc::new(handler), stopped));
-        Server { addr, stop, task }
+        Server {
+            addr,
+            socket,
+            stop,
+            task,
+        }
+    }
+
+    /// Offers this server's socket to the receivers a reload starts.
+    pub fn offer(&self, handover: &mut Handover) {
+        if let Some(socket) = &self.socket {
+            handover.offer_tcp(self.addr, socket.as_fd());
+        }
     }
 
     /// Stops accepting, waits for in-flight requests, and closes the socket.

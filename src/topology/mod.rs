@@ -8,11 +8,14 @@
 //! unchanged pipeline keeps its queue and workers; a changed one is started anew, the
 //! receivers are re-routed to it, and the old one drains its queue into its exporters in
 //! the background. Receivers whose listen address did not change keep their sockets and
-//! connections; only their settings and routes are swapped.
+//! connections; only their settings and routes are swapped. A new receiver whose address
+//! belongs to a receiver the reload removes (a rename) takes over that socket through a
+//! [`Handover`] instead of failing to bind it.
 
 pub mod pipeline;
 
 use crate::config::{ComponentId, Config, PipelineId};
+use crate::net::Handover;
 use crate::queue::Routes;
 #[cfg(feature = "kafka")]
 use crate::receivers::kafka::{self, KafkaReceiver};
@@ -43,11 +46,17 @@ enum Prepared {
 }
 
 impl RunningReceiver {
-    fn prepare(id: &ComponentId, config: &ReceiverConfig) -> std::io::Result<Prepared> {
+    fn prepare(
+        id: &ComponentId,
+        config: &ReceiverConfig,
+        handover: &Handover,
+    ) -> std::io::Result<Prepared> {
         let id = id.to_string();
         match config {
-            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id, c).map(Prepared::Otlp),
-            ReceiverConfig::Syslog(c) => SyslogReceiver::prepare(&id, c).map(Prepared::Syslog),
+            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id, c, handover).map(Prepared::Otlp),
+            ReceiverConfig::Syslog(c) => {
+                SyslogReceiver::prepare(&id, c, handover).map(Prepared::Syslog)
+            }
             #[cfg(feature = "kafka")]
             ReceiverConfig::Kafka(c) => KafkaReceiver::prepare(c).map(Prepared::Kafka),
             #[cfg(not(feature = "kafka"))]
@@ -110,6 +119,15 @@ impl RunningReceiver {
             RunningReceiver::Syslog(r) => r.set_routes(routes),
             #[cfg(feature = "kafka")]
             RunningReceiver::Kafka(r) => r.set_routes(routes),
+        }
+    }
+
+    fn offer(&self, handover: &mut Handover) {
+        match self {
+            RunningReceiver::Otlp(r) => r.offer(handover),
+            RunningReceiver::Syslog(r) => r.offer(handover),
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(_) => {}
         }
     }
 
@@ -179,7 +197,14 @@ impl Topology {
         config: &Config,
     ) -> std::io::Result<BTreeMap<ComponentId, Prepared>> {
         let mut prepared = BTreeMap::new();
-        for id in used_receivers(config) {
+        let used = used_receivers(config);
+        let mut handover = Handover::default();
+        for (id, retiring) in &self.receivers {
+            if !used.contains(id) {
+                retiring.offer(&mut handover);
+            }
+        }
+        for id in used {
             let wanted = &config.receivers[&id];
             let current = self.config.as_ref().and_then(|c| c.receivers.get(&id));
             match self.receivers.get(&id) {
@@ -188,7 +213,10 @@ impl Topology {
                     prepared.insert(id, running.prepare_update(wanted)?);
                 }
                 None => {
-                    prepared.insert(id.clone(), RunningReceiver::prepare(&id, wanted)?);
+                    prepared.insert(
+                        id.clone(),
+                        RunningReceiver::prepare(&id, wanted, &handover)?,
+                    );
                 }
             }
         }

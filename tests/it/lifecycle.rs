@@ -254,6 +254,50 @@ async fn reload_under_load_loses_nothing_and_keeps_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_receiver_takes_over_its_ports_under_load() {
+    let sink = Sink::start().await;
+    let first = passthrough_config(&sink.grpc_endpoint(), "batch", "", "");
+    let sieve = Sieve::start(&first);
+    let client = Client::start(sieve.http);
+    client.wait_for_requests(20).await;
+
+    let renamed = first
+        .replace("  otlp:\n    protocols:", "  otlp/renamed:\n    protocols:")
+        .replace("receivers: [otlp]", "receivers: [otlp/renamed]");
+    assert_ne!(renamed, first);
+    sieve.write_config(&renamed);
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "success")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    sieve.wait_metric(
+        "sieve_receiver_accepted_items_total",
+        &[("receiver", "otlp/renamed")],
+        WAIT,
+        |v| v > 0.0,
+    );
+    let grpc_status = grpc_call(
+        sieve.grpc,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        None,
+        &traces_request(1, 1),
+    )
+    .await;
+    assert_eq!(grpc_status, 0, "the gRPC port was taken over too");
+    let (ok, errors) = client.stop().await;
+    // The socket never closes, so no connection is refused. The old receiver does close
+    // its keep-alive connection, and the client's one connection may race that close
+    // with a request (which the client sees fail, and which was not accepted).
+    assert!(errors <= 1, "{errors} client errors during the rename");
+    let expected = ok * SPANS_PER_REQUEST + 1;
+    sink.wait_for(WAIT, "every accepted span", |r| r.span_count() == expected)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_exits_zero() {
     let sink = Sink::start().await;
     let mut sieve = Sieve::start(&passthrough_config(&sink.grpc_endpoint(), "batch", "", ""));

@@ -560,3 +560,33 @@ async fn tls_and_mutual_tls_with_openssl_clients() {
         let _ = child.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_receiver_takes_over_its_tcp_and_udp_sockets() {
+    let sink = Sink::start().await;
+    let port = free_port();
+    let first = config(&sink, "rfc5424", port, "");
+    let sieve = Sieve::start(&first);
+    let renamed = first
+        .replace("  syslog:\n    protocol", "  syslog/renamed:\n    protocol")
+        .replace("receivers: [syslog]", "receivers: [syslog/renamed]");
+    sieve.write_config(&renamed);
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "success")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    logger(port, &["--tcp", "--rfc5424"], "over tcp");
+    logger(port, &["--udp", "--rfc5424"], "over udp");
+    sink.wait_for(WAIT, "both lines", |r| records(r).len() == 2)
+        .await;
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_accepted_items_total",
+            &[("receiver", "syslog/renamed")]
+        ),
+        2.0
+    );
+}

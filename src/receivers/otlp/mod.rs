@@ -28,7 +28,7 @@ pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protoco
 
 use super::core::ReceiverCore;
 use crate::model::Signal;
-use crate::net::{self, Server, ServerTls};
+use crate::net::{self, Handover, Server, ServerTls};
 use crate::queue::Routes;
 use crate::telemetry::{parse_address, Telemetry};
 use parking_lot::RwLock;
@@ -135,10 +135,14 @@ fn bind_error(id: &str, protocol: &str, addr: SocketAddr, e: std::io::Error) -> 
 }
 
 impl OtlpReceiver {
-    /// Binds the listeners of a new receiver.
-    pub fn prepare(id: &str, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
+    /// Binds the listeners of a new receiver (taking over sockets on offer in `handover`).
+    pub fn prepare(
+        id: &str,
+        config: &OtlpReceiverConfig,
+        handover: &Handover,
+    ) -> std::io::Result<Prepared> {
         let bind = |protocol, addr: Option<SocketAddr>| {
-            addr.map(|a| net::bind(a).map_err(|e| bind_error(id, protocol, a, e)))
+            addr.map(|a| handover.tcp(a).map_err(|e| bind_error(id, protocol, a, e)))
                 .transpose()
         };
         let (grpc_tls, http_tls) = load_tls_of(id, config)?;
@@ -233,6 +237,14 @@ impl OtlpReceiver {
 
     pub fn set_routes(&self, routes: Arc<Routes>) {
         self.shared.core.set_routes(routes);
+    }
+
+    /// Offers the listening sockets to the receivers a reload starts.
+    pub fn offer(&self, handover: &mut Handover) {
+        self.grpc
+            .iter()
+            .chain(&self.http)
+            .for_each(|s| s.offer(handover));
     }
 
     /// The addresses actually bound (useful with port 0).

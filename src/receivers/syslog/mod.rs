@@ -28,6 +28,7 @@ pub use config::{OnError, Protocol, SyslogReceiverConfig, TcpConfig, UdpConfig};
 
 use super::core::{IngestError, ReceiverCore};
 use crate::model::Batch;
+use crate::net::Handover;
 use crate::queue::{Refused, Routes};
 use crate::telemetry::{parse_address, Telemetry};
 use bytes::BytesMut;
@@ -39,6 +40,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use parking_lot::RwLock;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -98,6 +100,8 @@ struct Shared {
 /// A listening socket's task.
 struct Listener {
     addr: SocketAddr,
+    /// A duplicate of the socket, to offer in a [`Handover`].
+    socket: Option<OwnedFd>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -129,14 +133,16 @@ fn bind_error(id: &str, transport: &str, addr: SocketAddr, e: std::io::Error) ->
     )
 }
 
-fn bind_tcp(id: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
-    crate::net::bind(addr).map_err(|e| bind_error(id, "tcp", addr, e))
+fn bind_tcp(id: &str, addr: SocketAddr, handover: &Handover) -> std::io::Result<TcpListener> {
+    handover
+        .tcp(addr)
+        .map_err(|e| bind_error(id, "tcp", addr, e))
 }
 
-fn bind_udp(id: &str, addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr).map_err(|e| bind_error(id, "udp", addr, e))?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+fn bind_udp(id: &str, addr: SocketAddr, handover: &Handover) -> std::io::Result<UdpSocket> {
+    handover
+        .udp(addr)
+        .map_err(|e| bind_error(id, "udp", addr, e))
 }
 
 fn tcp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
@@ -154,12 +160,40 @@ fn udp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
 }
 
 impl SyslogReceiver {
-    pub fn prepare(id: &str, config: &SyslogReceiverConfig) -> std::io::Result<Prepared> {
+    /// Binds the sockets of a new receiver (taking over sockets on offer in `handover`).
+    pub fn prepare(
+        id: &str,
+        config: &SyslogReceiverConfig,
+        handover: &Handover,
+    ) -> std::io::Result<Prepared> {
         Ok(Prepared {
             settings: Settings::new(id, config.clone())?,
-            tcp: tcp_addr(config).map(|a| bind_tcp(id, a)).transpose()?,
-            udp: udp_addr(config).map(|a| bind_udp(id, a)).transpose()?,
+            tcp: tcp_addr(config)
+                .map(|a| bind_tcp(id, a, handover))
+                .transpose()?,
+            udp: udp_addr(config)
+                .map(|a| bind_udp(id, a, handover))
+                .transpose()?,
         })
+    }
+
+    /// Offers the sockets to the receivers a reload starts.
+    pub fn offer(&self, handover: &mut Handover) {
+        for (listener, udp) in [(&self.tcp, false), (&self.udp, true)] {
+            let Some(Listener {
+                addr,
+                socket: Some(socket),
+                ..
+            }) = listener
+            else {
+                continue;
+            };
+            if udp {
+                handover.offer_udp(*addr, socket.as_fd());
+            } else {
+                handover.offer_tcp(*addr, socket.as_fd());
+            }
+        }
     }
 
     /// Binds only the sockets whose address changes.
@@ -167,13 +201,13 @@ impl SyslogReceiver {
         let id = &self.shared.core.id;
         let tcp = match tcp_addr(config) {
             Some(addr) if self.tcp.as_ref().map(|l| l.addr) != Some(addr) => {
-                Some(bind_tcp(id, addr)?)
+                Some(bind_tcp(id, addr, &Handover::default())?)
             }
             _ => None,
         };
         let udp = match udp_addr(config) {
             Some(addr) if self.udp.as_ref().map(|l| l.addr) != Some(addr) => {
-                Some(bind_udp(id, addr)?)
+                Some(bind_udp(id, addr, &Handover::default())?)
             }
             _ => None,
         };
@@ -255,6 +289,7 @@ fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> Listener {
     let addr = listener
         .local_addr()
         .expect("a bound socket has an address");
+    let socket = listener.as_fd().try_clone_to_owned().ok();
     let (stop, stopped) = watch::channel(false);
     let max = shared
         .settings
@@ -269,7 +304,12 @@ fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> Listener {
         Arc::new(Semaphore::new(max)),
         stopped,
     ));
-    Listener { addr, stop, task }
+    Listener {
+        addr,
+        socket,
+        stop,
+        task,
+    }
 }
 
 async fn accept_loop(
@@ -469,6 +509,7 @@ async fn deliver_with_backpressure(
 
 fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> Listener {
     let addr = socket.local_addr().expect("a bound socket has an address");
+    let duplicate = socket.as_fd().try_clone_to_owned().ok();
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut datagram = vec![0u8; 64 * 1024];
@@ -505,7 +546,12 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> Listener {
             }
         }
     });
-    Listener { addr, stop, task }
+    Listener {
+        addr,
+        socket: duplicate,
+        stop,
+        task,
+    }
 }
 
 fn udp_record(shared: &Shared, settings: &Settings, datagram: &[u8]) -> Option<LogRecord> {
