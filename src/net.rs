@@ -8,16 +8,20 @@
 //! take over their addresses (a renamed receiver keeps its port): the new receiver gets a
 //! duplicate of the listening socket, so connections waiting in its backlog are kept.
 //!
-//! With [`ServerTls`], each accepted connection first completes a TLS handshake (within
-//! [`HANDSHAKE_TIMEOUT`]); ALPN then picks HTTP/2 or HTTP/1.1. The acceptor is read per
-//! connection, so a reload swaps certificates without re-binding.
+//! A listener with an [`Admission`] serves at most `max_connections` connections at once
+//! (one more is closed as soon as it is accepted, and counted) and, with TLS, has each
+//! connection complete its handshake within [`HANDSHAKE_TIMEOUT`]; ALPN then picks HTTP/2
+//! or HTTP/1.1. The admission is read per connection, so a reload changes it without
+//! re-binding. HTTP/1 connections must send a request's headers within 30 s, which
+//! also closes keep-alive connections idle for that long; HTTP/2 connections are pinged every 30 s and
+//! closed when a ping goes unanswered for 20 s.
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
@@ -25,6 +29,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -36,13 +41,34 @@ use tokio_rustls::TlsAcceptor;
 /// How long a client has to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// TLS on a listener.
-#[derive(Clone)]
-pub struct ServerTls {
-    /// The current acceptor; `None` serves plaintext. Read for every new connection.
-    pub acceptor: Arc<parking_lot::RwLock<Option<TlsAcceptor>>>,
-    /// Called when a handshake fails or times out (to count it).
-    pub on_failure: Arc<dyn Fn() + Send + Sync>,
+/// Which connections a listener serves; a reload swaps its settings in place.
+pub struct Admission {
+    /// The TLS acceptor; `None` serves plaintext.
+    pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
+    /// Connections served at once.
+    pub max_connections: AtomicUsize,
+    /// Counts a connection refused for a reason (`connection_limit`, `tls_handshake`).
+    pub on_refused: Box<dyn Fn(&'static str) + Send + Sync>,
+}
+
+/// One of a listener's `max_connections`, held while its connection is served.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A slot if fewer than `max` are taken.
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(Arc::clone(open)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Response body used by every server: a full body, possibly followed by trailers.
@@ -113,8 +139,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `handler` on `listener` until [`Server::stop`], over TLS when `tls` says so.
-    pub fn spawn<H, F>(listener: TcpListener, tls: Option<ServerTls>, handler: H) -> Server
+    /// Serves `handler` on `listener` until [`Server::stop`], admitting connections as
+    /// `admission` says (all, in plaintext, without one).
+    pub fn spawn<H, F>(
+        listener: TcpListener,
+        admission: Option<Arc<Admission>>,
+        handler: H,
+    ) -> Server
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
@@ -124,7 +155,7 @@ impl Server {
             .expect("a bound listener has an address");
         let socket = listener.as_fd().try_clone_to_owned().ok();
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, tls, Arc::new(handler), stopped));
+        let task = tokio::spawn(accept_loop(listener, admission, Arc::new(handler), stopped));
         Server {
             addr,
             socket,
@@ -147,9 +178,23 @@ impl Server {
     }
 }
 
+/// The HTTP/1.1 + HTTP/2 connection builder with the timeouts described above.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
 async fn accept_loop<H, F>(
     listener: TcpListener,
-    tls: Option<ServerTls>,
+    admission: Option<Arc<Admission>>,
     handler: Arc<H>,
     mut stopped: watch::Receiver<bool>,
 ) where
@@ -157,24 +202,32 @@ async fn accept_loop<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let builder = Arc::new(connection_builder());
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _peer)) = accepted else { continue };
+                let slot = match &admission {
+                    Some(a) => match Slot::take(&open, a.max_connections.load(Ordering::Relaxed)) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            (a.on_refused)("connection_limit");
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 let _ = stream.set_nodelay(true);
                 let connection = Connection {
                     builder: Arc::clone(&builder),
                     watcher: graceful.watcher(),
                     handler: Arc::clone(&handler),
+                    _slot: slot,
                 };
-                let tls = tls.as_ref().and_then(|t| {
-                    let acceptor = t.acceptor.read().clone()?;
-                    Some((acceptor, Arc::clone(&t.on_failure)))
-                });
-                match tls {
-                    Some((acceptor, on_failure)) => {
-                        tokio::spawn(connection.serve_tls(stream, acceptor, on_failure));
+                match admission.as_ref().and_then(|a| Some((a.tls.read().clone()?, Arc::clone(a)))) {
+                    Some((acceptor, admission)) => {
+                        tokio::spawn(connection.serve_tls(stream, acceptor, admission));
                     }
                     None => {
                         tokio::spawn(connection.serve(stream));
@@ -193,6 +246,8 @@ struct Connection<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     handler: Arc<H>,
+    /// Freed when the connection ends.
+    _slot: Option<Slot>,
 }
 
 impl<H, F> Connection<H>
@@ -204,31 +259,30 @@ where
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let handler = self.handler;
+        let Connection {
+            builder,
+            watcher,
+            handler,
+            _slot,
+        } = self;
         let service = hyper::service::service_fn(move |req| {
             let response = handler(req);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let connection = self
-            .builder
+        let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let _ = self.watcher.watch(connection).await;
+        let _ = watcher.watch(connection).await;
     }
 
-    async fn serve_tls(
-        self,
-        stream: TcpStream,
-        acceptor: TlsAcceptor,
-        on_failure: Arc<dyn Fn() + Send + Sync>,
-    ) {
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor, admission: Arc<Admission>) {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => self.serve(stream).await,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
-                on_failure();
+                (admission.on_refused)("tls_handshake");
             }
-            Err(_) => on_failure(),
+            Err(_) => (admission.on_refused)("tls_handshake"),
         }
     }
 }

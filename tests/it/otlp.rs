@@ -623,3 +623,52 @@ async fn tls_and_mutual_tls_on_both_protocols() {
         )
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_are_closed_and_counted() {
+    use std::io::Read;
+    let sink = Sink::start().await;
+    let config = passthrough_config(&sink.grpc_endpoint(), "batch", "", "").replace(
+        "endpoint: 127.0.0.1:{http}\n",
+        "endpoint: 127.0.0.1:{http}\n        max_connections: 2\n",
+    );
+    let sieve = Sieve::start(&config);
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", sieve.http)).unwrap();
+    let (first, _second) = (connect(), connect());
+    let mut third = connect();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(third.read(&mut byte).unwrap(), 0, "the third is closed");
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("transport", "http"), ("reason", "connection_limit")]
+        ),
+        1.0
+    );
+
+    // a closed connection frees its place
+    drop(first);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
+            .header("content-type", "application/x-protobuf")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                traces_request(1, 1),
+            )))
+            .unwrap();
+        match http_client().request(request).await {
+            Ok(response) => {
+                assert_eq!(response.status(), 200);
+                break;
+            }
+            Err(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "no place came free after a connection closed"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

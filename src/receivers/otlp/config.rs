@@ -35,6 +35,9 @@ pub struct GrpcServerConfig {
     /// Largest request message accepted, in MiB, compressed or not (decompression stops
     /// at this size). Larger requests get `RESOURCE_EXHAUSTED`.
     pub max_recv_msg_size_mib: u64,
+    /// Connections served at once; one more is closed as soon as it is accepted
+    /// (counted as `reason="connection_limit"`).
+    pub max_connections: usize,
     /// Serve over TLS (`cert_file`, `key_file`; `client_ca_file` requires client
     /// certificates). Plaintext when absent.
     pub tls: Option<TlsServerConfig>,
@@ -45,6 +48,7 @@ impl Default for GrpcServerConfig {
         GrpcServerConfig {
             endpoint: "127.0.0.1:4317".into(),
             max_recv_msg_size_mib: 4,
+            max_connections: 1024,
             tls: None,
         }
     }
@@ -59,6 +63,9 @@ pub struct HttpServerConfig {
     /// Largest request body accepted, in bytes, both as sent and after decompression.
     /// Larger requests get 413.
     pub max_request_body_size: u64,
+    /// Connections served at once; one more is closed as soon as it is accepted
+    /// (counted as `reason="connection_limit"`).
+    pub max_connections: usize,
     /// Path for traces.
     pub traces_url_path: String,
     /// Path for metrics.
@@ -75,6 +82,7 @@ impl Default for HttpServerConfig {
         HttpServerConfig {
             endpoint: "127.0.0.1:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
+            max_connections: 1024,
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
@@ -105,6 +113,12 @@ impl OtlpReceiverConfig {
             parse_address(&grpc.endpoint)
                 .map_err(|m| FieldError::new("protocols.grpc.endpoint", m))?;
             validate_tls("protocols.grpc.tls", grpc.tls.as_ref())?;
+            if grpc.max_connections == 0 {
+                return Err(FieldError::new(
+                    "protocols.grpc.max_connections",
+                    "must be at least 1",
+                ));
+            }
             if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 4096 {
                 return Err(FieldError::new(
                     "protocols.grpc.max_recv_msg_size_mib",
@@ -116,6 +130,12 @@ impl OtlpReceiverConfig {
             parse_address(&http.endpoint)
                 .map_err(|m| FieldError::new("protocols.http.endpoint", m))?;
             validate_tls("protocols.http.tls", http.tls.as_ref())?;
+            if http.max_connections == 0 {
+                return Err(FieldError::new(
+                    "protocols.http.max_connections",
+                    "must be at least 1",
+                ));
+            }
             if http.max_request_body_size == 0 {
                 return Err(FieldError::new(
                     "protocols.http.max_request_body_size",

@@ -1,11 +1,10 @@
 //! OTLP/gRPC: unary `Export` calls of the trace, metrics and logs services.
 
-use super::server_tls;
 use super::{signal_for_grpc_path, Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
 use crate::model::Batch;
-use crate::net::{Body, Server};
+use crate::net::{Admission, Body, Server};
 use crate::queue::Refusal;
 use crate::receivers::core::IngestError;
 use bytes::Bytes;
@@ -18,9 +17,9 @@ use tokio::net::TcpListener;
 
 const MIB: usize = 1024 * 1024;
 
-pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
-    let tls = server_tls(&shared, "grpc", &shared.grpc_tls);
-    Server::spawn(listener, Some(tls), move |req| {
+pub fn serve(listener: TcpListener, shared: Arc<Shared>, admission: &Arc<Admission>) -> Server {
+    let admission = Some(Arc::clone(admission));
+    Server::spawn(listener, admission, move |req| {
         handle(Arc::clone(&shared), req)
     })
 }

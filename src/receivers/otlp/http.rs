@@ -2,11 +2,11 @@
 
 use super::grpc::refusal_message;
 use super::json;
-use super::{server_tls, Shared, RETRY_AFTER};
+use super::{Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
 use crate::model::{Batch, Signal};
-use crate::net::{self, Body, Server};
+use crate::net::{self, Admission, Body, Server};
 use crate::receivers::core::IngestError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -16,9 +16,9 @@ use prost::Message;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
-    let tls = server_tls(&shared, "http", &shared.http_tls);
-    Server::spawn(listener, Some(tls), move |req| {
+pub fn serve(listener: TcpListener, shared: Arc<Shared>, admission: &Arc<Admission>) -> Server {
+    let admission = Some(Arc::clone(admission));
+    Server::spawn(listener, admission, move |req| {
         handle(Arc::clone(&shared), req)
     })
 }

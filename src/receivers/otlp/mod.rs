@@ -15,9 +15,12 @@
 //! * TLS per protocol (`tls:` with the collector's option names), mutual TLS with
 //!   `client_ca_file`; failed handshakes are counted as rejected requests
 //!   (`reason="tls_handshake"`).
+//! * `max_connections` per protocol: one more connection is closed as soon as it is
+//!   accepted (`reason="connection_limit"`). With the size limits and HTTP/2's 200 streams
+//!   per connection, this bounds the memory requests in flight can take.
 //!
-//! Settings, TLS acceptors and routes live behind swappable `Arc`s so a reload changes
-//! them without re-binding a listener whose address did not change.
+//! Settings, admissions (TLS, connection limit) and routes live behind swappable `Arc`s so
+//! a reload changes them without re-binding a listener whose address did not change.
 
 mod config;
 mod grpc;
@@ -28,11 +31,12 @@ pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protoco
 
 use super::core::ReceiverCore;
 use crate::model::Signal;
-use crate::net::{self, Handover, Server, ServerTls};
+use crate::net::{self, Admission, Handover, Server};
 use crate::queue::Routes;
 use crate::telemetry::{parse_address, Telemetry};
 use parking_lot::RwLock;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -41,15 +45,10 @@ use tokio_rustls::TlsAcceptor;
 /// How long clients are asked to wait after a refusal.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// A listener's TLS acceptor, swapped on reload; `None` is plaintext.
-type SwappableTls = Arc<RwLock<Option<TlsAcceptor>>>;
-
 /// What both protocol handlers share.
 struct Shared {
     core: ReceiverCore,
     config: RwLock<Arc<OtlpReceiverConfig>>,
-    grpc_tls: SwappableTls,
-    http_tls: SwappableTls,
 }
 
 impl Shared {
@@ -58,13 +57,22 @@ impl Shared {
     }
 }
 
-/// TLS for one protocol's listener: its swappable acceptor, with failed handshakes counted.
-fn server_tls(shared: &Arc<Shared>, transport: &'static str, acceptor: &SwappableTls) -> ServerTls {
+/// A protocol listener's admission, its refusals counted for `transport`.
+fn admission(shared: &Arc<Shared>, transport: &'static str) -> Arc<Admission> {
     let counted = Arc::clone(shared);
-    ServerTls {
-        acceptor: Arc::clone(acceptor),
-        on_failure: Arc::new(move || counted.core.count_rejected(transport, "tls_handshake")),
-    }
+    Arc::new(Admission {
+        tls: RwLock::new(None),
+        max_connections: AtomicUsize::new(0),
+        on_refused: Box::new(move |reason| counted.core.count_rejected(transport, reason)),
+    })
+}
+
+/// Sets an admission from a protocol's settings.
+fn admit(admission: &Admission, tls: Option<TlsAcceptor>, max_connections: Option<usize>) {
+    *admission.tls.write() = tls;
+    admission
+        .max_connections
+        .store(max_connections.unwrap_or(0), Ordering::Relaxed);
 }
 
 /// Listeners bound (and TLS files loaded) for a new or changed config, not yet serving.
@@ -109,6 +117,8 @@ pub struct OtlpReceiver {
     shared: Arc<Shared>,
     grpc: Option<Server>,
     http: Option<Server>,
+    grpc_admission: Arc<Admission>,
+    http_admission: Arc<Admission>,
 }
 
 fn grpc_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
@@ -192,13 +202,38 @@ impl OtlpReceiver {
     ) -> OtlpReceiver {
         let shared = Arc::new(Shared {
             core: ReceiverCore::new(id, routes, telemetry),
-            config: RwLock::new(Arc::new(prepared.config)),
-            grpc_tls: Arc::new(RwLock::new(prepared.grpc_tls)),
-            http_tls: Arc::new(RwLock::new(prepared.http_tls)),
+            config: RwLock::new(Arc::new(prepared.config.clone())),
         });
-        let grpc = prepared.grpc.map(|l| grpc::serve(l, Arc::clone(&shared)));
-        let http = prepared.http.map(|l| http::serve(l, Arc::clone(&shared)));
-        OtlpReceiver { shared, grpc, http }
+        let mut receiver = OtlpReceiver {
+            grpc_admission: admission(&shared, "grpc"),
+            http_admission: admission(&shared, "http"),
+            shared,
+            grpc: None,
+            http: None,
+        };
+        receiver.admit(&prepared);
+        receiver.grpc = prepared
+            .grpc
+            .map(|l| grpc::serve(l, Arc::clone(&receiver.shared), &receiver.grpc_admission));
+        receiver.http = prepared
+            .http
+            .map(|l| http::serve(l, Arc::clone(&receiver.shared), &receiver.http_admission));
+        receiver
+    }
+
+    /// Sets both admissions from a prepared config.
+    fn admit(&self, prepared: &Prepared) {
+        let protocols = &prepared.config.protocols;
+        admit(
+            &self.grpc_admission,
+            prepared.grpc_tls.clone(),
+            protocols.grpc.as_ref().map(|g| g.max_connections),
+        );
+        admit(
+            &self.http_admission,
+            prepared.http_tls.clone(),
+            protocols.http.as_ref().map(|h| h.max_connections),
+        );
     }
 
     /// Applies a changed config: swaps settings, serves newly bound listeners and stops
@@ -206,14 +241,11 @@ impl OtlpReceiver {
     pub async fn update(&mut self, prepared: Prepared) {
         let wants_grpc = prepared.config.protocols.grpc.is_some();
         let wants_http = prepared.config.protocols.http.is_some();
+        self.admit(&prepared);
         *self.shared.config.write() = Arc::new(prepared.config);
-        *self.shared.grpc_tls.write() = prepared.grpc_tls;
-        *self.shared.http_tls.write() = prepared.http_tls;
         if let Some(listener) = prepared.grpc {
-            if let Some(old) = self
-                .grpc
-                .replace(grpc::serve(listener, Arc::clone(&self.shared)))
-            {
+            let server = grpc::serve(listener, Arc::clone(&self.shared), &self.grpc_admission);
+            if let Some(old) = self.grpc.replace(server) {
                 old.stop().await;
             }
         } else if !wants_grpc {
@@ -222,10 +254,8 @@ impl OtlpReceiver {
             }
         }
         if let Some(listener) = prepared.http {
-            if let Some(old) = self
-                .http
-                .replace(http::serve(listener, Arc::clone(&self.shared)))
-            {
+            let server = http::serve(listener, Arc::clone(&self.shared), &self.http_admission);
+            if let Some(old) = self.http.replace(server) {
                 old.stop().await;
             }
         } else if !wants_http {
