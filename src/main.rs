@@ -5,10 +5,13 @@
 
 use clap::{Parser, Subcommand};
 use sieve::config::{Config, LogEncoding, LogsTelemetry};
+use sieve::service::SetLogLevel;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, EnvFilter};
 
 const EXIT_BAD_CONFIG: u8 = 64;
 
@@ -55,13 +58,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.telemetry.logs);
+    let set_log_level = init_logging(&config.telemetry.logs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sieve-io")
         .build()
         .expect("the tokio runtime starts");
-    match runtime.block_on(sieve::service::run(config, cli.config)) {
+    match runtime.block_on(sieve::service::run(config, cli.config, set_log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "sieve cannot start");
@@ -72,15 +75,24 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout belongs to the debug exporter); `RUST_LOG` overrides the
-/// configured level.
-fn init_logging(logs: &LogsTelemetry) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&logs.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// configured level. Returns how a reload sets the level (`None` under `RUST_LOG`).
+fn init_logging(logs: &LogsTelemetry) -> Option<SetLogLevel> {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let configured = from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&logs.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     match logs.encoding {
-        LogEncoding::Json => builder.json().init(),
-        LogEncoding::Text => builder.init(),
+        LogEncoding::Json => registry.with(output.json()).init(),
+        LogEncoding::Text => registry.with(output).init(),
     }
+    configured.then(|| -> SetLogLevel {
+        Box::new(move |level| match handle.reload(EnvFilter::new(level)) {
+            Ok(()) => tracing::info!(level, "log level changed"),
+            Err(error) => tracing::warn!(%error, "the log level cannot change"),
+        })
+    })
 }

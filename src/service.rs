@@ -1,20 +1,33 @@
 //! The daemon's life: start the topology, serve self-telemetry, reload on SIGHUP, drain
 //! on SIGTERM/SIGINT.
+//!
+//! A reload applies `service.telemetry` too: a new metrics address is bound before the
+//! topology changes (so a taken port fails the reload with nothing changed) and served
+//! once it has; a new log level applies at once. The log encoding needs a restart.
 
-use crate::config::Config;
+use crate::config::{Config, TelemetryConfig};
 use crate::telemetry::{self, Telemetry};
 use crate::topology::Topology;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// Sets the log level a reloaded configuration asks for.
+pub type SetLogLevel = Box<dyn Fn(&str) + Send>;
+
 /// Runs until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP (the embedded
-/// default, when there is no file, never changes). Returns an error when something the
-/// config asks for cannot start (a port in use).
-pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), String> {
+/// default, when there is no file, never changes); `set_log_level` is `None` when the
+/// level is not the configuration's to set (`RUST_LOG`). Returns an error when something
+/// the config asks for cannot start (a port in use).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    set_log_level: Option<SetLogLevel>,
+) -> Result<(), String> {
     let telemetry = Telemetry::new();
     let metrics_addr = telemetry::parse_address(&config.telemetry.metrics.address)?;
-    let metrics_server = telemetry::serve(metrics_addr, telemetry.clone())
+    let mut metrics_server = telemetry::serve(metrics_addr, telemetry.clone())
         .map_err(|e| format!("cannot serve self-telemetry on {metrics_addr}: {e}"))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -38,10 +51,21 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
                     tracing::info!("SIGHUP: running the embedded default configuration; nothing to reload");
                     continue;
                 };
-                match reload(&mut topology, path).await {
-                    Ok(config) => {
-                        if config.telemetry != running_telemetry {
-                            tracing::warn!("service.telemetry changes take effect on restart");
+                match reload(&mut topology, path, &running_telemetry).await {
+                    Ok((config, moved_metrics)) => {
+                        if let Some(listener) = moved_metrics {
+                            let moved = telemetry::serve_on(listener, telemetry.clone());
+                            std::mem::replace(&mut metrics_server, moved).stop().await;
+                            tracing::info!(metrics = %metrics_server.addr, "self-telemetry moved");
+                        }
+                        let logs = &config.telemetry.logs;
+                        if logs.level != running_telemetry.logs.level {
+                            if let Some(set) = &set_log_level {
+                                set(&logs.level);
+                            }
+                        }
+                        if logs.encoding != running_telemetry.logs.encoding {
+                            tracing::warn!("service.telemetry.logs.encoding changes take effect on restart");
                         }
                         shutdown_timeout = config.shutdown_timeout;
                         running_telemetry = config.telemetry;
@@ -68,8 +92,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Str
     Ok(())
 }
 
-async fn reload(topology: &mut Topology, path: &std::path::Path) -> Result<Config, String> {
+/// Loads and applies the file; returns the config and, when the metrics address moved,
+/// its new listener (bound before anything else changed).
+async fn reload(
+    topology: &mut Topology,
+    path: &std::path::Path,
+    running: &TelemetryConfig,
+) -> Result<(Config, Option<TcpListener>), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    let address = &config.telemetry.metrics.address;
+    let moved_metrics = if *address != running.metrics.address {
+        let addr = telemetry::parse_address(address)?;
+        let listener = crate::net::bind(addr)
+            .map_err(|e| format!("cannot serve self-telemetry on {addr}: {e}"))?;
+        Some(listener)
+    } else {
+        None
+    };
     topology.apply(config.clone()).await?;
-    Ok(config)
+    Ok((config, moved_metrics))
 }

@@ -311,9 +311,10 @@ pub enum LogEncoding {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsTelemetry {
-    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    /// `error`, `warn`, `info`, `debug` or `trace` (or `RUST_LOG` directives such as
+    /// `info,sieve::exporters=debug`); `RUST_LOG` overrides it. A reload applies it.
     pub level: String,
-    /// `text` (default) or `json`.
+    /// `text` (default) or `json`; a change takes effect on restart.
     pub encoding: LogEncoding,
 }
 
@@ -330,8 +331,8 @@ impl Default for LogsTelemetry {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsTelemetry {
-    /// Where `/metrics`, `/healthz` and `/readyz` are served (loopback by default).
-    /// Changing it takes effect on restart, not on reload.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (loopback by default). A
+    /// reload moves it.
     pub address: String,
 }
 
@@ -598,6 +599,13 @@ impl Checker<'_> {
         let telemetry = raw.service.telemetry;
         crate::telemetry::parse_address(&telemetry.metrics.address)
             .map_err(|m| self.error(&["service", "telemetry", "metrics", "address"], None, m))?;
+        tracing_subscriber::EnvFilter::try_new(&telemetry.logs.level).map_err(|e| {
+            self.error(
+                &["service", "telemetry", "logs", "level"],
+                None,
+                e.to_string(),
+            )
+        })?;
         Ok(Config {
             receivers,
             processors,

@@ -129,6 +129,12 @@ const BAD: &[(&str, &str, usize, &[&str])] = &[
         11,
         &["exporters.debug: defined twice"],
     ),
+    (
+        "service:\n",
+        "service:\n  telemetry:\n    logs:\n      level: loud=very\n",
+        14,
+        &["service.telemetry.logs.level"],
+    ),
 ];
 
 #[test]

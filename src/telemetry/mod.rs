@@ -43,7 +43,7 @@
 
 mod server;
 
-pub use server::serve;
+pub use server::{serve, serve_on};
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;

@@ -5,14 +5,19 @@ use crate::net::{self, Body, Server};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::net::TcpListener;
 
 /// Binds `addr` and serves the telemetry endpoints until the server is stopped.
 pub fn serve(addr: SocketAddr, telemetry: Arc<Telemetry>) -> std::io::Result<Server> {
-    let listener = net::bind(addr)?;
-    Ok(Server::spawn(listener, None, move |req| {
+    Ok(serve_on(net::bind(addr)?, telemetry))
+}
+
+/// Serves the telemetry endpoints on a bound listener until the server is stopped.
+pub fn serve_on(listener: TcpListener, telemetry: Arc<Telemetry>) -> Server {
+    Server::spawn(listener, None, move |req| {
         let response = respond(&telemetry, &req);
         async move { response }
-    }))
+    })
 }
 
 fn respond<B>(telemetry: &Telemetry, req: &Request<B>) -> Response<Body> {

@@ -57,7 +57,7 @@ impl Sieve {
         let child = Command::new(sieve_bin())
             .arg("--config")
             .arg(sieve.config_path())
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

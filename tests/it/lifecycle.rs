@@ -1,6 +1,8 @@
 //! Backpressure, reload and shutdown, with clients sending while things change.
 
-use crate::harness::{passthrough_config, post, traces_request, Sieve};
+use crate::harness::{
+    free_port, http_get, passthrough_config, post, sum_samples, traces_request, Sieve,
+};
 use crate::otlp::grpc_call;
 use crate::sink::Sink;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -499,4 +501,60 @@ async fn grpc_retry_info_delay_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_retry_after_is_honoured() {
     server_delay_is_honoured("otlphttp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_self_telemetry_and_changes_the_log_level() {
+    let sink = Sink::start().await;
+    let base = passthrough_config(&sink.grpc_endpoint(), "batch", "", "");
+    let sieve = Sieve::start(&base);
+    let moved = free_port();
+    let quiet = base.replace(
+        "  telemetry:\n    metrics:\n      address: 127.0.0.1:{metrics}\n",
+        &format!(
+            "  telemetry:\n    logs:\n      level: warn\n    metrics:\n      address: 127.0.0.1:{moved}\n"
+        ),
+    );
+    assert_ne!(quiet, base);
+    sieve.write_config(&quiet);
+    sieve.signal("HUP");
+    let reloads = |port| {
+        http_get(port, "/metrics").map_or(0.0, |(_, text)| {
+            sum_samples(
+                &text,
+                "sieve_config_reloads_total",
+                &[("result", "success")],
+            )
+        })
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while reloads(moved) != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics on the new address"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        http_get(sieve.metrics, "/metrics").is_none(),
+        "the old metrics address is closed"
+    );
+
+    let loud = quiet.replace("      level: warn\n", "      level: info\n");
+    sieve.write_config(&loud);
+    sieve.signal("HUP");
+    while reloads(moved) != 2.0 {
+        assert!(std::time::Instant::now() < deadline, "second reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while !sieve.log().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", sieve.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sieve.log().matches("configuration reloaded").count(),
+        1,
+        "at level warn, the first reload logged nothing at info:\n{}",
+        sieve.log()
+    );
 }
