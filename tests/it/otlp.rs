@@ -78,14 +78,28 @@ fn send_with_sdk(endpoint: String, grpc: bool) {
     }
     logger_provider.shutdown().unwrap();
 
-    if grpc {
-        let metrics = opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(&endpoint)
-            .build()
-            .unwrap();
+    {
+        let metrics = if grpc {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(&endpoint)
+                .build()
+        } else {
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{endpoint}/v1/metrics"))
+                .build()
+        }
+        .unwrap();
+        // the reader exports from the tokio runtime, which the HTTP client needs
+        let reader =
+            opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
+                metrics,
+                opentelemetry_sdk::runtime::Tokio,
+            )
+            .build();
         let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_periodic_exporter(metrics)
+            .with_reader(reader)
             .with_resource(resource())
             .build();
         let meter = meter_provider.meter("it");
@@ -165,7 +179,7 @@ async fn round_trip(grpc: bool) {
             Some(Value::StringValue("gold".into()))
         );
     });
-    if grpc {
+    {
         sink.wait_for(WAIT, "the orders counter and latency histogram", |r| {
             let names: Vec<&str> = r
                 .metrics
