@@ -21,6 +21,22 @@ pub enum ReceiverConfig {
     Kafka(Box<kafka::KafkaReceiverConfig>),
 }
 
+impl ReceiverConfig {
+    /// Whether the receiver serves TLS from certificate files: a reload re-reads them
+    /// even when its config is unchanged, so a rotated certificate needs only a SIGHUP.
+    pub fn serves_tls(&self) -> bool {
+        match self {
+            ReceiverConfig::Otlp(c) => {
+                let p = &c.protocols;
+                p.grpc.as_ref().is_some_and(|g| g.tls.is_some())
+                    || p.http.as_ref().is_some_and(|h| h.tls.is_some())
+            }
+            ReceiverConfig::Syslog(c) => c.tcp.as_ref().is_some_and(|t| t.tls.is_some()),
+            ReceiverConfig::Kafka(_) => false,
+        }
+    }
+}
+
 impl ComponentConfig for ReceiverConfig {
     const SECTION: &'static str = "receivers";
     const KINDS: &'static [&'static str] = &["otlp", "syslog", "kafka"];

@@ -10,7 +10,8 @@
 //! the background. Receivers whose listen address did not change keep their sockets and
 //! connections; only their settings and routes are swapped. A new receiver whose address
 //! belongs to a receiver the reload removes (a rename) takes over that socket through a
-//! [`Handover`] instead of failing to bind it.
+//! [`Handover`] instead of failing to bind it. Receivers serving TLS are updated on every
+//! reload, changed or not, so their certificate files are read again (rotation).
 
 pub mod pipeline;
 
@@ -208,7 +209,7 @@ impl Topology {
             let wanted = &config.receivers[&id];
             let current = self.config.as_ref().and_then(|c| c.receivers.get(&id));
             match self.receivers.get(&id) {
-                Some(_) if current == Some(wanted) => {}
+                Some(_) if current == Some(wanted) && !wanted.serves_tls() => {}
                 Some(running) => {
                     prepared.insert(id, running.prepare_update(wanted)?);
                 }

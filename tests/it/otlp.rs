@@ -523,8 +523,8 @@ fn export_span_over_tls(port: u16, pki: &std::path::Path, name: &'static str, cl
     let _ = provider.shutdown();
 }
 
-/// POSTs a request of one span over HTTPS, trusting only the test CA.
-async fn post_over_https(port: u16, pki: &std::path::Path) -> u16 {
+/// POSTs a request of one span over HTTPS, trusting only the CA in `pki`.
+async fn post_over_https(port: u16, pki: &std::path::Path) -> Result<u16, String> {
     let tls = sieve::tls::client_config(&sieve::tls::TlsClientConfig {
         ca_file: Some(pki.join("ca.pem").to_string_lossy().into_owned()),
         ..Default::default()
@@ -544,7 +544,11 @@ async fn post_over_https(port: u16, pki: &std::path::Path) -> u16 {
             traces_request(1, 1),
         )))
         .unwrap();
-    client.request(request).await.unwrap().status().as_u16()
+    client
+        .request(request)
+        .await
+        .map(|response| response.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,7 +584,7 @@ async fn tls_and_mutual_tls_on_both_protocols() {
     })
     .await
     .unwrap();
-    assert_eq!(post_over_https(sieve.http, pki.path()).await, 200);
+    assert_eq!(post_over_https(sieve.http, pki.path()).await, Ok(200));
     let plaintext = http_client()
         .request(
             http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
@@ -685,4 +689,45 @@ async fn connections_over_max_connections_are_closed_and_counted() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_rereads_rotated_certificates() {
+    let (old_pki, new_pki, live) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    crate::harness::make_certificates(old_pki.path());
+    crate::harness::make_certificates(new_pki.path());
+    let install = |pki: &std::path::Path| {
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(pki.join(file), live.path().join(file)).unwrap();
+        }
+    };
+    install(old_pki.path());
+    let sink = Sink::start().await;
+    let config = passthrough_config(&sink.grpc_endpoint(), "batch", "", "").replace(
+        "endpoint: 127.0.0.1:{http}\n",
+        &format!(
+            "endpoint: 127.0.0.1:{{http}}\n        tls:\n          cert_file: {0}/server.pem\n          key_file: {0}/server.key\n",
+            live.path().display()
+        ),
+    );
+    let sieve = Sieve::start(&config);
+    assert_eq!(post_over_https(sieve.http, old_pki.path()).await, Ok(200));
+
+    install(new_pki.path());
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "success")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    assert_eq!(post_over_https(sieve.http, new_pki.path()).await, Ok(200));
+    assert!(
+        post_over_https(sieve.http, old_pki.path()).await.is_err(),
+        "the old certificate is no longer served"
+    );
 }
