@@ -40,7 +40,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use parking_lot::RwLock;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -107,6 +107,10 @@ struct Listener {
 }
 
 impl Listener {
+    fn socket(&self) -> Option<(SocketAddr, BorrowedFd<'_>)> {
+        Some((self.addr, self.socket.as_ref()?.as_fd()))
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -179,20 +183,11 @@ impl SyslogReceiver {
 
     /// Offers the sockets to the receivers a reload starts.
     pub fn offer(&self, handover: &mut Handover) {
-        for (listener, udp) in [(&self.tcp, false), (&self.udp, true)] {
-            let Some(Listener {
-                addr,
-                socket: Some(socket),
-                ..
-            }) = listener
-            else {
-                continue;
-            };
-            if udp {
-                handover.offer_udp(*addr, socket.as_fd());
-            } else {
-                handover.offer_tcp(*addr, socket.as_fd());
-            }
+        if let Some((addr, socket)) = self.tcp.as_ref().and_then(Listener::socket) {
+            handover.offer_tcp(addr, socket);
+        }
+        if let Some((addr, socket)) = self.udp.as_ref().and_then(Listener::socket) {
+            handover.offer_udp(addr, socket);
         }
     }
 
