@@ -109,6 +109,23 @@ impl Sieve {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Sends SIGHUP and waits until the `nth` successful reload since start is counted.
+    pub fn reload(&self, nth: f64) {
+        self.signal("HUP");
+        self.wait_metric(
+            "sieve_config_reloads_total",
+            &[("result", "success")],
+            Duration::from_secs(20),
+            |v| v >= nth,
+        );
+    }
+
+    /// Writes `config` and reloads it (the `nth` successful reload).
+    pub fn reload_with(&self, config: &str, nth: f64) {
+        self.write_config(config);
+        self.reload(nth);
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))

@@ -414,12 +414,14 @@ async fn a_pipeline_added_on_reload_subscribes_to_its_signals_topic() {
         .await;
     assert_eq!(sink.with(|r| r.log_count()), 0, "no logs pipeline yet");
 
-    gateway.write_config(&default_topics_gateway_config(
-        &broker.brokers(),
-        &sink.grpc_endpoint(),
-        &["traces", "logs"],
-    ));
-    gateway.signal("HUP");
+    gateway.reload_with(
+        &default_topics_gateway_config(
+            &broker.brokers(),
+            &sink.grpc_endpoint(),
+            &["traces", "logs"],
+        ),
+        1.0,
+    );
     sink.wait_for(Duration::from_secs(60), "the log record", |r| {
         r.log_count() == 1
     })

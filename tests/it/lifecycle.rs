@@ -200,14 +200,7 @@ async fn reload_under_load_loses_nothing_and_keeps_connections() {
         "    logs:\n",
         "    logs/extra:\n      receivers: [otlp]\n      exporters: [otlp]\n    logs:\n",
     );
-    sieve.write_config(&second);
-    sieve.signal("HUP");
-    sieve.wait_metric(
-        "sieve_config_reloads_total",
-        &[("result", "success")],
-        WAIT,
-        |v| v == 1.0,
-    );
+    sieve.reload_with(&second, 1.0);
     client.wait_for_requests(20).await;
     let (status, _, _) = post(
         sieve.http,
@@ -267,14 +260,7 @@ async fn a_renamed_receiver_takes_over_its_ports_under_load() {
         .replace("  otlp:\n    protocols:", "  otlp/renamed:\n    protocols:")
         .replace("receivers: [otlp]", "receivers: [otlp/renamed]");
     assert_ne!(renamed, first);
-    sieve.write_config(&renamed);
-    sieve.signal("HUP");
-    sieve.wait_metric(
-        "sieve_config_reloads_total",
-        &[("result", "success")],
-        WAIT,
-        |v| v == 1.0,
-    );
+    sieve.reload_with(&renamed, 1.0);
     sieve.wait_metric(
         "sieve_receiver_accepted_items_total",
         &[("receiver", "otlp/renamed")],

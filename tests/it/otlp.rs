@@ -613,14 +613,7 @@ async fn tls_and_mutual_tls_on_both_protocols() {
     }
 
     // a reload that turns TLS off on the same port serves plaintext without re-binding
-    sieve.write_config(&plain);
-    sieve.signal("HUP");
-    sieve.wait_metric(
-        "sieve_config_reloads_total",
-        &[("result", "success")],
-        WAIT,
-        |v| v >= 1.0,
-    );
+    sieve.reload_with(&plain, 1.0);
     let (status, _, _) = post(
         sieve.http,
         "/v1/traces",
@@ -718,13 +711,7 @@ async fn a_reload_rereads_rotated_certificates() {
     assert_eq!(post_over_https(sieve.http, old_pki.path()).await, Ok(200));
 
     install(new_pki.path());
-    sieve.signal("HUP");
-    sieve.wait_metric(
-        "sieve_config_reloads_total",
-        &[("result", "success")],
-        WAIT,
-        |v| v == 1.0,
-    );
+    sieve.reload(1.0);
     assert_eq!(post_over_https(sieve.http, new_pki.path()).await, Ok(200));
     assert!(
         post_over_https(sieve.http, old_pki.path()).await.is_err(),

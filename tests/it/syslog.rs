@@ -570,14 +570,7 @@ async fn a_renamed_receiver_takes_over_its_tcp_and_udp_sockets() {
     let renamed = first
         .replace("  syslog:\n    protocol", "  syslog/renamed:\n    protocol")
         .replace("receivers: [syslog]", "receivers: [syslog/renamed]");
-    sieve.write_config(&renamed);
-    sieve.signal("HUP");
-    sieve.wait_metric(
-        "sieve_config_reloads_total",
-        &[("result", "success")],
-        WAIT,
-        |v| v == 1.0,
-    );
+    sieve.reload_with(&renamed, 1.0);
     logger(port, &["--tcp", "--rfc5424"], "over tcp");
     logger(port, &["--udp", "--rfc5424"], "over udp");
     sink.wait_for(WAIT, "both lines", |r| records(r).len() == 2)
