@@ -12,9 +12,9 @@
 //! (one more is closed as soon as it is accepted, and counted) and, with TLS, has each
 //! connection complete its handshake within [`HANDSHAKE_TIMEOUT`]; ALPN then picks HTTP/2
 //! or HTTP/1.1. The admission is read per connection, so a reload changes it without
-//! re-binding. HTTP/1 connections must send a request's headers within 30 s, which
-//! also closes keep-alive connections idle for that long; HTTP/2 connections are pinged every 30 s and
-//! closed when a ping goes unanswered for 20 s.
+//! re-binding. HTTP/1 connections must send a request's headers within 30 s, which also
+//! closes keep-alive connections idle for that long; HTTP/2 connections are pinged every
+//! 30 s and closed when a ping goes unanswered for 20 s.
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
