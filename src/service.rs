@@ -100,9 +100,8 @@ async fn reload(
     running: &TelemetryConfig,
 ) -> Result<(Config, Option<TcpListener>), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let address = &config.telemetry.metrics.address;
-    let moved_metrics = if *address != running.metrics.address {
-        let addr = telemetry::parse_address(address)?;
+    let addr = telemetry::parse_address(&config.telemetry.metrics.address)?;
+    let moved_metrics = if telemetry::parse_address(&running.metrics.address) != Ok(addr) {
         let listener = crate::net::bind(addr)
             .map_err(|e| format!("cannot serve self-telemetry on {addr}: {e}"))?;
         Some(listener)
