@@ -9,7 +9,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use sieve::model::Batch;
 use sieve::processors::cardinality::{CardinalityConfig, CardinalityLimiter};
-use sieve::processors::DropCounter;
 use std::time::{Duration, Instant};
 
 const POINTS: usize = 1000;
@@ -61,9 +60,6 @@ fn limiter(limit: usize) -> CardinalityLimiter {
             limit,
             ..Default::default()
         },
-        DropCounter {
-            undecodable: Default::default(),
-        },
         "bench",
         None,
     )
@@ -81,13 +77,13 @@ fn cardinality(c: &mut Criterion) {
     // 10k tracked series; each iteration sends 1000 known series
     let mut known = limiter(20_000);
     for start in (0..10_000).step_by(POINTS) {
-        known.limit(&mut batch(start), Instant::now()).unwrap();
+        known.limit(&mut batch(start), Instant::now());
     }
     group.bench_function("known_series_at_10k_tracked", |b| {
         b.iter_batched(
             || batch(3_000),
             |mut batch| {
-                known.limit(&mut batch, Instant::now()).unwrap();
+                known.limit(&mut batch, Instant::now());
                 batch
             },
             BatchSize::LargeInput,
@@ -97,13 +93,13 @@ fn cardinality(c: &mut Criterion) {
     // at the limit: every point is a new series and overflows
     let mut full = limiter(10_000);
     for start in (0..10_000).step_by(POINTS) {
-        full.limit(&mut batch(start), Instant::now()).unwrap();
+        full.limit(&mut batch(start), Instant::now());
     }
     group.bench_function("new_series_over_the_limit", |b| {
         b.iter_batched(
             || batch(50_000),
             |mut batch| {
-                full.limit(&mut batch, Instant::now()).unwrap();
+                full.limit(&mut batch, Instant::now());
                 batch
             },
             BatchSize::LargeInput,
@@ -115,7 +111,7 @@ fn cardinality(c: &mut Criterion) {
     let mut big = limiter(1_000_000);
     let before = resident_bytes();
     for start in (0..200_000).step_by(POINTS) {
-        big.limit(&mut batch(start), Instant::now()).unwrap();
+        big.limit(&mut batch(start), Instant::now());
     }
     let per_series = (resident_bytes().saturating_sub(before)) as f64 / big.tracked_series() as f64;
     println!(

@@ -11,7 +11,7 @@ use prost::Message;
 use sieve::compression::Compression;
 use sieve::model::{wire, Batch, Signal};
 use sieve::processors::batch::{BatchConfig, BatchProcessor};
-use sieve::processors::{DropCounter, Processor};
+use sieve::processors::Processor;
 use std::time::Duration;
 
 #[path = "common/request.rs"]
@@ -33,20 +33,16 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("prost_encode", |b| b.iter(|| decoded.encode_to_vec()));
 
     group.bench_function("passthrough_batch_and_encode", |b| {
-        let drops = DropCounter {
-            undecodable: Default::default(),
-        };
-        let mut processor = BatchProcessor::new(
-            BatchConfig {
-                send_batch_size: 1000,
-                ..Default::default()
-            },
-            drops,
-        );
+        let mut processor = BatchProcessor::new(BatchConfig {
+            send_batch_size: 1000,
+            ..Default::default()
+        });
         let mut out = Vec::new();
         b.iter(|| {
             processor.process(
-                Batch::from_encoded(Signal::Traces, body.clone()).unwrap(),
+                Batch::from_request(Signal::Traces, body.clone())
+                    .unwrap()
+                    .batch,
                 &mut out,
             );
             for batch in out.drain(..) {

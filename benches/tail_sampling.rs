@@ -84,7 +84,9 @@ fn batch(first: usize, spans: std::ops::Range<usize>) -> Batch {
         }],
         ..Default::default()
     }]);
-    Batch::from_encoded(Signal::Traces, decoded.to_bytes()).unwrap()
+    Batch::from_request(Signal::Traces, decoded.to_bytes())
+        .unwrap()
+        .batch
 }
 
 fn sampler(telemetry: &Telemetry) -> TailSampler {

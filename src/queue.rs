@@ -239,7 +239,9 @@ mod tests {
     }
 
     fn batch() -> Batch {
-        Batch::from_encoded(Signal::Traces, Bytes::new()).unwrap()
+        Batch::from_request(Signal::Traces, Bytes::new())
+            .unwrap()
+            .batch
     }
 
     #[test]

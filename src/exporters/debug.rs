@@ -43,6 +43,11 @@ impl DebugExporter {
         DebugExporter { config }
     }
 
+    /// Whether printing needs the decoded messages (all but `basic`).
+    pub fn decodes(&self) -> bool {
+        self.config.verbosity != Verbosity::Basic
+    }
+
     pub fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         let text = match self.config.verbosity {
             Verbosity::Basic => format!(
@@ -77,45 +82,42 @@ fn describe_items(batch: &Batch) -> String {
     );
     match batch.signal() {
         Signal::Traces => {
-            if let Ok(v) = batch.traces_mut() {
-                for span in v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
-                    out.push_str(&format!(
-                        "  span {} trace={} id={}\n",
-                        span.name,
-                        hex(&span.trace_id),
-                        hex(&span.span_id)
-                    ));
-                }
+            let v = batch.traces_mut();
+            for span in v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                out.push_str(&format!(
+                    "  span {} trace={} id={}\n",
+                    span.name,
+                    hex(&span.trace_id),
+                    hex(&span.span_id)
+                ));
             }
         }
         Signal::Metrics => {
-            if let Ok(v) = batch.metrics_mut() {
-                for metric in v
-                    .iter()
-                    .flat_map(|r| &r.scope_metrics)
-                    .flat_map(|s| &s.metrics)
-                {
-                    out.push_str(&format!(
-                        "  metric {} ({} points)\n",
-                        metric.name,
-                        crate::model::data_point_count(metric.data.as_ref())
-                    ));
-                }
+            let v = batch.metrics_mut();
+            for metric in v
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+            {
+                out.push_str(&format!(
+                    "  metric {} ({} points)\n",
+                    metric.name,
+                    crate::model::data_point_count(metric.data.as_ref())
+                ));
             }
         }
         Signal::Logs => {
-            if let Ok(v) = batch.logs_mut() {
-                for log in v
-                    .iter()
-                    .flat_map(|r| &r.scope_logs)
-                    .flat_map(|s| &s.log_records)
-                {
-                    out.push_str(&format!(
-                        "  log {} {:?}\n",
-                        log.severity_text,
-                        log.body.as_ref().and_then(|b| b.value.as_ref())
-                    ));
-                }
+            let v = batch.logs_mut();
+            for log in v
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .flat_map(|s| &s.log_records)
+            {
+                out.push_str(&format!(
+                    "  log {} {:?}\n",
+                    log.severity_text,
+                    log.body.as_ref().and_then(|b| b.value.as_ref())
+                ));
             }
         }
     }
@@ -125,26 +127,19 @@ fn describe_items(batch: &Batch) -> String {
 fn detailed(batch: &Batch) -> String {
     let mut batch = batch.clone();
     let json = match batch.signal() {
-        Signal::Traces => batch.traces_mut().map(|v| {
-            serde_json::to_string_pretty(&ExportTraceServiceRequest {
-                resource_spans: std::mem::take(v),
-            })
+        Signal::Traces => serde_json::to_string_pretty(&ExportTraceServiceRequest {
+            resource_spans: std::mem::take(batch.traces_mut()),
         }),
-        Signal::Metrics => batch.metrics_mut().map(|v| {
-            serde_json::to_string_pretty(&ExportMetricsServiceRequest {
-                resource_metrics: std::mem::take(v),
-            })
+        Signal::Metrics => serde_json::to_string_pretty(&ExportMetricsServiceRequest {
+            resource_metrics: std::mem::take(batch.metrics_mut()),
         }),
-        Signal::Logs => batch.logs_mut().map(|v| {
-            serde_json::to_string_pretty(&ExportLogsServiceRequest {
-                resource_logs: std::mem::take(v),
-            })
+        Signal::Logs => serde_json::to_string_pretty(&ExportLogsServiceRequest {
+            resource_logs: std::mem::take(batch.logs_mut()),
         }),
     };
     match json {
-        Ok(Ok(text)) => text + "\n",
-        Ok(Err(e)) => format!("{}: cannot print as JSON: {e}\n", batch.signal()),
-        Err(e) => format!("{}: {e}\n", batch.signal()),
+        Ok(text) => text + "\n",
+        Err(e) => format!("{}: cannot print as JSON: {e}\n", batch.signal()),
     }
 }
 

@@ -154,6 +154,11 @@ impl KafkaExporterConfig {
         configured.clone().unwrap_or_else(|| default_topic(signal))
     }
 
+    /// Whether the messages of `signal` are built from decoded data.
+    pub fn decodes(&self, signal: Signal) -> bool {
+        self.partitioned(signal) || self.topic(signal).encoding == Encoding::OtlpJson
+    }
+
     fn partitioned(&self, signal: Signal) -> bool {
         match signal {
             Signal::Traces => self.partition_traces_by_id,
@@ -210,7 +215,7 @@ pub fn messages(
 ) -> Result<(Vec<Message>, usize), ExportError> {
     let encoding = config.topic(batch.signal()).encoding;
     let groups = if config.partitioned(batch.signal()) {
-        partition(batch.clone()).map_err(|e| encode_error(&e))?
+        partition(batch.clone())
     } else {
         vec![(None, batch.clone())]
     };
@@ -228,33 +233,24 @@ pub fn messages(
     Ok((messages, too_large))
 }
 
-fn encode_error(error: &dyn std::fmt::Display) -> ExportError {
-    ExportError {
-        retryable: false,
-        retry_after: None,
-        reason: "encode",
-        message: error.to_string(),
-    }
-}
-
 /// Splits a batch into keyed groups: by trace id, or by resource.
-fn partition(mut batch: Batch) -> Result<Vec<(Option<String>, Batch)>, crate::model::DecodeError> {
+fn partition(mut batch: Batch) -> Vec<(Option<String>, Batch)> {
     match batch.signal() {
-        Signal::Traces => Ok(by_trace_id(std::mem::take(batch.traces_mut()?))),
-        Signal::Metrics => Ok(std::mem::take(batch.metrics_mut()?)
+        Signal::Traces => by_trace_id(std::mem::take(batch.traces_mut())),
+        Signal::Metrics => std::mem::take(batch.metrics_mut())
             .into_iter()
             .map(|rm| {
                 let key = resource_key(rm.resource.as_ref().map(|r| &r.attributes[..]));
                 (Some(key), Batch::from_metrics(vec![rm]))
             })
-            .collect()),
-        Signal::Logs => Ok(std::mem::take(batch.logs_mut()?)
+            .collect(),
+        Signal::Logs => std::mem::take(batch.logs_mut())
             .into_iter()
             .map(|rl| {
                 let key = resource_key(rl.resource.as_ref().map(|r| &r.attributes[..]));
                 (Some(key), Batch::from_logs(vec![rl]))
             })
-            .collect()),
+            .collect(),
     }
 }
 
@@ -344,9 +340,7 @@ fn fit(
     if items <= 1 {
         return Ok(items);
     }
-    let front = batch
-        .split_off_front(items / 2)
-        .map_err(|e| encode_error(&e))?;
+    let front = batch.split_off_front(items / 2);
     let dropped = fit(key.clone(), front, encoding, max, messages)?;
     Ok(dropped + fit(key, batch, encoding, max, messages)?)
 }
@@ -376,6 +370,10 @@ mod producer {
                 config: config.clone(),
                 producer,
             }
+        }
+
+        pub fn decodes(&self, signal: Signal) -> bool {
+            self.config.decodes(signal)
         }
 
         pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {

@@ -335,12 +335,7 @@ impl LokiExporter {
     /// Groups a batch's records into streams, entries sorted by time.
     fn streams(&self, batch: &Batch) -> Result<BTreeMap<String, Vec<Entry>>, ExportError> {
         let mut batch = batch.clone();
-        let resource_logs = batch.logs_mut().map_err(|e| ExportError {
-            retryable: false,
-            retry_after: None,
-            reason: "undecodable",
-            message: e.to_string(),
-        })?;
+        let resource_logs = batch.logs_mut();
         let mut streams: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for rl in resource_logs.iter() {
             let resource = rl

@@ -210,6 +210,19 @@ impl Exporter {
         }
     }
 
+    /// Whether this exporter works on the decoded messages of `signal` (an encoded batch
+    /// is then decoded once, before the first attempt, and any loss counted).
+    fn decodes(&self, signal: Signal) -> bool {
+        match self {
+            Exporter::OtlpGrpc(_) => false,
+            Exporter::OtlpHttp(e) => e.decodes(),
+            Exporter::Debug(e) => e.decodes(),
+            Exporter::Loki(_) | Exporter::PrometheusRemoteWrite(_) => true,
+            #[cfg(feature = "kafka")]
+            Exporter::Kafka(e) => e.decodes(signal),
+        }
+    }
+
     pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         match self {
             Exporter::OtlpGrpc(e) => e.export(batch).await,
@@ -363,11 +376,15 @@ async fn run(
 /// Sends one batch, retrying as configured; every item ends up sent or counted as dropped.
 async fn send(
     exporter: &Exporter,
-    batch: Batch,
+    mut batch: Batch,
     retry: &retry::RetryConfig,
     metrics: &ExporterMetrics,
     mut abort: watch::Receiver<bool>,
 ) {
+    if exporter.decodes(batch.signal()) {
+        batch.decode();
+        metrics.dropped("undecodable", batch.take_lost());
+    }
     let items = batch.items();
     let started = Instant::now();
     let mut backoff = retry::Backoff::new(retry);

@@ -411,6 +411,11 @@ impl HttpExporter {
         }
     }
 
+    /// Whether requests are built from decoded data (OTLP/JSON).
+    pub fn decodes(&self) -> bool {
+        self.encoding == Encoding::Json
+    }
+
     fn url(&self, signal: Signal) -> &Uri {
         &self.urls[signal as usize]
     }
@@ -511,24 +516,23 @@ fn error_text(status: u16, body: &[u8]) -> String {
 
 pub(crate) fn to_json(batch: &Batch) -> Result<Vec<u8>, ExportError> {
     let mut batch = batch.clone();
-    let invalid = |e: &dyn std::fmt::Display| ExportError {
+    let json = match batch.signal() {
+        Signal::Traces => serde_json::to_vec(&ExportTraceServiceRequest {
+            resource_spans: std::mem::take(batch.traces_mut()),
+        }),
+        Signal::Metrics => serde_json::to_vec(&ExportMetricsServiceRequest {
+            resource_metrics: std::mem::take(batch.metrics_mut()),
+        }),
+        Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest {
+            resource_logs: std::mem::take(batch.logs_mut()),
+        }),
+    };
+    json.map_err(|e| ExportError {
         retryable: false,
         retry_after: None,
         reason: "encode",
         message: e.to_string(),
-    };
-    let json = match batch.signal() {
-        Signal::Traces => serde_json::to_vec(&ExportTraceServiceRequest {
-            resource_spans: std::mem::take(batch.traces_mut().map_err(|e| invalid(&e))?),
-        }),
-        Signal::Metrics => serde_json::to_vec(&ExportMetricsServiceRequest {
-            resource_metrics: std::mem::take(batch.metrics_mut().map_err(|e| invalid(&e))?),
-        }),
-        Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest {
-            resource_logs: std::mem::take(batch.logs_mut().map_err(|e| invalid(&e))?),
-        }),
-    };
-    json.map_err(|e| invalid(&e))
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! * item counts (spans, metric data points, log records) come from the cheap wire walk in
 //!   [`wire`], which also rejects structurally malformed input at the edge.
 
+pub mod schema;
+pub mod validate;
 pub mod wire;
 
 use base64::Engine;
@@ -102,21 +104,94 @@ pub struct Batch {
     signal: Signal,
     payload: Payload,
     items: usize,
+    /// Items lost because their chunk did not decode, not yet counted as dropped.
+    lost: usize,
 }
 
-/// The protobuf in an encoded batch could not be decoded.
+/// Items refused from an otherwise accepted request, reported to the client as OTLP
+/// `partial_success`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub signal: Signal,
+    pub count: usize,
+    /// The `reason` label the refused items are counted under (the first reason found).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Rejected {
+    pub fn new(signal: Signal, count: usize, reason: &'static str, why: &str) -> Rejected {
+        Rejected {
+            signal,
+            count,
+            reason,
+            message: format!("{count} {} rejected: {why}", signal.item_name()),
+        }
+    }
+
+    /// Both refusals as one: counts add up, the first reason and message stay in front.
+    pub fn and(self, other: Option<Rejected>) -> Rejected {
+        match other {
+            None => self,
+            Some(other) => Rejected {
+                count: self.count + other.count,
+                message: format!("{}; {}", self.message, other.message),
+                ..self
+            },
+        }
+    }
+}
+
+/// A request as the edge took it: a batch of the items that decode, and what was refused.
+#[derive(Debug)]
+pub struct Admitted {
+    pub batch: Batch,
+    pub rejected: Option<Rejected>,
+}
+
+/// Why no item of a request was accepted.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid OTLP protobuf: {0}")]
-pub struct DecodeError(#[from] prost::DecodeError);
+pub enum Invalid {
+    /// The request's outer structure is broken.
+    #[error("malformed protobuf: {0}")]
+    Framing(#[from] wire::WireError),
+    /// Every item was refused.
+    #[error("{}", .0.message)]
+    AllRefused(Rejected),
+    /// The body does not parse in its format (OTLP/JSON).
+    #[error("{0}")]
+    Syntax(String),
+}
+
+impl Invalid {
+    /// The `reason` label the request is counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Invalid::Framing(_) | Invalid::Syntax(_) => "malformed",
+            Invalid::AllRefused(r) => r.reason,
+        }
+    }
+}
 
 impl Batch {
-    /// Wraps a serialized export request after checking its structure and counting items.
-    pub fn from_encoded(signal: Signal, bytes: Bytes) -> Result<Batch, wire::WireError> {
-        let items = wire::count_items(signal, &bytes)?;
-        Ok(Batch {
-            signal,
-            payload: Payload::Encoded(vec![bytes]),
-            items,
+    /// Takes a serialized export request from a client: checks it down to every field
+    /// ([`validate`]), and keeps the items that decode, copying the request without the
+    /// others only when some were refused.
+    pub fn from_request(signal: Signal, bytes: Bytes) -> Result<Admitted, Invalid> {
+        let checked = validate::check_request(signal, &bytes)?;
+        let rejected = checked
+            .defect
+            .map(|d| Rejected::new(signal, checked.refused, d.reason(), d.describe()));
+        let bytes = match rejected {
+            Some(rejected) if checked.accepted == 0 => return Err(Invalid::AllRefused(rejected)),
+            Some(_) if checked.needs_rewrite() => {
+                Bytes::from(validate::without_refused(signal, &bytes, &checked))
+            }
+            _ => bytes,
+        };
+        Ok(Admitted {
+            batch: Batch::from_encoded_parts(signal, vec![bytes], checked.accepted),
+            rejected,
         })
     }
 
@@ -126,6 +201,7 @@ impl Batch {
             signal,
             payload: Payload::Encoded(parts),
             items,
+            lost: 0,
         }
     }
 
@@ -135,6 +211,7 @@ impl Batch {
             signal: Signal::Traces,
             payload: Payload::Traces(resource_spans),
             items,
+            lost: 0,
         }
     }
 
@@ -144,6 +221,7 @@ impl Batch {
             signal: Signal::Metrics,
             payload: Payload::Metrics(resource_metrics),
             items,
+            lost: 0,
         }
     }
 
@@ -153,6 +231,7 @@ impl Batch {
             signal: Signal::Logs,
             payload: Payload::Logs(resource_logs),
             items,
+            lost: 0,
         }
     }
 
@@ -174,30 +253,36 @@ impl Batch {
     }
 
     /// The resource spans, decoding them first if the batch is still encoded.
-    pub fn traces_mut(&mut self) -> Result<&mut Vec<ResourceSpans>, DecodeError> {
-        self.decode()?;
+    pub fn traces_mut(&mut self) -> &mut Vec<ResourceSpans> {
+        self.decode();
         match &mut self.payload {
-            Payload::Traces(v) => Ok(v),
+            Payload::Traces(v) => v,
             _ => unreachable!("decode() leaves a traces batch decoded as traces"),
         }
     }
 
     /// The resource metrics, decoding them first if the batch is still encoded.
-    pub fn metrics_mut(&mut self) -> Result<&mut Vec<ResourceMetrics>, DecodeError> {
-        self.decode()?;
+    pub fn metrics_mut(&mut self) -> &mut Vec<ResourceMetrics> {
+        self.decode();
         match &mut self.payload {
-            Payload::Metrics(v) => Ok(v),
+            Payload::Metrics(v) => v,
             _ => unreachable!("decode() leaves a metrics batch decoded as metrics"),
         }
     }
 
     /// The resource logs, decoding them first if the batch is still encoded.
-    pub fn logs_mut(&mut self) -> Result<&mut Vec<ResourceLogs>, DecodeError> {
-        self.decode()?;
+    pub fn logs_mut(&mut self) -> &mut Vec<ResourceLogs> {
+        self.decode();
         match &mut self.payload {
-            Payload::Logs(v) => Ok(v),
+            Payload::Logs(v) => v,
             _ => unreachable!("decode() leaves a logs batch decoded as logs"),
         }
+    }
+
+    /// Items lost to chunks that did not decode since the last call; whoever holds the
+    /// batch counts them as dropped (`reason="undecodable"`).
+    pub fn take_lost(&mut self) -> usize {
+        std::mem::take(&mut self.lost)
     }
 
     /// Recounts items after a processor changed a decoded payload.
@@ -214,36 +299,41 @@ impl Batch {
     }
 
     /// Decodes an encoded payload in place; a decoded one is left as it is.
-    pub fn decode(&mut self) -> Result<(), DecodeError> {
+    ///
+    /// The edge check makes every accepted chunk decodable, so a failure here is a
+    /// defect; still, each chunk (one client's request, or sieve's own encoding) decodes
+    /// on its own, and one that fails loses only its own items, which are logged and
+    /// left for [`Batch::take_lost`] to count. Its neighbours in the batch go on.
+    pub fn decode(&mut self) {
         let Payload::Encoded(chunks) = &self.payload else {
-            return Ok(());
+            return;
         };
-        self.payload = match self.signal {
+        let (payload, decoded) = match self.signal {
             Signal::Traces => {
-                let mut all = Vec::new();
-                for chunk in chunks {
-                    all.extend(ExportTraceServiceRequest::decode(chunk.as_ref())?.resource_spans);
-                }
-                Payload::Traces(all)
+                let all = decode_chunks(chunks, |c| {
+                    ExportTraceServiceRequest::decode(c).map(|r| r.resource_spans)
+                });
+                let count = count_spans(&all);
+                (Payload::Traces(all), count)
             }
             Signal::Metrics => {
-                let mut all = Vec::new();
-                for chunk in chunks {
-                    all.extend(
-                        ExportMetricsServiceRequest::decode(chunk.as_ref())?.resource_metrics,
-                    );
-                }
-                Payload::Metrics(all)
+                let all = decode_chunks(chunks, |c| {
+                    ExportMetricsServiceRequest::decode(c).map(|r| r.resource_metrics)
+                });
+                let count = count_data_points(&all);
+                (Payload::Metrics(all), count)
             }
             Signal::Logs => {
-                let mut all = Vec::new();
-                for chunk in chunks {
-                    all.extend(ExportLogsServiceRequest::decode(chunk.as_ref())?.resource_logs);
-                }
-                Payload::Logs(all)
+                let all = decode_chunks(chunks, |c| {
+                    ExportLogsServiceRequest::decode(c).map(|r| r.resource_logs)
+                });
+                let count = count_log_records(&all);
+                (Payload::Logs(all), count)
             }
         };
-        Ok(())
+        self.payload = payload;
+        self.lost += self.items.saturating_sub(decoded);
+        self.items = decoded;
     }
 
     /// The size in bytes of the serialized export request.
@@ -296,54 +386,48 @@ impl Batch {
 
     /// Appends another batch of the same signal. Two encoded batches merge without
     /// decoding; otherwise both are decoded.
-    pub fn merge(&mut self, mut other: Batch) -> Result<(), DecodeError> {
+    pub fn merge(&mut self, mut other: Batch) {
         debug_assert_eq!(
             self.signal, other.signal,
             "batches of different signals never merge"
         );
-        self.items += other.items;
-        match (&mut self.payload, &mut other.payload) {
-            (Payload::Encoded(a), Payload::Encoded(b)) => a.append(b),
-            _ => {
-                self.decode()?;
-                other.decode()?;
-                match (&mut self.payload, other.payload) {
-                    (Payload::Traces(a), Payload::Traces(b)) => a.extend(b),
-                    (Payload::Metrics(a), Payload::Metrics(b)) => a.extend(b),
-                    (Payload::Logs(a), Payload::Logs(b)) => a.extend(b),
-                    _ => unreachable!("both batches are decoded as the same signal"),
-                }
-            }
+        if let (Payload::Encoded(a), Payload::Encoded(b)) = (&mut self.payload, &mut other.payload)
+        {
+            a.append(b);
+            self.items += other.items;
+            self.lost += other.lost;
+            return;
         }
-        Ok(())
+        self.decode();
+        other.decode();
+        self.items += other.items;
+        self.lost += other.lost;
+        match (&mut self.payload, other.payload) {
+            (Payload::Traces(a), Payload::Traces(b)) => a.extend(b),
+            (Payload::Metrics(a), Payload::Metrics(b)) => a.extend(b),
+            (Payload::Logs(a), Payload::Logs(b)) => a.extend(b),
+            _ => unreachable!("both batches are decoded as the same signal"),
+        }
     }
 
     /// Splits off a batch with at most `max_items` items from the front, leaving the rest.
     /// Encoded batches are cut at resource boundaries without copying; a resource that
     /// must itself be cut is decoded first.
-    pub fn split_off_front(&mut self, max_items: usize) -> Result<Batch, DecodeError> {
+    pub fn split_off_front(&mut self, max_items: usize) -> Batch {
         assert!(max_items > 0, "a batch is never split into empty parts");
         if self.items <= max_items {
-            let empty = Batch {
-                signal: self.signal,
-                payload: Payload::Encoded(Vec::new()),
-                items: 0,
-            };
-            return Ok(std::mem::replace(self, empty));
+            let empty = Batch::from_encoded_parts(self.signal, Vec::new(), 0);
+            return std::mem::replace(self, empty);
         }
         if let Payload::Encoded(chunks) = &self.payload {
             if let Some(split) = wire::split_records(self.signal, chunks, max_items) {
                 let front_items = self.items - split.back_items;
                 self.payload = Payload::Encoded(split.back);
                 self.items = split.back_items;
-                return Ok(Batch {
-                    signal: self.signal,
-                    payload: Payload::Encoded(split.front),
-                    items: front_items,
-                });
+                return Batch::from_encoded_parts(self.signal, split.front, front_items);
             }
         }
-        self.decode()?;
+        self.decode();
         let front = match &mut self.payload {
             Payload::Traces(v) => Batch::from_traces(split_traces(v, max_items)),
             Payload::Metrics(v) => Batch::from_metrics(split_metrics(v, max_items)),
@@ -351,8 +435,27 @@ impl Batch {
             Payload::Encoded(_) => unreachable!("decoded above"),
         };
         self.items -= front.items;
-        Ok(front)
+        front
     }
+}
+
+/// Decodes each chunk on its own; a chunk that fails is logged and left out.
+fn decode_chunks<T>(
+    chunks: &[Bytes],
+    decode: impl Fn(&[u8]) -> Result<Vec<T>, prost::DecodeError>,
+) -> Vec<T> {
+    let mut all = Vec::new();
+    for chunk in chunks {
+        match decode(chunk) {
+            Ok(resources) => all.extend(resources),
+            Err(error) => tracing::error!(
+                %error,
+                bytes = chunk.len(),
+                "dropping a request that passed the edge check but does not decode (a defect: please report it)"
+            ),
+        }
+    }
+    all
 }
 
 fn count_spans(v: &[ResourceSpans]) -> usize {

@@ -19,6 +19,10 @@ use super::Signal;
 pub enum WireError {
     #[error("truncated varint at byte {0}")]
     TruncatedVarint(usize),
+    #[error("varint longer than 64 bits at byte {0}")]
+    VarintOverflow(usize),
+    #[error("field key larger than 32 bits at byte {0}")]
+    InvalidKey(usize),
     #[error("length {len} at byte {at} runs past the end of its message")]
     LengthOverrun { at: usize, len: u64 },
     #[error("truncated fixed-width field at byte {0}")]
@@ -29,6 +33,33 @@ pub enum WireError {
     FieldZero(usize),
     #[error("field {field} at byte {at} should be a sub-message")]
     NotAMessage { at: usize, field: u32 },
+}
+
+impl WireError {
+    /// The same error for a read that started `offset` bytes further on.
+    fn at(self, offset: usize) -> WireError {
+        match self {
+            WireError::TruncatedVarint(at) => WireError::TruncatedVarint(at + offset),
+            WireError::VarintOverflow(at) => WireError::VarintOverflow(at + offset),
+            other => other,
+        }
+    }
+}
+
+/// Reads one varint from the start of `bytes`: its value and its length. Offsets in the
+/// error are relative to `bytes`.
+pub fn read_varint(bytes: &[u8]) -> Result<(u64, usize), WireError> {
+    let mut value: u64 = 0;
+    for (index, &byte) in bytes.iter().take(10).enumerate() {
+        if index == 9 && byte > 1 {
+            return Err(WireError::VarintOverflow(0));
+        }
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok((value, index + 1));
+        }
+    }
+    Err(WireError::TruncatedVarint(0))
 }
 
 /// One field's value as the wire format frames it.
@@ -60,20 +91,13 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A varint as protobuf decoders accept it: at most 10 bytes, the 10th at most 1
+    /// (so the value fits in 64 bits).
     fn varint(&mut self) -> Result<u64, WireError> {
-        let start = self.pos;
-        let mut value: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let Some(&byte) = self.buf[..self.end].get(self.pos) else {
-                return Err(WireError::TruncatedVarint(start));
-            };
-            self.pos += 1;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(WireError::TruncatedVarint(start))
+        let (value, len) =
+            read_varint(&self.buf[self.pos..self.end]).map_err(|e| e.at(self.pos))?;
+        self.pos += len;
+        Ok(value)
     }
 
     /// The next `N` bytes, little-endian as fixed-width fields are.
@@ -96,6 +120,9 @@ impl<'a> Fields<'a> {
     fn read_field(&mut self) -> Result<Field, WireError> {
         let record_start = self.pos;
         let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(WireError::InvalidKey(record_start));
+        }
         let field = (key >> 3) as u32;
         if field == 0 {
             return Err(WireError::FieldZero(record_start));

@@ -6,7 +6,7 @@
 //! What the processor holds is bounded by `send_batch_size` plus one incoming batch: it
 //! emits as soon as the threshold is reached.
 
-use super::{DropCounter, Processor};
+use super::Processor;
 use crate::config::{duration, FieldError};
 use crate::model::Batch;
 use serde::Deserialize;
@@ -55,16 +55,14 @@ pub struct BatchProcessor {
     config: BatchConfig,
     pending: Option<Batch>,
     deadline: Option<Instant>,
-    drops: DropCounter,
 }
 
 impl BatchProcessor {
-    pub fn new(config: BatchConfig, drops: DropCounter) -> Self {
+    pub fn new(config: BatchConfig) -> Self {
         BatchProcessor {
             config,
             pending: None,
             deadline: None,
-            drops,
         }
     }
 
@@ -72,14 +70,7 @@ impl BatchProcessor {
     fn emit(&self, mut batch: Batch, out: &mut Vec<Batch>) {
         let max = self.config.send_batch_max_size;
         while max > 0 && batch.items() > max {
-            match batch.split_off_front(max) {
-                Ok(front) => out.push(front),
-                Err(error) => {
-                    tracing::warn!(%error, items = batch.items(), "batch: dropping undecodable data");
-                    self.drops.undecodable.inc_by(batch.items() as u64);
-                    return;
-                }
-            }
+            out.push(batch.split_off_front(max));
         }
         out.push(batch);
     }
@@ -100,11 +91,7 @@ impl Processor for BatchProcessor {
                 batch
             }
             Some(mut pending) => {
-                let items = batch.items();
-                if let Err(error) = pending.merge(batch) {
-                    tracing::warn!(%error, "batch: dropping undecodable data");
-                    self.drops.undecodable.inc_by(items as u64);
-                }
+                pending.merge(batch);
                 pending
             }
         };
@@ -137,17 +124,11 @@ mod tests {
     use crate::model::tests::traces_batch;
 
     fn processor(size: usize, max: usize) -> BatchProcessor {
-        let drops = DropCounter {
-            undecodable: Default::default(),
-        };
-        BatchProcessor::new(
-            BatchConfig {
-                send_batch_size: size,
-                send_batch_max_size: max,
-                timeout: Duration::from_secs(1),
-            },
-            drops,
-        )
+        BatchProcessor::new(BatchConfig {
+            send_batch_size: size,
+            send_batch_max_size: max,
+            timeout: Duration::from_secs(1),
+        })
     }
 
     #[test]

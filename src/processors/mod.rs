@@ -87,7 +87,8 @@ impl ComponentConfig for ProcessorConfig {
     }
 }
 
-/// Counts items a processor had to drop, by reason.
+/// Counts items a processor had to drop, by reason (tail sampling: spans without a
+/// trace id, and requests that do not parse).
 #[derive(Clone)]
 pub struct DropCounter {
     pub undecodable: Counter,
@@ -109,13 +110,12 @@ pub fn build(
 ) -> Built {
     match config {
         ProcessorConfig::Batch(c) => Built {
-            processor: Box::new(batch::BatchProcessor::new(c.clone(), drops)),
+            processor: Box::new(batch::BatchProcessor::new(c.clone())),
             gate: None,
         },
         ProcessorConfig::CardinalityLimit(c) => Built {
             processor: Box::new(cardinality::CardinalityLimiter::new(
                 c.clone(),
-                drops,
                 id,
                 Some(telemetry),
             )),
@@ -124,7 +124,6 @@ pub fn build(
         ProcessorConfig::Redaction(c) => Built {
             processor: Box::new(redaction::RedactionProcessor::new(
                 c.clone(),
-                drops,
                 id,
                 pipeline,
                 telemetry,

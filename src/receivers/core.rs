@@ -100,6 +100,32 @@ impl ReceiverCore {
             .inc();
     }
 
+    /// Counts items refused as undecodable, from a request whose other items may have been
+    /// accepted.
+    pub fn count_rejected_items(&self, signal: crate::model::Signal, reason: &str, items: usize) {
+        self.telemetry
+            .receiver_rejected_items
+            .get_or_create(&self.reason_labels(signal.as_str(), reason))
+            .inc_by(items as u64);
+    }
+
+    /// Takes what the edge check made of a request: refused items are counted, and a
+    /// request with nothing acceptable is handed back as the error.
+    pub fn admit(
+        &self,
+        checked: Result<crate::model::Admitted, crate::model::Invalid>,
+    ) -> Result<crate::model::Admitted, crate::model::Invalid> {
+        let rejected = match &checked {
+            Ok(admitted) => admitted.rejected.as_ref(),
+            Err(crate::model::Invalid::AllRefused(rejected)) => Some(rejected),
+            Err(_) => None,
+        };
+        if let Some(r) = rejected {
+            self.count_rejected_items(r.signal, r.reason, r.count);
+        }
+        checked
+    }
+
     /// Counts items received and then lost without the sender being told (UDP).
     pub fn count_dropped(&self, signal: &str, reason: &str, items: usize) {
         self.telemetry

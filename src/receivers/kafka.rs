@@ -23,7 +23,7 @@
 
 use crate::config::{duration, FieldError};
 use crate::kafka::{default_topic, AuthConfig, Connection, Encoding, SignalTopic};
-use crate::model::{Batch, Signal};
+use crate::model::{Admitted, Batch, Invalid, Signal};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -175,23 +175,12 @@ impl KafkaReceiverConfig {
     }
 }
 
-/// Decodes one message of `signal`, with the count of items left out for invalid ids
-/// (OTLP/JSON only).
-pub fn decode(
-    signal: Signal,
-    encoding: Encoding,
-    payload: &[u8],
-) -> Result<(Batch, usize), String> {
+/// Checks one message of `signal` as the OTLP receiver checks a request: the items that
+/// decode, and what was refused.
+pub fn decode(signal: Signal, encoding: Encoding, payload: &[u8]) -> Result<Admitted, Invalid> {
     match encoding {
-        Encoding::OtlpProto => Batch::from_encoded(signal, bytes::Bytes::copy_from_slice(payload))
-            .map(|batch| (batch, 0))
-            .map_err(|e| e.to_string()),
-        Encoding::OtlpJson => {
-            super::otlp::json::decode(signal, payload).map(|(batch, rejected)| {
-                let left_out = rejected.map_or(0, |r| usize::try_from(r.count).unwrap_or(0));
-                (batch, left_out)
-            })
-        }
+        Encoding::OtlpProto => Batch::from_request(signal, bytes::Bytes::copy_from_slice(payload)),
+        Encoding::OtlpJson => super::otlp::json::decode(signal, payload),
     }
 }
 
@@ -377,18 +366,15 @@ mod consumer {
                 offset: message.offset(),
             };
             let payload = message.payload().unwrap_or_default();
-            match decode(*signal, topic.encoding, payload) {
-                Ok((batch, left_out)) => {
-                    if left_out > 0 {
-                        core.count_dropped(signal.as_str(), "invalid_id", left_out);
-                    }
-                    if !deliver(&core, batch, &mut stopped).await {
+            match core.admit(decode(*signal, topic.encoding, payload)) {
+                Ok(admitted) => {
+                    if !deliver(&core, admitted.batch, &mut stopped).await {
                         break;
                     }
                 }
                 Err(error) => {
                     tracing::warn!(receiver = %core.id, topic = %accepted.topic, offset = accepted.offset, %error, "kafka: skipping a message that does not decode");
-                    core.count_rejected("kafka", "malformed");
+                    core.count_rejected("kafka", error.reason());
                 }
             }
             pending.push_back(accepted);
@@ -474,11 +460,12 @@ mod tests {
     #[test]
     fn messages_decode_by_encoding_and_bad_ones_are_errors() {
         let json = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"s"}]}]}]}"#;
-        let (batch, left_out) = decode(Signal::Traces, Encoding::OtlpJson, json).unwrap();
-        assert_eq!((batch.items(), left_out), (1, 0));
-        let bad_id = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01","spanId":"0102030405060708","name":"s"}]}]}]}"#;
-        let (batch, left_out) = decode(Signal::Traces, Encoding::OtlpJson, bad_id).unwrap();
-        assert_eq!((batch.items(), left_out), (0, 1), "left out and counted");
+        let admitted = decode(Signal::Traces, Encoding::OtlpJson, json).unwrap();
+        assert_eq!((admitted.batch.items(), admitted.rejected), (1, None));
+        let bad_id = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01","spanId":"0102030405060708","name":"s"},{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708"}]}]}]}"#;
+        let admitted = decode(Signal::Traces, Encoding::OtlpJson, bad_id).unwrap();
+        assert_eq!(admitted.batch.items(), 1);
+        assert_eq!(admitted.rejected.unwrap().count, 1, "left out and reported");
         assert!(decode(Signal::Traces, Encoding::OtlpProto, b"\x0a\xff\xff").is_err());
         assert!(decode(Signal::Traces, Encoding::OtlpJson, b"[1]").is_err());
     }

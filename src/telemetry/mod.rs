@@ -12,6 +12,7 @@
 //! | `sieve_receiver_accepted_items_total` | receiver, signal | items every target pipeline took |
 //! | `sieve_receiver_refused_items_total` | receiver, signal, reason | items refused with a retryable error |
 //! | `sieve_receiver_rejected_requests_total` | receiver, transport, reason | malformed, oversized or unsupported requests |
+//! | `sieve_receiver_rejected_items_total` | receiver, signal, reason | items refused as undecodable (`partial_success`, or the whole request) |
 //! | `sieve_receiver_dropped_items_total` | receiver, signal, reason | items lost without telling the sender (UDP) |
 //! | `sieve_pipeline_accepted_items_total` | pipeline | items put on the pipeline queue |
 //! | `sieve_pipeline_refused_items_total` | pipeline, reason | items the pipeline refused |
@@ -172,6 +173,7 @@ pub struct Telemetry {
     pub receiver_accepted: Family<ReceiverLabels, Counter>,
     pub receiver_refused: Family<ReceiverReasonLabels, Counter>,
     pub receiver_rejected_requests: Family<RequestLabels, Counter>,
+    pub receiver_rejected_items: Family<ReceiverReasonLabels, Counter>,
     pub receiver_dropped: Family<ReceiverReasonLabels, Counter>,
     pub pipeline_accepted: Family<PipelineLabels, Counter>,
     pub pipeline_refused: Family<PipelineReasonLabels, Counter>,
@@ -211,6 +213,7 @@ impl Telemetry {
             receiver_accepted: Family::default(),
             receiver_refused: Family::default(),
             receiver_rejected_requests: Family::default(),
+            receiver_rejected_items: Family::default(),
             receiver_dropped: Family::default(),
             pipeline_accepted: Family::default(),
             pipeline_refused: Family::default(),
@@ -260,6 +263,11 @@ impl Telemetry {
             "receiver_rejected_requests",
             "Malformed, oversized or unsupported requests",
             t.receiver_rejected_requests.clone(),
+        );
+        registry.register(
+            "receiver_rejected_items",
+            "Items refused because they would not decode (invalid UTF-8, nesting, wire types, ids)",
+            t.receiver_rejected_items.clone(),
         );
         registry.register(
             "receiver_dropped_items",

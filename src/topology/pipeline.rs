@@ -115,9 +115,10 @@ impl RunningPipeline {
             })
             .unzip();
         let closed = counter(telemetry, &name, "shutdown");
+        let undecodable = drops.undecodable;
         let worker = std::thread::Builder::new()
             .name(format!("pipeline {name}"))
-            .spawn(move || run_worker(receiver, chain, senders, closed))
+            .spawn(move || run_worker(receiver, chain, senders, closed, undecodable))
             .expect("spawning a thread succeeds");
         let counters = InputCounters {
             accepted: telemetry
@@ -210,8 +211,12 @@ fn run_worker(
     mut chain: Vec<Box<dyn Processor>>,
     exporters: Vec<mpsc::Sender<Batch>>,
     closed: Counter,
+    undecodable: Counter,
 ) {
-    let mut emit = |batch: Batch| deliver(&exporters, batch, &closed);
+    let mut emit = |mut batch: Batch| {
+        undecodable.inc_by(batch.take_lost() as u64);
+        deliver(&exporters, batch, &closed)
+    };
     loop {
         let deadline = chain.iter().filter_map(|p| p.next_deadline()).min();
         let received = match deadline {
@@ -240,6 +245,9 @@ fn run_worker(
     }
 }
 
+/// Runs a batch through the chain. Items a processor lost to a chunk that did not decode
+/// travel with the batch and are counted where it leaves the chain (`emit`); a processor
+/// that consumes batches without passing them on counts its own.
 fn run_chain(chain: &mut [Box<dyn Processor>], batch: Batch, emit: &mut dyn FnMut(Batch)) {
     match chain.split_first_mut() {
         None => emit(batch),

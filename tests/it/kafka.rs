@@ -390,7 +390,7 @@ async fn a_pipeline_added_on_reload_subscribes_to_its_signals_topic() {
     let agent = Sieve::start(&two_signal_agent_config(&broker.brokers()));
     for (file, path) in [("trace.json", "/v1/traces"), ("logs.json", "/v1/logs")] {
         let body = std::fs::read(format!(
-            "{}/../shared/testdata/otlp-json/{file}",
+            "{}/tests/data/otlp-json/{file}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();

@@ -217,7 +217,7 @@ async fn sdk_over_http_arrives_intact() {
 
 fn testdata(name: &str) -> Vec<u8> {
     std::fs::read(format!(
-        "{}/../shared/testdata/otlp-json/{name}",
+        "{}/tests/data/otlp-json/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()

@@ -209,12 +209,7 @@ impl RemoteWriteExporter {
 
     pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         let mut batch = batch.clone();
-        let resources = batch.metrics_mut().map_err(|e| ExportError {
-            retryable: false,
-            retry_after: None,
-            reason: "undecodable",
-            message: e.to_string(),
-        })?;
+        let resources = batch.metrics_mut();
         let output = translate::translate(resources, &self.options, &mut self.delta.lock());
         let dropped: u64 = output.dropped.values().sum();
         let mut sends = tokio::task::JoinSet::new();

@@ -34,7 +34,7 @@
 //! `sieve_cardinality_dropped_points_total{processor,metric}`; the first overflow of a
 //! metric (per resource) is logged once, naming the metric and resource.
 
-use super::{DropCounter, Processor};
+use super::Processor;
 use crate::config::{duration, FieldError};
 use crate::model::Batch;
 use crate::telemetry::{CardinalityLabels, Telemetry};
@@ -226,7 +226,6 @@ pub struct CardinalityLimiter {
     tracked: usize,
     next_sweep: Instant,
     telemetry: Option<Metrics>,
-    drops: DropCounter,
 }
 
 struct Metrics {
@@ -298,12 +297,7 @@ enum Verdict {
 }
 
 impl CardinalityLimiter {
-    pub fn new(
-        config: CardinalityConfig,
-        drops: DropCounter,
-        processor: &str,
-        telemetry: Option<&Telemetry>,
-    ) -> Self {
+    pub fn new(config: CardinalityConfig, processor: &str, telemetry: Option<&Telemetry>) -> Self {
         let regexes = config
             .metric_limits
             .iter()
@@ -332,7 +326,6 @@ impl CardinalityLimiter {
             tracked: 0,
             next_sweep: Instant::now(),
             telemetry,
-            drops,
         }
     }
 
@@ -438,12 +431,8 @@ impl CardinalityLimiter {
     }
 
     /// Applies the limits to a metrics batch.
-    pub fn limit(
-        &mut self,
-        batch: &mut Batch,
-        now: Instant,
-    ) -> Result<(), crate::model::DecodeError> {
-        for rm in batch.metrics_mut()? {
+    pub fn limit(&mut self, batch: &mut Batch, now: Instant) {
+        for rm in batch.metrics_mut() {
             let resource_attributes = rm
                 .resource
                 .as_ref()
@@ -468,7 +457,6 @@ impl CardinalityLimiter {
         if let Some(m) = &self.telemetry {
             m.tracked.set(self.tracked as i64);
         }
-        Ok(())
     }
 }
 
@@ -793,13 +781,8 @@ impl Processor for CardinalityLimiter {
         if now >= self.next_sweep {
             self.sweep(now);
         }
-        match self.limit(&mut batch, now) {
-            Ok(()) => out.push(batch),
-            Err(error) => {
-                tracing::warn!(%error, items = batch.items(), "cardinality_limit: dropping undecodable data");
-                self.drops.undecodable.inc_by(batch.items() as u64);
-            }
-        }
+        self.limit(&mut batch, now);
+        out.push(batch);
     }
 }
 

@@ -16,14 +16,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 }
 
 fn limiter(config: CardinalityConfig) -> CardinalityLimiter {
-    CardinalityLimiter::new(
-        config,
-        DropCounter {
-            undecodable: Default::default(),
-        },
-        "cardinality_limit",
-        None,
-    )
+    CardinalityLimiter::new(config, "cardinality_limit", None)
 }
 
 fn limited(limit: usize, action: Action) -> CardinalityLimiter {
@@ -74,8 +67,8 @@ fn users(n: usize, value: f64) -> Vec<NumberDataPoint> {
 }
 
 fn run(l: &mut CardinalityLimiter, mut b: Batch) -> Metric {
-    l.limit(&mut b, Instant::now()).unwrap();
-    b.metrics_mut().unwrap()[0].scope_metrics[0].metrics[0].clone()
+    l.limit(&mut b, Instant::now());
+    b.metrics_mut()[0].scope_metrics[0].metrics[0].clone()
 }
 
 fn sum_points(m: &Metric) -> Vec<(bool, f64)> {
@@ -410,7 +403,7 @@ fn idle_series_expire_and_free_their_slot() {
     });
     let mut b = batch("a", sum(users(1, 1.0), AggregationTemporality::Cumulative));
     let start = Instant::now();
-    l.limit(&mut b, start).unwrap();
+    l.limit(&mut b, start);
     l.sweep(start + Duration::from_millis(5));
     assert_eq!(l.tracked_series(), 0);
     let fresh = sum_points(&run(
@@ -439,14 +432,14 @@ fn idle_label_values_expire_and_free_their_place() {
     });
     let start = Instant::now();
     let mut first = batch("a", sum(users(1, 1.0), AggregationTemporality::Delta));
-    l.limit(&mut first, start).unwrap();
+    l.limit(&mut first, start);
     let in_use = |l: &mut CardinalityLimiter, now| {
         let mut b = batch(
             "a",
             sum(vec![point("other", 1.0, 1)], AggregationTemporality::Delta),
         );
-        l.limit(&mut b, now).unwrap();
-        sum_points(&b.metrics_mut().unwrap()[0].scope_metrics[0].metrics[0])
+        l.limit(&mut b, now);
+        sum_points(&b.metrics_mut()[0].scope_metrics[0].metrics[0])
     };
     assert_eq!(
         in_use(&mut l, start),
@@ -460,7 +453,7 @@ fn idle_label_values_expire_and_free_their_place() {
         ..point("", 1.0, 1)
     };
     let mut active = batch("a", sum(vec![unlabelled], AggregationTemporality::Delta));
-    l.limit(&mut active, later).unwrap();
+    l.limit(&mut active, later);
     l.sweep(later);
     assert_eq!(
         in_use(&mut l, later),

@@ -24,7 +24,7 @@
 
 mod detectors;
 
-use super::{DropCounter, Processor};
+use super::Processor;
 use crate::config::{FieldError, Secret};
 use crate::model::Batch;
 use crate::telemetry::{RedactionLabels, Telemetry};
@@ -471,10 +471,10 @@ impl Redactor {
     }
 
     /// Redacts every place in a batch where PII can hide.
-    pub fn redact_batch(&self, batch: &mut Batch) -> Result<(), crate::model::DecodeError> {
+    pub fn redact_batch(&self, batch: &mut Batch) {
         match batch.signal() {
             crate::model::Signal::Traces => {
-                for rs in batch.traces_mut()? {
+                for rs in batch.traces_mut() {
                     if let Some(r) = rs.resource.as_mut() {
                         self.redact_item(&mut r.attributes, Tally::default());
                     }
@@ -503,7 +503,7 @@ impl Redactor {
                 }
             }
             crate::model::Signal::Logs => {
-                for rl in batch.logs_mut()? {
+                for rl in batch.logs_mut() {
                     if let Some(r) = rl.resource.as_mut() {
                         self.redact_item(&mut r.attributes, Tally::default());
                     }
@@ -522,7 +522,7 @@ impl Redactor {
                 }
             }
             crate::model::Signal::Metrics => {
-                for rm in batch.metrics_mut()? {
+                for rm in batch.metrics_mut() {
                     if let Some(r) = rm.resource.as_mut() {
                         self.redact_item(&mut r.attributes, Tally::default());
                     }
@@ -538,7 +538,6 @@ impl Redactor {
             }
         }
         batch.recount();
-        Ok(())
     }
 
     /// A log body: strings are scanned (never dropped), maps and arrays recursively.
@@ -584,7 +583,6 @@ impl Redactor {
 /// `sieve_processor_redactions_total{processor, pipeline, rule, action}`.
 pub struct RedactionProcessor {
     redactor: Redactor,
-    drops: DropCounter,
     metrics: Family<RedactionLabels, Counter>,
     labels: (String, String),
 }
@@ -592,14 +590,12 @@ pub struct RedactionProcessor {
 impl RedactionProcessor {
     pub fn new(
         config: RedactionConfig,
-        drops: DropCounter,
         processor: &str,
         pipeline: &str,
         telemetry: &Telemetry,
     ) -> Self {
         RedactionProcessor {
             redactor: Redactor::new(config),
-            drops,
             metrics: telemetry.processor_redactions.clone(),
             labels: (processor.to_string(), pipeline.to_string()),
         }
@@ -626,15 +622,9 @@ impl RedactionProcessor {
 
 impl Processor for RedactionProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
-        let result = self.redactor.redact_batch(&mut batch);
+        self.redactor.redact_batch(&mut batch);
         self.count();
-        match result {
-            Ok(()) => out.push(batch),
-            Err(error) => {
-                tracing::warn!(%error, items = batch.items(), "redaction: dropping undecodable data");
-                self.drops.undecodable.inc_by(batch.items() as u64);
-            }
-        }
+        out.push(batch);
     }
 }
 

@@ -329,8 +329,8 @@ fn traces_logs_and_metrics_are_redacted_everywhere() {
         .attributes
         .push(kv("owner", "ops@example.com"));
     let mut batch = Batch::from_traces(spans);
-    redactor().redact_batch(&mut batch).unwrap();
-    let text = format!("{:?}", batch.traces_mut().unwrap());
+    redactor().redact_batch(&mut batch);
+    let text = format!("{:?}", batch.traces_mut());
     for pii in [
         "jane@example.com",
         "203.0.113.9",

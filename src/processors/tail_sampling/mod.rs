@@ -37,7 +37,7 @@ pub mod ingest;
 pub mod policy;
 
 use super::{DropCounter, Processor};
-use crate::model::wire::WireError;
+use crate::model::wire;
 use crate::model::{Batch, Payload, Signal};
 use crate::telemetry::{
     LateSpanLabels, PolicyDecisionLabels, ProcessorLabels, Telemetry, TraceDecisionLabels,
@@ -271,12 +271,21 @@ impl TailSampler {
         }
     }
 
-    /// Reads every chunk of a batch, then admits its spans grouped by trace; a chunk that
-    /// does not parse drops the whole batch before anything of it is held.
-    fn ingest(&mut self, chunks: &[Bytes], now: Instant) -> Result<(), WireError> {
+    /// Reads every chunk of a batch, then admits its spans grouped by trace. A chunk that
+    /// does not parse (the edge check makes that a defect) is dropped whole and counted,
+    /// before anything of it is held; the other chunks go on.
+    fn ingest(&mut self, chunks: &[Bytes], now: Instant) {
         let mut groups = Vec::new();
         for (at, chunk) in chunks.iter().enumerate() {
-            ingest::read_request(chunk, &self.predicates, |group| groups.push((at, group)))?;
+            let mut found = Vec::new();
+            match ingest::read_request(chunk, &self.predicates, |group| found.push((at, group))) {
+                Ok(()) => groups.append(&mut found),
+                Err(error) => {
+                    let items = wire::count_items(Signal::Traces, chunk).unwrap_or(0);
+                    tracing::warn!(%error, items, "tail_sampling: dropping a malformed request");
+                    self.drops.undecodable.inc_by(items as u64);
+                }
+            }
         }
         for (at, mut group) in groups {
             let mut spans = std::mem::take(&mut group.spans);
@@ -285,7 +294,6 @@ impl TailSampler {
                 self.admit(&chunks[at], &group, same_trace, now);
             }
         }
-        Ok(())
     }
 
     /// Takes the spans of one trace from one resource and scope.
@@ -515,21 +523,19 @@ impl TailSampler {
 }
 
 impl Processor for TailSampler {
-    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         if batch.signal() != Signal::Traces {
             out.push(batch);
             return;
         }
+        // the batch is consumed here, so what an earlier processor lost is counted here
+        self.drops.undecodable.inc_by(batch.take_lost() as u64);
         let chunks = match batch.payload() {
             Payload::Encoded(chunks) => chunks.clone(),
             _ => vec![batch.to_bytes()],
         };
         let now = Instant::now();
-        if let Err(error) = self.ingest(&chunks, now) {
-            let items = batch.items();
-            tracing::warn!(%error, items, "tail_sampling: dropping malformed data");
-            self.drops.undecodable.inc_by(items as u64);
-        }
+        self.ingest(&chunks, now);
         self.enforce_budget(now);
         self.emit(out);
     }

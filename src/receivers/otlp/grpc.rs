@@ -1,9 +1,9 @@
 //! OTLP/gRPC: unary `Export` calls of the trace, metrics and logs services.
 
-use super::{signal_for_grpc_path, Shared, RETRY_AFTER};
+use super::{partial_success_protobuf, signal_for_grpc_path, Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
-use crate::model::Batch;
+use crate::model::{Batch, Rejected};
 use crate::net::{Admission, Body, Server};
 use crate::queue::Refusal;
 use crate::receivers::core::IngestError;
@@ -46,7 +46,7 @@ impl Failure {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     match export(&shared, req).await {
-        Ok(()) => ok_response(),
+        Ok(rejected) => ok_response(rejected.as_ref()),
         Err(failure) => {
             if let Some(reason) = failure.rejected_reason {
                 shared.core.count_rejected("grpc", reason);
@@ -56,7 +56,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn export(shared: &Shared, req: Request<Incoming>) -> Result<(), Failure> {
+/// Handles one export; on success returns the items rejected as partial success.
+async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Rejected>, Failure> {
     let Some(signal) = signal_for_grpc_path(req.uri().path()) else {
         return Err(Failure::rejected(
             code::UNIMPLEMENTED,
@@ -114,9 +115,11 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<(), Failure> 
     } else {
         message
     };
-    let batch = Batch::from_encoded(signal, message)
-        .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
-    shared.core.ingest(batch).map_err(|e| match e {
+    let admitted = shared
+        .core
+        .admit(Batch::from_request(signal, message))
+        .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, e.reason(), e.to_string()))?;
+    shared.core.ingest(admitted.batch).map_err(|e| match e {
         IngestError::NoPipeline => Failure::rejected(
             code::UNIMPLEMENTED,
             "no_pipeline",
@@ -128,7 +131,8 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<(), Failure> 
             rejected_reason: None,
             retry_after: true,
         },
-    })
+    })?;
+    Ok(admitted.rejected)
 }
 
 pub(super) fn refusal_message(refusal: Refusal) -> String {
@@ -168,11 +172,14 @@ fn grpc_headers(response: &mut Response<Body>) {
         .insert("content-type", HeaderValue::from_static("application/grpc"));
 }
 
-/// An empty `Export*ServiceResponse` (no `partial_success`) followed by `grpc-status: 0`.
-fn ok_response() -> Response<Body> {
+/// An `Export*ServiceResponse` (with `partial_success` when items were rejected)
+/// followed by `grpc-status: 0`.
+fn ok_response(rejected: Option<&Rejected>) -> Response<Body> {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let body = Full::new(grpc::frame(false, &[])).with_trailers(async move { Some(Ok(trailers)) });
+    let message = rejected.map(partial_success_protobuf).unwrap_or_default();
+    let body =
+        Full::new(grpc::frame(false, &message)).with_trailers(async move { Some(Ok(trailers)) });
     let mut response = Response::new(body.boxed_unsync());
     grpc_headers(&mut response);
     response

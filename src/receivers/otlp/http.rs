@@ -2,10 +2,10 @@
 
 use super::grpc::refusal_message;
 use super::json;
-use super::{Shared, RETRY_AFTER};
+use super::{partial_success_json, partial_success_protobuf, Shared, RETRY_AFTER};
 use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
-use crate::model::{Batch, Signal};
+use crate::model::{Batch, Rejected, Signal};
 use crate::net::{self, Admission, Body, Server};
 use crate::receivers::core::IngestError;
 use bytes::Bytes;
@@ -99,10 +99,7 @@ fn signal_for_path(shared: &Shared, path: &str) -> Option<Signal> {
 }
 
 /// Handles one export; on success returns the items rejected as partial success.
-async fn export(
-    shared: &Shared,
-    req: Request<Incoming>,
-) -> Result<Option<json::Rejected>, Failure> {
+async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Rejected>, Failure> {
     let Some(signal) = signal_for_path(shared, req.uri().path()) else {
         return Err(Failure::rejected(
             StatusCode::NOT_FOUND,
@@ -148,17 +145,16 @@ async fn export(
         Compression::None => body,
         codec => Bytes::from(codec.decompress(&body, limit).map_err(inflate_failure)?),
     };
-    let malformed =
-        |message: String| Failure::rejected(StatusCode::BAD_REQUEST, "malformed", message);
-    let (batch, rejected) = match format {
-        Format::Protobuf => (
-            Batch::from_encoded(signal, body).map_err(|e| malformed(e.to_string()))?,
-            None,
-        ),
-        Format::Json => json::decode(signal, &body).map_err(malformed)?,
+    let checked = match format {
+        Format::Protobuf => Batch::from_request(signal, body),
+        Format::Json => json::decode(signal, &body),
     };
-    match shared.core.ingest(batch) {
-        Ok(()) => Ok(rejected),
+    let admitted = shared
+        .core
+        .admit(checked)
+        .map_err(|e| Failure::rejected(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
+    match shared.core.ingest(admitted.batch) {
+        Ok(()) => Ok(admitted.rejected),
         Err(IngestError::NoPipeline) => Err(Failure::rejected(
             StatusCode::NOT_FOUND,
             "no_pipeline",
@@ -200,14 +196,14 @@ fn inflate_failure(e: InflateError) -> Failure {
 }
 
 /// 200 with an `Export*ServiceResponse`, carrying `partial_success` when items were rejected.
-fn success(format: Format, rejected: Option<json::Rejected>) -> Response<Body> {
+fn success(format: Format, rejected: Option<Rejected>) -> Response<Body> {
     let body: Vec<u8> = match (format, &rejected) {
         (_, None) => match format {
             Format::Protobuf => Vec::new(),
             Format::Json => b"{}".to_vec(),
         },
-        (Format::Protobuf, Some(r)) => r.response_protobuf(),
-        (Format::Json, Some(r)) => r.response_json().into_bytes(),
+        (Format::Protobuf, Some(r)) => partial_success_protobuf(r),
+        (Format::Json, Some(r)) => partial_success_json(r).into_bytes(),
     };
     Response::builder()
         .header("content-type", format.content_type())

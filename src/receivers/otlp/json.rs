@@ -1,283 +1,526 @@
-//! OTLP/JSON decoding, per the OTLP spec's JSON mapping: trace and span ids as hex,
-//! enums as integers, 64-bit integers as strings or numbers, field names in lowerCamelCase
-//! or as in the `.proto` files (snake_case).
+//! OTLP/JSON, per the OTLP specification's JSON mapping: trace and span ids as hex, other
+//! bytes as base64, enums as integers (or their names, as proto3 JSON allows), 64-bit
+//! integers as strings or numbers, doubles also as `"NaN"`/`"Infinity"`, field names in
+//! lowerCamelCase or as in the `.proto` files; unknown fields are ignored, as the spec
+//! requires of receivers.
 //!
-//! `opentelemetry-proto`'s serde support reads lowerCamelCase only and skips unknown keys
-//! silently, so a snake_case body would lose data without an error. Keys are therefore
-//! normalised to lowerCamelCase first (every object key in OTLP/JSON is a field name;
-//! attribute names are values of `key`, so they are untouched).
+//! The body is transcoded in one streaming pass (serde_json's event stream, driven by the
+//! message tables in [`crate::model::schema`]) straight into the protobuf wire encoding,
+//! so no tree and no prost structs are built: the output is about the size of the input
+//! (packed 64-bit arrays, at 8 bytes a number, are the one case where it can reach 4× a
+//! `1,` per value), and memory per request stays within that factor of the body. The
+//! encoded request then passes the same edge check as protobuf requests
+//! ([`crate::model::validate`]), which refuses what the decoder would (nesting too deep,
+//! for one).
 //!
-//! Spans and log records whose trace or span id has the wrong length are rejected
-//! individually and reported through `partial_success`, as the spec allows.
+//! Spans, log records and data points with an id that is not hex of the right length
+//! (16 bytes for a trace id, 8 for a span id; an empty id is absent) are left out one by
+//! one and reported through `partial_success`, as the spec allows.
 
-use crate::model::{Batch, Signal};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
-use serde_json::Value;
+use crate::model::schema::{self, Field, Message, Type};
+use crate::model::{Admitted, Batch, Invalid, Rejected, Signal};
+use base64::Engine;
+use bytes::Bytes;
+use prost::encoding::{encode_key, encode_varint, WireType};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::fmt;
 
-/// Items dropped from an otherwise accepted request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    pub signal: Signal,
-    pub count: i64,
-    pub message: String,
+/// Transcodes an OTLP/JSON export request of `signal` and checks the result.
+pub fn decode(signal: Signal, body: &[u8]) -> Result<Admitted, Invalid> {
+    let (encoded, bad_ids) = transcode(signal, body)
+        .map_err(|e| Invalid::Syntax(format!("invalid OTLP/JSON {signal} request: {e}")))?;
+    let id_rejection = (bad_ids > 0).then(|| {
+        Rejected::new(
+            signal,
+            bad_ids,
+            "invalid_id",
+            "trace ids must be 32 and span ids 16 hex digits",
+        )
+    });
+    let admitted =
+        Batch::from_request(signal, Bytes::from(encoded)).map_err(|invalid| match invalid {
+            Invalid::AllRefused(all) => Invalid::AllRefused(all.and(id_rejection.clone())),
+            other => other,
+        })?;
+    let rejected = match (admitted.rejected, id_rejection) {
+        (Some(checked), ids) => Some(checked.and(ids)),
+        (None, ids) => ids,
+    };
+    match rejected {
+        Some(all) if admitted.batch.items() == 0 => Err(Invalid::AllRefused(all)),
+        rejected => Ok(Admitted {
+            batch: admitted.batch,
+            rejected,
+        }),
+    }
 }
 
-impl Rejected {
-    pub fn response_protobuf(&self) -> Vec<u8> {
-        match self.signal {
-            Signal::Traces => ExportTraceServiceResponse {
-                partial_success: Some(ExportTracePartialSuccess {
-                    rejected_spans: self.count,
-                    error_message: self.message.clone(),
-                }),
-            }
-            .encode_to_vec(),
-            Signal::Metrics => ExportMetricsServiceResponse {
-                partial_success: Some(ExportMetricsPartialSuccess {
-                    rejected_data_points: self.count,
-                    error_message: self.message.clone(),
-                }),
-            }
-            .encode_to_vec(),
-            Signal::Logs => ExportLogsServiceResponse {
-                partial_success: Some(ExportLogsPartialSuccess {
-                    rejected_log_records: self.count,
-                    error_message: self.message.clone(),
-                }),
-            }
-            .encode_to_vec(),
+/// The protobuf encoding of the request, and how many items were left out for bad ids.
+fn transcode(signal: Signal, body: &[u8]) -> Result<(Vec<u8>, usize), serde_json::Error> {
+    let mut encoder = Encoder {
+        out: Vec::with_capacity(body.len() / 2),
+        bad_id: false,
+        rejected: 0,
+    };
+    let mut json = serde_json::Deserializer::from_slice(body);
+    MessageSeed {
+        message: schema::request(signal),
+        encoder: &mut encoder,
+    }
+    .deserialize(&mut json)?;
+    json.end()?;
+    Ok((encoder.out, encoder.rejected))
+}
+
+/// The protobuf being written, and the state of the item being written.
+struct Encoder {
+    out: Vec<u8>,
+    /// The current item has an invalid id.
+    bad_id: bool,
+    /// Items left out so far.
+    rejected: usize,
+}
+
+impl Encoder {
+    /// Starts a length-delimited field; `finish` writes its length.
+    fn open(&mut self, number: u32) -> usize {
+        encode_key(number, WireType::LengthDelimited, &mut self.out);
+        self.out.push(0);
+        self.out.len()
+    }
+
+    /// Writes the length of the field opened at `start` (content from `start` on),
+    /// moving the content when the length needs more than one byte.
+    fn finish(&mut self, start: usize) {
+        let len = self.out.len() - start;
+        if len < 0x80 {
+            self.out[start - 1] = len as u8;
+            return;
         }
+        let mut prefix = Vec::with_capacity(10);
+        encode_varint(len as u64, &mut prefix);
+        self.out.splice(start - 1..start, prefix);
     }
 
-    pub fn response_json(&self) -> String {
-        let field = match self.signal {
-            Signal::Traces => "rejectedSpans",
-            Signal::Metrics => "rejectedDataPoints",
-            Signal::Logs => "rejectedLogRecords",
-        };
-        serde_json::json!({ "partialSuccess": { field: self.count.to_string(), "errorMessage": self.message } }).to_string()
+    fn bytes(&mut self, number: u32, value: &[u8]) {
+        encode_key(number, WireType::LengthDelimited, &mut self.out);
+        encode_varint(value.len() as u64, &mut self.out);
+        self.out.extend_from_slice(value);
     }
 }
 
-/// Decodes an OTLP/JSON export request of `signal`.
-pub fn decode(signal: Signal, body: &[u8]) -> Result<(Batch, Option<Rejected>), String> {
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    if !value.is_object() {
-        return Err("an OTLP/JSON request must be a JSON object".into());
-    }
-    camel_case_keys(&mut value);
-    let invalid = |e: serde_json::Error| format!("invalid OTLP/JSON {signal} request: {e}");
-    match signal {
-        Signal::Traces => {
-            let mut request: ExportTraceServiceRequest =
-                serde_json::from_value(value).map_err(invalid)?;
-            let rejected = reject_bad_span_ids(&mut request);
-            Ok((Batch::from_traces(request.resource_spans), rejected))
-        }
-        Signal::Metrics => {
-            let request: ExportMetricsServiceRequest =
-                serde_json::from_value(value).map_err(invalid)?;
-            Ok((Batch::from_metrics(request.resource_metrics), None))
-        }
-        Signal::Logs => {
-            let mut request: ExportLogsServiceRequest =
-                serde_json::from_value(value).map_err(invalid)?;
-            let rejected = reject_bad_log_ids(&mut request);
-            Ok((Batch::from_logs(request.resource_logs), rejected))
-        }
+/// Spans, log records and data points: the unit left out when an id is bad.
+fn is_item(message: &Message) -> bool {
+    [
+        &schema::SPAN,
+        &schema::LOG_RECORD,
+        &schema::NUMBER_DATA_POINT,
+        &schema::HISTOGRAM_DATA_POINT,
+        &schema::EXPONENTIAL_HISTOGRAM_DATA_POINT,
+        &schema::SUMMARY_DATA_POINT,
+    ]
+    .into_iter()
+    .any(|m| std::ptr::eq(m, message))
+}
+
+/// A JSON object read as `message`, its fields written to the encoder (without a key).
+struct MessageSeed<'e> {
+    message: &'static Message,
+    encoder: &'e mut Encoder,
+}
+
+impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-fn reject_bad_span_ids(request: &mut ExportTraceServiceRequest) -> Option<Rejected> {
-    let mut count = 0;
-    for scope in request
-        .resource_spans
-        .iter_mut()
-        .flat_map(|r| r.scope_spans.iter_mut())
-    {
-        let before = scope.spans.len();
-        scope.spans.retain(|s| {
-            s.trace_id.len() == 16
-                && s.span_id.len() == 8
-                && (s.parent_span_id.is_empty() || s.parent_span_id.len() == 8)
-        });
-        count += before - scope.spans.len();
-    }
-    (count > 0).then(|| Rejected {
-        signal: Signal::Traces,
-        count: count as i64,
-        message: format!("{count} spans rejected: traceId must be 16 bytes and spanId/parentSpanId 8 bytes (32/16 hex digits)"),
-    })
-}
+impl<'de> Visitor<'de> for MessageSeed<'_> {
+    type Value = ();
 
-fn reject_bad_log_ids(request: &mut ExportLogsServiceRequest) -> Option<Rejected> {
-    let mut count = 0;
-    for scope in request
-        .resource_logs
-        .iter_mut()
-        .flat_map(|r| r.scope_logs.iter_mut())
-    {
-        let before = scope.log_records.len();
-        scope
-            .log_records
-            .retain(|l| matches!(l.trace_id.len(), 0 | 16) && matches!(l.span_id.len(), 0 | 8));
-        count += before - scope.log_records.len();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an OTLP {} object", self.message.name)
     }
-    (count > 0).then(|| Rejected {
-        signal: Signal::Logs,
-        count: count as i64,
-        message: format!("{count} log records rejected: traceId must be empty or 16 bytes and spanId empty or 8 bytes"),
-    })
-}
 
-/// Renames every `snake_case` object key to `lowerCamelCase`, recursively.
-fn camel_case_keys(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            if map.keys().any(|k| k.contains('_')) {
-                let entries = std::mem::take(map);
-                for (key, child) in entries {
-                    map.insert(to_camel(&key), child);
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key_seed(KeySeed(self.message))? {
+            match field {
+                Some(field) => map.next_value_seed(FieldSeed {
+                    field,
+                    encoder: &mut *self.encoder,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
                 }
             }
-            map.values_mut().for_each(camel_case_keys);
         }
-        Value::Array(items) => items.iter_mut().for_each(camel_case_keys),
-        _ => {}
+        Ok(())
     }
 }
 
-fn to_camel(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
+/// An object key, looked up among a message's fields without allocating.
+struct KeySeed(&'static Message);
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Option<&'static Field>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Option<&'static Field>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.json_field(key))
+    }
+}
+
+/// One field's JSON value: a list for a repeated field, else one value.
+struct FieldSeed<'e> {
+    field: &'static Field,
+    encoder: &'e mut Encoder,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.field.repeated {
+            d.deserialize_any(ListVisitor(self))
         } else {
-            out.push(c);
+            ValueSeed {
+                field: self.field,
+                encoder: self.encoder,
+                packed: false,
+            }
+            .deserialize(d)
         }
     }
-    out
+}
+
+struct ListVisitor<'e>(FieldSeed<'e>);
+
+impl<'de> Visitor<'de> for ListVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a list of {}", self.0.field.name)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let FieldSeed { field, encoder } = self.0;
+        let packed = !matches!(
+            field.ty,
+            Type::String | Type::Bytes | Type::Id | Type::Message(_)
+        );
+        let packed_start = packed.then(|| encoder.open(field.number));
+        let items = matches!(field.ty, Type::Message(m) if is_item(m));
+        loop {
+            let start = encoder.out.len();
+            let element = ValueSeed {
+                field,
+                encoder: &mut *encoder,
+                packed,
+            };
+            if seq.next_element_seed(element)?.is_none() {
+                break;
+            }
+            if items && std::mem::take(&mut encoder.bad_id) {
+                encoder.out.truncate(start);
+                encoder.rejected += 1;
+            }
+        }
+        if let Some(start) = packed_start {
+            encoder.finish(start);
+        }
+        Ok(())
+    }
+}
+
+/// One value of `field`: written with its key, or bare inside a packed list.
+struct ValueSeed<'e> {
+    field: &'static Field,
+    encoder: &'e mut Encoder,
+    packed: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.field.ty {
+            Type::Message(message) => d.deserialize_option(MessageField {
+                number: self.field.number,
+                message,
+                encoder: self.encoder,
+            }),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl ValueSeed<'_> {
+    /// Writes a number-like value of the field's type.
+    fn number<E: de::Error>(self, value: Number) -> Result<(), E> {
+        let (number, ty) = (self.field.number, self.field.ty);
+        let out = &mut self.encoder.out;
+        match ty.wire_type() {
+            schema::WireType::Varint if !self.packed => encode_key(number, WireType::Varint, out),
+            schema::WireType::Fixed64 if !self.packed => {
+                encode_key(number, WireType::SixtyFourBit, out)
+            }
+            schema::WireType::Fixed32 if !self.packed => {
+                encode_key(number, WireType::ThirtyTwoBit, out)
+            }
+            _ => {}
+        }
+        let bad = || E::custom(format!("{} is out of range for {}", value, self.field.name));
+        match ty {
+            Type::Bool => encode_varint(u64::from(value.as_u64().ok_or_else(bad)? != 0), out),
+            Type::Int32 | Type::Enum(_) => {
+                let v = i32::try_from(value.as_i64().ok_or_else(bad)?).map_err(|_| bad())?;
+                encode_varint(i64::from(v) as u64, out)
+            }
+            Type::Int64 => encode_varint(value.as_i64().ok_or_else(bad)? as u64, out),
+            Type::Uint32 => {
+                let v = u32::try_from(value.as_u64().ok_or_else(bad)?).map_err(|_| bad())?;
+                encode_varint(u64::from(v), out)
+            }
+            Type::Uint64 => encode_varint(value.as_u64().ok_or_else(bad)?, out),
+            Type::Sint32 => {
+                let v = i32::try_from(value.as_i64().ok_or_else(bad)?).map_err(|_| bad())?;
+                encode_varint(((v << 1) ^ (v >> 31)) as u32 as u64, out)
+            }
+            Type::Fixed32 => {
+                let v = u32::try_from(value.as_u64().ok_or_else(bad)?).map_err(|_| bad())?;
+                out.extend_from_slice(&v.to_le_bytes())
+            }
+            Type::Fixed64 => out.extend_from_slice(&value.as_u64().ok_or_else(bad)?.to_le_bytes()),
+            Type::Sfixed64 => out.extend_from_slice(&value.as_i64().ok_or_else(bad)?.to_le_bytes()),
+            Type::Double => out.extend_from_slice(&value.as_f64().to_le_bytes()),
+            Type::String | Type::Bytes | Type::Id | Type::Message(_) => {
+                return Err(E::custom(format!(
+                    "{} must not be a number",
+                    self.field.name
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    fn text<E: de::Error>(self, text: &str) -> Result<(), E> {
+        let number = self.field.number;
+        match self.field.ty {
+            Type::String => self.encoder.bytes(number, text.as_bytes()),
+            Type::Bytes => {
+                let bytes = decode_base64(text)
+                    .ok_or_else(|| E::custom(format!("{} is not base64", self.field.name)))?;
+                self.encoder.bytes(number, &bytes)
+            }
+            Type::Id => match decode_id(self.field.name, text) {
+                Some(id) if !id.is_empty() => self.encoder.bytes(number, &id),
+                Some(_) => {}
+                None => self.encoder.bad_id = true,
+            },
+            Type::Enum(names) => {
+                let value = names(text)
+                    .map(|v| Number::Signed(i64::from(v)))
+                    .or_else(|| Number::parse(text))
+                    .ok_or_else(|| {
+                        E::custom(format!("{text:?} is not a value of {}", self.field.name))
+                    })?;
+                return self.number(value);
+            }
+            _ => {
+                let value = Number::parse(text).ok_or_else(|| {
+                    E::custom(format!("{text:?} is not a number ({})", self.field.name))
+                })?;
+                return self.number(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a value for {}", self.field.name)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        match self.field.ty {
+            Type::Bool => self.number(Number::Unsigned(u64::from(v))),
+            _ => Err(E::invalid_type(de::Unexpected::Bool(v), &self)),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.number(Number::Signed(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.number(Number::Unsigned(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.number(Number::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.text(v)
+    }
+}
+
+/// A message-typed field (or list element): `null` writes nothing.
+struct MessageField<'e> {
+    number: u32,
+    message: &'static Message,
+    encoder: &'e mut Encoder,
+}
+
+impl<'de> Visitor<'de> for MessageField<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an OTLP {} object", self.message.name)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let start = self.encoder.open(self.number);
+        MessageSeed {
+            message: self.message,
+            encoder: &mut *self.encoder,
+        }
+        .deserialize(d)?;
+        self.encoder.finish(start);
+        Ok(())
+    }
+}
+
+/// A JSON number, or a number given as a string.
+#[derive(Clone, Copy)]
+enum Number {
+    Signed(i64),
+    Unsigned(u64),
+    Float(f64),
+}
+
+impl Number {
+    /// Integers as strings (64-bit ones must be), and the special doubles.
+    fn parse(text: &str) -> Option<Number> {
+        match text {
+            "NaN" => Some(Number::Float(f64::NAN)),
+            "Infinity" => Some(Number::Float(f64::INFINITY)),
+            "-Infinity" => Some(Number::Float(f64::NEG_INFINITY)),
+            _ => text
+                .parse()
+                .map(Number::Unsigned)
+                .or_else(|_| text.parse().map(Number::Signed))
+                .or_else(|_| text.parse().map(Number::Float))
+                .ok(),
+        }
+    }
+
+    fn as_u64(self) -> Option<u64> {
+        match self {
+            Number::Unsigned(v) => Some(v),
+            Number::Signed(v) => u64::try_from(v).ok(),
+            Number::Float(v) if v.fract() == 0.0 && (0.0..1.8446744073709552e19).contains(&v) => {
+                Some(v as u64)
+            }
+            Number::Float(_) => None,
+        }
+    }
+
+    fn as_i64(self) -> Option<i64> {
+        match self {
+            Number::Signed(v) => Some(v),
+            Number::Unsigned(v) => i64::try_from(v).ok(),
+            Number::Float(v)
+                if v.fract() == 0.0
+                    && (-9.223372036854776e18..9.223372036854776e18).contains(&v) =>
+            {
+                Some(v as i64)
+            }
+            Number::Float(_) => None,
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Number::Signed(v) => v as f64,
+            Number::Unsigned(v) => v as f64,
+            Number::Float(v) => v,
+        }
+    }
+}
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Number::Signed(v) => v.fmt(f),
+            Number::Unsigned(v) => v.fmt(f),
+            Number::Float(v) => v.fmt(f),
+        }
+    }
+}
+
+/// A hex id of the length its field requires (16 bytes for trace ids, 8 for span ids),
+/// or empty; `None` when it is neither.
+fn decode_id(field: &str, text: &str) -> Option<Vec<u8>> {
+    let expected = if field.ends_with("trace_id") { 16 } else { 8 };
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    if text.len() != expected * 2 {
+        return None;
+    }
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// Base64 as proto3 JSON allows it: standard or URL-safe alphabet, padded or not.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, config);
+    let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, config);
+    standard
+        .decode(text)
+        .or_else(|_| url_safe.decode(text))
+        .ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SPAN: &str = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
-        {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"a","kind":2,
-         "startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
-         "attributes":[{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
-
-    fn first_span(batch: &mut Batch) -> opentelemetry_proto::tonic::trace::v1::Span {
-        batch.traces_mut().unwrap()[0].scope_spans[0].spans[0].clone()
-    }
-
-    #[test]
-    fn decodes_hex_ids_integers_as_strings_or_numbers_and_enums() {
-        let (mut batch, rejected) = decode(Signal::Traces, SPAN.as_bytes()).unwrap();
-        assert_eq!(rejected, None);
-        let span = first_span(&mut batch);
-        assert_eq!(span.trace_id.len(), 16);
-        assert_eq!(
-            span.span_id,
-            vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
-        );
-        assert_eq!(span.kind, 2);
-        assert_eq!(span.start_time_unix_nano, 1544712660000000000);
-        assert_eq!(span.end_time_unix_nano, 1544712661000000000);
-        let value = span.attributes[0].value.as_ref().unwrap().value.clone();
-        assert_eq!(
-            value,
-            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(42))
-        );
-    }
-
-    #[test]
-    fn snake_case_field_names_decode_the_same() {
-        let snake = SPAN
-            .replace("resourceSpans", "resource_spans")
-            .replace("scopeSpans", "scope_spans")
-            .replace("traceId", "trace_id")
-            .replace("spanId", "span_id")
-            .replace("startTimeUnixNano", "start_time_unix_nano")
-            .replace("intValue", "int_value");
-        let (mut a, _) = decode(Signal::Traces, SPAN.as_bytes()).unwrap();
-        let (mut b, _) = decode(Signal::Traces, snake.as_bytes()).unwrap();
-        assert_eq!(first_span(&mut a), first_span(&mut b));
-    }
-
-    #[test]
-    fn spans_with_bad_ids_are_rejected_partially() {
-        let body = SPAN.replace(
-            r#""spans":["#,
-            r#""spans":[{"traceId":"abcd","spanId":"eee19b7ec3c1b174","name":"bad"},"#,
-        );
-        let (batch, rejected) = decode(Signal::Traces, body.as_bytes()).unwrap();
-        assert_eq!(batch.items(), 1);
-        assert_eq!(rejected.unwrap().count, 1);
-    }
-
-    #[test]
-    fn malformed_json_names_the_problem() {
-        assert!(decode(Signal::Logs, b"{\"resourceLogs\": [")
-            .unwrap_err()
-            .contains("invalid JSON"));
-        assert!(decode(Signal::Logs, b"[]")
-            .unwrap_err()
-            .contains("JSON object"));
-        assert!(decode(
-            Signal::Traces,
-            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn partial_success_json_uses_the_signal_field() {
-        let r = Rejected {
-            signal: Signal::Metrics,
-            count: 2,
-            message: "m".into(),
-        };
-        assert_eq!(
-            r.response_json(),
-            r#"{"partialSuccess":{"errorMessage":"m","rejectedDataPoints":"2"}}"#
-        );
-    }
-}
-
-#[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            for signal in Signal::ALL {
-                let _ = decode(signal, &bytes);
-            }
-        }
-
-        #[test]
-        fn arbitrary_json_shapes_never_panic(text in r#"\{("(resourceSpans|resource_logs|scopeSpans|spans|traceId|intValue|value|key)":(\[|\{|"[0-9a-f]{0,34}"|-?[0-9]{1,20}|null|true),?){0,8}\}*\]*\}"#) {
-            for signal in Signal::ALL {
-                let _ = decode(signal, text.as_bytes());
-            }
-        }
-    }
-}
+mod tests;

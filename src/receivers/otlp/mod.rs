@@ -30,11 +30,21 @@ pub mod json;
 pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protocols};
 
 use super::core::ReceiverCore;
-use crate::model::Signal;
+use crate::model::{Rejected, Signal};
 use crate::net::{self, Admission, Handover, Server};
 use crate::queue::Routes;
 use crate::telemetry::{parse_address, Telemetry};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use parking_lot::RwLock;
+use prost::Message;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -295,6 +305,48 @@ impl OtlpReceiver {
         }
         self.shared.core.set_routes(Arc::new(Routes::default()));
     }
+}
+
+/// The `Export*ServiceResponse` telling the client which items were rejected.
+fn partial_success_protobuf(rejected: &Rejected) -> Vec<u8> {
+    let (count, message) = (rejected.count as i64, rejected.message.clone());
+    match rejected.signal {
+        Signal::Traces => ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: count,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceResponse {
+            partial_success: Some(ExportMetricsPartialSuccess {
+                rejected_data_points: count,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: count,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// The same response in OTLP/JSON (64-bit integers as strings).
+fn partial_success_json(rejected: &Rejected) -> String {
+    let field = match rejected.signal {
+        Signal::Traces => "rejectedSpans",
+        Signal::Metrics => "rejectedDataPoints",
+        Signal::Logs => "rejectedLogRecords",
+    };
+    serde_json::json!({ "partialSuccess": {
+        field: rejected.count.to_string(),
+        "errorMessage": rejected.message,
+    } })
+    .to_string()
 }
 
 /// The signal served at a gRPC method path.
