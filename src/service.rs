@@ -19,8 +19,20 @@ pub type SetLogLevel = Box<dyn Fn(&str) + Send>;
 /// Runs until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP (the embedded
 /// default, when there is no file, never changes); `set_log_level` is `None` when the
 /// level is not the configuration's to set (`RUST_LOG`). Returns an error when something
-/// the config asks for cannot start (a port in use).
+/// the config asks for cannot start (a port in use), with the values of the config's
+/// `${..}` references redacted.
 pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    set_log_level: Option<SetLogLevel>,
+) -> Result<(), String> {
+    let redactor = config.redactor.clone();
+    run_redacted(config, config_path, set_log_level)
+        .await
+        .map_err(|e| redactor.redact(&e))
+}
+
+async fn run_redacted(
     config: Config,
     config_path: Option<PathBuf>,
     set_log_level: Option<SetLogLevel>,
@@ -93,13 +105,24 @@ pub async fn run(
 }
 
 /// Loads and applies the file; returns the config and, when the metrics address moved,
-/// its new listener (bound before anything else changed).
+/// its new listener (bound before anything else changed). Errors are redacted.
 async fn reload(
     topology: &mut Topology,
     path: &std::path::Path,
     running: &TelemetryConfig,
 ) -> Result<(Config, Option<TcpListener>), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
+    let redactor = config.redactor.clone();
+    apply_loaded(topology, config, running)
+        .await
+        .map_err(|e| redactor.redact(&e))
+}
+
+async fn apply_loaded(
+    topology: &mut Topology,
+    config: Config,
+    running: &TelemetryConfig,
+) -> Result<(Config, Option<TcpListener>), String> {
     let addr = telemetry::parse_address(&config.telemetry.metrics.address)?;
     let moved_metrics = if telemetry::parse_address(&running.metrics.address) != Ok(addr) {
         let listener = crate::net::bind(addr)

@@ -10,25 +10,145 @@
 //! fails naming the line. `${file:...}` drops one trailing newline, as files written by
 //! editors and Kubernetes secret mounts often end with one.
 //!
-//! Expanded values are secrets until proven otherwise: [`Expanded::redact`] removes them
-//! from any message before it is logged or printed.
+//! Expanded values are secrets until proven otherwise. Every error about a configuration
+//! — `sieve validate`, a failed start, a failed reload — is rendered through the
+//! [`Redactor`] of the configuration it is about: a value that came from a reference is
+//! shown as the reference (`${env:EP}`), and any piece of it shown on its own (the
+//! password of a URL, a host) as `<redacted>`. Values shorter than three characters are
+//! not treated as secrets (they would blank out common words and numbers).
 
 use std::fmt;
 
-/// The expanded text and the values that were substituted into it.
+/// The expanded text and what was substituted into it.
 pub struct Expanded {
     pub text: String,
-    secrets: Vec<String>,
+    pub redactor: Redactor,
 }
 
-impl Expanded {
-    /// Replaces every substituted value in `message` with `<redacted>`.
-    pub fn redact(&self, message: &str) -> String {
-        let mut out = message.to_string();
-        for secret in &self.secrets {
-            out = out.replace(secret.as_str(), "<redacted>");
+/// One reference and the value it expanded to.
+#[derive(Clone, PartialEq, Eq)]
+struct Substitution {
+    /// As written, e.g. `${env:EP}`.
+    reference: String,
+    value: String,
+}
+
+/// Keeps the values of a configuration's references out of messages.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Redactor {
+    /// Longest value first, so a value containing another is replaced whole.
+    substitutions: Vec<Substitution>,
+}
+
+/// Shorter values are not treated as secrets.
+const MIN_SECRET_LEN: usize = 3;
+
+/// A run of a message: text to check, or a reference put where a value was.
+enum Part {
+    Text(String),
+    Reference(String),
+}
+
+impl Redactor {
+    fn add(&mut self, reference: &str, value: &str) {
+        if value.len() < MIN_SECRET_LEN {
+            return;
         }
+        let substitution = Substitution {
+            reference: format!("${{{reference}}}"),
+            value: value.to_string(),
+        };
+        if !self.substitutions.contains(&substitution) {
+            self.substitutions.push(substitution);
+            self.substitutions
+                .sort_by(|a, b| b.value.len().cmp(&a.value.len()));
+        }
+    }
+
+    /// `message` with every substituted value shown as its reference, and every word of
+    /// a substituted value (a run of letters and digits) that appears alone as `<redacted>`.
+    pub fn redact(&self, message: &str) -> String {
+        let mut parts = vec![Part::Text(message.to_string())];
+        for s in &self.substitutions {
+            parts = parts
+                .into_iter()
+                .flat_map(|part| match part {
+                    Part::Text(text) => split_at_value(&text, s),
+                    reference => vec![reference],
+                })
+                .collect();
+        }
+        parts
+            .into_iter()
+            .map(|part| match part {
+                Part::Text(text) => self.redact_words(&text),
+                Part::Reference(reference) => reference,
+            })
+            .collect()
+    }
+
+    fn redact_words(&self, text: &str) -> String {
+        let secret_word = |word: &str| {
+            word.len() >= MIN_SECRET_LEN
+                && self
+                    .substitutions
+                    .iter()
+                    .any(|s| secret_words(&s.value).any(|w| w == word))
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find(char::is_alphanumeric) {
+            out.push_str(&rest[..start]);
+            let word_len = rest[start..]
+                .find(|c: char| !c.is_alphanumeric())
+                .unwrap_or(rest.len() - start);
+            let word = &rest[start..start + word_len];
+            out.push_str(if secret_word(word) {
+                "<redacted>"
+            } else {
+                word
+            });
+            rest = &rest[start + word_len..];
+        }
+        out.push_str(rest);
         out
+    }
+}
+
+/// The words of a value that must not appear alone: in a URL, those of its user info
+/// and query (a host and port are addresses, not secrets); otherwise all of them.
+fn secret_words(value: &str) -> impl Iterator<Item = &str> {
+    let secret_parts: Vec<&str> = match value.split_once("://") {
+        Some((_, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let user_info = authority.rsplit_once('@').map_or("", |(user, _)| user);
+            let query = rest.split_once('?').map_or("", |(_, q)| q);
+            vec![user_info, query]
+        }
+        None => vec![value],
+    };
+    secret_parts
+        .into_iter()
+        .flat_map(|part| part.split(|c: char| !c.is_alphanumeric()))
+        .filter(|w| !w.is_empty())
+}
+
+/// `text` cut at every occurrence of the substitution's value, the reference in between.
+fn split_at_value(text: &str, s: &Substitution) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(s.value.as_str()) {
+        parts.push(Part::Text(rest[..at].to_string()));
+        parts.push(Part::Reference(s.reference.clone()));
+        rest = &rest[at + s.value.len()..];
+    }
+    parts.push(Part::Text(rest.to_string()));
+    parts
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Redactor({} values)", self.substitutions.len())
     }
 }
 
@@ -68,18 +188,21 @@ impl Source for Process {
 /// Expands all references in `text`, line by line so that line numbers are preserved.
 pub fn expand(text: &str, source: &dyn Source) -> Result<Expanded, ExpandError> {
     let mut out = String::with_capacity(text.len());
-    let mut secrets = Vec::new();
+    let mut redactor = Redactor::default();
     for (index, line) in text.split_inclusive('\n').enumerate() {
-        out.push_str(&expand_line(line, index + 1, source, &mut secrets)?);
+        out.push_str(&expand_line(line, index + 1, source, &mut redactor)?);
     }
-    Ok(Expanded { text: out, secrets })
+    Ok(Expanded {
+        text: out,
+        redactor,
+    })
 }
 
 fn expand_line(
     line: &str,
     line_no: usize,
     source: &dyn Source,
-    secrets: &mut Vec<String>,
+    redactor: &mut Redactor,
 ) -> Result<String, ExpandError> {
     if !line.contains('$') || line.trim_start().starts_with('#') {
         return Ok(line.to_string());
@@ -106,10 +229,10 @@ fn expand_line(
         })?;
         let after = &tail[3 + body_end..];
         let whole_scalar = is_scalar_start(&out) && is_scalar_end(after);
-        out.push_str(&insertable(&value, whole_scalar, reference, line_no)?);
-        if value.len() >= 4 {
-            secrets.push(value);
-        }
+        let inserted = insertable(&value, whole_scalar, reference, line_no)?;
+        out.push_str(&inserted);
+        redactor.add(reference, &value);
+        redactor.add(reference, &inserted);
         rest = after;
     }
     out.push_str(rest);
@@ -291,12 +414,30 @@ mod tests {
     }
 
     #[test]
-    fn redact_hides_substituted_values() {
-        let e = expand("k: ${env:HOST}\n", &table()).unwrap();
+    fn in_urls_only_user_info_and_query_are_secret_words() {
+        let words: Vec<&str> =
+            secret_words("https://admin:hunter2@host.example:4317/path?token=abc123").collect();
+        assert_eq!(words, ["admin", "hunter2", "token", "abc123"]);
+        let words: Vec<&str> = secret_words("http://host:4317/v1").collect();
+        assert!(words.is_empty());
+    }
+
+    #[test]
+    fn redact_shows_the_reference_for_a_value_and_hides_its_words() {
+        let e = expand("k: ${env:HOST}\nt: ${env:TOKEN}\n", &table()).unwrap();
+        let r = &e.redactor;
         assert_eq!(
-            e.redact("invalid value collector.local"),
-            "invalid value <redacted>"
+            r.redact("invalid value collector.local"),
+            "invalid value ${env:HOST}"
         );
+        assert_eq!(
+            r.redact("no route to local (collector)"),
+            "no route to <redacted> (<redacted>)"
+        );
+        // the quoted form YAML saw is a value too
+        assert_eq!(r.redact("bad: \"s3cr3t: #x\""), "bad: ${env:TOKEN}");
+        assert_eq!(r.redact("s3cr3t alone"), "<redacted> alone");
+        assert_eq!(r.redact("nothing here"), "nothing here");
     }
 
     #[test]

@@ -74,6 +74,26 @@ fn keys_at<'a>(text: &'a str, path: &'a [&'a str]) -> impl Iterator<Item = (usiz
     })
 }
 
+/// The line, among the keys at the same indentation as the key on `line` and after it
+/// (the rest of its map), whose value is exactly `value`.
+pub fn sibling_line_with_value(text: &str, line: usize, value: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = key_line(lines.get(line - 1)?)?.indent;
+    for (offset, candidate) in lines[line - 1..].iter().enumerate() {
+        let Some(k) = key_line(candidate) else {
+            continue;
+        };
+        if k.indent < indent {
+            break;
+        }
+        let rest = k.rest.trim_matches(|c| c == '"' || c == '\'');
+        if k.indent == indent && rest == value {
+            return Some(line + offset);
+        }
+    }
+    None
+}
+
 /// The 1-based line where `value` appears as an element of the list (or the scalar) at
 /// `path`, falling back to the key's own line.
 pub fn line_of_value(text: &str, path: &[&str], value: &str) -> Option<usize> {

@@ -388,6 +388,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// How long SIGTERM waits for queues to drain (`service.shutdown_timeout`, default 10s).
     pub shutdown_timeout: Duration,
+    /// Keeps the values of `${..}` references out of every message about this config
+    /// (start and reload failures included).
+    pub redactor: expand::Redactor,
 }
 
 /// A configuration that cannot run, with where and why.
@@ -447,20 +450,18 @@ impl Config {
         };
         let expanded = expand::expand(text, source).map_err(|e| err(Some(e.line), e.message))?;
         let raw: RawConfig = serde_yaml::from_str(&expanded.text).map_err(|e| {
-            let (line, message) = match section_key_error(&e, &expanded.text) {
-                Some(located) => located,
-                None => (
-                    e.location().map(|l| l.line()),
-                    yaml_message(&e, &expanded.text),
-                ),
-            };
-            err(line, expanded.redact(&message))
+            let (line, message) = section_key_error(&e, &expanded.text)
+                .unwrap_or_else(|| yaml_message(&e, &expanded.text));
+            err(line, expanded.redactor.redact(&message))
         })?;
         let checker = Checker {
             text: &expanded.text,
             origin,
+            redactor: &expanded.redactor,
         };
-        checker.check(raw)
+        let mut config = checker.check(raw)?;
+        config.redactor = expanded.redactor;
+        Ok(config)
     }
 
     /// The signals a receiver must deliver, from the pipelines that list it.
@@ -500,31 +501,44 @@ fn section_key_error(error: &serde_yaml::Error, text: &str) -> Option<(Option<us
     ))
 }
 
-/// serde_yaml's message without its trailing position (the line is reported separately).
-/// When a value fails its own parsing (a bad duration), serde_yaml's path stops at the
-/// enclosing map; the key on the error's line completes it.
-fn yaml_message(error: &serde_yaml::Error, text: &str) -> String {
+/// serde_yaml's line and message, without its trailing position (the line is reported
+/// separately). When a value fails its own parsing (a bad duration), serde_yaml points at
+/// the enclosing map and its path stops there: the value the message quotes is looked for
+/// among that map's keys, and the key found completes the path.
+fn yaml_message(error: &serde_yaml::Error, text: &str) -> (Option<usize>, String) {
     let full = error.to_string();
     let message = match full.rfind(" at line ") {
         Some(at) => &full[..at],
         None => full.as_str(),
     };
-    let key = error
-        .location()
-        .and_then(|l| text.lines().nth(l.line() - 1))
+    let line = error.location().map(|l| l.line()).map(|line| {
+        quoted(message)
+            .and_then(|value| locate::sibling_line_with_value(text, line, value))
+            .unwrap_or(line)
+    });
+    let key = line
+        .and_then(|l| text.lines().nth(l - 1))
         .and_then(locate::key_of_line)
         .filter(|key| !message.contains(&format!("`{key}`")));
-    match (message.split_once(": "), key) {
+    let message = match (message.split_once(": "), key) {
         (Some((path, rest)), Some(key)) if !path.contains(' ') && !path.ends_with(key) => {
             format!("{path}.{key}: {rest}")
         }
         _ => message.to_string(),
-    }
+    };
+    (line, message)
+}
+
+/// The first text a message quotes in backticks.
+fn quoted(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once('`')?;
+    rest.split_once('`').map(|(value, _)| value)
 }
 
 struct Checker<'a> {
     text: &'a str,
     origin: &'a str,
+    redactor: &'a expand::Redactor,
 }
 
 impl Checker<'_> {
@@ -536,7 +550,9 @@ impl Checker<'_> {
         ConfigError {
             origin: self.origin.to_string(),
             line,
-            message: format!("{}: {}", path.join("."), message),
+            message: self
+                .redactor
+                .redact(&format!("{}: {}", path.join("."), message)),
         }
     }
 
@@ -613,6 +629,7 @@ impl Checker<'_> {
             pipelines,
             telemetry,
             shutdown_timeout: raw.service.shutdown_timeout,
+            redactor: expand::Redactor::default(),
         })
     }
 
@@ -627,8 +644,10 @@ impl Checker<'_> {
                 let mut path = vec![T::SECTION, key.as_str()];
                 path.extend(field.key.split('.').filter(|s| !s.is_empty()));
                 let mut located = self.error(&path, None, field.message);
-                if located.line.is_none() {
-                    located.line = locate::line_of(self.text, &[T::SECTION, &key]);
+                // a path into a list (`blocked_values.0`) is found by its list's key
+                while located.line.is_none() && path.len() > 1 {
+                    path.pop();
+                    located.line = locate::line_of(self.text, &path);
                 }
                 return Err(located);
             }

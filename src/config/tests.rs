@@ -217,20 +217,99 @@ fn env_expansion_applies_before_parsing() {
     );
 }
 
-#[test]
-fn secrets_do_not_appear_in_errors() {
-    struct Env;
-    impl expand::Source for Env {
-        fn env(&self, _: &str) -> Option<String> {
-            Some("hunter2-secret".to_string())
-        }
-        fn file(&self, _: &str) -> std::io::Result<String> {
-            Err(std::io::ErrorKind::NotFound.into())
+/// Values that must never be shown; each holds the word `PASSWORD`.
+struct Secrets;
+
+impl expand::Source for Secrets {
+    fn env(&self, name: &str) -> Option<String> {
+        Some(
+            match name {
+                "EP" => "ftp://admin:PASSWORD@collector:4317",
+                "BAD_URL" => "http://admin:PASSWORD@col lector:4317",
+                "PIPE" => "debug/PASSWORD",
+                "REGEX" => "(PASSWORD",
+                "TEXT" => "PASSWORD-text",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        match path {
+            "/run/token" => Ok("PASSWORD-from-file\n".into()),
+            _ => Err(std::io::ErrorKind::NotFound.into()),
         }
     }
-    let text = GOOD.replace("    timeout: 1s\n", "    send_batch_size: ${env:TOKEN}\n");
-    let error = Config::parse_with(&text, "t", &Env).unwrap_err();
-    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+/// Every kind of error — a validation that quotes the value, a value that fails to
+/// parse, a type error from the YAML reader, a reference to an undefined component, a
+/// bad regex — names the key and line and shows the reference, never the value.
+#[test]
+fn secrets_never_appear_in_errors_of_any_kind() {
+    let otlp_exporter = |endpoint: &str| {
+        GOOD.replace(
+            "  debug:\n",
+            &format!("  debug:\n  otlp:\n    endpoint: {endpoint}\n"),
+        )
+        .replace("exporters: [debug]", "exporters: [debug, otlp]")
+    };
+    let cases: Vec<(String, usize, &str)> =
+        vec![
+        (otlp_exporter("${env:EP}"), 12, "exporters.otlp.endpoint"),
+        (otlp_exporter("${env:BAD_URL}"), 12, "exporters.otlp.endpoint"),
+        (
+            GOOD.replace("timeout: 1s", "timeout: ${env:TEXT}"),
+            8,
+            "processors.batch.timeout",
+        ),
+        (
+            GOOD.replace("timeout: 1s", "send_batch_size: ${file:/run/token}"),
+            8,
+            "processors.batch.send_batch_size",
+        ),
+        (
+            GOOD.replace("exporters: [debug]", "exporters: [${env:PIPE}]"),
+            16,
+            "service.pipelines.traces.exporters",
+        ),
+        (
+            GOOD.replace(
+                "  batch:\n    timeout: 1s\n",
+                "  batch:\n    timeout: 1s\n  redaction:\n    blocked_values: [\"${env:REGEX}\"]\n",
+            ),
+            10,
+            "processors.redaction.blocked_values",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let error = Config::parse_with(&text, "t", &Secrets).unwrap_err();
+        let shown = error.to_string();
+        assert!(!shown.contains("PASSWORD"), "{shown}");
+        assert!(shown.contains(key), "{shown}");
+        assert_eq!(error.line, Some(line), "{shown}");
+    }
+}
+
+#[test]
+fn a_quoted_value_is_shown_as_its_reference() {
+    let text = GOOD.replace("timeout: 1s", "timeout: ${env:TEXT}");
+    let error = Config::parse_with(&text, "t", &Secrets).unwrap_err();
+    assert!(error.message.contains("`${env:TEXT}`"), "{error}");
+}
+
+#[test]
+fn a_bad_value_is_reported_at_its_own_key_not_the_first_of_its_map() {
+    let text = GOOD.replace(
+        "  debug:\n",
+        "  debug:\n  otlp:\n    endpoint: http://localhost:4317\n    timeout: -5s\n",
+    );
+    let error = parse(&text).unwrap_err();
+    assert_eq!(error.line, Some(13), "{error}");
+    assert!(
+        error.message.starts_with("exporters.otlp.timeout:"),
+        "{error}"
+    );
 }
 
 #[test]

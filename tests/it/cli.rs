@@ -174,3 +174,49 @@ fn unreadable_tls_files_fail_validation_naming_key_and_file() {
         );
     }
 }
+
+/// A start that fails on a value from `${env:..}` (an address that cannot be bound) and a
+/// reload that fails on a value from `${file:..}`: both name the reference, never the
+/// value.
+#[test]
+fn start_and_reload_failures_show_references_not_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |endpoint: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: {endpoint}\nexporters:\n  debug:\nservice:\n  telemetry:\n    metrics:\n      address: 127.0.0.1:{{metrics}}\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+        )
+    };
+    let path = dir.path().join("start.yaml");
+    std::fs::write(
+        &path,
+        config("${env:LISTEN}").replace("{metrics}", &free_port().to_string()),
+    )
+    .unwrap();
+    // 192.0.2.0/24 is TEST-NET-1: no interface here holds it, so binding fails
+    let output = Command::new(sieve_bin())
+        .arg("--config")
+        .arg(&path)
+        .env("LISTEN", "192.0.2.77:4317")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("192.0.2.77"), "{stderr}");
+    assert!(stderr.contains("${env:LISTEN}"), "{stderr}");
+
+    let sieve = Sieve::start(&config("127.0.0.1:{grpc}"));
+    let secret = dir.path().join("listen");
+    std::fs::write(&secret, "192.0.2.78:4317\n").unwrap();
+    sieve.write_config(&config(&format!("${{file:{}}}", secret.display())));
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "failure")],
+        std::time::Duration::from_secs(20),
+        |v| v >= 1.0,
+    );
+    let log = sieve.log();
+    assert!(log.contains("reload failed"), "{log}");
+    assert!(!log.contains("192.0.2.78"), "{log}");
+    assert!(log.contains("${file:"), "{log}");
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod harness;
+mod integrity;
 mod kafka;
 mod lifecycle;
 mod loki;

@@ -288,7 +288,7 @@ async fn malformed_bodies_get_400_with_a_reason_and_are_counted() {
     )
     .await;
     assert_eq!(status, 400);
-    assert!(String::from_utf8_lossy(&body).contains("invalid JSON"));
+    assert!(String::from_utf8_lossy(&body).contains("invalid OTLP/JSON logs request"));
     let (status, _, _) = post(sieve.http, "/v1/logs", "text/plain", None, b"hi".to_vec()).await;
     assert_eq!(status, 415);
     let (status, _, _) = post(

@@ -140,6 +140,17 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         .http
         .as_ref()
         .map_or(20 << 20, |h| h.max_request_body_size) as usize;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Failure::rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {limit} bytes"),
+        ));
+    }
     let body = read_body(req.into_body(), limit).await?;
     let body = match compression {
         Compression::None => body,

@@ -34,7 +34,7 @@ pub fn decode(signal: Signal, body: &[u8]) -> Result<Admitted, Invalid> {
             signal,
             bad_ids,
             "invalid_id",
-            "trace ids must be 32 and span ids 16 hex digits",
+            "traceId must be 32 hex digits and spanId or parentSpanId 16 (or empty)",
         )
     });
     let admitted =

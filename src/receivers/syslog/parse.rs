@@ -7,11 +7,19 @@
 //! * RFC 5424: `-` (NILVALUE) in every header field and for structured data; timestamps
 //!   with fractional seconds and offsets; SD-PARAM values with `\"`, `\\` and `\]` escapes.
 //! * RFC 3164: `Mmm dd hh:mm:ss` has no year or zone: the zone is the configured
-//!   `location` and the year is the one (of last, this and next year) that puts the time
-//!   closest to now, which handles December lines read in January and the reverse.
+//!   `location` and the year is the most recent one (of last, this and next year) that
+//!   does not put the time more than [`FUTURE_WINDOW`] ahead of now. Messages describe
+//!   the past, so a `Feb  5` line read in December is this February (not next, which Loki
+//!   would refuse as from the future); a December line read on January 1st is last year;
+//!   a `Jan  1 00:01` line read a minute before midnight on December 31st (a clock
+//!   slightly ahead) is next year.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+
+/// How far ahead of now an RFC 3164 timestamp may be (clocks differ): beyond it, the
+/// year before is meant.
+pub const FUTURE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// An SD-ELEMENT: its SD-ID and its (name, value) parameters.
 pub type SdElement = (String, Vec<(String, String)>);
@@ -271,14 +279,15 @@ fn bsd_timestamp(
     let time = chrono::NaiveTime::parse_from_str(&text[7..15], "%H:%M:%S")
         .map_err(|_| ParseError::Timestamp)?;
     let now_local = now.with_timezone(&zone);
-    let candidates = [now_local.year() - 1, now_local.year(), now_local.year() + 1]
+    let latest_allowed = now + FUTURE_WINDOW;
+    let best = [now_local.year() - 1, now_local.year(), now_local.year() + 1]
         .into_iter()
         .filter_map(|year| {
             let naive = NaiveDateTime::new(NaiveDate::from_ymd_opt(year, month, day)?, time);
             zone.from_local_datetime(&naive).earliest()
-        });
-    let best = candidates
-        .min_by_key(|t| (t.with_timezone(&Utc) - now).num_seconds().abs())
+        })
+        .filter(|t| t.with_timezone(&Utc) <= latest_allowed)
+        .max()
         .ok_or(ParseError::Timestamp)?;
     Ok((best.timestamp_nanos_opt(), rest))
 }

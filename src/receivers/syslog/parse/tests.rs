@@ -130,6 +130,24 @@ fn rfc3164_year_follows_the_new_year_boundary() {
 }
 
 #[test]
+fn rfc3164_dates_months_ago_are_this_year_not_next() {
+    let december = utc("2026-12-03T08:00:00Z");
+    let m = rfc3164("<13>Feb  5 10:00:00 h app: old", chrono_tz::UTC, december).unwrap();
+    assert_eq!(m.timestamp, nanos("2026-02-05T10:00:00Z"));
+    // a few hours ahead (a clock running fast) is still today, not a year ago
+    let m = rfc3164("<13>Dec  3 20:00:00 h app: soon", chrono_tz::UTC, december).unwrap();
+    assert_eq!(m.timestamp, nanos("2026-12-03T20:00:00Z"));
+    // more than a day ahead means last year
+    let m = rfc3164(
+        "<13>Dec  5 08:00:00 h app: long ago",
+        chrono_tz::UTC,
+        december,
+    )
+    .unwrap();
+    assert_eq!(m.timestamp, nanos("2025-12-05T08:00:00Z"));
+}
+
+#[test]
 fn rfc3164_without_hostname_or_tag() {
     let now = utc("2026-06-01T00:00:00Z");
     let m = rfc3164("<13>Jun  1 00:00:00 su: no host here", chrono_tz::UTC, now).unwrap();

@@ -1,0 +1,265 @@
+//! Hostile and heavy input (issue 11): what sieve accepts it can decode, one client's bad
+//! request costs no other client anything, and the counters add up.
+
+use crate::harness::{passthrough_config, post, traces_request, Sieve};
+use crate::otlp::grpc_call;
+use crate::sink::Sink;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+use prost::Message;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TRACES: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Names of the spans `traces_request(tag, n)` holds.
+fn names(tag: usize, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("r{tag}-s{i}")).collect()
+}
+
+/// `traces_request(tag, 10)` with span 3's name made invalid UTF-8.
+fn with_invalid_utf8(tag: usize) -> Vec<u8> {
+    let mut request = traces_request(tag, 10);
+    let name = format!("r{tag}-s3");
+    let at = request
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap();
+    request[at] = 0xff;
+    request
+}
+
+/// `traces_request(tag, 10)` with span 3 carrying an attribute nested past the decoder's
+/// recursion limit (prost encodes what it would refuse to decode).
+fn with_deep_attribute(tag: usize) -> Vec<u8> {
+    let mut request =
+        ExportTraceServiceRequest::decode(traces_request(tag, 10).as_slice()).unwrap();
+    let mut value = AnyValue {
+        value: Some(any_value::Value::StringValue("deep".into())),
+    };
+    for _ in 0..60 {
+        value = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![value],
+            })),
+        };
+    }
+    request.resource_spans[0].scope_spans[0].spans[3]
+        .attributes
+        .push(KeyValue {
+            key: "deep".into(),
+            value: Some(value),
+            ..Default::default()
+        });
+    request.encode_to_vec()
+}
+
+/// An OTLP/JSON request of 10 spans named like `traces_request`'s; with `bad_id`, span 3
+/// has a trace id of the wrong length.
+fn json_request(tag: usize, bad_id: bool) -> Vec<u8> {
+    let spans: Vec<String> = (0..10)
+        .map(|i| {
+            let trace = if bad_id && i == 3 {
+                "abcd".to_string()
+            } else {
+                format!("{:032x}", tag + 1)
+            };
+            format!(
+                r#"{{"traceId":"{trace}","spanId":"{:016x}","name":"r{tag}-s{i}"}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+    .into_bytes()
+}
+
+fn rejected_spans(response: &[u8], json: bool) -> i64 {
+    if json {
+        let value: serde_json::Value = serde_json::from_slice(response).unwrap();
+        value["partialSuccess"]["rejectedSpans"]
+            .as_str()
+            .map_or(0, |n| n.parse().unwrap())
+    } else {
+        ExportTraceServiceResponse::decode(response)
+            .unwrap()
+            .partial_success
+            .map_or(0, |p| p.rejected_spans)
+    }
+}
+
+/// Several clients at once, over gRPC, protobuf and JSON, some sending requests with one
+/// undecodable span (invalid UTF-8, nesting past the decoder's limit, a bad id) or with
+/// nothing decodable. The batch processor merges them all; every valid span arrives, no
+/// invalid one does, each client is told exactly what was refused, and the counters add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_interleaved_with_valid_ones_cost_nobody_anything() {
+    let sink = Sink::start().await;
+    let config = passthrough_config(&sink.grpc_endpoint(), "batch", "", "")
+        .replace("timeout: 50ms", "timeout: 1s\n    send_batch_size: 100000");
+    let sieve = Sieve::start(&config);
+    let (http, grpc) = (sieve.http, sieve.grpc);
+    let mut clients = tokio::task::JoinSet::new();
+    clients.spawn(async move {
+        for tag in 0..10 {
+            let (status, _, body) = post(
+                http,
+                "/v1/traces",
+                "application/x-protobuf",
+                None,
+                traces_request(tag, 10),
+            )
+            .await;
+            assert_eq!((status, rejected_spans(&body, false)), (200, 0));
+        }
+    });
+    clients.spawn(async move {
+        for tag in 100..110 {
+            assert_eq!(
+                grpc_call(grpc, TRACES, None, &traces_request(tag, 10)).await,
+                0
+            );
+        }
+    });
+    clients.spawn(async move {
+        for tag in 200..210 {
+            let (status, _, body) = post(
+                http,
+                "/v1/traces",
+                "application/json",
+                None,
+                json_request(tag, false),
+            )
+            .await;
+            assert_eq!((status, rejected_spans(&body, true)), (200, 0));
+        }
+    });
+    clients.spawn(async move {
+        for tag in 300..310 {
+            let (status, _, body) = post(
+                http,
+                "/v1/traces",
+                "application/x-protobuf",
+                None,
+                with_invalid_utf8(tag),
+            )
+            .await;
+            assert_eq!(
+                (status, rejected_spans(&body, false)),
+                (200, 1),
+                "tag {tag}"
+            );
+        }
+    });
+    clients.spawn(async move {
+        for tag in 400..410 {
+            assert_eq!(
+                grpc_call(grpc, TRACES, None, &with_deep_attribute(tag)).await,
+                0
+            );
+        }
+    });
+    clients.spawn(async move {
+        for tag in 500..510 {
+            let (status, _, body) = post(
+                http,
+                "/v1/traces",
+                "application/json",
+                None,
+                json_request(tag, true),
+            )
+            .await;
+            assert_eq!((status, rejected_spans(&body, true)), (200, 1), "tag {tag}");
+        }
+    });
+    clients.spawn(async move {
+        for tag in 600..605 {
+            let mut request = traces_request(tag, 10);
+            let prefix = format!("r{tag}-s");
+            for i in 0..request.len() - prefix.len() {
+                if request[i..].starts_with(prefix.as_bytes()) {
+                    request[i] = 0xfe;
+                }
+            }
+            let (status, _, _) =
+                post(http, "/v1/traces", "application/x-protobuf", None, request).await;
+            assert_eq!(
+                status, 400,
+                "nothing decodable: the whole request is refused"
+            );
+        }
+    });
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+
+    let mut expected = BTreeSet::new();
+    for tag in (0..10).chain(100..110).chain(200..210) {
+        expected.extend(names(tag, 10));
+    }
+    for tag in (300..310).chain(400..410).chain(500..510) {
+        expected.extend(names(tag, 10).into_iter().filter(|n| !n.ends_with("-s3")));
+    }
+    assert_eq!(expected.len(), 570);
+    // the exporter counts a batch as sent once the sink answered: then everything is in
+    sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| v >= 570.0);
+    let arrived = sink.with(|r| r.span_names());
+    assert_eq!(arrived.len(), 570, "each valid span exactly once");
+    assert_eq!(arrived.into_iter().collect::<BTreeSet<_>>(), expected);
+
+    let metric = |name: &str, labels: &[(&str, &str)]| sieve.metric(name, labels);
+    assert_eq!(metric("sieve_receiver_accepted_items_total", &[]), 570.0);
+    assert_eq!(metric("sieve_receiver_received_items_total", &[]), 570.0);
+    assert_eq!(
+        metric("sieve_exporter_sent_items_total", &[]),
+        570.0,
+        "sent once"
+    );
+    let rejected = |reason| metric("sieve_receiver_rejected_items_total", &[("reason", reason)]);
+    assert_eq!(rejected("invalid_utf8"), 10.0 + 50.0);
+    assert_eq!(rejected("too_deep"), 10.0);
+    assert_eq!(rejected("invalid_id"), 10.0);
+    assert_eq!(metric("sieve_pipeline_dropped_items_total", &[]), 0.0);
+    assert_eq!(metric("sieve_exporter_dropped_items_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("reason", "invalid_utf8")]
+        ),
+        5.0
+    );
+}
+
+/// A declared `Content-Length` over the limit is answered with 413 from the headers: the
+/// body is never read (the client here never sends it).
+#[test]
+fn an_oversized_content_length_is_refused_before_the_body() {
+    use std::io::{Read, Write};
+    let sink_config = passthrough_config("http://127.0.0.1:9", "batch", "", "");
+    let sieve = Sieve::start(&sink_config);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", sieve.http)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 21700000\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = [0u8; 12];
+    stream.read_exact(&mut response).unwrap();
+    assert_eq!(&response, b"HTTP/1.1 413");
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("reason", "too_large")]
+        ),
+        1.0
+    );
+}
