@@ -61,7 +61,7 @@ impl Redactor {
         if !self.substitutions.contains(&substitution) {
             self.substitutions.push(substitution);
             self.substitutions
-                .sort_by(|a, b| b.value.len().cmp(&a.value.len()));
+                .sort_by_key(|s| std::cmp::Reverse(s.value.len()));
         }
     }
 
