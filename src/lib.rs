@@ -14,6 +14,13 @@
 //! The data model is OTLP itself (see [`model`]): batches carry the client's encoded
 //! request bytes until a processor needs the prost messages.
 
+/// The allocator: jemalloc frees decoded batches faster than glibc's allocator (71 ns
+/// against 120 ns a data point, measured), returns freed memory to the system from a
+/// background thread, and reports the bytes sieve holds (`stats.allocated`), which the
+/// memory limiter measures instead of RSS.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod compression;
 pub mod config;
 pub mod exporters;

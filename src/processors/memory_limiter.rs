@@ -2,8 +2,11 @@
 //! collector's options (`check_interval`, `limit_mib`, `spike_limit_mib`,
 //! `limit_percentage`, `spike_limit_percentage`).
 //!
-//! The collector's limiter measures the Go heap; sieve measures the resident set size
-//! (`VmRSS` in `/proc/self/status`). Above the soft limit (`limit - spike`) the limiter
+//! The collector's limiter measures the Go heap; sieve measures its own heap the same
+//! way: the bytes allocated and not yet freed (jemalloc's `stats.allocated`, see
+//! [`held_bytes`]). Not the resident set size: after a burst the allocator keeps freed
+//! pages for a while, and a limiter reading RSS would keep refusing everyone long after
+//! the data was gone. Above the soft limit (`limit - spike`) the limiter
 //! closes its pipeline's admission [`Gate`]: receivers refuse new data with a retryable
 //! error before accepting it, so nothing already accepted is dropped. It reopens when
 //! usage falls below the soft limit. Because it acts at admission, its position in the
@@ -27,7 +30,7 @@ pub struct MemoryLimiterConfig {
     /// How often memory is measured.
     #[serde(with = "duration")]
     pub check_interval: Duration,
-    /// Hard limit in MiB of resident memory.
+    /// Hard limit in MiB of memory held (heap bytes allocated).
     pub limit_mib: u64,
     /// Headroom below the hard limit; data is refused above `limit_mib - spike_limit_mib`.
     /// Defaults to 20% of the limit.
@@ -125,7 +128,7 @@ impl MemoryLimiter {
             .name("memory-limiter".into())
             .spawn(move || {
                 while let Some(gate) = weak.upgrade() {
-                    let over = resident_bytes().is_some_and(|rss| rss > soft_limit);
+                    let over = held_bytes().is_some_and(|held| held > soft_limit);
                     if over != gate.is_closed() {
                         tracing::warn!(
                             over,
@@ -153,6 +156,15 @@ impl Processor for MemoryLimiter {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         out.push(batch);
     }
+}
+
+/// The bytes sieve holds on its heap now: jemalloc's `stats.allocated`, read after
+/// advancing its statistics epoch. Pages the allocator keeps for reuse are not counted.
+pub fn held_bytes() -> Option<u64> {
+    tikv_jemalloc_ctl::epoch::advance().ok()?;
+    tikv_jemalloc_ctl::stats::allocated::read()
+        .ok()
+        .map(|bytes| bytes as u64)
 }
 
 /// The process's resident set size.
@@ -215,6 +227,18 @@ mod tests {
     #[test]
     fn reads_resident_memory() {
         assert!(resident_bytes().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn held_bytes_follow_allocations_and_frees() {
+        let before = held_bytes().unwrap();
+        let block = vec![1u8; 256 << 20];
+        let during = held_bytes().unwrap();
+        drop(block);
+        let after = held_bytes().unwrap();
+        // other tests allocate too, but not a quarter of a GiB
+        assert!(during >= before + (200 << 20), "{before} -> {during}");
+        assert!(after + (200 << 20) <= during, "{during} -> {after}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! them to its pipelines through [`crate::queue::Routes`] without blocking; when a
 //! pipeline cannot take more it answers the client with a retryable refusal.
 
+pub mod budget;
 pub mod core;
 pub mod kafka;
 pub mod otlp;

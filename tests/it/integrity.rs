@@ -263,3 +263,118 @@ fn an_oversized_content_length_is_refused_before_the_body() {
         1.0
     );
 }
+
+/// One OTLP/JSON span with `attributes` attributes of an empty value: the shape that
+/// inflated 35× through a JSON tree (19.5 MB for 850k attributes).
+fn json_bomb(attributes: usize) -> Vec<u8> {
+    let one = r#"{"key":"k","value":{}},"#;
+    let mut body = String::with_capacity(attributes * one.len() + 200);
+    body.push_str(r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"bomb","attributes":["#);
+    for _ in 0..attributes {
+        body.push_str(one);
+    }
+    body.pop();
+    body.push_str("]}]}]}]}");
+    body.into_bytes()
+}
+
+/// Samples a process's RSS until stopped; returns the peak.
+struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    fn watch(pid: u32) -> PeakRss {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024;
+                peak = peak.max(rss);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        PeakRss { stop, thread }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Four 19.5 MB JSON bodies at once (850k empty attributes each, just under the 20 MiB
+/// limit): memory stays within a small factor of the bodies, and a memory limiter that
+/// closed admission during the burst opens it again within seconds of its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bombs_stay_bounded_and_admission_reopens_after_the_burst() {
+    let sink = Sink::start().await;
+    let config = passthrough_config(&sink.grpc_endpoint(), "memory_limiter, batch", "", "")
+        .replace(
+            "processors:\n",
+            "processors:\n  memory_limiter:\n    check_interval: 50ms\n    limit_mib: 96\n",
+        );
+    let sieve = Sieve::start(&config);
+    let body = json_bomb(850_000);
+    assert!(
+        body.len() > 19_000_000 && body.len() < 20 << 20,
+        "{}",
+        body.len()
+    );
+    let baseline = sieve.rss_bytes();
+    let watch = PeakRss::watch(sieve.pid());
+    let mut bombs = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (http, body) = (sieve.http, body.clone());
+        bombs.spawn(async move {
+            post(http, "/v1/traces", "application/json", None, body)
+                .await
+                .0
+        });
+    }
+    while let Some(status) = bombs.join_next().await {
+        let status = status.unwrap();
+        assert!(
+            status == 200 || status == 503,
+            "accepted or refused, got {status}"
+        );
+    }
+    let peak = watch.peak();
+    let growth = peak.saturating_sub(baseline);
+    assert!(
+        growth < 4 * body.len() as u64 * 3,
+        "RSS grew {} MiB for 4 bodies of {} MiB",
+        growth >> 20,
+        body.len() >> 20
+    );
+    // within seconds of the burst, an ordinary request is accepted again
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, _) = post(
+            sieve.http,
+            "/v1/traces",
+            "application/x-protobuf",
+            None,
+            traces_request(1, 5),
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused ({status})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -6,12 +6,25 @@ use crate::tls::TlsServerConfig;
 use serde::Deserialize;
 
 /// `receivers: otlp:`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpReceiverConfig {
     /// Which protocols to serve: `grpc`, `http` or both (an empty `grpc:` means "on, with
     /// defaults").
     pub protocols: Protocols,
+    /// Request bytes held at once across both protocols and all connections, in MiB:
+    /// bodies being read and their decompressed form. Beyond it a request waits up to a
+    /// second, then gets the retryable refusal. At least twice the largest request limit.
+    pub max_in_flight_mib: u64,
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        OtlpReceiverConfig {
+            protocols: Protocols::default(),
+            max_in_flight_mib: 64,
+        }
+    }
 }
 
 /// `protocols:` of the `otlp` receiver.
@@ -163,6 +176,36 @@ impl OtlpReceiverConfig {
                 ));
             }
         }
+        let largest_request = self.largest_request_bytes() as u64;
+        if self.max_in_flight_mib.saturating_mul(1 << 20) < 2 * largest_request {
+            return Err(FieldError::new(
+                "max_in_flight_mib",
+                format!(
+                    "must hold at least two of the largest requests ({} MiB)",
+                    (2 * largest_request).div_ceil(1 << 20)
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The largest request either protocol accepts, in bytes.
+    fn largest_request_bytes(&self) -> usize {
+        let grpc = self
+            .protocols
+            .grpc
+            .as_ref()
+            .map_or(0, |g| g.max_recv_msg_size_mib << 20);
+        let http = self
+            .protocols
+            .http
+            .as_ref()
+            .map_or(0, |h| h.max_request_body_size);
+        grpc.max(http) as usize
+    }
+
+    /// The budget of bytes in flight.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.max_in_flight_mib.saturating_mul(1 << 20) as usize
     }
 }

@@ -6,9 +6,10 @@ use crate::grpc::{self, code};
 use crate::model::{Batch, Rejected};
 use crate::net::{Admission, Body, Server};
 use crate::queue::Refusal;
+use crate::receivers::budget::{BodyError, Reservation};
 use crate::receivers::core::IngestError;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response};
@@ -96,7 +97,12 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         .as_ref()
         .map_or(4, |g| g.max_recv_msg_size_mib) as usize
         * MIB;
-    let body = read_body(req.into_body(), limit).await?;
+    let budget = shared.budget();
+    let mut reservation = Reservation::default();
+    let body = budget
+        .read_body(req.into_body(), limit + 5, &mut reservation)
+        .await
+        .map_err(|e| body_failure(e, limit))?;
     let (compressed, message) = grpc::unframe(&body)
         .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, "malformed", e.to_string()))?;
     let message = if compressed {
@@ -107,11 +113,14 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
                 "compressed message without grpc-encoding",
             ));
         }
-        Bytes::from(
-            compression
-                .decompress(&message, limit)
-                .map_err(inflate_failure)?,
-        )
+        let inflated = compression
+            .decompress(&message, limit)
+            .map_err(inflate_failure)?;
+        budget
+            .reserve(&mut reservation, inflated.len())
+            .await
+            .map_err(|e| body_failure(e, limit))?;
+        Bytes::from(inflated)
     } else {
         message
     };
@@ -139,19 +148,24 @@ pub(super) fn refusal_message(refusal: Refusal) -> String {
     format!("{}: retry later", refusal.reason().replace('_', " "))
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Failure> {
-    match Limited::new(body, limit + 5).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::rejected(
+fn body_failure(error: BodyError, limit: usize) -> Failure {
+    match error {
+        BodyError::TooLarge => Failure::rejected(
             code::RESOURCE_EXHAUSTED,
             "too_large",
             format!("message larger than {limit} bytes"),
-        )),
-        Err(e) => Err(Failure::rejected(
+        ),
+        BodyError::Busy => Failure {
+            code: code::UNAVAILABLE,
+            message: "too many requests in flight: retry later".into(),
+            rejected_reason: Some("in_flight_limit"),
+            retry_after: true,
+        },
+        BodyError::Read(e) => Failure::rejected(
             code::CANCELLED,
             "read_error",
             format!("reading the request failed: {e}"),
-        )),
+        ),
     }
 }
 

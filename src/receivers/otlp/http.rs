@@ -7,9 +7,9 @@ use crate::compression::{Compression, InflateError};
 use crate::grpc::{self, code};
 use crate::model::{Batch, Rejected, Signal};
 use crate::net::{self, Admission, Body, Server};
+use crate::receivers::budget::{BodyError, Reservation};
 use crate::receivers::core::IngestError;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use prost::Message;
@@ -151,10 +151,22 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
             format!("body larger than {limit} bytes"),
         ));
     }
-    let body = read_body(req.into_body(), limit).await?;
+    let budget = shared.budget();
+    let mut reservation = Reservation::default();
+    let body = budget
+        .read_body(req.into_body(), limit, &mut reservation)
+        .await
+        .map_err(|e| body_failure(e, limit))?;
     let body = match compression {
         Compression::None => body,
-        codec => Bytes::from(codec.decompress(&body, limit).map_err(inflate_failure)?),
+        codec => {
+            let inflated = codec.decompress(&body, limit).map_err(inflate_failure)?;
+            budget
+                .reserve(&mut reservation, inflated.len())
+                .await
+                .map_err(|e| body_failure(e, limit))?;
+            Bytes::from(inflated)
+        }
     };
     let checked = match format {
         Format::Protobuf => Batch::from_request(signal, body),
@@ -179,19 +191,23 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     }
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Failure> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::rejected(
+fn body_failure(error: BodyError, limit: usize) -> Failure {
+    match error {
+        BodyError::TooLarge => Failure::rejected(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("body larger than {limit} bytes"),
-        )),
-        Err(e) => Err(Failure::rejected(
+        ),
+        BodyError::Busy => Failure::rejected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "in_flight_limit",
+            "too many requests in flight: retry later",
+        ),
+        BodyError::Read(e) => Failure::rejected(
             StatusCode::BAD_REQUEST,
             "read_error",
             format!("reading the request failed: {e}"),
-        )),
+        ),
     }
 }
 

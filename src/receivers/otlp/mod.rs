@@ -29,6 +29,7 @@ pub mod json;
 
 pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protocols};
 
+use super::budget::Budget;
 use super::core::ReceiverCore;
 use crate::model::{Rejected, Signal};
 use crate::net::{self, Admission, Handover, Server};
@@ -59,11 +60,25 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 struct Shared {
     core: ReceiverCore,
     config: RwLock<Arc<OtlpReceiverConfig>>,
+    budget: RwLock<Budget>,
 }
 
 impl Shared {
     fn config(&self) -> Arc<OtlpReceiverConfig> {
         Arc::clone(&self.config.read())
+    }
+
+    fn budget(&self) -> Budget {
+        self.budget.read().clone()
+    }
+
+    /// Swaps in a config; a new budget only when its size changed (requests in flight
+    /// keep what they reserved from the old one).
+    fn set_config(&self, config: OtlpReceiverConfig) {
+        if config.max_in_flight_mib != self.config().max_in_flight_mib {
+            *self.budget.write() = Budget::new(config.in_flight_bytes());
+        }
+        *self.config.write() = Arc::new(config);
     }
 }
 
@@ -212,6 +227,7 @@ impl OtlpReceiver {
     ) -> OtlpReceiver {
         let shared = Arc::new(Shared {
             core: ReceiverCore::new(id, routes, telemetry),
+            budget: RwLock::new(Budget::new(prepared.config.in_flight_bytes())),
             config: RwLock::new(Arc::new(prepared.config.clone())),
         });
         let mut receiver = OtlpReceiver {
@@ -252,7 +268,7 @@ impl OtlpReceiver {
         let wants_grpc = prepared.config.protocols.grpc.is_some();
         let wants_http = prepared.config.protocols.http.is_some();
         self.admit(&prepared);
-        *self.shared.config.write() = Arc::new(prepared.config);
+        self.shared.set_config(prepared.config);
         if let Some(listener) = prepared.grpc {
             let server = grpc::serve(listener, Arc::clone(&self.shared), &self.grpc_admission);
             if let Some(old) = self.grpc.replace(server) {

@@ -1,0 +1,146 @@
+//! A receiver's budget of bytes in flight: request bodies being read, and their
+//! decompressed form, across all of the receiver's connections at once.
+//!
+//! Size limits bound one request; this bounds them together, so a thousand clients each
+//! sending a body just under the limit cannot take a thousand times the limit. A request
+//! reserves bytes as its body arrives and when it is decompressed, and gives them back
+//! when it has been handed to the pipelines (whose queues account for it from there).
+//! When the budget is spent, a request waits up to [`WAIT`] for room, then gets the
+//! retryable refusal (gRPC `UNAVAILABLE`, HTTP 503), counted as
+//! `sieve_receiver_rejected_requests_total{reason="in_flight_limit"}`.
+//!
+//! Work between reservations (decompressing, transcoding JSON) runs on the runtime's
+//! worker threads, so at most one such step per worker is outside the budget at a time.
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a request waits for room before it is refused.
+pub const WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes a receiver may hold for requests in flight.
+#[derive(Clone)]
+pub struct Budget {
+    semaphore: Arc<Semaphore>,
+    total: usize,
+}
+
+/// Bytes one request holds; given back when dropped.
+#[derive(Default)]
+pub struct Reservation(Option<OwnedSemaphorePermit>);
+
+/// Why a body could not be taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than the request's limit.
+    TooLarge,
+    /// The budget stayed spent for [`WAIT`].
+    Busy,
+    /// The connection failed while the body was read.
+    Read(String),
+}
+
+impl Budget {
+    pub fn new(total: usize) -> Budget {
+        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        Budget {
+            semaphore: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Adds `bytes` to `reservation`, waiting up to [`WAIT`] for room. A request larger
+    /// than the whole budget reserves all of it.
+    pub async fn reserve(
+        &self,
+        reservation: &mut Reservation,
+        bytes: usize,
+    ) -> Result<(), BodyError> {
+        let wanted = bytes.min(self.total).min(u32::MAX as usize) as u32;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let acquire = Arc::clone(&self.semaphore).acquire_many_owned(wanted);
+        let permit = match tokio::time::timeout(WAIT, acquire).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(BodyError::Busy),
+        };
+        match &mut reservation.0 {
+            Some(held) => held.merge(permit),
+            none => *none = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// Reads a body of at most `limit` bytes, reserving its bytes as they arrive.
+    pub async fn read_body(
+        &self,
+        mut body: Incoming,
+        limit: usize,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, BodyError> {
+        let mut collected = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if collected.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            self.reserve(reservation, data.len()).await?;
+            collected.extend_from_slice(&data);
+        }
+        Ok(collected.freeze())
+    }
+
+    /// Bytes reserved now, for tests and self-telemetry.
+    pub fn in_use(&self) -> usize {
+        self.total - self.semaphore.available_permits()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_wait_for_room_then_give_up() {
+        let budget = Budget::new(100);
+        let mut first = Reservation::default();
+        budget.reserve(&mut first, 60).await.unwrap();
+        budget.reserve(&mut first, 30).await.unwrap();
+        assert_eq!(budget.in_use(), 90);
+        let mut second = Reservation::default();
+        assert_eq!(
+            budget.reserve(&mut second, 20).await,
+            Err(BodyError::Busy),
+            "no room within the wait"
+        );
+        let waiting = {
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                let mut second = Reservation::default();
+                budget.reserve(&mut second, 20).await.map(|()| second)
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        let second = waiting.await.unwrap().unwrap();
+        assert_eq!(budget.in_use(), 20);
+        drop(second);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_the_budget_takes_all_of_it() {
+        let budget = Budget::new(10);
+        let mut reservation = Reservation::default();
+        budget.reserve(&mut reservation, 1000).await.unwrap();
+        assert_eq!(budget.in_use(), 10);
+    }
+}
