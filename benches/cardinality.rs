@@ -66,7 +66,7 @@ fn limiter(limit: usize) -> CardinalityLimiter {
 }
 
 fn resident_bytes() -> u64 {
-    sieve::processors::memory_limiter::resident_bytes().unwrap_or(0)
+    sieve::memory::resident_bytes().unwrap_or(0)
 }
 
 fn cardinality(c: &mut Criterion) {

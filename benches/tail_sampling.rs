@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use sieve::model::{Batch, Signal};
 use sieve::processors::tail_sampling::{TailSampler, TailSamplingConfig};
-use sieve::processors::{DropCounter, Processor};
+use sieve::processors::Processor;
 use sieve::telemetry::Telemetry;
 use std::time::{Duration, Instant};
 
@@ -101,10 +101,7 @@ policies:
   - {name: baseline, type: probabilistic, probabilistic: {sampling_percentage: 10}}",
     )
     .unwrap();
-    let drops = DropCounter {
-        undecodable: Default::default(),
-    };
-    TailSampler::new(config, drops, "bench", telemetry)
+    TailSampler::new(config, "bench", telemetry)
 }
 
 /// Fills a sampler with `traces` live traces of `SPANS_PER_TRACE` spans.
@@ -121,7 +118,7 @@ fn fill(sampler: &mut TailSampler, traces: usize) -> usize {
 }
 
 fn resident_bytes() -> u64 {
-    sieve::processors::memory_limiter::resident_bytes().unwrap_or(0)
+    sieve::memory::resident_bytes().unwrap_or(0)
 }
 
 fn tail_sampling(c: &mut Criterion) {

@@ -26,6 +26,7 @@ pub mod config;
 pub mod exporters;
 pub mod grpc;
 pub mod kafka;
+pub mod memory;
 pub mod model;
 pub mod net;
 pub mod processors;

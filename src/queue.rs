@@ -13,9 +13,10 @@
 
 use crate::config::WhenFull;
 use crate::model::{Batch, Signal};
+use crate::telemetry::PipelineLedger;
 use crossbeam_channel::{Sender, TrySendError};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why data was not accepted; all of these are retryable for the client.
@@ -59,17 +60,63 @@ impl Gate {
 /// Counters of one pipeline's admission.
 #[derive(Clone, Default)]
 pub struct InputCounters {
-    pub accepted: Counter,
+    /// Accepted, dequeued and dropped items (see [`crate::telemetry::PipelineLedger`]).
+    pub ledger: Arc<PipelineLedger>,
     pub refused_queue_full: Counter,
     pub refused_memory: Counter,
-    pub dropped_queue_full: Counter,
+}
+
+/// A batch on a queue, with the bytes it counts for.
+pub struct Queued {
+    pub batch: Batch,
+    pub bytes: usize,
+}
+
+/// Bytes held by a queue, bounded by its `max_size_mib`.
+#[derive(Debug)]
+pub struct QueueBytes {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl QueueBytes {
+    pub fn new(max: usize) -> QueueBytes {
+        QueueBytes {
+            held: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes room for `bytes`; false when the queue would go over its limit. An empty
+    /// queue always takes one batch, however large, so no batch is refused forever.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held == 0 || held + bytes <= self.max).then_some(held + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Gives back the room of a batch that left the queue.
+    pub fn release(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
 /// The sending end of a pipeline queue, shared by the receivers that feed it.
 pub struct PipelineInput {
     pub name: String,
     pub signal: Signal,
-    sender: Sender<Batch>,
+    sender: Sender<Queued>,
+    bytes: Arc<QueueBytes>,
     when_full: WhenFull,
     gates: Vec<Arc<Gate>>,
     counters: InputCounters,
@@ -79,7 +126,7 @@ impl PipelineInput {
     pub fn new(
         name: String,
         signal: Signal,
-        sender: Sender<Batch>,
+        (sender, bytes): (Sender<Queued>, Arc<QueueBytes>),
         when_full: WhenFull,
         gates: Vec<Arc<Gate>>,
         counters: InputCounters,
@@ -88,6 +135,7 @@ impl PipelineInput {
             name,
             signal,
             sender,
+            bytes,
             when_full,
             gates,
             counters,
@@ -99,24 +147,35 @@ impl PipelineInput {
         self.gates.iter().any(|g| g.is_closed())
     }
 
-    /// Puts `batch` on the queue without blocking; a refused batch is handed back.
+    /// Puts `batch` on the queue without blocking; a refused batch is handed back. The
+    /// queue is full at its batch capacity or its byte limit, whichever comes first.
     pub fn offer(&self, batch: Batch) -> Result<(), (Refusal, Batch)> {
-        let items = batch.items() as u64;
-        match self.sender.try_send(batch) {
+        let (items, bytes) = (batch.items(), batch.held_bytes());
+        let queued = Queued { batch, bytes };
+        let sent = if self.bytes.reserve(bytes) {
+            self.sender
+                .try_send(queued)
+                .inspect_err(|_| self.bytes.release(bytes))
+        } else {
+            Err(TrySendError::Full(queued))
+        };
+        let ledger = &self.counters.ledger;
+        match sent {
             Ok(()) => {
-                self.counters.accepted.inc_by(items);
+                ledger.accepted.add(items);
                 Ok(())
             }
             Err(TrySendError::Full(_)) if self.when_full == WhenFull::DropNewest => {
-                self.counters.accepted.inc_by(items);
-                self.counters.dropped_queue_full.inc_by(items);
+                ledger.accepted.add(items);
+                ledger.dequeued.add(items);
+                ledger.dropped.reason("queue_full").add(items);
                 Ok(())
             }
-            Err(TrySendError::Full(batch)) => {
-                self.counters.refused_queue_full.inc_by(items);
-                Err((Refusal::QueueFull, batch))
+            Err(TrySendError::Full(queued)) => {
+                self.counters.refused_queue_full.inc_by(items as u64);
+                Err((Refusal::QueueFull, queued.batch))
             }
-            Err(TrySendError::Disconnected(batch)) => Err((Refusal::Closed, batch)),
+            Err(TrySendError::Disconnected(queued)) => Err((Refusal::Closed, queued.batch)),
         }
     }
 
@@ -222,7 +281,19 @@ mod tests {
         when_full: WhenFull,
     ) -> (
         Arc<PipelineInput>,
-        crossbeam_channel::Receiver<Batch>,
+        crossbeam_channel::Receiver<Queued>,
+        InputCounters,
+    ) {
+        sized_input(capacity, usize::MAX, when_full)
+    }
+
+    fn sized_input(
+        capacity: usize,
+        max_bytes: usize,
+        when_full: WhenFull,
+    ) -> (
+        Arc<PipelineInput>,
+        crossbeam_channel::Receiver<Queued>,
         InputCounters,
     ) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
@@ -230,7 +301,7 @@ mod tests {
         let input = PipelineInput::new(
             "traces".into(),
             Signal::Traces,
-            tx,
+            (tx, Arc::new(QueueBytes::new(max_bytes))),
             when_full,
             vec![],
             counters.clone(),
@@ -262,21 +333,39 @@ mod tests {
 
     #[test]
     fn drop_newest_accepts_and_counts() {
-        let (tx, _rx) = crossbeam_channel::bounded(1);
-        let counters = InputCounters::default();
-        let input = PipelineInput::new(
-            "t".into(),
-            Signal::Traces,
-            tx,
-            WhenFull::DropNewest,
-            vec![],
-            counters.clone(),
-        );
+        let (input, _rx, counters) = input(1, WhenFull::DropNewest);
         let spans = crate::model::tests::traces_batch(3, 2);
         assert!(input.offer(spans.clone()).is_ok());
         assert!(input.offer(spans).is_ok());
-        assert_eq!(counters.accepted.get(), 12);
-        assert_eq!(counters.dropped_queue_full.get(), 6);
+        let ledger = &counters.ledger;
+        assert_eq!(ledger.accepted.get(), 12);
+        assert_eq!(ledger.dequeued.get(), 6, "dropped items never wait");
+        assert_eq!(ledger.dropped.reason("queue_full").get(), 6);
+    }
+
+    #[test]
+    fn the_byte_limit_refuses_before_the_batch_capacity() {
+        let spans = crate::model::tests::traces_batch(3, 2);
+        let size = spans.held_bytes();
+        let (input, rx, _) = sized_input(100, size * 2, WhenFull::Refuse);
+        assert!(input.offer(spans.clone()).is_ok());
+        assert!(input.offer(spans.clone()).is_ok());
+        assert!(matches!(
+            input.offer(spans.clone()),
+            Err((Refusal::QueueFull, _))
+        ));
+        assert_eq!(input.bytes.held(), size * 2);
+        let Queued { bytes, .. } = rx.recv().unwrap();
+        input.bytes.release(bytes);
+        assert!(input.offer(spans).is_ok(), "room again once one left");
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_batch_over_its_byte_limit() {
+        let spans = crate::model::tests::traces_batch(3, 2);
+        let (input, _rx, _) = sized_input(100, 1, WhenFull::Refuse);
+        assert!(input.offer(spans.clone()).is_ok());
+        assert!(input.offer(spans).is_err());
     }
 
     #[test]
@@ -288,7 +377,7 @@ mod tests {
         let gated = Arc::new(PipelineInput::new(
             "g".into(),
             Signal::Traces,
-            tx,
+            (tx, Arc::new(QueueBytes::new(1 << 20))),
             WhenFull::Refuse,
             vec![gate],
             InputCounters::default(),

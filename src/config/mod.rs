@@ -258,6 +258,9 @@ pub enum WhenFull {
 pub struct QueueConfig {
     /// Batches (one per received request) the queue holds before `when_full` applies.
     pub capacity: usize,
+    /// Bytes the queue holds before `when_full` applies, in MiB (batches count their
+    /// encoded size; an empty queue takes one batch of any size).
+    pub max_size_mib: usize,
     /// `refuse` (default: the client gets a retryable error) or `drop_newest` (counted).
     pub when_full: WhenFull,
 }
@@ -266,8 +269,15 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             capacity: 256,
+            max_size_mib: 16,
             when_full: WhenFull::Refuse,
         }
+    }
+}
+
+impl QueueConfig {
+    pub fn max_bytes(&self) -> usize {
+        self.max_size_mib.saturating_mul(1 << 20)
     }
 }
 
@@ -596,12 +606,17 @@ impl Checker<'_> {
                     "a pipeline needs at least one receiver and one exporter".into(),
                 ));
             }
-            if pipeline.queue.capacity == 0 {
-                return Err(self.error(
-                    &[&path[..], &["queue", "capacity"]].concat(),
-                    None,
-                    "must be at least 1".into(),
-                ));
+            for (key, value) in [
+                ("capacity", pipeline.queue.capacity),
+                ("max_size_mib", pipeline.queue.max_size_mib),
+            ] {
+                if value == 0 {
+                    return Err(self.error(
+                        &[&path[..], &["queue", key]].concat(),
+                        None,
+                        "must be at least 1".into(),
+                    ));
+                }
             }
             pipelines.insert(id, pipeline);
         }

@@ -43,11 +43,6 @@ impl DebugExporter {
         DebugExporter { config }
     }
 
-    /// Whether printing needs the decoded messages (all but `basic`).
-    pub fn decodes(&self) -> bool {
-        self.config.verbosity != Verbosity::Basic
-    }
-
     pub fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         let text = match self.config.verbosity {
             Verbosity::Basic => format!(

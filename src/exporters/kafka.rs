@@ -372,10 +372,6 @@ mod producer {
             }
         }
 
-        pub fn decodes(&self, signal: Signal) -> bool {
-            self.config.decodes(signal)
-        }
-
         pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
             let producer = self.producer.as_ref().map_err(|message| ExportError {
                 retryable: false,

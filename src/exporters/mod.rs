@@ -20,8 +20,9 @@ pub mod retry;
 
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
-use crate::telemetry::{ExporterLabels, ExporterReasonLabels, QueueRegistration, Telemetry};
-use prometheus_client::metrics::counter::Counter;
+use crate::telemetry::{
+    ExporterLabels, ExporterLedger, ExporterReasonLabels, QueueRegistration, QueueState, Telemetry,
+};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Deserializer};
 use std::sync::Arc;
@@ -88,6 +89,19 @@ impl ComponentConfig for ExporterConfig {
 }
 
 impl ExporterConfig {
+    /// Whether this exporter works on the decoded messages of `signal`: an encoded batch
+    /// is then decoded once, before the first attempt, and any loss counted; otherwise
+    /// a pipeline hands it batches encoded, the smaller form to hold in a queue.
+    pub fn decodes(&self, signal: Signal) -> bool {
+        match self {
+            ExporterConfig::Otlp(_) => false,
+            ExporterConfig::OtlpHttp(c) => c.encoding == otlp::Encoding::Json,
+            ExporterConfig::Debug(c) => c.verbosity != debug::Verbosity::Basic,
+            ExporterConfig::Loki(_) | ExporterConfig::PrometheusRemoteWrite(_) => true,
+            ExporterConfig::Kafka(c) => c.decodes(signal),
+        }
+    }
+
     fn sending_queue(&self) -> SendingQueueConfig {
         match self {
             ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
@@ -115,6 +129,19 @@ impl ExporterConfig {
     }
 }
 
+/// What `sending_queue.queue_size` counts, as the collector's `sizer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    /// Batches (the collector's default).
+    #[default]
+    Requests,
+    /// Spans, data points or log records.
+    Items,
+    /// Bytes as the queue holds them.
+    Bytes,
+}
+
 /// `sending_queue:` of an exporter.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -124,8 +151,14 @@ pub struct SendingQueueConfig {
     pub enabled: bool,
     /// Sends in flight at once.
     pub num_consumers: usize,
-    /// Batches waiting to be sent; when full, the pipeline waits (backpressure).
+    /// What the queue holds (waiting and being sent), in `sizer` units; when full, the
+    /// pipeline waits (backpressure).
     pub queue_size: usize,
+    /// `requests` (default), `items` or `bytes`: the unit of `queue_size`.
+    pub sizer: Sizer,
+    /// Memory the queue may hold (waiting and being sent), in MiB, whatever the sizer:
+    /// encoded batches count their bytes, decoded ones their estimated size in memory.
+    pub max_size_mib: usize,
 }
 
 impl Default for SendingQueueConfig {
@@ -134,6 +167,8 @@ impl Default for SendingQueueConfig {
             enabled: true,
             num_consumers: 10,
             queue_size: 100,
+            sizer: Sizer::Requests,
+            max_size_mib: 32,
         }
     }
 }
@@ -146,15 +181,139 @@ impl SendingQueueConfig {
                 "num_consumers and queue_size must be at least 1",
             ));
         }
+        if self.max_size_mib == 0 {
+            return Err(FieldError::new(
+                "sending_queue.max_size_mib",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 
-    fn effective(&self) -> (usize, usize) {
+    /// The queue's room (in `sizer` units and in bytes) and its senders.
+    fn effective(&self) -> (Room, usize) {
+        let bytes = self.max_size_mib.saturating_mul(1 << 20);
         if self.enabled {
-            (self.queue_size, self.num_consumers)
+            (
+                Room::new(self.sizer, self.queue_size, bytes),
+                self.num_consumers,
+            )
         } else {
-            (1, 1)
+            (Room::new(Sizer::Requests, 1, bytes), 1)
         }
+    }
+}
+
+/// The room left in an exporter's queue, counted in its sizer's units and in bytes,
+/// for batches waiting and being sent. The pipeline worker (an OS thread) waits here
+/// for room; the exporter gives room back when a send ends.
+pub struct Room {
+    sizer: Sizer,
+    max_units: usize,
+    max_bytes: usize,
+    state: parking_lot::Mutex<RoomState>,
+    freed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct RoomState {
+    units: usize,
+    bytes: usize,
+    closed: bool,
+}
+
+/// What a batch takes of a queue's room.
+#[derive(Clone, Copy)]
+struct Share {
+    units: usize,
+    bytes: usize,
+}
+
+impl Room {
+    fn new(sizer: Sizer, max_units: usize, max_bytes: usize) -> Room {
+        Room {
+            sizer,
+            max_units,
+            max_bytes,
+            state: parking_lot::Mutex::new(RoomState::default()),
+            freed: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn share(&self, batch: &Batch) -> Share {
+        let bytes = batch.held_bytes();
+        let units = match self.sizer {
+            Sizer::Requests => 1,
+            Sizer::Items => batch.items(),
+            Sizer::Bytes => bytes,
+        };
+        Share { units, bytes }
+    }
+
+    /// Waits until `share` fits (an empty queue takes any batch); false once closed.
+    fn take(&self, share: Share) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if state.closed {
+                return false;
+            }
+            let empty = state.units == 0 && state.bytes == 0;
+            if empty
+                || (state.units + share.units <= self.max_units
+                    && state.bytes + share.bytes <= self.max_bytes)
+            {
+                state.units += share.units;
+                state.bytes += share.bytes;
+                return true;
+            }
+            self.freed.wait(&mut state);
+        }
+    }
+
+    fn give_back(&self, share: Share) {
+        let mut state = self.state.lock();
+        state.units -= share.units;
+        state.bytes -= share.bytes;
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.freed.notify_all();
+    }
+
+    /// (batches or other units held, bytes held).
+    fn held(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.units, state.bytes)
+    }
+}
+
+/// Where a pipeline hands batches to one exporter.
+pub struct ExporterInput {
+    sender: mpsc::UnboundedSender<(Batch, Share)>,
+    room: Arc<Room>,
+    ledger: Arc<ExporterLedger>,
+}
+
+impl ExporterInput {
+    /// Puts a batch on the exporter's queue, waiting for room (backpressure). If the
+    /// exporter has stopped, the batch is counted as dropped (`reason="shutdown"`).
+    pub fn put(&self, batch: Batch) {
+        let (items, share) = (batch.items(), self.room.share(&batch));
+        self.ledger.enqueued.add(items);
+        if !self.room.take(share) {
+            return self.lost_at_shutdown(items);
+        }
+        if self.sender.send((batch, share)).is_err() {
+            self.room.give_back(share);
+            self.lost_at_shutdown(items);
+        }
+    }
+
+    fn lost_at_shutdown(&self, items: usize) {
+        self.ledger.dequeued.add(items);
+        self.ledger.dropped.reason("shutdown").add(items);
     }
 }
 
@@ -210,19 +369,6 @@ impl Exporter {
         }
     }
 
-    /// Whether this exporter works on the decoded messages of `signal` (an encoded batch
-    /// is then decoded once, before the first attempt, and any loss counted).
-    fn decodes(&self, signal: Signal) -> bool {
-        match self {
-            Exporter::OtlpGrpc(_) => false,
-            Exporter::OtlpHttp(e) => e.decodes(),
-            Exporter::Debug(e) => e.decodes(),
-            Exporter::Loki(_) | Exporter::PrometheusRemoteWrite(_) => true,
-            #[cfg(feature = "kafka")]
-            Exporter::Kafka(e) => e.decodes(signal),
-        }
-    }
-
     pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         match self {
             Exporter::OtlpGrpc(e) => e.export(batch).await,
@@ -241,18 +387,18 @@ impl Exporter {
 struct ExporterMetrics {
     telemetry: Arc<Telemetry>,
     labels: ExporterLabels,
-    sent: Counter,
+    ledger: Arc<ExporterLedger>,
     duration: Histogram,
 }
 
 impl ExporterMetrics {
     fn new(telemetry: Arc<Telemetry>, labels: ExporterLabels) -> Self {
-        let sent = telemetry.exporter_sent.get_or_create_owned(&labels);
+        let ledger = telemetry.ledgers.exporter(&labels);
         let duration = telemetry.exporter_duration.get_or_create_owned(&labels);
         ExporterMetrics {
             telemetry,
             labels,
-            sent,
+            ledger,
             duration,
         }
     }
@@ -276,10 +422,7 @@ impl ExporterMetrics {
 
     fn dropped(&self, reason: &str, items: usize) {
         if items > 0 {
-            self.telemetry
-                .exporter_dropped
-                .get_or_create(&self.with_reason(reason))
-                .inc_by(items as u64);
+            self.ledger.dropped.reason(reason).add(items);
         }
     }
 }
@@ -301,16 +444,23 @@ pub fn spawn(
     config: &ExporterConfig,
     telemetry: &Arc<Telemetry>,
     abort: watch::Receiver<bool>,
-) -> (mpsc::Sender<Batch>, ExporterTask) {
-    let (capacity, consumers) = config.sending_queue().effective();
-    let (sender, receiver) = mpsc::channel(capacity);
+) -> (ExporterInput, ExporterTask) {
+    let (room, consumers) = config.sending_queue().effective();
+    let room = Arc::new(room);
+    let (sender, receiver) = mpsc::unbounded_channel();
     let name = format!("{pipeline}/{id}");
-    let probe_sender = sender.clone().downgrade();
+    let probed = Arc::downgrade(&room);
     let queue = telemetry.register_queue(
         format!("exporter:{name}"),
         Box::new(move || {
-            probe_sender.upgrade().map_or((0, capacity), |s| {
-                (s.max_capacity() - s.capacity(), s.max_capacity())
+            probed.upgrade().map_or(QueueState::default(), |room| {
+                let (units, bytes) = room.held();
+                QueueState {
+                    size: units,
+                    capacity: room.max_units,
+                    bytes,
+                    max_bytes: room.max_bytes,
+                }
             })
         }),
     );
@@ -322,9 +472,21 @@ pub fn spawn(
     let metrics = ExporterMetrics::new(Arc::clone(telemetry), labels);
     let exporter = Arc::new(Exporter::build(id, config, telemetry));
     let retry = Arc::new(config.retry());
-    let task = tokio::spawn(run(receiver, exporter, retry, consumers, metrics, abort));
-    (
+    let input = ExporterInput {
         sender,
+        room: Arc::clone(&room),
+        ledger: Arc::clone(&metrics.ledger),
+    };
+    let sending = Sending {
+        exporter,
+        decodes: config.decodes(signal),
+        retry,
+        room,
+        metrics,
+    };
+    let task = tokio::spawn(run(receiver, sending, consumers, abort));
+    (
+        input,
         ExporterTask {
             task,
             _queue: queue,
@@ -332,14 +494,34 @@ pub fn spawn(
     )
 }
 
-async fn run(
-    mut receiver: mpsc::Receiver<Batch>,
+/// What every send of one exporter shares.
+#[derive(Clone)]
+struct Sending {
     exporter: Arc<Exporter>,
+    /// Whether the exporter works on decoded messages.
+    decodes: bool,
     retry: Arc<retry::RetryConfig>,
-    consumers: usize,
+    room: Arc<Room>,
     metrics: ExporterMetrics,
+}
+
+/// Closes the queue's room when the exporter task ends, so a pipeline worker waiting
+/// for room stops waiting.
+struct CloseOnDrop(Arc<Room>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+async fn run(
+    mut receiver: mpsc::UnboundedReceiver<(Batch, Share)>,
+    sending: Sending,
+    consumers: usize,
     mut abort: watch::Receiver<bool>,
 ) {
+    let _close = CloseOnDrop(Arc::clone(&sending.room));
     let permits = Arc::new(Semaphore::new(consumers));
     let mut in_flight = JoinSet::new();
     loop {
@@ -347,41 +529,35 @@ async fn run(
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = aborted(&mut abort) => break,
         };
-        let batch = tokio::select! {
+        let (batch, share) = tokio::select! {
             next = receiver.recv() => match next {
-                Some(batch) => batch,
+                Some(queued) => queued,
                 None => break,
             },
             _ = aborted(&mut abort) => break,
         };
-        let (exporter, retry, metrics, abort) = (
-            Arc::clone(&exporter),
-            Arc::clone(&retry),
-            metrics.clone(),
-            abort.clone(),
-        );
+        sending.metrics.ledger.dequeued.add(batch.items());
+        let (sending, abort) = (sending.clone(), abort.clone());
         in_flight.spawn(async move {
-            send(&exporter, batch, &retry, &metrics, abort).await;
+            send(&sending, batch, abort).await;
+            sending.room.give_back(share);
             drop(permit);
         });
         while in_flight.try_join_next().is_some() {}
     }
     receiver.close();
-    while let Ok(batch) = receiver.try_recv() {
-        metrics.dropped("shutdown", batch.items());
+    while let Ok((batch, share)) = receiver.try_recv() {
+        sending.metrics.ledger.dequeued.add(batch.items());
+        sending.metrics.dropped("shutdown", batch.items());
+        sending.room.give_back(share);
     }
     while in_flight.join_next().await.is_some() {}
 }
 
 /// Sends one batch, retrying as configured; every item ends up sent or counted as dropped.
-async fn send(
-    exporter: &Exporter,
-    mut batch: Batch,
-    retry: &retry::RetryConfig,
-    metrics: &ExporterMetrics,
-    mut abort: watch::Receiver<bool>,
-) {
-    if exporter.decodes(batch.signal()) {
+async fn send(sending: &Sending, mut batch: Batch, mut abort: watch::Receiver<bool>) {
+    let (exporter, retry, metrics) = (&sending.exporter, &sending.retry, &sending.metrics);
+    if sending.decodes {
         batch.decode();
         metrics.dropped("undecodable", batch.take_lost());
     }
@@ -398,7 +574,7 @@ async fn send(
         let error = match result {
             Ok(exported) => {
                 let rejected = (exported.rejected as usize).min(items);
-                metrics.sent.inc_by((items - rejected) as u64);
+                metrics.ledger.sent.add(items - rejected);
                 if rejected > 0 {
                     tracing::warn!(exporter = %metrics.labels.exporter, rejected, message = %exported.message, "backend rejected part of a batch");
                     metrics.dropped("partial_success", rejected);

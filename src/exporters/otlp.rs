@@ -411,11 +411,6 @@ impl HttpExporter {
         }
     }
 
-    /// Whether requests are built from decoded data (OTLP/JSON).
-    pub fn decodes(&self) -> bool {
-        self.encoding == Encoding::Json
-    }
-
     fn url(&self, signal: Signal) -> &Uri {
         &self.urls[signal as usize]
     }

@@ -98,6 +98,12 @@ pub enum Payload {
     Logs(Vec<ResourceLogs>),
 }
 
+/// Memory a decoded payload takes per byte of its encoding, as queues count it: prost's
+/// strings, vectors and options against the wire format's tags and lengths (measured
+/// with `cargo test --release -- --ignored decoded_size`: 2.9 for spans with string
+/// attributes, 3.9 for metric data points, 3.3 for log records).
+pub const DECODED_BYTES_PER_ENCODED_BYTE: usize = 4;
+
 /// One unit of work in a pipeline: a signal, its data and its item count.
 #[derive(Clone, Debug)]
 pub struct Batch {
@@ -334,6 +340,23 @@ impl Batch {
         self.payload = payload;
         self.lost += self.items.saturating_sub(decoded);
         self.items = decoded;
+    }
+
+    /// The memory a queue counts for this batch: its bytes when encoded; when decoded,
+    /// its encoded size times [`DECODED_BYTES_PER_ENCODED_BYTE`].
+    pub fn held_bytes(&self) -> usize {
+        match &self.payload {
+            Payload::Encoded(chunks) => chunks.iter().map(Bytes::len).sum(),
+            _ => self.encoded_len() * DECODED_BYTES_PER_ENCODED_BYTE,
+        }
+    }
+
+    /// Encodes a decoded payload, so that a batch waiting in a queue is held in its
+    /// smaller form (for exporters that send the encoding anyway).
+    pub fn encode_in_place(&mut self) {
+        if !self.is_encoded() {
+            self.payload = Payload::Encoded(vec![self.to_bytes()]);
+        }
     }
 
     /// The size in bytes of the serialized export request.

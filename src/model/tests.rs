@@ -222,3 +222,77 @@ proptest! {
         prop_assert_eq!(names, expected);
     }
 }
+
+/// How much larger decoded payloads are than their encoding, per signal, measured with
+/// the allocator's count of bytes held. Run by hand (`--ignored`) to check
+/// [`DECODED_BYTES_PER_ENCODED_BYTE`]: other tests allocate concurrently otherwise.
+#[test]
+#[ignore]
+fn decoded_size() {
+    use crate::memory::held_bytes;
+    let requests = [
+        (Signal::Traces, realistic_traces().encode_to_vec()),
+        (Signal::Metrics, metrics_request().encode_to_vec()),
+        (Signal::Logs, logs_request(200).encode_to_vec()),
+    ];
+    for (signal, encoded) in requests {
+        let copies: Vec<Batch> = (0..200)
+            .map(|_| Batch::from_encoded_parts(signal, vec![Bytes::from(encoded.clone())], 0))
+            .collect();
+        let before = held_bytes().unwrap();
+        let decoded: Vec<Batch> = copies
+            .into_iter()
+            .map(|mut b| {
+                b.decode();
+                b
+            })
+            .collect();
+        let grown = held_bytes().unwrap().saturating_sub(before) as f64;
+        let ratio = grown / (200 * encoded.len()) as f64;
+        println!("{signal}: {ratio:.2} bytes decoded per byte encoded");
+        drop(decoded);
+    }
+}
+
+/// Spans like an instrumented HTTP server's: ids, times, eight string attributes.
+fn realistic_traces() -> ExportTraceServiceRequest {
+    let attribute = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let spans = (0..100)
+        .map(|i| Span {
+            trace_id: vec![i as u8; 16],
+            span_id: vec![i as u8; 8],
+            parent_span_id: vec![1; 8],
+            name: format!("GET /api/v1/items/{i}"),
+            kind: 2,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                attribute("http.request.method", "GET"),
+                attribute("url.path", "/api/v1/items/12345"),
+                attribute("server.address", "items.internal.example.com"),
+                attribute("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
+                attribute("http.route", "/api/v1/items/{id}"),
+                attribute("network.peer.address", "10.1.2.3"),
+                attribute("http.response.status_code", "200"),
+                attribute("client.address", "192.0.2.7"),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(0),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}

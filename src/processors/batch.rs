@@ -103,6 +103,10 @@ impl Processor for BatchProcessor {
         }
     }
 
+    fn held_items(&self) -> usize {
+        self.pending.as_ref().map_or(0, Batch::items)
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         self.deadline
     }

@@ -4,7 +4,7 @@
 //!
 //! The collector's limiter measures the Go heap; sieve measures its own heap the same
 //! way: the bytes allocated and not yet freed (jemalloc's `stats.allocated`, see
-//! [`held_bytes`]). Not the resident set size: after a burst the allocator keeps freed
+//! [`crate::memory::held_bytes`]). Not the resident set size: after a burst the allocator keeps freed
 //! pages for a while, and a limiter reading RSS would keep refusing everyone long after
 //! the data was gone. Above the soft limit (`limit - spike`) the limiter
 //! closes its pipeline's admission [`Gate`]: receivers refuse new data with a retryable
@@ -17,6 +17,7 @@
 
 use super::Processor;
 use crate::config::{duration, FieldError};
+use crate::memory::{available_memory_bytes, held_bytes};
 use crate::model::Batch;
 use crate::queue::Gate;
 use serde::Deserialize;
@@ -158,43 +159,6 @@ impl Processor for MemoryLimiter {
     }
 }
 
-/// The bytes sieve holds on its heap now: jemalloc's `stats.allocated`, read after
-/// advancing its statistics epoch. Pages the allocator keeps for reuse are not counted.
-pub fn held_bytes() -> Option<u64> {
-    tikv_jemalloc_ctl::epoch::advance().ok()?;
-    tikv_jemalloc_ctl::stats::allocated::read()
-        .ok()
-        .map(|bytes| bytes as u64)
-}
-
-/// The process's resident set size.
-pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    kib_field(&status, "VmRSS:")
-}
-
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(name))?;
-    let kib: u64 = line[name.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// The cgroup v2 memory limit if one is set, else total RAM.
-fn available_memory_bytes() -> u64 {
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| kib_field(&m, "MemTotal:"));
-    cgroup.or(total).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,23 +186,6 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "spike_limit_mib");
-    }
-
-    #[test]
-    fn reads_resident_memory() {
-        assert!(resident_bytes().is_some_and(|b| b > 0));
-    }
-
-    #[test]
-    fn held_bytes_follow_allocations_and_frees() {
-        let before = held_bytes().unwrap();
-        let block = vec![1u8; 256 << 20];
-        let during = held_bytes().unwrap();
-        drop(block);
-        let after = held_bytes().unwrap();
-        // other tests allocate too, but not a quarter of a GiB
-        assert!(during >= before + (200 << 20), "{before} -> {during}");
-        assert!(after + (200 << 20) <= during, "{during} -> {after}");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
 use crate::queue::Gate;
 use crate::telemetry::Telemetry;
-use prometheus_client::metrics::counter::Counter;
 use serde::Deserializer;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +34,12 @@ pub trait Processor: Send {
 
     /// Emits everything held.
     fn flush(&mut self, _out: &mut Vec<Batch>) {}
+
+    /// Items held inside, waiting to be emitted. Items a call takes in and neither emits
+    /// nor holds are counted as removed by this processor (sampled out, folded, dropped).
+    fn held_items(&self) -> usize {
+        0
+    }
 }
 
 /// The `processors:` section, tagged by component type.
@@ -45,6 +50,19 @@ pub enum ProcessorConfig {
     CardinalityLimit(cardinality::CardinalityConfig),
     Redaction(redaction::RedactionConfig),
     TailSampling(tail_sampling::TailSamplingConfig),
+}
+
+impl ProcessorConfig {
+    /// The component type, the `reason` its removals are counted under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessorConfig::Batch(_) => "batch",
+            ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
+            ProcessorConfig::CardinalityLimit(_) => "cardinality_limit",
+            ProcessorConfig::Redaction(_) => "redaction",
+            ProcessorConfig::TailSampling(_) => "tail_sampling",
+        }
+    }
 }
 
 impl ComponentConfig for ProcessorConfig {
@@ -87,13 +105,6 @@ impl ComponentConfig for ProcessorConfig {
     }
 }
 
-/// Counts items a processor had to drop, by reason (tail sampling: spans without a
-/// trace id, and requests that do not parse).
-#[derive(Clone)]
-pub struct DropCounter {
-    pub undecodable: Counter,
-}
-
 /// A built processor and, for memory limiters, the admission gate it drives.
 pub struct Built {
     pub processor: Box<dyn Processor>,
@@ -101,13 +112,7 @@ pub struct Built {
 }
 
 /// Builds processor `id` of pipeline `pipeline` from its config.
-pub fn build(
-    id: &str,
-    pipeline: &str,
-    config: &ProcessorConfig,
-    drops: DropCounter,
-    telemetry: &Telemetry,
-) -> Built {
+pub fn build(id: &str, pipeline: &str, config: &ProcessorConfig, telemetry: &Telemetry) -> Built {
     match config {
         ProcessorConfig::Batch(c) => Built {
             processor: Box::new(batch::BatchProcessor::new(c.clone())),
@@ -131,12 +136,7 @@ pub fn build(
             gate: None,
         },
         ProcessorConfig::TailSampling(c) => Built {
-            processor: Box::new(tail_sampling::TailSampler::new(
-                c.clone(),
-                drops,
-                id,
-                telemetry,
-            )),
+            processor: Box::new(tail_sampling::TailSampler::new(c.clone(), id, telemetry)),
             gate: None,
         },
         ProcessorConfig::MemoryLimiter(c) => {

@@ -1,9 +1,11 @@
 //! What every receiver shares: its id, its routes to pipelines (swapped on reload) and
 //! the counting of what it received, handed over, refused and dropped.
 
-use crate::model::Batch;
+use crate::model::{Batch, Signal};
 use crate::queue::{Refused, Routes};
-use crate::telemetry::{ReceiverLabels, ReceiverReasonLabels, RequestLabels, Telemetry};
+use crate::telemetry::{
+    ReceiverLabels, ReceiverLedger, ReceiverReasonLabels, RequestLabels, Telemetry,
+};
 use parking_lot::RwLock;
 use std::sync::Arc;
 
@@ -19,19 +21,28 @@ pub struct ReceiverCore {
     pub id: String,
     routes: RwLock<Arc<Routes>>,
     telemetry: Arc<Telemetry>,
+    /// Per signal, in [`Signal::ALL`] order.
+    ledgers: [Arc<ReceiverLedger>; 3],
 }
 
 impl ReceiverCore {
     pub fn new(id: String, routes: Arc<Routes>, telemetry: Arc<Telemetry>) -> ReceiverCore {
+        let ledgers = Signal::ALL.map(|signal| {
+            telemetry.ledgers.receiver(&ReceiverLabels {
+                receiver: id.clone(),
+                signal: signal.as_str().into(),
+            })
+        });
         ReceiverCore {
             id,
             routes: RwLock::new(routes),
             telemetry,
+            ledgers,
         }
     }
 
     /// Whether some pipeline takes `signal`.
-    pub fn accepts(&self, signal: crate::model::Signal) -> bool {
+    pub fn accepts(&self, signal: Signal) -> bool {
         self.routes.read().accepts(signal)
     }
 
@@ -39,51 +50,43 @@ impl ReceiverCore {
         *self.routes.write() = routes;
     }
 
-    fn labels(&self, batch: &Batch) -> ReceiverLabels {
-        ReceiverLabels {
-            receiver: self.id.clone(),
-            signal: batch.signal().as_str().into(),
-        }
+    /// The ledger of `signal` items this receiver took.
+    fn ledger(&self, signal: Signal) -> Arc<ReceiverLedger> {
+        Arc::clone(&self.ledgers[signal as usize])
     }
 
-    fn reason_labels(&self, batch_signal: &str, reason: &str) -> ReceiverReasonLabels {
+    fn reason_labels(&self, signal: &str, reason: &str) -> ReceiverReasonLabels {
         ReceiverReasonLabels {
             receiver: self.id.clone(),
-            signal: batch_signal.into(),
+            signal: signal.into(),
             reason: reason.into(),
         }
     }
 
-    /// Counts a batch as received and hands it to the pipelines; a refusal is counted.
+    /// Hands a batch to the pipelines once; the outcome is counted (accepted, or refused
+    /// with its reason). For requests whose sender is told the outcome.
     pub fn ingest(&self, batch: Batch) -> Result<(), IngestError> {
-        let (signal, items) = (batch.signal(), batch.items() as u64);
-        self.telemetry
-            .receiver_received
-            .get_or_create(&self.labels(&batch))
-            .inc_by(items);
+        let (signal, items) = (batch.signal(), batch.items());
         self.hand_over(batch).inspect_err(|e| {
-            if let IngestError::Refused(refused) = e {
-                let labels = self.reason_labels(signal.as_str(), refused.refusal.reason());
-                self.telemetry
-                    .receiver_refused
-                    .get_or_create(&labels)
-                    .inc_by(items);
-            }
+            let reason = match e {
+                IngestError::NoPipeline => "no_pipeline",
+                IngestError::Refused(refused) => refused.refusal.reason(),
+            };
+            self.ledger(signal).refused.reason(reason).add(items);
         })
     }
 
-    /// Hands over a batch already counted as received (a retry after a refusal).
+    /// One attempt to hand a batch to the pipelines; only success is counted. For
+    /// receivers that retry a refused batch themselves: they count the outcome once, as
+    /// accepted here or with [`ReceiverCore::count_dropped`] when they give up.
     pub fn hand_over(&self, batch: Batch) -> Result<(), IngestError> {
         let routes = Arc::clone(&self.routes.read());
         if !routes.accepts(batch.signal()) {
             return Err(IngestError::NoPipeline);
         }
-        let (labels, items) = (self.labels(&batch), batch.items() as u64);
+        let (signal, items) = (batch.signal(), batch.items());
         routes.deliver(batch).map_err(IngestError::Refused)?;
-        self.telemetry
-            .receiver_accepted
-            .get_or_create(&labels)
-            .inc_by(items);
+        self.ledger(signal).accepted.add(items);
         Ok(())
     }
 
@@ -102,7 +105,7 @@ impl ReceiverCore {
 
     /// Counts items refused as undecodable, from a request whose other items may have been
     /// accepted.
-    pub fn count_rejected_items(&self, signal: crate::model::Signal, reason: &str, items: usize) {
+    pub fn count_rejected_items(&self, signal: Signal, reason: &str, items: usize) {
         self.telemetry
             .receiver_rejected_items
             .get_or_create(&self.reason_labels(signal.as_str(), reason))
@@ -126,11 +129,13 @@ impl ReceiverCore {
         checked
     }
 
-    /// Counts items received and then lost without the sender being told (UDP).
-    pub fn count_dropped(&self, signal: &str, reason: &str, items: usize) {
+    /// Counts items received and then lost without the sender being told (UDP, or a
+    /// batch a receiver gave up retrying): refused, and dropped with the same reason.
+    pub fn count_dropped(&self, signal: Signal, reason: &str, items: usize) {
+        self.ledger(signal).refused.reason(reason).add(items);
         self.telemetry
             .receiver_dropped
-            .get_or_create(&self.reason_labels(signal, reason))
+            .get_or_create(&self.reason_labels(signal.as_str(), reason))
             .inc_by(items as u64);
     }
 }

@@ -393,18 +393,22 @@ mod consumer {
         batch: Batch,
         stopped: &mut watch::Receiver<bool>,
     ) -> bool {
-        let mut attempt = core.ingest(batch);
+        let (signal, items) = (batch.signal(), batch.items());
+        let mut attempt = core.hand_over(batch);
         let mut backoff = Duration::from_millis(10);
         loop {
             let batch = match attempt {
                 Ok(()) => return true,
                 Err(IngestError::NoPipeline) => {
-                    core.count_rejected("kafka", "no_pipeline");
+                    core.count_dropped(signal, "no_pipeline", items);
                     return true;
                 }
                 Err(IngestError::Refused(refused)) => match refused.batch {
                     Some(batch) => batch,
-                    None => return true,
+                    None => {
+                        core.count_dropped(signal, "fan_out_partially_refused", items);
+                        return true;
+                    }
                 },
             };
             tokio::select! {

@@ -16,7 +16,13 @@
 //! | `sieve_receiver_dropped_items_total` | receiver, signal, reason | items lost without telling the sender (UDP) |
 //! | `sieve_pipeline_accepted_items_total` | pipeline | items put on the pipeline queue |
 //! | `sieve_pipeline_refused_items_total` | pipeline, reason | items the pipeline refused |
-//! | `sieve_pipeline_dropped_items_total` | pipeline, reason | items accepted and then dropped |
+//! | `sieve_pipeline_dropped_items_total` | pipeline, reason | items accepted and then dropped (processors' removals too: `reason="tail_sampling"`, …) |
+//! | `sieve_pipeline_emitted_items_total` | pipeline | items handed to the exporters (once, whatever their number) |
+//! | `sieve_pipeline_queued_items` | pipeline | items in the pipeline queue |
+//! | `sieve_pipeline_held_items` | pipeline | items inside processors (batch, tail sampling) |
+//! | `sieve_exporter_enqueued_items_total` | exporter, pipeline, signal | items put on the exporter's queue |
+//! | `sieve_exporter_queued_items` | exporter, pipeline, signal | items waiting in the exporter's queue |
+//! | `sieve_exporter_in_flight_items` | exporter, pipeline, signal | items being sent or waiting to be retried |
 //! | `sieve_exporter_sent_items_total` | exporter, pipeline, signal | items the backend acknowledged |
 //! | `sieve_exporter_send_failed_items_total` | exporter, pipeline, signal, reason | items in failed attempts (retried or not) |
 //! | `sieve_exporter_dropped_items_total` | exporter, pipeline, signal, reason | items given up on |
@@ -35,16 +41,28 @@
 //! | `sieve_tail_sampling_late_spans_total` | processor, decision | spans of already decided traces |
 //! | `sieve_tail_sampling_fallback_active` | processor | 1 while overload sampling on arrival is on |
 //! | `sieve_tail_sampling_fallback_activations_total` | processor | times it was switched on |
-//! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches waiting / room |
+//! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches held / the limit (an exporter's: in its `sizer` units) |
+//! | `sieve_queue_bytes`, `sieve_queue_max_bytes` | queue | bytes held / the limit |
+//! | `sieve_process_heap_bytes` | — | bytes held on the heap (what `memory_limiter` measures) |
+//! | `sieve_process_resident_bytes` | — | resident set size |
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
 //! | `sieve_build_info` | version | always 1 |
+//!
+//! The item counts of receivers, pipelines and exporters add up at every scrape (see
+//! [`ledger`]): `received = accepted + refused`, a pipeline's `accepted = emitted +
+//! dropped + queued + held`, an exporter's `enqueued = sent + dropped + queued +
+//! in_flight`.
 //!
 //! Served on `service.telemetry.metrics.address`: `/metrics`, `/healthz` (the process
 //! answers) and `/readyz` (every receiver bound and every pipeline running, else 503).
 
+mod ledger;
 mod server;
 
+pub use ledger::{Count, ExporterLedger, Ledgers, PipelineLedger, ReceiverLedger};
 pub use server::{serve, serve_on};
+
+use ledger::LedgerCollector;
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -163,24 +181,30 @@ struct BuildLabels {
     version: String,
 }
 
-/// Reads a queue's (length, capacity) at scrape time.
-pub type QueueProbe = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+/// What a queue holds, read at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// Batches held (or the exporter's `sizer` units: items, bytes).
+    pub size: usize,
+    /// The limit of `size`.
+    pub capacity: usize,
+    /// Bytes held.
+    pub bytes: usize,
+    /// The limit of `bytes`.
+    pub max_bytes: usize,
+}
+
+/// Reads a queue's state at scrape time.
+pub type QueueProbe = Box<dyn Fn() -> QueueState + Send + Sync>;
 
 /// All of sieve's own metrics, shared by every component.
 pub struct Telemetry {
     registry: Registry,
-    pub receiver_received: Family<ReceiverLabels, Counter>,
-    pub receiver_accepted: Family<ReceiverLabels, Counter>,
-    pub receiver_refused: Family<ReceiverReasonLabels, Counter>,
     pub receiver_rejected_requests: Family<RequestLabels, Counter>,
     pub receiver_rejected_items: Family<ReceiverReasonLabels, Counter>,
     pub receiver_dropped: Family<ReceiverReasonLabels, Counter>,
-    pub pipeline_accepted: Family<PipelineLabels, Counter>,
     pub pipeline_refused: Family<PipelineReasonLabels, Counter>,
-    pub pipeline_dropped: Family<PipelineReasonLabels, Counter>,
-    pub exporter_sent: Family<ExporterLabels, Counter>,
     pub exporter_send_failed: Family<ExporterReasonLabels, Counter>,
-    pub exporter_dropped: Family<ExporterReasonLabels, Counter>,
     pub exporter_duration: Family<ExporterLabels, Histogram>,
     pub exporter_label_overflows: Family<LabelOverflowLabels, Counter>,
     pub processor_redactions: Family<RedactionLabels, Counter>,
@@ -196,8 +220,14 @@ pub struct Telemetry {
     pub tail_late_spans: Family<LateSpanLabels, Counter>,
     pub tail_fallback_active: Family<ProcessorLabels, Gauge>,
     pub tail_fallback_activations: Family<ProcessorLabels, Counter>,
+    /// Item counts of receivers, pipelines and exporters, which add up at every scrape.
+    pub ledgers: Arc<Ledgers>,
     queue_size: Family<QueueLabels, Gauge>,
     queue_capacity: Family<QueueLabels, Gauge>,
+    queue_bytes: Family<QueueLabels, Gauge>,
+    queue_max_bytes: Family<QueueLabels, Gauge>,
+    heap_bytes: Gauge,
+    resident_bytes: Gauge,
     queues: Mutex<Vec<(u64, QueueLabels, QueueProbe)>>,
     next_queue: AtomicU64,
     reloads: Family<ResultLabels, Counter>,
@@ -209,18 +239,11 @@ impl Telemetry {
         let mut registry = Registry::with_prefix("sieve");
         let histogram = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let t = Telemetry {
-            receiver_received: Family::default(),
-            receiver_accepted: Family::default(),
-            receiver_refused: Family::default(),
             receiver_rejected_requests: Family::default(),
             receiver_rejected_items: Family::default(),
             receiver_dropped: Family::default(),
-            pipeline_accepted: Family::default(),
             pipeline_refused: Family::default(),
-            pipeline_dropped: Family::default(),
-            exporter_sent: Family::default(),
             exporter_send_failed: Family::default(),
-            exporter_dropped: Family::default(),
             exporter_duration: Family::new_with_constructor(histogram),
             exporter_label_overflows: Family::default(),
             processor_redactions: Family::default(),
@@ -236,29 +259,20 @@ impl Telemetry {
             tail_late_spans: Family::default(),
             tail_fallback_active: Family::default(),
             tail_fallback_activations: Family::default(),
+            ledgers: Arc::new(Ledgers::default()),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
+            queue_bytes: Family::default(),
+            queue_max_bytes: Family::default(),
+            heap_bytes: Gauge::default(),
+            resident_bytes: Gauge::default(),
             queues: Mutex::new(Vec::new()),
             next_queue: AtomicU64::new(0),
             reloads: Family::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
         };
-        registry.register(
-            "receiver_received_items",
-            "Items in well-formed requests",
-            t.receiver_received.clone(),
-        );
-        registry.register(
-            "receiver_accepted_items",
-            "Items accepted by every target pipeline",
-            t.receiver_accepted.clone(),
-        );
-        registry.register(
-            "receiver_refused_items",
-            "Items refused with a retryable error",
-            t.receiver_refused.clone(),
-        );
+        registry.register_collector(Box::new(LedgerCollector(Arc::clone(&t.ledgers))));
         registry.register(
             "receiver_rejected_requests",
             "Malformed, oversized or unsupported requests",
@@ -275,34 +289,14 @@ impl Telemetry {
             t.receiver_dropped.clone(),
         );
         registry.register(
-            "pipeline_accepted_items",
-            "Items put on a pipeline queue",
-            t.pipeline_accepted.clone(),
-        );
-        registry.register(
             "pipeline_refused_items",
             "Items a pipeline refused",
             t.pipeline_refused.clone(),
         );
         registry.register(
-            "pipeline_dropped_items",
-            "Items accepted and then dropped",
-            t.pipeline_dropped.clone(),
-        );
-        registry.register(
-            "exporter_sent_items",
-            "Items the backend acknowledged",
-            t.exporter_sent.clone(),
-        );
-        registry.register(
             "exporter_send_failed_items",
             "Items in failed export attempts",
             t.exporter_send_failed.clone(),
-        );
-        registry.register(
-            "exporter_dropped_items",
-            "Items an exporter gave up on",
-            t.exporter_dropped.clone(),
         );
         registry.register(
             "exporter_export_duration_seconds",
@@ -390,6 +384,26 @@ impl Telemetry {
             t.queue_capacity.clone(),
         );
         registry.register(
+            "queue_bytes",
+            "Bytes a queue holds (an exporter's: waiting and being sent)",
+            t.queue_bytes.clone(),
+        );
+        registry.register(
+            "queue_max_bytes",
+            "Bytes a queue may hold",
+            t.queue_max_bytes.clone(),
+        );
+        registry.register(
+            "process_heap_bytes",
+            "Bytes held on the heap (what memory_limiter measures)",
+            t.heap_bytes.clone(),
+        );
+        registry.register(
+            "process_resident_bytes",
+            "Resident set size",
+            t.resident_bytes.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Configuration reloads by result",
             t.reloads.clone(),
@@ -436,12 +450,19 @@ impl Telemetry {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        let memory = |bytes: Option<u64>| bytes.unwrap_or(0) as i64;
+        self.heap_bytes.set(memory(crate::memory::held_bytes()));
+        self.resident_bytes
+            .set(memory(crate::memory::resident_bytes()));
         for (_, labels, probe) in self.queues.lock().iter() {
-            let (len, capacity) = probe();
-            self.queue_size.get_or_create(labels).set(len as i64);
-            self.queue_capacity
-                .get_or_create(labels)
-                .set(capacity as i64);
+            let state = probe();
+            let set = |family: &Family<QueueLabels, Gauge>, value: usize| {
+                family.get_or_create(labels).set(value as i64);
+            };
+            set(&self.queue_size, state.size);
+            set(&self.queue_capacity, state.capacity);
+            set(&self.queue_bytes, state.bytes);
+            set(&self.queue_max_bytes, state.max_bytes);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -461,8 +482,15 @@ impl Drop for QueueRegistration {
         let mut queues = self.telemetry.queues.lock();
         if let Some(index) = queues.iter().position(|(id, _, _)| *id == self.id) {
             let (_, labels, _) = queues.remove(index);
-            self.telemetry.queue_size.remove(&labels);
-            self.telemetry.queue_capacity.remove(&labels);
+            let t = &self.telemetry;
+            for family in [
+                &t.queue_size,
+                &t.queue_capacity,
+                &t.queue_bytes,
+                &t.queue_max_bytes,
+            ] {
+                family.remove(&labels);
+            }
         }
     }
 }
@@ -506,9 +534,8 @@ mod tests {
             signal: "logs".into(),
             reason: "x".into(),
         };
-        t.receiver_received.get_or_create(&r).inc();
-        t.receiver_accepted.get_or_create(&r).inc();
-        t.receiver_refused.get_or_create(&rr).inc();
+        t.ledgers.receiver(&r).accepted.add(1);
+        t.ledgers.receiver(&r).refused.reason("x").add(1);
         t.receiver_dropped.get_or_create(&rr).inc();
         t.receiver_rejected_requests
             .get_or_create(&RequestLabels {
@@ -517,16 +544,19 @@ mod tests {
                 reason: "x".into(),
             })
             .inc();
-        t.pipeline_accepted
-            .get_or_create(&PipelineLabels {
-                pipeline: "p".into(),
-            })
-            .inc();
+        let pipeline = t.ledgers.pipeline(&PipelineLabels {
+            pipeline: "p".into(),
+        });
+        pipeline.accepted.add(3);
+        pipeline.dequeued.add(2);
+        pipeline.dropped.reason("x").add(1);
         t.pipeline_refused.get_or_create(&p).inc();
-        t.pipeline_dropped.get_or_create(&p).inc();
-        t.exporter_sent.get_or_create(&e).inc();
+        let exporter = t.ledgers.exporter(&e);
+        exporter.enqueued.add(5);
+        exporter.dequeued.add(4);
+        exporter.sent.add(2);
+        exporter.dropped.reason("x").add(1);
         t.exporter_send_failed.get_or_create(&er).inc();
-        t.exporter_dropped.get_or_create(&er).inc();
         t.exporter_duration.get_or_create(&e).observe(0.1);
         t.exporter_label_overflows
             .get_or_create(&LabelOverflowLabels {
@@ -594,7 +624,15 @@ mod tests {
             })
             .inc();
         t.record_reload(true);
-        let _queue = t.register_queue("q".into(), Box::new(|| (1, 2)));
+        let _queue = t.register_queue(
+            "q".into(),
+            Box::new(|| QueueState {
+                size: 1,
+                capacity: 2,
+                bytes: 3,
+                max_bytes: 4,
+            }),
+        );
         let text = t.encode();
         for name in [
             "sieve_receiver_received_items_total",
@@ -626,7 +664,18 @@ mod tests {
             "sieve_config_reloads_total",
             "sieve_queue_size{queue=\"q\"} 1",
             "sieve_queue_capacity{queue=\"q\"} 2",
+            "sieve_queue_bytes{queue=\"q\"} 3",
+            "sieve_queue_max_bytes{queue=\"q\"} 4",
+            "sieve_receiver_received_items_total{receiver=\"r\",signal=\"logs\"} 2",
+            "sieve_pipeline_queued_items{pipeline=\"p\"} 1",
+            "sieve_pipeline_held_items{pipeline=\"p\"} 1",
+            "sieve_pipeline_emitted_items_total{pipeline=\"p\"} 0",
+            "sieve_exporter_enqueued_items_total",
+            "sieve_exporter_queued_items{exporter=\"e\",pipeline=\"p\",signal=\"logs\"} 1",
+            "sieve_exporter_in_flight_items{exporter=\"e\",pipeline=\"p\",signal=\"logs\"} 1",
             "sieve_build_info",
+            "sieve_process_heap_bytes",
+            "sieve_process_resident_bytes",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

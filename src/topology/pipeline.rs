@@ -11,16 +11,18 @@
 //! what is left and end.
 
 use crate::config::{Config, PipelineConfig, PipelineId, QueueConfig};
-use crate::exporters::{self, ExporterConfig, ExporterTask};
+use crate::exporters::{self, ExporterConfig, ExporterInput, ExporterTask};
 use crate::model::Batch;
-use crate::processors::{self, DropCounter, Processor, ProcessorConfig};
-use crate::queue::{InputCounters, PipelineInput};
-use crate::telemetry::{PipelineLabels, PipelineReasonLabels, QueueRegistration, Telemetry};
+use crate::processors::{self, Processor, ProcessorConfig};
+use crate::queue::{InputCounters, PipelineInput, QueueBytes, Queued};
+use crate::telemetry::{
+    Count, PipelineLabels, PipelineLedger, PipelineReasonLabels, QueueRegistration, QueueState,
+    Telemetry,
+};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Everything that defines a pipeline's behaviour; a reload rebuilds a pipeline only
 /// when this changes (a change of its receivers only re-routes).
@@ -67,15 +69,6 @@ pub struct Retiring {
     _queue: QueueRegistration,
 }
 
-fn counter(telemetry: &Telemetry, pipeline: &str, reason: &str) -> Counter {
-    telemetry
-        .pipeline_dropped
-        .get_or_create_owned(&PipelineReasonLabels {
-            pipeline: pipeline.into(),
-            reason: reason.into(),
-        })
-}
-
 impl RunningPipeline {
     pub fn start(
         id: &PipelineId,
@@ -83,24 +76,25 @@ impl RunningPipeline {
         telemetry: &Arc<Telemetry>,
     ) -> RunningPipeline {
         let name = id.to_string();
-        let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
-        let probe = receiver.clone();
-        let queue = telemetry.register_queue(
-            format!("pipeline:{name}"),
-            Box::new(move || (probe.len(), probe.capacity().unwrap_or(0))),
-        );
-        let drops = DropCounter {
-            undecodable: counter(telemetry, &name, "undecodable"),
+        let labels = PipelineLabels {
+            pipeline: name.clone(),
         };
+        let ledger = telemetry.ledgers.pipeline(&labels);
+        let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
+        let bytes = Arc::new(QueueBytes::new(signature.queue.max_bytes()));
+        let queue = register_queue(telemetry, &name, &receiver, &bytes);
         let mut gates = Vec::new();
-        let mut chain: Vec<Box<dyn Processor>> = Vec::new();
+        let mut chain = Vec::new();
         for (processor_id, config) in &signature.processors {
-            let built = processors::build(processor_id, &name, config, drops.clone(), telemetry);
+            let built = processors::build(processor_id, &name, config, telemetry);
             gates.extend(built.gate);
-            chain.push(built.processor);
+            chain.push(Stage {
+                processor: built.processor,
+                removed: ledger.dropped.reason(config.kind()),
+            });
         }
         let (abort, aborted) = watch::channel(false);
-        let (senders, exporters): (Vec<_>, Vec<_>) = signature
+        let (inputs, exporters): (Vec<_>, Vec<_>) = signature
             .exporters
             .iter()
             .map(|(exporter_id, config)| {
@@ -114,36 +108,39 @@ impl RunningPipeline {
                 )
             })
             .unzip();
-        let closed = counter(telemetry, &name, "shutdown");
-        let undecodable = drops.undecodable;
+        let worker = Worker {
+            queue: receiver,
+            bytes: Arc::clone(&bytes),
+            chain,
+            exporters: inputs,
+            hold_encoded: !signature
+                .exporters
+                .iter()
+                .any(|(_, config)| config.decodes(id.signal)),
+            ledger: Arc::clone(&ledger),
+            undecodable: ledger.dropped.reason("undecodable"),
+        };
         let worker = std::thread::Builder::new()
             .name(format!("pipeline {name}"))
-            .spawn(move || run_worker(receiver, chain, senders, closed, undecodable))
+            .spawn(move || worker.run())
             .expect("spawning a thread succeeds");
+        let reason = |reason: &str| PipelineReasonLabels {
+            pipeline: name.clone(),
+            reason: reason.into(),
+        };
         let counters = InputCounters {
-            accepted: telemetry
-                .pipeline_accepted
-                .get_or_create_owned(&PipelineLabels {
-                    pipeline: name.clone(),
-                }),
-            refused_queue_full: telemetry.pipeline_refused.get_or_create_owned(
-                &PipelineReasonLabels {
-                    pipeline: name.clone(),
-                    reason: "queue_full".into(),
-                },
-            ),
+            ledger,
+            refused_queue_full: telemetry
+                .pipeline_refused
+                .get_or_create_owned(&reason("queue_full")),
             refused_memory: telemetry
                 .pipeline_refused
-                .get_or_create_owned(&PipelineReasonLabels {
-                    pipeline: name.clone(),
-                    reason: "memory_limit".into(),
-                }),
-            dropped_queue_full: counter(telemetry, &name, "queue_full"),
+                .get_or_create_owned(&reason("memory_limit")),
         };
         let input = Arc::new(PipelineInput::new(
             name,
             id.signal,
-            sender,
+            (sender, bytes),
             signature.queue.when_full,
             gates,
             counters,
@@ -176,6 +173,25 @@ impl RunningPipeline {
     }
 }
 
+/// Shows the pipeline queue's batches and bytes on `/metrics`.
+fn register_queue(
+    telemetry: &Arc<Telemetry>,
+    name: &str,
+    receiver: &Receiver<Queued>,
+    bytes: &Arc<QueueBytes>,
+) -> QueueRegistration {
+    let (probe, bytes) = (receiver.clone(), Arc::clone(bytes));
+    telemetry.register_queue(
+        format!("pipeline:{name}"),
+        Box::new(move || QueueState {
+            size: probe.len(),
+            capacity: probe.capacity().unwrap_or(0),
+            bytes: bytes.held(),
+            max_bytes: bytes.max(),
+        }),
+    )
+}
+
 impl Retiring {
     /// Waits for the pipeline to deliver everything; at `deadline`, gives up on what is
     /// left (counted as dropped with `reason="shutdown"`) and waits for that to finish.
@@ -205,72 +221,120 @@ impl Retiring {
     }
 }
 
-/// The worker loop: queue → processors → exporter queues, until the queue closes.
-fn run_worker(
-    queue: Receiver<Batch>,
-    mut chain: Vec<Box<dyn Processor>>,
-    exporters: Vec<mpsc::Sender<Batch>>,
-    closed: Counter,
-    undecodable: Counter,
-) {
-    let mut emit = |mut batch: Batch| {
-        undecodable.inc_by(batch.take_lost() as u64);
-        deliver(&exporters, batch, &closed)
-    };
-    loop {
-        let deadline = chain.iter().filter_map(|p| p.next_deadline()).min();
-        let received = match deadline {
-            Some(deadline) => queue.recv_deadline(deadline),
-            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match received {
-            Ok(batch) => run_chain(&mut chain, batch, &mut emit),
-            Err(RecvTimeoutError::Timeout) => {
-                let now = std::time::Instant::now();
-                for index in 0..chain.len() {
-                    let mut out = Vec::new();
-                    chain[index].on_tick(now, &mut out);
-                    out.into_iter()
-                        .for_each(|b| run_chain(&mut chain[index + 1..], b, &mut emit));
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    for index in 0..chain.len() {
+/// A processor, and the count of items it removes (sampled out, folded, dropped).
+struct Stage {
+    processor: Box<dyn Processor>,
+    removed: Count,
+}
+
+impl Stage {
+    /// Runs one call of the processor that took in `items_in` items; counts what it
+    /// removed (items neither emitted nor held) and what it lost to data that did not
+    /// decode.
+    fn call(
+        &mut self,
+        items_in: usize,
+        undecodable: &Count,
+        call: impl FnOnce(&mut dyn Processor, &mut Vec<Batch>),
+    ) -> Vec<Batch> {
+        let held_before = self.processor.held_items();
         let mut out = Vec::new();
-        chain[index].flush(&mut out);
-        out.into_iter()
-            .for_each(|b| run_chain(&mut chain[index + 1..], b, &mut emit));
+        call(&mut *self.processor, &mut out);
+        let (mut emitted, mut lost) = (0, 0);
+        for batch in &mut out {
+            lost += batch.take_lost();
+            emitted += batch.items();
+        }
+        undecodable.add(lost);
+        let kept = emitted + lost + self.processor.held_items();
+        self.removed
+            .add((items_in + held_before).saturating_sub(kept));
+        out
     }
 }
 
-/// Runs a batch through the chain. Items a processor lost to a chunk that did not decode
-/// travel with the batch and are counted where it leaves the chain (`emit`); a processor
-/// that consumes batches without passing them on counts its own.
-fn run_chain(chain: &mut [Box<dyn Processor>], batch: Batch, emit: &mut dyn FnMut(Batch)) {
-    match chain.split_first_mut() {
-        None => emit(batch),
-        Some((first, rest)) => {
-            let mut out = Vec::new();
-            first.process(batch, &mut out);
-            out.into_iter().for_each(|b| run_chain(rest, b, emit));
-        }
-    }
+/// The pipeline's worker thread: queue → processors → exporter queues.
+struct Worker {
+    queue: Receiver<Queued>,
+    bytes: Arc<QueueBytes>,
+    chain: Vec<Stage>,
+    exporters: Vec<ExporterInput>,
+    /// No exporter needs decoded messages: batches are encoded before they wait in an
+    /// exporter queue (the encoding is several times smaller).
+    hold_encoded: bool,
+    ledger: Arc<PipelineLedger>,
+    undecodable: Count,
 }
 
-/// Gives a batch to every exporter, waiting for room in each queue.
-fn deliver(exporters: &[mpsc::Sender<Batch>], batch: Batch, closed: &Counter) {
-    let Some((last, others)) = exporters.split_last() else {
-        return;
-    };
-    for exporter in others {
-        if let Err(rejected) = exporter.blocking_send(batch.clone()) {
-            closed.inc_by(rejected.0.items() as u64);
+impl Worker {
+    /// Runs until every sender of the queue is gone, then drains the processors.
+    fn run(mut self) {
+        loop {
+            let deadline = self
+                .chain
+                .iter()
+                .filter_map(|s| s.processor.next_deadline())
+                .min();
+            let received = match deadline {
+                Some(deadline) => self.queue.recv_deadline(deadline),
+                None => self
+                    .queue
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(Queued { batch, bytes }) => {
+                    self.bytes.release(bytes);
+                    self.ledger.dequeued.add(batch.items());
+                    self.run_chain(0, batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = std::time::Instant::now();
+                    self.each_stage(|p, out| p.on_tick(now, out));
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.each_stage(|p, out| p.flush(out));
+    }
+
+    /// Calls every stage in order (a tick, a flush), running what each emits through
+    /// the rest of the chain.
+    fn each_stage(&mut self, call: impl Fn(&mut dyn Processor, &mut Vec<Batch>)) {
+        for index in 0..self.chain.len() {
+            let out = self.chain[index].call(0, &self.undecodable, &call);
+            for batch in out {
+                self.run_chain(index + 1, batch);
+            }
         }
     }
-    if let Err(rejected) = last.blocking_send(batch) {
-        closed.inc_by(rejected.0.items() as u64);
+
+    /// Runs a batch through the stages from `index` on, then emits it.
+    fn run_chain(&mut self, index: usize, batch: Batch) {
+        let Some(stage) = self.chain.get_mut(index) else {
+            return self.emit(batch);
+        };
+        let out = stage.call(batch.items(), &self.undecodable, |p, out| {
+            p.process(batch, out)
+        });
+        for batch in out {
+            self.run_chain(index + 1, batch);
+        }
+    }
+
+    /// Gives a batch to every exporter, waiting for room in each queue.
+    fn emit(&self, mut batch: Batch) {
+        self.ledger.emitted.add(batch.items());
+        if self.hold_encoded {
+            batch.encode_in_place();
+        }
+        let Some((last, others)) = self.exporters.split_last() else {
+            return;
+        };
+        for exporter in others {
+            exporter.put(batch.clone());
+        }
+        last.put(batch);
     }
 }
 

@@ -275,9 +275,10 @@ async fn a_refusing_pipeline_pauses_consumption_and_loses_nothing() {
         &broker.brokers(),
         &sink.grpc_endpoint(),
     ));
+    // the receiver retries refused messages itself: the pipeline counts each refusal
     gateway.wait_metric(
-        "sieve_receiver_refused_items_total",
-        &[("receiver", "kafka")],
+        "sieve_pipeline_refused_items_total",
+        &[("pipeline", "traces")],
         Duration::from_secs(60),
         |n| n > 0.0,
     );

@@ -393,11 +393,11 @@ async fn permanent_errors_are_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_limiter_refuses_before_accepting() {
     let sink = Sink::start().await;
-    // a 4 MiB limit is below any process's resident memory, so admission closes at once
+    // a 1 MiB limit is below what sieve holds even idle, so admission closes at once
     let config = passthrough_config(&sink.grpc_endpoint(), "memory_limiter, batch", "", "")
         .replace(
             "processors:\n",
-            "processors:\n  memory_limiter:\n    check_interval: 10ms\n    limit_mib: 4\n",
+            "processors:\n  memory_limiter:\n    check_interval: 10ms\n    limit_mib: 1\n",
         );
     let sieve = Sieve::start(&config);
     let deadline = tokio::time::Instant::now() + WAIT;

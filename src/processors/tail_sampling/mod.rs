@@ -36,7 +36,7 @@ pub mod config;
 pub mod ingest;
 pub mod policy;
 
-use super::{DropCounter, Processor};
+use super::Processor;
 use crate::model::wire;
 use crate::model::{Batch, Payload, Signal};
 use crate::telemetry::{
@@ -226,16 +226,10 @@ pub struct TailSampler {
     passing: Vec<u8>,
     out_items: usize,
     metrics: Metrics,
-    drops: DropCounter,
 }
 
 impl TailSampler {
-    pub fn new(
-        config: TailSamplingConfig,
-        drops: DropCounter,
-        id: &str,
-        telemetry: &Telemetry,
-    ) -> TailSampler {
+    pub fn new(config: TailSamplingConfig, id: &str, telemetry: &Telemetry) -> TailSampler {
         let mut predicates = SpanPredicates::default();
         let policies: Vec<Policy> = config
             .policies
@@ -264,7 +258,6 @@ impl TailSampler {
             passing: Vec::new(),
             out_items: 0,
             metrics: Metrics::new(telemetry, id, &policies),
-            drops,
             policies,
             predicates,
             config,
@@ -272,8 +265,9 @@ impl TailSampler {
     }
 
     /// Reads every chunk of a batch, then admits its spans grouped by trace. A chunk that
-    /// does not parse (the edge check makes that a defect) is dropped whole and counted,
-    /// before anything of it is held; the other chunks go on.
+    /// does not parse (the edge check makes that a defect) is dropped whole and logged,
+    /// before anything of it is held; the other chunks go on. Like sampled-out spans, its
+    /// items are counted by the pipeline as `dropped{reason="tail_sampling"}`.
     fn ingest(&mut self, chunks: &[Bytes], now: Instant) {
         let mut groups = Vec::new();
         for (at, chunk) in chunks.iter().enumerate() {
@@ -283,7 +277,6 @@ impl TailSampler {
                 Err(error) => {
                     let items = wire::count_items(Signal::Traces, chunk).unwrap_or(0);
                     tracing::warn!(%error, items, "tail_sampling: dropping a malformed request");
-                    self.drops.undecodable.inc_by(items as u64);
                 }
             }
         }
@@ -303,7 +296,6 @@ impl TailSampler {
                 spans = spans.len(),
                 "tail_sampling: dropping spans without a 16-byte trace id"
             );
-            self.drops.undecodable.inc_by(spans.len() as u64);
             return;
         };
         if !self.traces.contains_key(&id) {
@@ -523,13 +515,11 @@ impl TailSampler {
 }
 
 impl Processor for TailSampler {
-    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         if batch.signal() != Signal::Traces {
             out.push(batch);
             return;
         }
-        // the batch is consumed here, so what an earlier processor lost is counted here
-        self.drops.undecodable.inc_by(batch.take_lost() as u64);
         let chunks = match batch.payload() {
             Payload::Encoded(chunks) => chunks.clone(),
             _ => vec![batch.to_bytes()],
@@ -538,6 +528,10 @@ impl Processor for TailSampler {
         self.ingest(&chunks, now);
         self.enforce_budget(now);
         self.emit(out);
+    }
+
+    fn held_items(&self) -> usize {
+        self.spans_held
     }
 
     fn next_deadline(&self) -> Option<Instant> {

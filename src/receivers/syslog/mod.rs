@@ -27,7 +27,7 @@ pub mod parse;
 pub use config::{OnError, Protocol, SyslogReceiverConfig, TcpConfig, UdpConfig};
 
 use super::core::{IngestError, ReceiverCore};
-use crate::model::Batch;
+use crate::model::{Batch, Signal};
 use crate::net::Handover;
 use crate::queue::{Refused, Routes};
 use crate::telemetry::{parse_address, Telemetry};
@@ -473,7 +473,7 @@ async fn deliver_with_backpressure(
     stopped: &mut watch::Receiver<bool>,
 ) -> bool {
     let items = batch.items();
-    let mut attempt = shared.core.ingest(batch);
+    let mut attempt = shared.core.hand_over(batch);
     loop {
         let pending = match attempt {
             Ok(()) => return true,
@@ -483,18 +483,20 @@ async fn deliver_with_backpressure(
             Err(IngestError::Refused(Refused { batch: None, .. })) => {
                 shared
                     .core
-                    .count_dropped("logs", "fan_out_partially_refused", items);
+                    .count_dropped(Signal::Logs, "fan_out_partially_refused", items);
                 return true;
             }
             Err(IngestError::NoPipeline) => {
-                shared.core.count_dropped("logs", "no_pipeline", items);
+                shared
+                    .core
+                    .count_dropped(Signal::Logs, "no_pipeline", items);
                 return true;
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(RETRY_PAUSE) => {}
             _ = stopped.changed() => {
-                shared.core.count_dropped("logs", "shutdown", items);
+                shared.core.count_dropped(Signal::Logs, "shutdown", items);
                 return false;
             }
         }
@@ -528,15 +530,17 @@ fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) -> Listener {
                 continue;
             }
             let items = records.len();
-            match shared.core.ingest(batch_of(&settings, records)) {
+            match shared.core.hand_over(batch_of(&settings, records)) {
                 Ok(()) => {}
                 Err(IngestError::Refused(refused)) => {
                     shared
                         .core
-                        .count_dropped("logs", refused.refusal.reason(), items)
+                        .count_dropped(Signal::Logs, refused.refusal.reason(), items)
                 }
                 Err(IngestError::NoPipeline) => {
-                    shared.core.count_dropped("logs", "no_pipeline", items)
+                    shared
+                        .core
+                        .count_dropped(Signal::Logs, "no_pipeline", items)
                 }
             }
         }
