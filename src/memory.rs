@@ -49,15 +49,29 @@ mod tests {
         assert!(available_memory_bytes() > 0);
     }
 
+    /// Other tests in this process allocate and free too: a measurement they disturb
+    /// is taken again, a few times.
     #[test]
     fn held_bytes_follow_allocations_and_frees() {
-        let before = held_bytes().unwrap();
-        let block = vec![1u8; 256 << 20];
-        let during = held_bytes().unwrap();
-        drop(block);
-        let after = held_bytes().unwrap();
-        // other tests allocate too, but not a quarter of a GiB
-        assert!(during >= before + (200 << 20), "{before} -> {during}");
-        assert!(after + (200 << 20) <= during, "{during} -> {after}");
+        let measure = || {
+            let before = held_bytes().unwrap();
+            let block = vec![1u8; 256 << 20];
+            let during = held_bytes().unwrap();
+            drop(block);
+            let after = held_bytes().unwrap();
+            (before, during, after)
+        };
+        let near = |a: u64, b: u64| a.abs_diff(b) < 32 << 20;
+        let attempts: Vec<_> = (0..5).map(|_| measure()).collect();
+        assert!(
+            attempts.iter().any(|&(before, during, after)| near(
+                during.saturating_sub(before),
+                256 << 20
+            ) && near(
+                during.saturating_sub(after),
+                256 << 20
+            )),
+            "{attempts:?}"
+        );
     }
 }

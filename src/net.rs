@@ -8,13 +8,18 @@
 //! take over their addresses (a renamed receiver keeps its port): the new receiver gets a
 //! duplicate of the listening socket, so connections waiting in its backlog are kept.
 //!
-//! A listener with an [`Admission`] serves at most `max_connections` connections at once
-//! (one more is closed as soon as it is accepted, and counted) and, with TLS, has each
-//! connection complete its handshake within [`HANDSHAKE_TIMEOUT`]; ALPN then picks HTTP/2
-//! or HTTP/1.1. The admission is read per connection, so a reload changes it without
-//! re-binding. HTTP/1 connections must send a request's headers within 30 s, which also
-//! closes keep-alive connections idle for that long; HTTP/2 connections are pinged every
-//! 30 s and closed when a ping goes unanswered for 20 s.
+//! A listener with an [`Admission`] serves at most `max_connections` connections at once,
+//! and at most `max_connections_per_source` from one source address (one more is closed
+//! as soon as it is accepted, and counted as `connection_limit` or `source_limit`), so
+//! one address holding stalled connections cannot take every slot. With TLS, each
+//! connection completes its handshake within [`HANDSHAKE_TIMEOUT`]; ALPN then picks
+//! HTTP/2 or HTTP/1.1. A new connection must send its first request within
+//! `read_header_timeout` (either protocol; counted as `header_timeout`), and an HTTP/1
+//! connection must send each request's headers within it, which also closes keep-alive
+//! connections idle for that long; HTTP/2 connections carry at most
+//! `max_concurrent_streams` requests at once, are pinged every 30 s and closed when a
+//! ping goes unanswered for 20 s. The admission is read per connection, so a reload
+//! changes it without re-binding.
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -27,9 +32,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -45,29 +50,72 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Admission {
     /// The TLS acceptor; `None` serves plaintext.
     pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
-    /// Connections served at once.
-    pub max_connections: AtomicUsize,
-    /// Counts a connection refused for a reason (`connection_limit`, `tls_handshake`).
+    pub limits: parking_lot::RwLock<Limits>,
+    /// Counts a connection refused for a reason (`connection_limit`, `source_limit`,
+    /// `tls_handshake`, `header_timeout`).
     pub on_refused: Box<dyn Fn(&'static str) + Send + Sync>,
 }
 
-/// One of a listener's `max_connections`, held while its connection is served.
-struct Slot(Arc<AtomicUsize>);
+/// A listener's bounds on connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections served at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Time a connection has for its first request, and an HTTP/1 request for its headers.
+    pub read_header_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// Connections open, in all and by source address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place among a listener's open connections, held while it is served.
+struct Slot {
+    open: Arc<parking_lot::Mutex<Open>>,
+    source: IpAddr,
+}
 
 impl Slot {
-    /// A slot if fewer than `max` are taken.
-    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
+    /// A slot if the limits leave room, else the reason for refusing.
+    fn take(
+        open: &Arc<parking_lot::Mutex<Open>>,
+        source: IpAddr,
+        limits: &Limits,
+    ) -> Result<Slot, &'static str> {
+        let mut state = open.lock();
+        if state.total >= limits.max_connections {
+            return Err("connection_limit");
+        }
+        let from_source = state.by_source.entry(source).or_default();
+        if *from_source >= limits.max_connections_per_source {
+            return Err("source_limit");
+        }
+        *from_source += 1;
+        state.total += 1;
+        Ok(Slot {
+            open: Arc::clone(open),
+            source,
         })
-        .ok()
-        .map(|_| Slot(Arc::clone(open)))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut state = self.open.lock();
+        state.total -= 1;
+        if let Some(n) = state.by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                state.by_source.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -178,16 +226,25 @@ impl Server {
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 connection builder with the timeouts described above.
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+/// Bounds of a listener without an [`Admission`] (self-telemetry): no connection cap.
+const UNLIMITED: Limits = Limits {
+    max_connections: usize::MAX,
+    max_connections_per_source: usize::MAX,
+    read_header_timeout: Duration::from_secs(30),
+    max_concurrent_streams: 200,
+};
+
+/// The HTTP/1.1 + HTTP/2 connection builder with the bounds described above.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.read_header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Duration::from_secs(30));
     builder
 }
@@ -202,17 +259,25 @@ async fn accept_loop<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(connection_builder());
-    let open = Arc::new(AtomicUsize::new(0));
+    let mut limits = UNLIMITED;
+    let mut builder = Arc::new(connection_builder(&limits));
+    let open = Arc::new(parking_lot::Mutex::new(Open::default()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _peer)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
+                if let Some(a) = &admission {
+                    let wanted = *a.limits.read();
+                    if wanted != limits {
+                        limits = wanted;
+                        builder = Arc::new(connection_builder(&limits));
+                    }
+                }
                 let slot = match &admission {
-                    Some(a) => match Slot::take(&open, a.max_connections.load(Ordering::Relaxed)) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            (a.on_refused)("connection_limit");
+                    Some(a) => match Slot::take(&open, peer.ip(), &limits) {
+                        Ok(slot) => Some(slot),
+                        Err(reason) => {
+                            (a.on_refused)(reason);
                             continue;
                         }
                     },
@@ -223,11 +288,13 @@ async fn accept_loop<H, F>(
                     builder: Arc::clone(&builder),
                     watcher: graceful.watcher(),
                     handler: Arc::clone(&handler),
+                    first_request: limits.read_header_timeout,
+                    admission: admission.clone(),
                     _slot: slot,
                 };
-                match admission.as_ref().and_then(|a| Some((a.tls.read().clone()?, Arc::clone(a)))) {
-                    Some((acceptor, admission)) => {
-                        tokio::spawn(connection.serve_tls(stream, acceptor, admission));
+                match admission.as_ref().and_then(|a| a.tls.read().clone()) {
+                    Some(acceptor) => {
+                        tokio::spawn(connection.serve_tls(stream, acceptor));
                     }
                     None => {
                         tokio::spawn(connection.serve(stream));
@@ -246,6 +313,10 @@ struct Connection<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     handler: Arc<H>,
+    /// How long the connection has to send its first request.
+    first_request: Duration,
+    /// Counts refusals; `None` for listeners without limits.
+    admission: Option<Arc<Admission>>,
     /// Freed when the connection ends.
     _slot: Option<Slot>,
 }
@@ -263,26 +334,48 @@ where
             builder,
             watcher,
             handler,
+            first_request,
+            admission,
             _slot,
         } = self;
+        let requested = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&requested);
         let service = hyper::service::service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
             let response = handler(req);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let _ = watcher.watch(connection).await;
+        let served = watcher.watch(connection);
+        tokio::pin!(served);
+        tokio::select! {
+            _ = &mut served => return,
+            _ = tokio::time::sleep(first_request) => {}
+        }
+        if requested.load(Ordering::Relaxed) {
+            let _ = served.await;
+        } else if let Some(admission) = admission {
+            // no request in time: the connection is dropped, which closes it
+            (admission.on_refused)("header_timeout");
+        }
     }
 
-    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor, admission: Arc<Admission>) {
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let admission = self.admission.clone();
+        let refused = |reason| {
+            if let Some(a) = &admission {
+                (a.on_refused)(reason);
+            }
+        };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => self.serve(stream).await,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
-                (admission.on_refused)("tls_handshake");
+                refused("tls_handshake");
             }
-            Err(_) => (admission.on_refused)("tls_handshake"),
+            Err(_) => refused("tls_handshake"),
         }
     }
 }

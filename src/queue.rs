@@ -151,6 +151,8 @@ impl PipelineInput {
     /// queue is full at its batch capacity or its byte limit, whichever comes first.
     pub fn offer(&self, batch: Batch) -> Result<(), (Refusal, Batch)> {
         let (items, bytes) = (batch.items(), batch.held_bytes());
+        let ledger = &self.counters.ledger;
+        ledger.offered.add(items);
         let queued = Queued { batch, bytes };
         let sent = if self.bytes.reserve(bytes) {
             self.sender
@@ -159,23 +161,22 @@ impl PipelineInput {
         } else {
             Err(TrySendError::Full(queued))
         };
-        let ledger = &self.counters.ledger;
         match sent {
-            Ok(()) => {
-                ledger.accepted.add(items);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) if self.when_full == WhenFull::DropNewest => {
-                ledger.accepted.add(items);
                 ledger.dequeued.add(items);
                 ledger.dropped.reason("queue_full").add(items);
                 Ok(())
             }
             Err(TrySendError::Full(queued)) => {
+                ledger.bounced.add(items);
                 self.counters.refused_queue_full.inc_by(items as u64);
                 Err((Refusal::QueueFull, queued.batch))
             }
-            Err(TrySendError::Disconnected(queued)) => Err((Refusal::Closed, queued.batch)),
+            Err(TrySendError::Disconnected(queued)) => {
+                ledger.bounced.add(items);
+                Err((Refusal::Closed, queued.batch))
+            }
         }
     }
 
@@ -338,7 +339,7 @@ mod tests {
         assert!(input.offer(spans.clone()).is_ok());
         assert!(input.offer(spans).is_ok());
         let ledger = &counters.ledger;
-        assert_eq!(ledger.accepted.get(), 12);
+        assert_eq!((ledger.offered.get(), ledger.bounced.get()), (12, 0));
         assert_eq!(ledger.dequeued.get(), 6, "dropped items never wait");
         assert_eq!(ledger.dropped.reason("queue_full").get(), 6);
     }

@@ -23,15 +23,37 @@ pub struct TlsServerConfig {
     pub client_ca_file: Option<String>,
 }
 
+/// PEM files larger than this are refused: certificate chains and keys are a few KiB,
+/// and a path such as `/dev/zero` must not make sieve read forever.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Reads a PEM file of at most [`MAX_PEM_BYTES`].
+fn read_pem(path: &str, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {what} from {path}: {e}"))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("{path} is larger than {MAX_PEM_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
 fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificates from {path}: {e}"))?
+    let pem = read_pem(path, "certificates")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM in {path}: {e}"))?;
     if certs.is_empty() {
         return Err(format!("no certificate in {path}"));
     }
     Ok(certs)
+}
+
+fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(&read_pem(path, "a private key")?)
+        .map_err(|e| format!("cannot read a private key from {path}: {e}"))
 }
 
 /// Loads the files and builds an acceptor; errors name the file and the problem.
@@ -50,8 +72,7 @@ pub fn http_acceptor(config: &TlsServerConfig) -> Result<TlsAcceptor, String> {
 fn server_config(config: &TlsServerConfig) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&config.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", config.key_file))?;
+    let key = private_key(&config.key_file)?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -92,6 +113,17 @@ mod tests {
         let error = acceptor(&config).err().unwrap();
         assert!(error.contains("/nonexistent/cert.pem"), "{error}");
     }
+
+    #[test]
+    fn an_endless_file_is_refused_not_read_forever() {
+        let config = TlsServerConfig {
+            cert_file: "/dev/zero".into(),
+            key_file: "/dev/zero".into(),
+            client_ca_file: None,
+        };
+        let error = acceptor(&config).err().unwrap();
+        assert!(error.contains("larger than"), "{error}");
+    }
 }
 
 /// `tls:` of an exporter, with the collector's `configtls` client option names.
@@ -131,8 +163,7 @@ pub fn client_config(config: &TlsClientConfig) -> Result<rustls::ClientConfig, S
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
             let chain = certificates(cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read a private key from {key}: {e}"))?;
+            let key_der = private_key(key)?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| format!("{key} does not match {cert}: {e}"))

@@ -165,6 +165,9 @@ impl fmt::Display for ExpandError {
     }
 }
 
+/// The largest file a `${file:..}` reference may read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Where the values of references come from; the process environment and file system in
 /// production, a table in tests.
 pub trait Source {
@@ -180,8 +183,21 @@ impl Source for Process {
         std::env::var(name).ok()
     }
 
+    /// Reads at most [`MAX_FILE_BYTES`]: a secret or a certificate is small, and a path
+    /// such as `/dev/zero` must not make sieve read forever.
     fn file(&self, path: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)?
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("larger than {MAX_FILE_BYTES} bytes"),
+            ));
+        }
+        Ok(text)
     }
 }
 
@@ -438,6 +454,12 @@ mod tests {
         assert_eq!(r.redact("bad: \"s3cr3t: #x\""), "bad: ${env:TOKEN}");
         assert_eq!(r.redact("s3cr3t alone"), "<redacted> alone");
         assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_not_read_forever() {
+        let error = Process.file("/dev/zero").unwrap_err();
+        assert!(error.to_string().contains("larger than"), "{error}");
     }
 
     #[test]

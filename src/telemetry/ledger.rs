@@ -81,11 +81,15 @@ pub struct ReceiverLedger {
     pub refused: ByReason,
 }
 
-/// A pipeline's items: accepted onto its queue, dequeued by its worker, emitted to its
-/// exporters or dropped.
+/// A pipeline's items: offered to its queue (and accepted unless they bounced off it),
+/// dequeued by its worker, emitted to its exporters or dropped. `offered` is counted
+/// before a batch is put on the queue, so the worker can never count it as dequeued
+/// first.
 #[derive(Debug, Default)]
 pub struct PipelineLedger {
-    pub accepted: Count,
+    pub offered: Count,
+    /// Offered and refused (queue full, pipeline closing).
+    pub bounced: Count,
     pub dequeued: Count,
     pub emitted: Count,
     pub dropped: ByReason,
@@ -278,7 +282,8 @@ impl LedgerCollector {
             let drops = ledger.dropped.read();
             let out = ledger.emitted.get();
             let dequeued = ledger.dequeued.get();
-            let taken = ledger.accepted.get();
+            let bounced = ledger.bounced.get();
+            let taken = ledger.offered.get().saturating_sub(bounced);
             let dropped_total: u64 = drops.iter().map(|(_, n)| n).sum();
             accepted.push(labels, None, taken);
             emitted.push(labels, None, out);

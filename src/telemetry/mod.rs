@@ -547,7 +547,8 @@ mod tests {
         let pipeline = t.ledgers.pipeline(&PipelineLabels {
             pipeline: "p".into(),
         });
-        pipeline.accepted.add(3);
+        pipeline.offered.add(4);
+        pipeline.bounced.add(1);
         pipeline.dequeued.add(2);
         pipeline.dropped.reason("x").add(1);
         t.pipeline_refused.get_or_create(&p).inc();

@@ -443,3 +443,104 @@ async fn the_counters_add_up_at_every_scrape_during_an_outage() {
     assert_eq!(check_books(&text), 0.0);
     assert!(scrapes > 20, "only {scrapes} scrapes");
 }
+
+/// An HTTP client whose connections leave from `source`.
+fn client_from(
+    source: std::net::IpAddr,
+    http2: bool,
+) -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(Some(source));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(http2)
+        .build(connector)
+}
+
+/// One source address opens 1,100 connections to each protocol and stalls them (half an
+/// HTTP request header, or nothing): a client from another address is still served over
+/// HTTP and gRPC without errors; the stalled connections past the per-address limit are
+/// closed at once, and the rest once `read_header_timeout` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_from_one_address_lock_nobody_else_out() {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let sink = Sink::start().await;
+    let config = passthrough_config(&sink.grpc_endpoint(), "batch", "", "")
+        .replace(
+            "        endpoint: 127.0.0.1:{grpc}\n",
+            "        endpoint: 127.0.0.1:{grpc}\n        read_header_timeout: 2s\n",
+        )
+        .replace(
+            "        endpoint: 127.0.0.1:{http}\n",
+            "        endpoint: 127.0.0.1:{http}\n        read_header_timeout: 2s\n",
+        );
+    let sieve = Sieve::start(&config);
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut stalled: Vec<tokio::net::TcpStream> = Vec::new();
+    for port in [sieve.http, sieve.grpc] {
+        for _ in 0..1100 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((attacker, 0).into()).unwrap();
+            let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+            if port == sieve.http {
+                let _ = stream
+                    .write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
+                    .await;
+            }
+            stalled.push(stream);
+        }
+    }
+    let client: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
+        .header("content-type", "application/x-protobuf")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            traces_request(1, 5),
+        )))
+        .unwrap();
+    let response = client_from(client, false).request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let call = http::Request::post(format!("http://127.0.0.1:{}{TRACES}", sieve.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(sieve::grpc::frame(
+            false,
+            &traces_request(2, 5),
+        )))
+        .unwrap();
+    let response = client_from(client, true).request(call).await.unwrap();
+    let trailers = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .trailers()
+        .cloned();
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    sink.wait_for(WAIT, "both requests", |r| r.span_count() == 10)
+        .await;
+    let refused = |reason| {
+        sieve.metric(
+            "sieve_receiver_rejected_requests_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(refused("source_limit"), 2.0 * (1100.0 - 256.0));
+    // connections that never sent a request are closed after read_header_timeout
+    sieve.wait_metric(
+        "sieve_receiver_rejected_requests_total",
+        &[("reason", "header_timeout")],
+        WAIT,
+        |n| n >= 256.0,
+    );
+    for index in [0, 1100] {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, stalled[index].peek(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "stalled connection {index} still open: {read:?}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! around the real `sieve` executable.
 
 mod cli;
+mod fuzz_corpus;
 mod harness;
 mod integrity;
 mod kafka;

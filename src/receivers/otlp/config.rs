@@ -1,9 +1,11 @@
 //! Configuration of the `otlp` receiver, with the collector's option names.
 
-use crate::config::{present_or_default, FieldError};
+use crate::config::{duration, present_or_default, FieldError};
+use crate::net::Limits;
 use crate::telemetry::parse_address;
 use crate::tls::TlsServerConfig;
 use serde::Deserialize;
+use std::time::Duration;
 
 /// `receivers: otlp:`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -51,6 +53,16 @@ pub struct GrpcServerConfig {
     /// Connections served at once; one more is closed as soon as it is accepted
     /// (counted as `reason="connection_limit"`).
     pub max_connections: usize,
+    /// Connections served at once from one source address; one more is closed as soon
+    /// as it is accepted (`reason="source_limit"`), so one address cannot take every
+    /// slot. Raise it when many clients reach sieve through one NAT address.
+    pub max_connections_per_source: usize,
+    /// Time a new connection has to send its first request, and an HTTP/1 request its
+    /// headers (idle keep-alive connections close after it too).
+    #[serde(with = "duration")]
+    pub read_header_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
     /// Serve over TLS (`cert_file`, `key_file`; `client_ca_file` requires client
     /// certificates). Plaintext when absent.
     pub tls: Option<TlsServerConfig>,
@@ -62,6 +74,9 @@ impl Default for GrpcServerConfig {
             endpoint: "127.0.0.1:4317".into(),
             max_recv_msg_size_mib: 4,
             max_connections: 1024,
+            max_connections_per_source: 256,
+            read_header_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 200,
             tls: None,
         }
     }
@@ -79,6 +94,16 @@ pub struct HttpServerConfig {
     /// Connections served at once; one more is closed as soon as it is accepted
     /// (counted as `reason="connection_limit"`).
     pub max_connections: usize,
+    /// Connections served at once from one source address; one more is closed as soon
+    /// as it is accepted (`reason="source_limit"`), so one address cannot take every
+    /// slot. Raise it when many clients reach sieve through one NAT address.
+    pub max_connections_per_source: usize,
+    /// Time a new connection has to send its first request, and an HTTP/1 request its
+    /// headers (idle keep-alive connections close after it too).
+    #[serde(with = "duration")]
+    pub read_header_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
     /// Path for traces.
     pub traces_url_path: String,
     /// Path for metrics.
@@ -96,11 +121,55 @@ impl Default for HttpServerConfig {
             endpoint: "127.0.0.1:4318".into(),
             max_request_body_size: 20 * 1024 * 1024,
             max_connections: 1024,
+            max_connections_per_source: 256,
+            read_header_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 200,
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             tls: None,
         }
+    }
+}
+
+impl GrpcServerConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            read_header_timeout: self.read_header_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+        }
+    }
+}
+
+impl HttpServerConfig {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            read_header_timeout: self.read_header_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+        }
+    }
+}
+
+fn validate_limits(protocol: &str, limits: &Limits) -> Result<(), FieldError> {
+    let checks = [
+        ("max_connections", limits.max_connections == 0),
+        (
+            "max_connections_per_source",
+            limits.max_connections_per_source == 0,
+        ),
+        ("read_header_timeout", limits.read_header_timeout.is_zero()),
+        ("max_concurrent_streams", limits.max_concurrent_streams == 0),
+    ];
+    match checks.into_iter().find(|(_, bad)| *bad) {
+        Some((key, _)) => Err(FieldError::new(
+            format!("{protocol}.{key}"),
+            "must be greater than zero",
+        )),
+        None => Ok(()),
     }
 }
 
@@ -126,12 +195,7 @@ impl OtlpReceiverConfig {
             parse_address(&grpc.endpoint)
                 .map_err(|m| FieldError::new("protocols.grpc.endpoint", m))?;
             validate_tls("protocols.grpc.tls", grpc.tls.as_ref())?;
-            if grpc.max_connections == 0 {
-                return Err(FieldError::new(
-                    "protocols.grpc.max_connections",
-                    "must be at least 1",
-                ));
-            }
+            validate_limits("protocols.grpc", &grpc.limits())?;
             if grpc.max_recv_msg_size_mib == 0 || grpc.max_recv_msg_size_mib > 4096 {
                 return Err(FieldError::new(
                     "protocols.grpc.max_recv_msg_size_mib",
@@ -143,12 +207,7 @@ impl OtlpReceiverConfig {
             parse_address(&http.endpoint)
                 .map_err(|m| FieldError::new("protocols.http.endpoint", m))?;
             validate_tls("protocols.http.tls", http.tls.as_ref())?;
-            if http.max_connections == 0 {
-                return Err(FieldError::new(
-                    "protocols.http.max_connections",
-                    "must be at least 1",
-                ));
-            }
+            validate_limits("protocols.http", &http.limits())?;
             if http.max_request_body_size == 0 {
                 return Err(FieldError::new(
                     "protocols.http.max_request_body_size",

@@ -47,7 +47,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use parking_lot::RwLock;
 use prost::Message;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -87,17 +86,22 @@ fn admission(shared: &Arc<Shared>, transport: &'static str) -> Arc<Admission> {
     let counted = Arc::clone(shared);
     Arc::new(Admission {
         tls: RwLock::new(None),
-        max_connections: AtomicUsize::new(0),
+        limits: RwLock::new(crate::net::Limits {
+            max_connections: 0,
+            max_connections_per_source: 0,
+            read_header_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1,
+        }),
         on_refused: Box::new(move |reason| counted.core.count_rejected(transport, reason)),
     })
 }
 
-/// Sets an admission from a protocol's settings.
-fn admit(admission: &Admission, tls: Option<TlsAcceptor>, max_connections: Option<usize>) {
+/// Sets an admission from a protocol's settings (a protocol not served keeps its last).
+fn admit(admission: &Admission, tls: Option<TlsAcceptor>, limits: Option<crate::net::Limits>) {
     *admission.tls.write() = tls;
-    admission
-        .max_connections
-        .store(max_connections.unwrap_or(0), Ordering::Relaxed);
+    if let Some(limits) = limits {
+        *admission.limits.write() = limits;
+    }
 }
 
 /// Listeners bound (and TLS files loaded) for a new or changed config, not yet serving.
@@ -253,12 +257,12 @@ impl OtlpReceiver {
         admit(
             &self.grpc_admission,
             prepared.grpc_tls.clone(),
-            protocols.grpc.as_ref().map(|g| g.max_connections),
+            protocols.grpc.as_ref().map(|g| g.limits()),
         );
         admit(
             &self.http_admission,
             prepared.http_tls.clone(),
-            protocols.http.as_ref().map(|h| h.max_connections),
+            protocols.http.as_ref().map(|h| h.limits()),
         );
     }
 

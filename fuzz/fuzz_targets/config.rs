@@ -1,0 +1,7 @@
+#![no_main]
+//! Fuzz target: see `checks::config` for the invariant.
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::config(data));
