@@ -1,5 +1,7 @@
-//! The hot path of a pass-through pipeline, piece by piece: request bytes → wire walk →
-//! batch merge → encode → compress, against the cost of a full prost decode/encode.
+//! The hot path of a pass-through pipeline, piece by piece: request bytes → edge check
+//! (the wire walk that counts items, and the full check of every field that makes
+//! accepted data decodable) → batch merge → encode → compress, against the cost of a full
+//! prost decode/encode.
 //!
 //! `cargo bench --bench hot_path`; each iteration handles one request of 100 spans
 //! (about 47 KB, like the load run's requests).
@@ -9,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use sieve::compression::Compression;
-use sieve::model::{wire, Batch, Signal};
+use sieve::model::{validate, wire, Batch, Signal};
 use sieve::processors::batch::{BatchConfig, BatchProcessor};
 use sieve::processors::Processor;
 use std::time::Duration;
@@ -25,6 +27,9 @@ fn hot_path(c: &mut Criterion) {
 
     group.bench_function("wire_walk_count", |b| {
         b.iter(|| wire::count_items(Signal::Traces, &body).unwrap())
+    });
+    group.bench_function("edge_check", |b| {
+        b.iter(|| validate::check_request(Signal::Traces, &body).unwrap())
     });
     group.bench_function("prost_decode", |b| {
         b.iter(|| ExportTraceServiceRequest::decode(body.as_ref()).unwrap())

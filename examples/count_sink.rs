@@ -1,13 +1,16 @@
-//! A counting OTLP/gRPC sink for the load run: accepts any `Export` call, inflates gzip or
-//! zstd messages, counts items with the wire walk (no decode) and prints the total spans
-//! once per second and at exit (SIGTERM/SIGINT).
+//! A counting sink for the load run: accepts OTLP/gRPC `Export` calls (inflating gzip or
+//! zstd and counting items with the wire walk, no decode) and Prometheus remote-write
+//! pushes (snappy `WriteRequest`s, counting samples and histogram samples), over HTTP/1.1
+//! or HTTP/2. Prints the items counted once per second and at exit (SIGTERM/SIGINT).
 //!
 //! `cargo run --release --example count_sink -- <host:port>`
 
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prost::Message;
 use sieve::compression::Compression;
+use sieve::exporters::prometheus::prompb::WriteRequest;
 use sieve::model::{wire, Signal};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,13 +21,13 @@ async fn main() {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:4417".into());
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
-    let spans = Arc::new(AtomicU64::new(0));
-    let reporter = spans.clone();
+    let items = Arc::new(AtomicU64::new(0));
+    let reporter = items.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
-            println!("spans={}", reporter.load(Ordering::Relaxed));
+            println!("items={}", reporter.load(Ordering::Relaxed));
         }
     });
     let mut terminate =
@@ -33,23 +36,28 @@ async fn main() {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let spans = spans.clone();
+                let items = items.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| count(req, spans.clone()));
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                    let service = hyper::service::service_fn(move |req| count(req, items.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    println!("spans={}", spans.load(Ordering::Relaxed));
+    println!("items={}", items.load(Ordering::Relaxed));
 }
 
 async fn count(
     req: Request<hyper::body::Incoming>,
-    spans: Arc<AtomicU64>,
+    items: Arc<AtomicU64>,
 ) -> Result<Response<sieve::net::Body>, std::convert::Infallible> {
+    let grpc_signal = Signal::ALL
+        .into_iter()
+        .find(|s| s.grpc_path() == req.uri().path());
     let codec = req
         .headers()
         .get("grpc-encoding")
@@ -62,7 +70,19 @@ async fn count(
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let status = match sieve::grpc::unframe(&body) {
+    match grpc_signal {
+        Some(signal) => Ok(grpc_export(signal, codec, &body, &items)),
+        None => Ok(remote_write(&body, &items)),
+    }
+}
+
+fn grpc_export(
+    signal: Signal,
+    codec: Compression,
+    body: &bytes::Bytes,
+    items: &AtomicU64,
+) -> Response<sieve::net::Body> {
+    let status = match sieve::grpc::unframe(body) {
         Ok((compressed, message)) => {
             let message = if compressed {
                 codec
@@ -72,10 +92,8 @@ async fn count(
             } else {
                 message
             };
-            spans.fetch_add(
-                wire::count_items(Signal::Traces, &message).unwrap_or(0) as u64,
-                Ordering::Relaxed,
-            );
+            let n = wire::count_items(signal, &message).unwrap_or(0);
+            items.fetch_add(n as u64, Ordering::Relaxed);
             "0"
         }
         Err(_) => "3",
@@ -84,8 +102,31 @@ async fn count(
     trailers.insert("grpc-status", http::HeaderValue::from_static(status));
     let body =
         Full::new(sieve::grpc::frame(false, &[])).with_trailers(async move { Some(Ok(trailers)) });
-    Ok(Response::builder()
+    Response::builder()
         .header("content-type", "application/grpc")
         .body(body.boxed_unsync())
-        .unwrap())
+        .unwrap()
+}
+
+fn remote_write(body: &[u8], items: &AtomicU64) -> Response<sieve::net::Body> {
+    let request = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .ok()
+        .and_then(|raw| WriteRequest::decode(raw.as_slice()).ok());
+    let Some(request) = request else {
+        return Response::builder()
+            .status(400)
+            .body(sieve::net::full("not a snappy WriteRequest"))
+            .unwrap();
+    };
+    let samples: usize = request
+        .timeseries
+        .iter()
+        .map(|s| s.samples.len() + s.histograms.len())
+        .sum();
+    items.fetch_add(samples as u64, Ordering::Relaxed);
+    Response::builder()
+        .status(204)
+        .body(sieve::net::full(""))
+        .unwrap()
 }

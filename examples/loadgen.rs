@@ -1,11 +1,16 @@
-//! Load generator for the end-to-end run: sends one pre-encoded OTLP/gRPC request of 100
-//! spans (the same request as `benches/hot_path.rs`) over and over, on a few HTTP/2
-//! connections with several streams each, either as fast as sieve accepts or at a fixed
-//! span rate.
+//! Load generator for the end-to-end run, on a few HTTP/2 connections with several
+//! streams each, either as fast as sieve accepts or at a fixed item rate:
 //!
-//! `cargo run --release --example loadgen -- <host:port> <seconds> [spans_per_second]`
+//! * `traces` (default): one pre-encoded OTLP/gRPC request of 100 spans (the same request
+//!   as `benches/hot_path.rs`), over and over;
+//! * `label_explosion`: OTLP metrics from eight services, each request three metrics (a
+//!   sum, a gauge and a histogram) of 100 data points, every point a new label set
+//!   (`user_id`), cycling through 50,000 label sets per metric and service — the attack
+//!   a cardinality limiter exists for.
 //!
-//! Prints `sent_spans=N refused_requests=N elapsed_s=F spans_per_s=F`.
+//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|label_explosion]`
+//!
+//! Prints `sent_items=N refused_requests=N elapsed_s=F items_per_s=F`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,7 +23,114 @@ use std::time::{Duration, Instant};
 #[path = "../benches/common/request.rs"]
 mod request;
 
+/// Spans, or data points per metric, in a request.
 const SPANS: u64 = 100;
+const LABEL_SETS: u64 = 50_000;
+const SERVICES: u64 = 8;
+
+/// What the generator sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    Traces,
+    LabelExplosion,
+}
+
+impl Workload {
+    fn items_per_request(self) -> u64 {
+        match self {
+            Workload::Traces => SPANS,
+            Workload::LabelExplosion => 3 * SPANS,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Workload::Traces => sieve::model::Signal::Traces.grpc_path(),
+            Workload::LabelExplosion => sieve::model::Signal::Metrics.grpc_path(),
+        }
+    }
+}
+
+/// Request `n` of the label explosion: service `n % 8`, label sets from `(n / 8) * 100`.
+fn label_explosion_request(n: u64) -> Bytes {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let text = |key: &str, value: String| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    };
+    let service = n % SERVICES;
+    let first = (n / SERVICES * SPANS) % LABEL_SETS;
+    let users = || (first..first + SPANS).map(|u| vec![text("user_id", format!("user-{u}"))]);
+    let time = 1_700_000_000_000_000_000 + n;
+    let number = |attributes| NumberDataPoint {
+        attributes,
+        time_unix_nano: time,
+        value: Some(number_data_point::Value::AsDouble(n as f64)),
+        ..Default::default()
+    };
+    let metric = |name: &str, data| Metric {
+        name: name.into(),
+        unit: "1".into(),
+        data: Some(data),
+        ..Default::default()
+    };
+    let latency = |attributes| HistogramDataPoint {
+        attributes,
+        time_unix_nano: time,
+        count: 3,
+        sum: Some(0.3),
+        bucket_counts: vec![1, 1, 1, 0],
+        explicit_bounds: vec![0.05, 0.1, 0.5],
+        ..Default::default()
+    };
+    let metrics = vec![
+        metric(
+            "app.requests",
+            metric::Data::Sum(Sum {
+                data_points: users().map(number).collect(),
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            }),
+        ),
+        metric(
+            "app.queue.depth",
+            metric::Data::Gauge(Gauge {
+                data_points: users().map(number).collect(),
+            }),
+        ),
+        metric(
+            "app.latency",
+            metric::Data::Histogram(Histogram {
+                data_points: users().map(latency).collect(),
+                aggregation_temporality: 2,
+            }),
+        ),
+    ];
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", format!("service-{service}"))],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    sieve::grpc::frame(false, &request.encode_to_vec())
+}
 const CONNECTIONS: usize = 4;
 const STREAMS_PER_CONNECTION: usize = 8;
 
@@ -31,7 +143,13 @@ async fn main() {
         .unwrap_or_else(|| "127.0.0.1:4317".into());
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let rate: Option<u64> = args.get(3).and_then(|s| s.parse().ok());
+    let workload = match args.get(4).map(String::as_str) {
+        Some("label_explosion") => Workload::LabelExplosion,
+        _ => Workload::Traces,
+    };
+    let per_request = workload.items_per_request();
     let body = sieve::grpc::frame(false, &request::traces_request(SPANS as usize));
+    let next_request = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -43,15 +161,16 @@ async fn main() {
             .http2_only(true)
             .build_http::<Full<Bytes>>();
         for stream in 0..STREAMS_PER_CONNECTION {
-            let (client, body, sent, refused, target) = (
+            let (client, body, sent, refused, target, next_request) = (
                 client.clone(),
                 body.clone(),
                 sent.clone(),
                 refused.clone(),
                 target.clone(),
+                next_request.clone(),
             );
-            let per_worker_interval =
-                rate.map(|r| Duration::from_secs_f64((SPANS * workers as u64) as f64 / r as f64));
+            let per_worker_interval = rate
+                .map(|r| Duration::from_secs_f64((per_request * workers as u64) as f64 / r as f64));
             let offset = per_worker_interval.map(|i| {
                 i.mul_f64((connection * STREAMS_PER_CONNECTION + stream) as f64 / workers as f64)
             });
@@ -62,20 +181,37 @@ async fn main() {
                         tokio::time::sleep_until(next.into()).await;
                         next += interval;
                     }
-                    let request = http::Request::post(format!("http://{target}/opentelemetry.proto.collector.trace.v1.TraceService/Export"))
-                        .header("content-type", "application/grpc")
-                        .header("te", "trailers")
-                        .body(Full::new(body.clone()))
-                        .unwrap();
+                    let body = match workload {
+                        Workload::Traces => body.clone(),
+                        Workload::LabelExplosion => {
+                            label_explosion_request(next_request.fetch_add(1, Ordering::Relaxed))
+                        }
+                    };
+                    let request =
+                        http::Request::post(format!("http://{target}{}", workload.path()))
+                            .header("content-type", "application/grpc")
+                            .header("te", "trailers")
+                            .body(Full::new(body))
+                            .unwrap();
                     let Ok(response) = client.request(request).await else {
                         refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
                     let headers = response.headers().clone();
-                    let trailers = response.into_body().collect().await.ok().and_then(|c| c.trailers().cloned());
-                    let status = trailers.as_ref().and_then(|t| t.get("grpc-status")).or(headers.get("grpc-status")).and_then(|v| v.to_str().ok()).unwrap_or("2");
+                    let trailers = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .ok()
+                        .and_then(|c| c.trailers().cloned());
+                    let status = trailers
+                        .as_ref()
+                        .and_then(|t| t.get("grpc-status"))
+                        .or(headers.get("grpc-status"))
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("2");
                     if status == "0" {
-                        sent.fetch_add(SPANS, Ordering::Relaxed);
+                        sent.fetch_add(per_request, Ordering::Relaxed);
                     } else {
                         refused.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -90,7 +226,7 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let sent = sent.load(Ordering::Relaxed);
     println!(
-        "sent_spans={sent} refused_requests={} elapsed_s={elapsed:.2} spans_per_s={:.0}",
+        "sent_items={sent} refused_requests={} elapsed_s={elapsed:.2} items_per_s={:.0}",
         refused.load(Ordering::Relaxed),
         sent as f64 / elapsed
     );

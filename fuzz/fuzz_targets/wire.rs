@@ -1,6 +1,8 @@
 #![no_main]
 //! Fuzz target: see `checks::wire` for the invariant.
 
+// each target uses one of the shared checks
+#[allow(dead_code)]
 #[path = "../checks.rs"]
 mod checks;
 

@@ -1,10 +1,12 @@
 //! Exporters: the async edge where data leaves.
 //!
-//! Every exporter of a pipeline gets its own bounded queue (`sending_queue.queue_size`
-//! batches) and a task that sends up to `sending_queue.num_consumers` batches at once, so a
-//! slow backend fills only its own queue. When that queue is full the pipeline worker waits
-//! for room, the pipeline queue fills behind it and receivers refuse new data with a
-//! retryable error: backpressure reaches the client instead of data being dropped.
+//! Every exporter of a pipeline gets its own queue and a task that sends up to
+//! `sending_queue.num_consumers` batches at once, so a slow backend fills only its own
+//! queue. The queue's [`Room`] bounds what the exporter holds — batches waiting *and*
+//! being sent, retries included — in the `sizer`'s units (`queue_size`) and in bytes
+//! (`max_size_mib`). When it is full the pipeline worker waits for room, the pipeline
+//! queue fills behind it and receivers refuse new data with a retryable error:
+//! backpressure reaches the client instead of data being dropped.
 //!
 //! Each send is retried per `retry_on_failure` while the error is retryable (the OTLP
 //! spec's list); permanent errors, exhausted retries, `partial_success` rejections and

@@ -11,7 +11,8 @@
 //!   field's records simply follow each other), so merging batches is appending byte
 //!   chunks and encoding is one copy; and
 //! * item counts (spans, metric data points, log records) come from the cheap wire walk in
-//!   [`wire`], which also rejects structurally malformed input at the edge.
+//!   [`wire`]; the edge check in [`validate`] makes sure everything accepted decodes, so
+//!   that one client's bad request can never cost another's data once they share a batch.
 
 pub mod schema;
 pub mod validate;

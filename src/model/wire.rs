@@ -6,8 +6,9 @@
 //! `… → metric (2) → gauge|sum|histogram|exponential_histogram|summary (5,7,9,10,11) →
 //! data_points (1)` for metrics. Each item's own fields are walked one level to check
 //! their framing. Field numbers outside those paths are skipped as unknown fields are.
-//! Content inside an item (UTF-8 validity, attribute values) is checked by whoever
-//! decodes it later: a processor that needs the messages, or the backend.
+//! This is the walk for counting and cutting; the full check of everything inside an
+//! item (UTF-8, nesting, wire types of known fields) is [`super::validate`], built on
+//! the same [`Fields`] reader.
 
 use bytes::Bytes;
 use std::ops::Range;

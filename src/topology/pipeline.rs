@@ -4,8 +4,11 @@
 //! The worker is a plain OS thread: processors are synchronous and CPU-bound, and keeping
 //! them off the tokio workers keeps the async edges responsive. It waits on the pipeline
 //! queue until the next processor deadline, runs the processor chain, and hands each
-//! resulting batch to every exporter queue with `blocking_send` (waiting for room is the
-//! backpressure described in [`crate::exporters`]). When every sender of the pipeline
+//! resulting batch to every exporter queue (waiting for room is the backpressure
+//! described in [`crate::exporters`]; a decoded batch is encoded first when no exporter
+//! needs it decoded, since it waits in the smaller form). It counts what changes hands
+//! in the pipeline's ledger, and what each processor removes (items a call takes in and
+//! neither emits nor holds) as dropped under the processor's type. When every sender of the pipeline
 //! queue is gone (the pipeline was replaced or sieve is stopping), the worker drains the
 //! queue, flushes the processors and closes the exporter queues; exporter tasks then send
 //! what is left and end.

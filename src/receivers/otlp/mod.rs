@@ -6,8 +6,12 @@
 //!   `application/x-protobuf` or `application/json`.
 //! * `gzip`, `zstd` and `deflate` bodies; size limits apply to the bytes received and to
 //!   the decompressed size, so a compression bomb is refused without being inflated.
-//! * Protobuf requests are not decoded: they are checked and counted by the wire walk and
-//!   carried encoded. JSON requests are decoded once (see [`json`]).
+//! * Protobuf requests are not decoded: they pass the edge check
+//!   ([`crate::model::validate`]: what is accepted decodes; undecodable items are refused
+//!   one by one through `partial_success`) and are carried encoded. JSON requests are
+//!   transcoded to protobuf in one streaming pass (see [`json`]) and checked the same way.
+//! * Request bytes in flight are bounded across connections (`max_in_flight_mib`, see
+//!   [`crate::receivers::budget`]).
 //! * Responses follow the spec: success (with `partial_success` when items were
 //!   rejected), `INVALID_ARGUMENT`/400 for malformed data, `RESOURCE_EXHAUSTED`/413 for
 //!   oversized data, `UNAVAILABLE`/503 with a retry delay when a pipeline refuses.
@@ -15,9 +19,10 @@
 //! * TLS per protocol (`tls:` with the collector's option names), mutual TLS with
 //!   `client_ca_file`; failed handshakes are counted as rejected requests
 //!   (`reason="tls_handshake"`).
-//! * `max_connections` per protocol: one more connection is closed as soon as it is
-//!   accepted (`reason="connection_limit"`). With the size limits and HTTP/2's 200 streams
-//!   per connection, this bounds the memory requests in flight can take.
+//! * Connection limits per protocol, with the behaviour described in [`crate::net`]:
+//!   `max_connections`, `max_connections_per_source` (so one address holding stalled
+//!   connections cannot lock the others out), `read_header_timeout` and
+//!   `max_concurrent_streams`.
 //!
 //! Settings, admissions (TLS, connection limit) and routes live behind swappable `Arc`s so
 //! a reload changes them without re-binding a listener whose address did not change.
