@@ -507,6 +507,15 @@ struct Sending {
     metrics: ExporterMetrics,
 }
 
+/// A batch's share of the room, given back when dropped.
+struct RoomShare<'a>(&'a Room, Share);
+
+impl Drop for RoomShare<'_> {
+    fn drop(&mut self) {
+        self.0.give_back(self.1);
+    }
+}
+
 /// Closes the queue's room when the exporter task ends, so a pipeline worker waiting
 /// for room stops waiting.
 struct CloseOnDrop(Arc<Room>);
@@ -541,8 +550,9 @@ async fn run(
         sending.metrics.ledger.dequeued.add(batch.items());
         let (sending, abort) = (sending.clone(), abort.clone());
         in_flight.spawn(async move {
+            // gives the room back however the send ends, a panic included
+            let _room = RoomShare(&sending.room, share);
             send(&sending, batch, abort).await;
-            sending.room.give_back(share);
             drop(permit);
         });
         while in_flight.try_join_next().is_some() {}

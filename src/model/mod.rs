@@ -191,7 +191,7 @@ impl Batch {
             .map(|d| Rejected::new(signal, checked.refused, d.reason(), d.describe()));
         let bytes = match rejected {
             Some(rejected) if checked.accepted == 0 => return Err(Invalid::AllRefused(rejected)),
-            Some(_) if checked.needs_rewrite() => {
+            _ if checked.needs_rewrite() => {
                 Bytes::from(validate::without_refused(signal, &bytes, &checked))
             }
             _ => bytes,
@@ -284,6 +284,11 @@ impl Batch {
             Payload::Logs(v) => v,
             _ => unreachable!("decode() leaves a logs batch decoded as logs"),
         }
+    }
+
+    /// Items lost to chunks that did not decode, not yet taken.
+    pub fn lost(&self) -> usize {
+        self.lost
     }
 
     /// Items lost to chunks that did not decode since the last call; whoever holds the

@@ -42,6 +42,9 @@ pub enum Defect {
     InvalidUtf8,
     /// Messages nested deeper than the decoder allows.
     TooDeep,
+    /// A metric with more than one kind of data (gauge, sum, …): the decoder keeps only
+    /// the last, so the points of the others would vanish.
+    OneofConflict,
 }
 
 impl Defect {
@@ -52,6 +55,7 @@ impl Defect {
             Defect::WireType => "wire_type",
             Defect::InvalidUtf8 => "invalid_utf8",
             Defect::TooDeep => "too_deep",
+            Defect::OneofConflict => "oneof_conflict",
         }
     }
 
@@ -62,6 +66,7 @@ impl Defect {
             Defect::WireType => "a field has the wrong protobuf wire type",
             Defect::InvalidUtf8 => "a string field is not valid UTF-8",
             Defect::TooDeep => "messages nested deeper than 100 levels",
+            Defect::OneofConflict => "a metric carries more than one kind of data",
         }
     }
 }
@@ -90,6 +95,8 @@ impl Checked {
 struct Frame {
     message: &'static Message,
     children: &'static [(u32, Child)],
+    /// The children fields are one oneof: only one of them may appear.
+    oneof: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -110,40 +117,49 @@ impl Frame {
 static TRACES: Frame = Frame {
     message: &schema::EXPORT_TRACE_REQUEST,
     children: &[(1, Child::Frame(&RESOURCE_SPANS))],
+    oneof: false,
 };
 static RESOURCE_SPANS: Frame = Frame {
     message: &schema::RESOURCE_SPANS,
     children: &[(2, Child::Frame(&SCOPE_SPANS))],
+    oneof: false,
 };
 static SCOPE_SPANS: Frame = Frame {
     message: &schema::SCOPE_SPANS,
     children: &[(2, Child::Items(&schema::SPAN))],
+    oneof: false,
 };
 
 static LOGS: Frame = Frame {
     message: &schema::EXPORT_LOGS_REQUEST,
     children: &[(1, Child::Frame(&RESOURCE_LOGS))],
+    oneof: false,
 };
 static RESOURCE_LOGS: Frame = Frame {
     message: &schema::RESOURCE_LOGS,
     children: &[(2, Child::Frame(&SCOPE_LOGS))],
+    oneof: false,
 };
 static SCOPE_LOGS: Frame = Frame {
     message: &schema::SCOPE_LOGS,
     children: &[(2, Child::Items(&schema::LOG_RECORD))],
+    oneof: false,
 };
 
 static METRICS: Frame = Frame {
     message: &schema::EXPORT_METRICS_REQUEST,
     children: &[(1, Child::Frame(&RESOURCE_METRICS))],
+    oneof: false,
 };
 static RESOURCE_METRICS: Frame = Frame {
     message: &schema::RESOURCE_METRICS,
     children: &[(2, Child::Frame(&SCOPE_METRICS))],
+    oneof: false,
 };
 static SCOPE_METRICS: Frame = Frame {
     message: &schema::SCOPE_METRICS,
     children: &[(2, Child::Frame(&METRIC))],
+    oneof: false,
 };
 static METRIC: Frame = Frame {
     message: &schema::METRIC,
@@ -154,26 +170,32 @@ static METRIC: Frame = Frame {
         (10, Child::Frame(&EXPONENTIAL_HISTOGRAM)),
         (11, Child::Frame(&SUMMARY)),
     ],
+    oneof: true,
 };
 static GAUGE: Frame = Frame {
     message: &schema::GAUGE,
     children: &[(1, Child::Items(&schema::NUMBER_DATA_POINT))],
+    oneof: false,
 };
 static SUM: Frame = Frame {
     message: &schema::SUM,
     children: &[(1, Child::Items(&schema::NUMBER_DATA_POINT))],
+    oneof: false,
 };
 static HISTOGRAM: Frame = Frame {
     message: &schema::HISTOGRAM,
     children: &[(1, Child::Items(&schema::HISTOGRAM_DATA_POINT))],
+    oneof: false,
 };
 static EXPONENTIAL_HISTOGRAM: Frame = Frame {
     message: &schema::EXPONENTIAL_HISTOGRAM,
     children: &[(1, Child::Items(&schema::EXPONENTIAL_HISTOGRAM_DATA_POINT))],
+    oneof: false,
 };
 static SUMMARY: Frame = Frame {
     message: &schema::SUMMARY,
     children: &[(1, Child::Items(&schema::SUMMARY_DATA_POINT))],
+    oneof: false,
 };
 
 fn request_frame(signal: Signal) -> &'static Frame {
@@ -244,9 +266,14 @@ impl Walk<'_> {
         depth: u32,
     ) -> Result<Option<Defect>, WireError> {
         let mut defect = None;
+        let mut child_seen = None;
         for field in Fields::new(self.buf, range) {
             let (number, value, record) = field?;
+            let conflict = frame.oneof
+                && frame.child(number).is_some()
+                && *child_seen.get_or_insert(number) != number;
             let problem = match frame.child(number) {
+                Some(_) if conflict => Some(Defect::OneofConflict),
                 Some(_) if matches!(value, Value::Delimited(_)) => None,
                 Some(_) if depth == 0 => {
                     return Err(WireError::NotAMessage {

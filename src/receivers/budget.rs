@@ -98,8 +98,9 @@ impl Budget {
         Ok(collected.freeze())
     }
 
-    /// Bytes reserved now, for tests and self-telemetry.
-    pub fn in_use(&self) -> usize {
+    /// Bytes reserved now.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.total - self.semaphore.available_permits()
     }
 }

@@ -9,6 +9,15 @@ use crate::telemetry::{
 use parking_lot::RwLock;
 use std::sync::Arc;
 
+/// Why a request was not taken.
+#[derive(Debug)]
+pub enum NotTaken {
+    /// Nothing in it could be accepted.
+    Invalid(crate::model::Invalid),
+    /// The pipelines refused it (or there is none).
+    Refused(IngestError),
+}
+
 /// Why a batch was not taken.
 #[derive(Debug)]
 pub enum IngestError {
@@ -112,21 +121,24 @@ impl ReceiverCore {
             .inc_by(items as u64);
     }
 
-    /// Takes what the edge check made of a request: refused items are counted, and a
-    /// request with nothing acceptable is handed back as the error.
+    /// Takes what the edge check made of a request and hands its items to the pipelines.
+    /// Refused items are counted once the outcome is final: when the rest was accepted,
+    /// or when nothing was acceptable (a refusal the client retries counts them later).
     pub fn admit(
         &self,
         checked: Result<crate::model::Admitted, crate::model::Invalid>,
-    ) -> Result<crate::model::Admitted, crate::model::Invalid> {
-        let rejected = match &checked {
-            Ok(admitted) => admitted.rejected.as_ref(),
-            Err(crate::model::Invalid::AllRefused(rejected)) => Some(rejected),
-            Err(_) => None,
-        };
-        if let Some(r) = rejected {
+    ) -> Result<Option<crate::model::Rejected>, NotTaken> {
+        let admitted = checked.map_err(|invalid| {
+            if let crate::model::Invalid::AllRefused(r) = &invalid {
+                self.count_rejected_items(r.signal, r.reason, r.count);
+            }
+            NotTaken::Invalid(invalid)
+        })?;
+        self.ingest(admitted.batch).map_err(NotTaken::Refused)?;
+        if let Some(r) = &admitted.rejected {
             self.count_rejected_items(r.signal, r.reason, r.count);
         }
-        checked
+        Ok(admitted.rejected)
     }
 
     /// Counts items received and then lost without the sender being told (UDP, or a

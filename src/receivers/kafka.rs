@@ -366,14 +366,20 @@ mod consumer {
                 offset: message.offset(),
             };
             let payload = message.payload().unwrap_or_default();
-            match core.admit(decode(*signal, topic.encoding, payload)) {
+            match decode(*signal, topic.encoding, payload) {
                 Ok(admitted) => {
+                    if let Some(r) = &admitted.rejected {
+                        core.count_rejected_items(r.signal, r.reason, r.count);
+                    }
                     if !deliver(&core, admitted.batch, &mut stopped).await {
                         break;
                     }
                 }
                 Err(error) => {
                     tracing::warn!(receiver = %core.id, topic = %accepted.topic, offset = accepted.offset, %error, "kafka: skipping a message that does not decode");
+                    if let Invalid::AllRefused(r) = &error {
+                        core.count_rejected_items(r.signal, r.reason, r.count);
+                    }
                     core.count_rejected("kafka", error.reason());
                 }
             }

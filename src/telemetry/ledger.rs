@@ -36,12 +36,14 @@ use std::sync::Arc;
 pub struct Count(Arc<AtomicU64>);
 
 impl Count {
+    /// Release and acquire: a scrape that sees a count sees every count written before
+    /// it, which reading against the flow relies on.
     pub fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        self.0.fetch_add(n as u64, Ordering::Release);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Acquire)
     }
 }
 

@@ -278,6 +278,13 @@ impl Worker {
                 .iter()
                 .filter_map(|s| s.processor.next_deadline())
                 .min();
+            // a due deadline comes first: under sustained load the queue is never empty,
+            // and receiving would always win over ticking
+            if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
+                let now = std::time::Instant::now();
+                self.each_stage(|p, out| p.on_tick(now, out));
+                continue;
+            }
             let received = match deadline {
                 Some(deadline) => self.queue.recv_deadline(deadline),
                 None => self
@@ -345,5 +352,54 @@ impl Retiring {
     /// Whether the worker and every exporter have ended.
     pub fn is_finished(&self) -> bool {
         self.worker.is_finished() && self.exporters.iter().all(|e| e.task.is_finished())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processors::batch::{BatchConfig, BatchProcessor};
+    use std::time::{Duration, Instant};
+
+    /// Found in review: with the queue never empty, a batch processor's timeout never
+    /// fired, so a batch that never reached its size was held for as long as load lasted.
+    #[test]
+    fn deadlines_fire_while_the_queue_is_never_empty() {
+        let ledger = Arc::new(PipelineLedger::default());
+        let waiting = 200_000;
+        let (sender, queue) = crossbeam_channel::bounded(waiting);
+        let batch = crate::model::tests::traces_batch(1, 1);
+        for _ in 0..waiting {
+            let queued = Queued {
+                bytes: batch.held_bytes(),
+                batch: batch.clone(),
+            };
+            sender.send(queued).unwrap();
+        }
+        let worker = Worker {
+            queue,
+            bytes: Arc::new(QueueBytes::new(usize::MAX)),
+            chain: vec![Stage {
+                processor: Box::new(BatchProcessor::new(BatchConfig {
+                    send_batch_size: usize::MAX,
+                    timeout: Duration::from_millis(5),
+                    ..Default::default()
+                })),
+                removed: Count::default(),
+            }],
+            exporters: Vec::new(),
+            hold_encoded: true,
+            ledger: Arc::clone(&ledger),
+            undecodable: Count::default(),
+        };
+        let running = std::thread::spawn(move || worker.run());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ledger.emitted.get() == 0 {
+            assert!(Instant::now() < deadline, "nothing emitted");
+            std::thread::yield_now();
+        }
+        assert!(!sender.is_empty(), "emitted only once the queue ran dry");
+        drop(sender);
+        running.join().unwrap();
     }
 }

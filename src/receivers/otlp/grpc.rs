@@ -7,7 +7,7 @@ use crate::model::{Batch, Rejected};
 use crate::net::{Admission, Body, Server};
 use crate::queue::Refusal;
 use crate::receivers::budget::{BodyError, Reservation};
-use crate::receivers::core::IngestError;
+use crate::receivers::core::{IngestError, NotTaken};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -124,24 +124,25 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     } else {
         message
     };
-    let admitted = shared
-        .core
-        .admit(Batch::from_request(signal, message))
-        .map_err(|e| Failure::rejected(code::INVALID_ARGUMENT, e.reason(), e.to_string()))?;
-    shared.core.ingest(admitted.batch).map_err(|e| match e {
-        IngestError::NoPipeline => Failure::rejected(
+    let admitted = Batch::from_request(signal, message);
+    shared.core.admit(admitted).map_err(|e| match e {
+        NotTaken::Invalid(invalid) => Failure::rejected(
+            code::INVALID_ARGUMENT,
+            invalid.reason(),
+            invalid.to_string(),
+        ),
+        NotTaken::Refused(IngestError::NoPipeline) => Failure::rejected(
             code::UNIMPLEMENTED,
             "no_pipeline",
             format!("no pipeline takes {signal} from this receiver"),
         ),
-        IngestError::Refused(refused) => Failure {
+        NotTaken::Refused(IngestError::Refused(refused)) => Failure {
             code: code::UNAVAILABLE,
             message: refusal_message(refused.refusal),
             rejected_reason: None,
             retry_after: true,
         },
-    })?;
-    Ok(admitted.rejected)
+    })
 }
 
 pub(super) fn refusal_message(refusal: Refusal) -> String {

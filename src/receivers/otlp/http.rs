@@ -8,7 +8,7 @@ use crate::grpc::{self, code};
 use crate::model::{Batch, Rejected, Signal};
 use crate::net::{self, Admission, Body, Server};
 use crate::receivers::budget::{BodyError, Reservation};
-use crate::receivers::core::IngestError;
+use crate::receivers::core::{IngestError, NotTaken};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -172,23 +172,23 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         Format::Protobuf => Batch::from_request(signal, body),
         Format::Json => json::decode(signal, &body),
     };
-    let admitted = shared
-        .core
-        .admit(checked)
-        .map_err(|e| Failure::rejected(StatusCode::BAD_REQUEST, e.reason(), e.to_string()))?;
-    match shared.core.ingest(admitted.batch) {
-        Ok(()) => Ok(admitted.rejected),
-        Err(IngestError::NoPipeline) => Err(Failure::rejected(
+    shared.core.admit(checked).map_err(|e| match e {
+        NotTaken::Invalid(invalid) => Failure::rejected(
+            StatusCode::BAD_REQUEST,
+            invalid.reason(),
+            invalid.to_string(),
+        ),
+        NotTaken::Refused(IngestError::NoPipeline) => Failure::rejected(
             StatusCode::NOT_FOUND,
             "no_pipeline",
             format!("no pipeline takes {signal} from this receiver"),
-        )),
-        Err(IngestError::Refused(refused)) => Err(Failure {
+        ),
+        NotTaken::Refused(IngestError::Refused(refused)) => Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: refusal_message(refused.refusal),
             rejected_reason: None,
-        }),
-    }
+        },
+    })
 }
 
 fn body_failure(error: BodyError, limit: usize) -> Failure {

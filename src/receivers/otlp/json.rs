@@ -14,8 +14,14 @@
 //! for one).
 //!
 //! Spans, log records and data points with an id that is not hex of the right length
-//! (16 bytes for a trace id, 8 for a span id; an empty id is absent) are left out one by
-//! one and reported through `partial_success`, as the spec allows.
+//! (16 bytes for a trace id, 8 for a span id; an empty id is absent) — their own, or one
+//! of their links' or exemplars' — are left out one by one and reported through
+//! `partial_success`, as the spec allows.
+//!
+//! A message's length is written once its content is (one byte reserved, the content
+//! moved when the length needs more): a value nested `d` messages deep in large content
+//! is moved up to `d` times. serde_json's nesting limit (128 levels) bounds `d`, so a
+//! request costs at most a bounded multiple of its size in copying.
 
 use crate::model::schema::{self, Field, Message, Type};
 use crate::model::{Admitted, Batch, Invalid, Rejected, Signal};

@@ -263,7 +263,9 @@ fn bsd_timestamp(
     zone: Tz,
     now: DateTime<Utc>,
 ) -> Result<(Option<i64>, &str), ParseError> {
-    if input.len() < 15 || !input.is_char_boundary(15) {
+    // the timestamp is ASCII; anything else there is not a timestamp (and slicing it by
+    // byte offsets would split a character)
+    if input.len() < 15 || !input.as_bytes()[..15].is_ascii() {
         return Err(ParseError::Timestamp);
     }
     let (text, rest) = input.split_at(15);

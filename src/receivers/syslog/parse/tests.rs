@@ -147,6 +147,20 @@ fn rfc3164_dates_months_ago_are_this_year_not_next() {
     assert_eq!(m.timestamp, nanos("2025-12-05T08:00:00Z"));
 }
 
+/// Found by fuzzing: a month followed by multi-byte characters split a character.
+#[test]
+fn rfc3164_with_non_ascii_in_the_timestamp_is_an_error_not_a_panic() {
+    let now = utc("2026-06-01T00:00:00Z");
+    let parsed = std::panic::catch_unwind(|| {
+        rfc3164(
+            "<13>Dec\u{fffd}\u{fffd}\u{fffd}\u{fffd} h a: x",
+            chrono_tz::UTC,
+            now,
+        )
+    });
+    assert!(parsed.is_ok(), "parsing panicked");
+}
+
 #[test]
 fn rfc3164_without_hostname_or_tag() {
     let now = utc("2026-06-01T00:00:00Z");
