@@ -232,8 +232,8 @@ fn decoded_size() {
     use crate::memory::held_bytes;
     let requests = [
         (Signal::Traces, realistic_traces().encode_to_vec()),
-        (Signal::Metrics, metrics_request().encode_to_vec()),
-        (Signal::Logs, logs_request(200).encode_to_vec()),
+        (Signal::Metrics, realistic_metrics().encode_to_vec()),
+        (Signal::Logs, realistic_logs().encode_to_vec()),
     ];
     for (signal, encoded) in requests {
         let copies: Vec<Batch> = (0..200)
@@ -293,6 +293,82 @@ fn realistic_traces() -> ExportTraceServiceRequest {
                 ..Default::default()
             }],
             schema_url: String::new(),
+        }],
+    }
+}
+
+fn text_attribute(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sum points with two attributes, like an HTTP server's request counter.
+fn realistic_metrics() -> ExportMetricsServiceRequest {
+    let points = (0..100)
+        .map(|i| NumberDataPoint {
+            attributes: vec![
+                text_attribute("http.route", "/api/v1/items/{id}"),
+                text_attribute("user_id", &format!("user-{i}")),
+            ],
+            start_time_unix_nano: 1,
+            time_unix_nano: 2,
+            value: Some(number_data_point::Value::AsDouble(i as f64)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: resource(0),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http.server.requests".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: points,
+                        aggregation_temporality: 2,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Log records with a line of text and three attributes.
+fn realistic_logs() -> ExportLogsServiceRequest {
+    let records = (0..100)
+        .map(|i| LogRecord {
+            time_unix_nano: 1,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(format!(
+                    "GET /api/v1/items/{i} 200 12ms client=10.1.2.3"
+                ))),
+            }),
+            attributes: vec![
+                text_attribute("http.method", "GET"),
+                text_attribute("http.status_code", "200"),
+                text_attribute("logger", "access"),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: resource(0),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
         }],
     }
 }
