@@ -77,7 +77,12 @@ pub struct Message {
 
 impl Message {
     pub fn field(&self, number: u32) -> Option<&'static Field> {
-        self.fields.iter().find(|f| f.number == number)
+        // most tables list fields 1..n in order
+        let at = (number as usize).wrapping_sub(1);
+        match self.fields.get(at) {
+            Some(field) if field.number == number => Some(field),
+            _ => self.fields.iter().find(|f| f.number == number),
+        }
     }
 
     /// The field a JSON key names: its `.proto` name or its lowerCamelCase form.

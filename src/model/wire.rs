@@ -49,7 +49,14 @@ impl WireError {
 
 /// Reads one varint from the start of `bytes`: its value and its length. Offsets in the
 /// error are relative to `bytes`.
+#[inline]
 pub fn read_varint(bytes: &[u8]) -> Result<(u64, usize), WireError> {
+    // most keys and lengths are one byte
+    if let Some(&byte) = bytes.first() {
+        if byte < 0x80 {
+            return Ok((u64::from(byte), 1));
+        }
+    }
     let mut value: u64 = 0;
     for (index, &byte) in bytes.iter().take(10).enumerate() {
         if index == 9 && byte > 1 {
