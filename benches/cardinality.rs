@@ -63,6 +63,7 @@ fn limiter(limit: usize) -> CardinalityLimiter {
         "bench",
         None,
     )
+    .unwrap()
 }
 
 fn resident_bytes() -> u64 {

@@ -56,7 +56,8 @@ fn redaction(c: &mut Criterion) {
     let redactor = Redactor::new(RedactionConfig {
         allow_all_keys: true,
         ..Default::default()
-    });
+    })
+    .unwrap();
     let mut group = c.benchmark_group("redaction_log_bodies");
     group.measurement_time(Duration::from_secs(3));
     for (label, pii_every) in [("pii_1_percent", 100), ("pii_20_percent", 5)] {

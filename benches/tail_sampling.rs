@@ -101,7 +101,7 @@ policies:
   - {name: baseline, type: probabilistic, probabilistic: {sampling_percentage: 10}}",
     )
     .unwrap();
-    TailSampler::new(config, "bench", telemetry)
+    TailSampler::new(config, "bench", telemetry).unwrap()
 }
 
 /// Fills a sampler with `traces` live traces of `SPANS_PER_TRACE` spans.

@@ -21,6 +21,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+pub mod build;
 pub mod compression;
 pub mod config;
 pub mod exporters;

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match &cli.config {
         Some(path) => Config::load(path),
-        None => Ok(Config::embedded_default()),
+        None => Config::embedded_default(),
     };
     let config = match config {
         Ok(config) => config,

@@ -36,7 +36,7 @@ fn a_good_config_loads() {
 
 #[test]
 fn the_embedded_default_loads() {
-    let config = Config::embedded_default();
+    let config = Config::embedded_default().unwrap();
     assert_eq!(config.pipelines.len(), 3);
 }
 

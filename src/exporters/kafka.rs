@@ -351,34 +351,35 @@ pub use producer::KafkaExporter;
 #[cfg(feature = "kafka")]
 mod producer {
     use super::*;
+    use crate::build::{BuildContext, BuildError};
     use crate::exporters::Exported;
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
-    /// A producer, or why it could not be made (every export then fails with it).
+    /// A producer and the config it sends by.
     pub struct KafkaExporter {
         config: KafkaExporterConfig,
-        producer: Result<FutureProducer, String>,
+        producer: FutureProducer,
     }
 
     impl KafkaExporter {
-        pub fn new(config: &KafkaExporterConfig) -> KafkaExporter {
+        /// Fails when librdkafka refuses the client properties (a bad TLS or SASL
+        /// setting), so a reload that brings one changes nothing.
+        pub fn build(
+            config: &KafkaExporterConfig,
+            cx: &BuildContext,
+        ) -> Result<KafkaExporter, BuildError> {
             let producer = crate::kafka::client_config(&config.producer_properties())
                 .create::<FutureProducer>()
-                .map_err(|e| format!("cannot create the Kafka producer: {e}"));
-            KafkaExporter {
+                .map_err(|e| cx.error("", format!("cannot create the Kafka producer: {e}")))?;
+            Ok(KafkaExporter {
                 config: config.clone(),
                 producer,
-            }
+            })
         }
 
         pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
-            let producer = self.producer.as_ref().map_err(|message| ExportError {
-                retryable: false,
-                retry_after: None,
-                reason: "config",
-                message: message.clone(),
-            })?;
+            let producer = &self.producer;
             let topic = self.config.topic(batch.signal()).topic;
             let (messages, too_large) = messages(&self.config, batch)?;
             let mut deliveries = Vec::with_capacity(messages.len());

@@ -27,9 +27,9 @@
 
 use super::retry::RetryConfig;
 use super::{ExportError, Exported, SendingQueueConfig};
+use crate::build::{BuildContext, BuildError};
 use crate::config::{duration, FieldError, Secret};
 use crate::model::Batch;
-use crate::telemetry::Telemetry;
 use crate::tls::TlsClientConfig;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
@@ -41,7 +41,6 @@ use prost::Message;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a push is encoded.
@@ -304,19 +303,19 @@ pub struct LokiExporter {
 }
 
 impl LokiExporter {
-    pub fn new(id: &str, config: &LokiExporterConfig, telemetry: &Arc<Telemetry>) -> Self {
-        LokiExporter {
+    pub fn build(config: &LokiExporterConfig, cx: &BuildContext) -> Result<Self, BuildError> {
+        Ok(LokiExporter {
             headers: config.header_map(),
             config: config.clone(),
             client: super::http_client::build(&config.tls, config.timeout, false)
-                .expect("validated at load"),
+                .map_err(|e| cx.error("tls", e))?,
             label_values: Mutex::new(LabelGuard::new(
                 config.max_label_values,
                 config.label_value_ttl,
             )),
-            overflows: telemetry.exporter_label_overflows.clone(),
-            exporter_id: id.to_string(),
-        }
+            overflows: cx.telemetry.exporter_label_overflows.clone(),
+            exporter_id: cx.id.to_string(),
+        })
     }
 
     /// Whether `name=value` may be a label, remembering it when it may.
@@ -787,12 +786,16 @@ mod tests {
 
     #[test]
     fn pushes_are_bounded_by_entries_and_bytes() {
-        let telemetry = Telemetry::new();
-        let exporter = LokiExporter::new(
-            "loki",
-            &config("max_batch_entries: 3\nmax_batch_bytes: 1024"),
-            &telemetry,
-        );
+        let telemetry = crate::telemetry::Telemetry::new();
+        let cx = BuildContext {
+            id: "loki",
+            pipeline: "logs",
+            signal: crate::model::Signal::Logs,
+            telemetry: &telemetry,
+        };
+        let exporter =
+            LokiExporter::build(&config("max_batch_entries: 3\nmax_batch_bytes: 1024"), &cx)
+                .unwrap();
         let entry = |n: i64, len: usize| Entry {
             nanos: n,
             line: "x".repeat(len),

@@ -20,6 +20,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod retry;
 
+use crate::build::{BuildContext, BuildError};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
 use crate::telemetry::{
@@ -350,28 +351,45 @@ pub enum Exporter {
     Kafka(Box<kafka::KafkaExporter>),
 }
 
-impl Exporter {
-    pub fn build(id: &str, config: &ExporterConfig, telemetry: &Arc<Telemetry>) -> Exporter {
-        match config {
-            ExporterConfig::Loki(c) => {
-                Exporter::Loki(Box::new(loki::LokiExporter::new(id, c, telemetry)))
+impl ExporterConfig {
+    /// Builds the exporter for the pipeline in `cx`, with its queue and retry settings;
+    /// fails when a file its validation read is gone or a client cannot be made.
+    pub fn build(&self, cx: &BuildContext) -> Result<Built<Exporter>, BuildError> {
+        let exporter = match self {
+            ExporterConfig::Loki(c) => Exporter::Loki(Box::new(loki::LokiExporter::build(c, cx)?)),
+            ExporterConfig::Otlp(c) => {
+                Exporter::OtlpGrpc(Box::new(otlp::GrpcExporter::build(c, cx)?))
             }
-            ExporterConfig::Otlp(c) => Exporter::OtlpGrpc(Box::new(otlp::GrpcExporter::new(c))),
-            ExporterConfig::OtlpHttp(c) => Exporter::OtlpHttp(Box::new(otlp::HttpExporter::new(c))),
+            ExporterConfig::OtlpHttp(c) => {
+                Exporter::OtlpHttp(Box::new(otlp::HttpExporter::build(c, cx)?))
+            }
             ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(c.clone())),
-            ExporterConfig::PrometheusRemoteWrite(c) => {
-                Exporter::PrometheusRemoteWrite(Box::new(prometheus::RemoteWriteExporter::new(c)))
-            }
+            ExporterConfig::PrometheusRemoteWrite(c) => Exporter::PrometheusRemoteWrite(Box::new(
+                prometheus::RemoteWriteExporter::build(c, cx)?,
+            )),
             #[cfg(feature = "kafka")]
-            ExporterConfig::Kafka(c) => Exporter::Kafka(Box::new(kafka::KafkaExporter::new(c))),
+            ExporterConfig::Kafka(c) => {
+                Exporter::Kafka(Box::new(kafka::KafkaExporter::build(c, cx)?))
+            }
             #[cfg(not(feature = "kafka"))]
             ExporterConfig::Kafka(_) => {
-                unreachable!("validation refuses kafka without the feature")
+                return Err(cx.error("", "this sieve was built without the `kafka` feature"))
             }
-        }
+        };
+        Ok(Built {
+            id: cx.id.to_string(),
+            pipeline: cx.pipeline.to_string(),
+            signal: cx.signal,
+            exporter,
+            sending_queue: self.sending_queue(),
+            retry: self.retry(),
+            decodes: self.decodes(cx.signal),
+        })
     }
+}
 
-    pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
+impl Export for Exporter {
+    async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
         match self {
             Exporter::OtlpGrpc(e) => e.export(batch).await,
             Exporter::OtlpHttp(e) => e.export(batch).await,
@@ -382,6 +400,14 @@ impl Exporter {
             Exporter::Kafka(e) => e.export(batch).await,
         }
     }
+}
+
+/// What the sending machinery needs of an exporter: one export attempt.
+pub trait Export: Send + Sync + 'static {
+    fn export(
+        &self,
+        batch: &Batch,
+    ) -> impl std::future::Future<Output = Result<Exported, ExportError>> + Send;
 }
 
 /// The counters of one exporter in one pipeline.
@@ -436,18 +462,51 @@ pub struct ExporterTask {
     _queue: QueueRegistration,
 }
 
-/// Starts an exporter task for pipeline `pipeline` and returns its queue's sender.
-/// Setting `abort` to true makes it give up on queued and in-flight batches (counted as
-/// dropped, `reason="shutdown"`).
-pub fn spawn(
-    id: &str,
-    pipeline: &str,
+/// An exporter built for one pipeline, with its queue and retry settings, not yet
+/// sending.
+pub struct Built<E> {
+    id: String,
+    pipeline: String,
     signal: Signal,
-    config: &ExporterConfig,
+    exporter: E,
+    sending_queue: SendingQueueConfig,
+    retry: retry::RetryConfig,
+    decodes: bool,
+}
+
+impl<E: Export> Built<E> {
+    /// Whether the exporter works on decoded messages (see [`ExporterConfig::decodes`]).
+    pub fn decodes(&self) -> bool {
+        self.decodes
+    }
+
+    /// Starts the exporter's task and returns its queue's sender. Setting `abort` to
+    /// true makes it give up on queued and in-flight batches (counted as dropped,
+    /// `reason="shutdown"`).
+    pub fn start(
+        self,
+        telemetry: &Arc<Telemetry>,
+        abort: watch::Receiver<bool>,
+    ) -> (ExporterInput, ExporterTask) {
+        spawn(self, telemetry, abort)
+    }
+}
+
+fn spawn<E: Export>(
+    built: Built<E>,
     telemetry: &Arc<Telemetry>,
     abort: watch::Receiver<bool>,
 ) -> (ExporterInput, ExporterTask) {
-    let (room, consumers) = config.sending_queue().effective();
+    let Built {
+        id,
+        pipeline,
+        signal,
+        exporter,
+        sending_queue,
+        retry,
+        decodes,
+    } = built;
+    let (room, consumers) = sending_queue.effective();
     let room = Arc::new(room);
     let (sender, receiver) = mpsc::unbounded_channel();
     let name = format!("{pipeline}/{id}");
@@ -467,22 +526,20 @@ pub fn spawn(
         }),
     );
     let labels = ExporterLabels {
-        exporter: id.into(),
-        pipeline: pipeline.into(),
+        exporter: id,
+        pipeline,
         signal: signal.as_str().into(),
     };
     let metrics = ExporterMetrics::new(Arc::clone(telemetry), labels);
-    let exporter = Arc::new(Exporter::build(id, config, telemetry));
-    let retry = Arc::new(config.retry());
     let input = ExporterInput {
         sender,
         room: Arc::clone(&room),
         ledger: Arc::clone(&metrics.ledger),
     };
     let sending = Sending {
-        exporter,
-        decodes: config.decodes(signal),
-        retry,
+        exporter: Arc::new(exporter),
+        decodes,
+        retry: Arc::new(retry),
         room,
         metrics,
     };
@@ -497,14 +554,25 @@ pub fn spawn(
 }
 
 /// What every send of one exporter shares.
-#[derive(Clone)]
-struct Sending {
-    exporter: Arc<Exporter>,
+struct Sending<E> {
+    exporter: Arc<E>,
     /// Whether the exporter works on decoded messages.
     decodes: bool,
     retry: Arc<retry::RetryConfig>,
     room: Arc<Room>,
     metrics: ExporterMetrics,
+}
+
+impl<E> Clone for Sending<E> {
+    fn clone(&self) -> Self {
+        Sending {
+            exporter: Arc::clone(&self.exporter),
+            decodes: self.decodes,
+            retry: Arc::clone(&self.retry),
+            room: Arc::clone(&self.room),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 /// A batch's share of the room, given back when dropped.
@@ -526,9 +594,9 @@ impl Drop for CloseOnDrop {
     }
 }
 
-async fn run(
+async fn run<E: Export>(
     mut receiver: mpsc::UnboundedReceiver<(Batch, Share)>,
-    sending: Sending,
+    sending: Sending<E>,
     consumers: usize,
     mut abort: watch::Receiver<bool>,
 ) {
@@ -567,7 +635,7 @@ async fn run(
 }
 
 /// Sends one batch, retrying as configured; every item ends up sent or counted as dropped.
-async fn send(sending: &Sending, mut batch: Batch, mut abort: watch::Receiver<bool>) {
+async fn send<E: Export>(sending: &Sending<E>, mut batch: Batch, mut abort: watch::Receiver<bool>) {
     let (exporter, retry, metrics) = (&sending.exporter, &sending.retry, &sending.metrics);
     if sending.decodes {
         batch.decode();

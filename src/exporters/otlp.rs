@@ -12,6 +12,7 @@
 use super::http_client::{self, HttpClient};
 use super::retry::RetryConfig;
 use super::{ExportError, Exported, SendingQueueConfig};
+use crate::build::{BuildContext, BuildError};
 use crate::compression::Compression;
 use crate::config::{duration, FieldError, Secret};
 use crate::grpc::{self, code};
@@ -255,17 +256,17 @@ pub struct GrpcExporter {
 }
 
 impl GrpcExporter {
-    pub fn new(config: &OtlpExporterConfig) -> Self {
-        let client =
-            http_client::build(&config.tls, config.timeout, true).expect("validated at load");
-        GrpcExporter {
-            client,
-            base: grpc_base(&config.endpoint, config.tls.insecure).expect("validated at load"),
+    pub fn build(config: &OtlpExporterConfig, cx: &BuildContext) -> Result<Self, BuildError> {
+        Ok(GrpcExporter {
+            client: http_client::build(&config.tls, config.timeout, true)
+                .map_err(|e| cx.error("tls", e))?,
+            base: grpc_base(&config.endpoint, config.tls.insecure)
+                .map_err(|e| cx.error("endpoint", e))?,
             headers: config.header_map(),
             compression: config.compression,
             level: config.compression_params.level,
             timeout: config.timeout,
-        }
+        })
     }
 
     fn body(&self, batch: &Batch) -> Bytes {
@@ -397,18 +398,22 @@ pub struct HttpExporter {
 }
 
 impl HttpExporter {
-    pub fn new(config: &OtlpExporterConfig) -> Self {
-        let url = |s| http_url(config, s).expect("validated at load");
-        HttpExporter {
+    pub fn build(config: &OtlpExporterConfig, cx: &BuildContext) -> Result<Self, BuildError> {
+        let url = |s| http_url(config, s).map_err(|e| cx.error("endpoint", e));
+        Ok(HttpExporter {
             client: http_client::build(&config.tls, config.timeout, false)
-                .expect("validated at load"),
-            urls: [url(Signal::Traces), url(Signal::Metrics), url(Signal::Logs)],
+                .map_err(|e| cx.error("tls", e))?,
+            urls: [
+                url(Signal::Traces)?,
+                url(Signal::Metrics)?,
+                url(Signal::Logs)?,
+            ],
             headers: config.header_map(),
             compression: config.compression,
             level: config.compression_params.level,
             timeout: config.timeout,
             encoding: config.encoding,
-        }
+        })
     }
 
     fn url(&self, signal: Signal) -> &Uri {

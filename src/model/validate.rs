@@ -247,8 +247,9 @@ impl Walk<'_> {
             match child {
                 Child::Frame(f) => self.frame(f, inner, depth + 1, defect)?,
                 Child::Items(message) => {
-                    let item_defect = defect
-                        .or_else(|| check_message(message, &self.buf[inner.clone()], depth + 1).err());
+                    let item_defect = defect.or_else(|| {
+                        check_message(message, &self.buf[inner.clone()], depth + 1).err()
+                    });
                     self.item(inner.start, item_defect, record_items);
                 }
             }
@@ -281,7 +282,9 @@ impl Walk<'_> {
                     })
                 }
                 Some(_) => Some(Defect::WireType),
-                None => check_field(frame.message, &raw_field(number, &value, self.buf), depth).err(),
+                None => {
+                    check_field(frame.message, &raw_field(number, &value, self.buf), depth).err()
+                }
             };
             defect = defect.or(problem);
         }

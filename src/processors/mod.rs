@@ -11,10 +11,10 @@ pub mod memory_limiter;
 pub mod redaction;
 pub mod tail_sampling;
 
+use crate::build::{BuildContext, BuildError};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::{Batch, Signal};
 use crate::queue::Gate;
-use crate::telemetry::Telemetry;
 use serde::Deserializer;
 use std::sync::Arc;
 use std::time::Instant;
@@ -111,40 +111,35 @@ pub struct Built {
     pub gate: Option<Arc<Gate>>,
 }
 
-/// Builds processor `id` of pipeline `pipeline` from its config.
-pub fn build(id: &str, pipeline: &str, config: &ProcessorConfig, telemetry: &Telemetry) -> Built {
-    match config {
-        ProcessorConfig::Batch(c) => Built {
-            processor: Box::new(batch::BatchProcessor::new(c.clone())),
+impl ProcessorConfig {
+    /// Builds the processor for the pipeline in `cx`; fails when a pattern its
+    /// validation accepted does not compile.
+    pub fn build(&self, cx: &BuildContext) -> Result<Built, BuildError> {
+        let field = |e: FieldError| cx.error(&e.key, e.message);
+        let built = |processor: Box<dyn Processor>| Built {
+            processor,
             gate: None,
-        },
-        ProcessorConfig::CardinalityLimit(c) => Built {
-            processor: Box::new(cardinality::CardinalityLimiter::new(
-                c.clone(),
-                id,
-                Some(telemetry),
+        };
+        Ok(match self {
+            ProcessorConfig::Batch(c) => built(Box::new(batch::BatchProcessor::new(c.clone()))),
+            ProcessorConfig::CardinalityLimit(c) => built(Box::new(
+                cardinality::CardinalityLimiter::new(c.clone(), cx.id, Some(cx.telemetry))
+                    .map_err(field)?,
             )),
-            gate: None,
-        },
-        ProcessorConfig::Redaction(c) => Built {
-            processor: Box::new(redaction::RedactionProcessor::new(
-                c.clone(),
-                id,
-                pipeline,
-                telemetry,
+            ProcessorConfig::Redaction(c) => built(Box::new(
+                redaction::RedactionProcessor::new(c.clone(), cx.id, cx.pipeline, cx.telemetry)
+                    .map_err(field)?,
             )),
-            gate: None,
-        },
-        ProcessorConfig::TailSampling(c) => Built {
-            processor: Box::new(tail_sampling::TailSampler::new(c.clone(), id, telemetry)),
-            gate: None,
-        },
-        ProcessorConfig::MemoryLimiter(c) => {
-            let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
-            Built {
-                processor: Box::new(processor),
-                gate: Some(gate),
+            ProcessorConfig::TailSampling(c) => built(Box::new(
+                tail_sampling::TailSampler::new(c.clone(), cx.id, cx.telemetry).map_err(field)?,
+            )),
+            ProcessorConfig::MemoryLimiter(c) => {
+                let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
+                Built {
+                    processor: Box::new(processor),
+                    gate: Some(gate),
+                }
             }
-        }
+        })
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod pipeline;
 
+use crate::build::BuildError;
 use crate::config::{ComponentId, Config, PipelineId};
 use crate::net::Handover;
 use crate::queue::Routes;
@@ -24,7 +25,7 @@ use crate::receivers::otlp::{self, OtlpReceiver};
 use crate::receivers::syslog::{self, SyslogReceiver};
 use crate::receivers::ReceiverConfig;
 use crate::telemetry::Telemetry;
-use pipeline::{Retiring, RunningPipeline, Signature};
+use pipeline::{BuiltPipeline, Retiring, RunningPipeline, Signature};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,11 +183,13 @@ impl Topology {
             .collect()
     }
 
-    /// Makes the running topology match `config`. On error (a listener cannot be bound)
-    /// nothing has changed.
+    /// Makes the running topology match `config`. On error (a listener cannot be bound,
+    /// a component cannot be built) nothing has changed: every new piece is prepared
+    /// before the first running one is touched.
     pub async fn apply(&mut self, config: Config) -> Result<(), String> {
         let prepared = self.prepare_receivers(&config).map_err(|e| e.to_string())?;
-        self.replace_pipelines(&config);
+        let built = self.build_pipelines(&config).map_err(|e| e.to_string())?;
+        self.replace_pipelines(&config, built);
         self.route_receivers(&config, prepared).await;
         self.config = Some(config);
         Ok(())
@@ -224,20 +227,48 @@ impl Topology {
         Ok(prepared)
     }
 
-    /// Starts new and changed pipelines; retires changed and removed ones.
-    fn replace_pipelines(&mut self, config: &Config) {
-        let mut old = std::mem::take(&mut self.pipelines);
+    /// Builds the pipelines that are new or changed, starting none of them.
+    fn build_pipelines(
+        &self,
+        config: &Config,
+    ) -> Result<BTreeMap<PipelineId, BuiltPipeline>, BuildError> {
+        let mut built = BTreeMap::new();
         for (id, pipeline_config) in &config.pipelines {
             let signature = Signature::of(config, pipeline_config);
-            let pipeline = match old.remove(id) {
-                Some(running) if running.signature == signature => running,
-                previous => {
+            if self
+                .pipelines
+                .get(id)
+                .is_some_and(|running| running.signature == signature)
+            {
+                continue;
+            }
+            built.insert(
+                id.clone(),
+                BuiltPipeline::build(id, signature, &self.telemetry)?,
+            );
+        }
+        Ok(built)
+    }
+
+    /// Starts the built pipelines, keeping unchanged ones; retires changed and removed
+    /// ones.
+    fn replace_pipelines(
+        &mut self,
+        config: &Config,
+        mut built: BTreeMap<PipelineId, BuiltPipeline>,
+    ) {
+        let mut old = std::mem::take(&mut self.pipelines);
+        for id in config.pipelines.keys() {
+            let previous = old.remove(id);
+            let pipeline = match built.remove(id) {
+                Some(new) => {
                     if let Some(previous) = previous {
                         tracing::info!(pipeline = %id, "pipeline changed; draining the old one");
                         self.retiring.push(previous.retire());
                     }
-                    RunningPipeline::start(id, signature, &self.telemetry)
+                    new.start(&self.telemetry)
                 }
+                None => previous.expect("build_pipelines builds every pipeline not running"),
             };
             self.pipelines.insert(id.clone(), pipeline);
         }

@@ -13,11 +13,12 @@
 //! queue, flushes the processors and closes the exporter queues; exporter tasks then send
 //! what is left and end.
 
+use crate::build::{BuildContext, BuildError};
 use crate::config::{Config, PipelineConfig, PipelineId, QueueConfig};
-use crate::exporters::{self, ExporterConfig, ExporterInput, ExporterTask};
+use crate::exporters::{self, Exporter, ExporterConfig, ExporterInput, ExporterTask};
 use crate::model::Batch;
-use crate::processors::{self, Processor, ProcessorConfig};
-use crate::queue::{InputCounters, PipelineInput, QueueBytes, Queued};
+use crate::processors::{Processor, ProcessorConfig};
+use crate::queue::{Gate, InputCounters, PipelineInput, QueueBytes, Queued};
 use crate::telemetry::{
     Count, PipelineLabels, PipelineLedger, PipelineReasonLabels, QueueRegistration, QueueState,
     Telemetry,
@@ -72,54 +73,85 @@ pub struct Retiring {
     _queue: QueueRegistration,
 }
 
-impl RunningPipeline {
-    pub fn start(
+/// A pipeline whose processors and exporters are built, not yet running: what a
+/// reload prepares before it changes anything.
+pub struct BuiltPipeline {
+    id: PipelineId,
+    signature: Signature,
+    ledger: Arc<PipelineLedger>,
+    chain: Vec<Stage>,
+    gates: Vec<Arc<Gate>>,
+    exporters: Vec<exporters::Built<Exporter>>,
+}
+
+impl BuiltPipeline {
+    /// Builds every processor and exporter of `signature`; fails, having started
+    /// nothing, when any of them cannot be built.
+    pub fn build(
         id: &PipelineId,
         signature: Signature,
         telemetry: &Arc<Telemetry>,
-    ) -> RunningPipeline {
-        let name = id.to_string();
-        let labels = PipelineLabels {
-            pipeline: name.clone(),
+    ) -> Result<BuiltPipeline, BuildError> {
+        let pipeline = id.to_string();
+        let ledger = telemetry.ledgers.pipeline(&PipelineLabels {
+            pipeline: pipeline.clone(),
+        });
+        let context = |component| BuildContext {
+            id: component,
+            pipeline: &pipeline,
+            signal: id.signal,
+            telemetry,
         };
-        let ledger = telemetry.ledgers.pipeline(&labels);
-        let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
-        let bytes = Arc::new(QueueBytes::new(signature.queue.max_bytes()));
-        let queue = register_queue(telemetry, &name, &receiver, &bytes);
-        let mut gates = Vec::new();
-        let mut chain = Vec::new();
+        let (mut gates, mut chain) = (Vec::new(), Vec::new());
         for (processor_id, config) in &signature.processors {
-            let built = processors::build(processor_id, &name, config, telemetry);
+            let built = config.build(&context(processor_id))?;
             gates.extend(built.gate);
             chain.push(Stage {
                 processor: built.processor,
                 removed: ledger.dropped.reason(config.kind()),
             });
         }
-        let (abort, aborted) = watch::channel(false);
-        let (inputs, exporters): (Vec<_>, Vec<_>) = signature
+        let exporters = signature
             .exporters
             .iter()
-            .map(|(exporter_id, config)| {
-                exporters::spawn(
-                    exporter_id,
-                    &name,
-                    id.signal,
-                    config,
-                    telemetry,
-                    aborted.clone(),
-                )
-            })
+            .map(|(exporter_id, config)| config.build(&context(exporter_id)))
+            .collect::<Result<_, _>>()?;
+        Ok(BuiltPipeline {
+            id: id.clone(),
+            signature,
+            ledger,
+            chain,
+            gates,
+            exporters,
+        })
+    }
+
+    /// Starts the worker thread and the exporter tasks.
+    pub fn start(self, telemetry: &Arc<Telemetry>) -> RunningPipeline {
+        let BuiltPipeline {
+            id,
+            signature,
+            ledger,
+            chain,
+            gates,
+            exporters,
+        } = self;
+        let name = id.to_string();
+        let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
+        let bytes = Arc::new(QueueBytes::new(signature.queue.max_bytes()));
+        let queue = register_queue(telemetry, &name, &receiver, &bytes);
+        let hold_encoded = !exporters.iter().any(exporters::Built::decodes);
+        let (abort, aborted) = watch::channel(false);
+        let (inputs, exporters): (Vec<_>, Vec<_>) = exporters
+            .into_iter()
+            .map(|built| built.start(telemetry, aborted.clone()))
             .unzip();
         let worker = Worker {
             queue: receiver,
             bytes: Arc::clone(&bytes),
             chain,
             exporters: inputs,
-            hold_encoded: !signature
-                .exporters
-                .iter()
-                .any(|(_, config)| config.decodes(id.signal)),
+            hold_encoded,
             ledger: Arc::clone(&ledger),
             undecodable: ledger.dropped.reason("undecodable"),
         };
@@ -157,7 +189,9 @@ impl RunningPipeline {
             _queue: queue,
         }
     }
+}
 
+impl RunningPipeline {
     /// Stops taking data: once in-flight requests release the input, the worker drains.
     pub fn retire(self) -> Retiring {
         let RunningPipeline {

@@ -1,7 +1,8 @@
 //! Backpressure, reload and shutdown, with clients sending while things change.
 
 use crate::harness::{
-    free_port, http_get, passthrough_config, post, sum_samples, traces_request, Sieve,
+    free_port, http_get, make_certificates, passthrough_config, post, sum_samples, traces_request,
+    Sieve,
 };
 use crate::otlp::grpc_call;
 use crate::sink::Sink;
@@ -543,4 +544,58 @@ async fn a_reload_moves_self_telemetry_and_changes_the_log_level() {
         "at level warn, the first reload logged nothing at info:\n{}",
         sieve.log()
     );
+}
+
+/// A reload whose component cannot be built (its CA file removed after validation read
+/// it) fails as a whole: the running pipelines keep serving. Before builds became
+/// fallible, this panicked in the middle of the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_cannot_be_built_fails_the_reload_and_the_old_pipelines_serve() {
+    use sieve::config::Config;
+    use sieve::telemetry::Telemetry;
+    use sieve::topology::Topology;
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let running = format!(
+        "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:0\n\
+         exporters:\n  otlp:\n    endpoint: {}\n{{extra}}\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp{{more}}]\n",
+        sink.grpc_endpoint()
+    );
+    let config = |extra: &str, more: &str| {
+        let text = running.replace("{extra}", extra).replace("{more}", more);
+        Config::parse(&text, "test.yaml").unwrap()
+    };
+    let mut topology = Topology::new(Telemetry::new());
+    topology.apply(config("", "")).await.unwrap();
+    let port = topology.receiver_addresses()["otlp"][0].port();
+
+    let ca = dir.path().join("ca.pem");
+    let secure = format!(
+        "  otlphttp/secure:\n    endpoint: https://127.0.0.1:1\n    tls:\n      ca_file: {}\n",
+        ca.display()
+    );
+    let validated = config(&secure, ", otlphttp/secure");
+    std::fs::remove_file(&ca).unwrap();
+    let error = topology.apply(validated).await.unwrap_err();
+    assert!(
+        error.contains("cannot build `otlphttp/secure`: tls:") && error.contains("ca.pem"),
+        "the error names the component, its key and the file: {error}"
+    );
+
+    let (status, _, _) = post(
+        port,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        traces_request(1, 3),
+    )
+    .await;
+    assert_eq!(status, 200, "the running receiver still accepts");
+    sink.wait_for(WAIT, "the spans through the running pipeline", |r| {
+        r.span_count() == 3
+    })
+    .await;
+    topology.shutdown(Duration::from_secs(5)).await;
 }

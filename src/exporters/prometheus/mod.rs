@@ -16,6 +16,7 @@ pub mod translate;
 use super::http_client::{self, HttpClient};
 use super::retry::RetryConfig;
 use super::{ExportError, Exported, SendingQueueConfig};
+use crate::build::{BuildContext, BuildError};
 use crate::config::{duration, FieldError, Secret};
 use crate::model::Batch;
 use crate::tls::TlsClientConfig;
@@ -180,15 +181,15 @@ pub struct RemoteWriteExporter {
 }
 
 impl RemoteWriteExporter {
-    pub fn new(config: &RemoteWriteConfig) -> Self {
-        RemoteWriteExporter {
+    pub fn build(config: &RemoteWriteConfig, cx: &BuildContext) -> Result<Self, BuildError> {
+        Ok(RemoteWriteExporter {
             options: config.options(),
             client: http_client::build(&config.tls, config.timeout, false)
-                .expect("validated at load"),
+                .map_err(|e| cx.error("tls", e))?,
             headers: config.header_map(),
             config: config.clone(),
             delta: Mutex::new(DeltaState::default()),
-        }
+        })
     }
 
     /// Series grouped into requests of at most `max_batch_size_bytes`, by label hash.

@@ -297,16 +297,26 @@ enum Verdict {
 }
 
 impl CardinalityLimiter {
-    pub fn new(config: CardinalityConfig, processor: &str, telemetry: Option<&Telemetry>) -> Self {
+    /// Fails on a `name_regex` that does not compile.
+    pub fn new(
+        config: CardinalityConfig,
+        processor: &str,
+        telemetry: Option<&Telemetry>,
+    ) -> Result<Self, FieldError> {
         let regexes = config
             .metric_limits
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(at, m)| {
                 m.name_regex
-                    .as_ref()
-                    .map(|p| Regex::new(p).expect("validated at load"))
+                    .as_deref()
+                    .map(Regex::new)
+                    .transpose()
+                    .map_err(|e| {
+                        FieldError::new(format!("metric_limits.{at}.name_regex"), e.to_string())
+                    })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let telemetry = telemetry.map(|t| Metrics {
             tracked: t.cardinality_tracked.get_or_create_owned(
                 &crate::telemetry::ProcessorLabels {
@@ -318,7 +328,7 @@ impl CardinalityLimiter {
             dropped: t.cardinality_dropped.clone(),
             processor: processor.into(),
         });
-        CardinalityLimiter {
+        Ok(CardinalityLimiter {
             config,
             regexes,
             metrics: HashMap::new(),
@@ -326,7 +336,7 @@ impl CardinalityLimiter {
             tracked: 0,
             next_sweep: Instant::now(),
             telemetry,
-        }
+        })
     }
 
     /// Series tracked now, across metrics.

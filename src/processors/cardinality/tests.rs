@@ -16,7 +16,7 @@ fn kv(key: &str, value: &str) -> KeyValue {
 }
 
 fn limiter(config: CardinalityConfig) -> CardinalityLimiter {
-    CardinalityLimiter::new(config, "cardinality_limit", None)
+    CardinalityLimiter::new(config, "cardinality_limit", None).unwrap()
 }
 
 fn limited(limit: usize, action: Action) -> CardinalityLimiter {

@@ -245,7 +245,8 @@ enum Outcome {
 }
 
 impl Redactor {
-    pub fn new(config: RedactionConfig) -> Redactor {
+    /// Fails on a `blocked_values` or `blocked_key_patterns` regex that does not compile.
+    pub fn new(config: RedactionConfig) -> Result<Redactor, FieldError> {
         let mut rules: Vec<Rule> = detectors::ALL
             .iter()
             .filter(|d| config.detectors.enabled(d.name))
@@ -255,28 +256,31 @@ impl Redactor {
                 check: d.check,
             })
             .collect();
-        for pattern in &config.blocked_values {
+        for (at, pattern) in config.blocked_values.iter().enumerate() {
             rules.push(Rule {
                 name: "blocked_values",
-                regex: Regex::new(pattern).expect("validated at load"),
+                regex: Regex::new(pattern)
+                    .map_err(|e| FieldError::new(format!("blocked_values.{at}"), e.to_string()))?,
                 check: None,
             });
         }
         let prefilter = RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
-            .expect("every rule compiled alone");
+            .map_err(|e| FieldError::new("blocked_values", e.to_string()))?;
         let mut key_patterns = config.blocked_key_patterns.clone();
         if config.detectors.bearer_token {
             key_patterns.push("(?i)^authorization$".into());
         }
-        Redactor {
+        let blocked_keys = RegexSet::new(&key_patterns)
+            .map_err(|e| FieldError::new("blocked_key_patterns", e.to_string()))?;
+        Ok(Redactor {
             prefilter,
             rules,
-            blocked_keys: RegexSet::new(&key_patterns).expect("validated at load"),
+            blocked_keys,
             counts: RefCell::new(HashMap::new()),
             allowed: config.allowed_keys.iter().cloned().collect(),
             ignored: config.ignored_keys.iter().cloned().collect(),
             config,
-        }
+        })
     }
 
     fn replacement(&self, rule: &str, text: &str) -> String {
@@ -593,12 +597,12 @@ impl RedactionProcessor {
         processor: &str,
         pipeline: &str,
         telemetry: &Telemetry,
-    ) -> Self {
-        RedactionProcessor {
-            redactor: Redactor::new(config),
+    ) -> Result<Self, FieldError> {
+        Ok(RedactionProcessor {
+            redactor: Redactor::new(config)?,
             metrics: telemetry.processor_redactions.clone(),
             labels: (processor.to_string(), pipeline.to_string()),
-        }
+        })
     }
 
     fn count(&self) {

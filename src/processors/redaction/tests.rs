@@ -8,6 +8,7 @@ fn redactor() -> Redactor {
         mask_style: MaskStyle::Typed,
         ..Default::default()
     })
+    .unwrap()
 }
 
 fn redact(text: &str) -> String {
@@ -118,7 +119,8 @@ fn private_ips_can_be_kept() {
         allow_all_keys: true,
         keep_private_ips: true,
         ..Default::default()
-    });
+    })
+    .unwrap();
     let mut tally = Tally::default();
     assert_eq!(r.redact_text("10.0.0.1 and 127.0.0.1", &mut tally), None);
     assert_eq!(
@@ -154,7 +156,9 @@ fn switched_off_detectors_do_not_run() {
     };
     let mut tally = Tally::default();
     assert_eq!(
-        Redactor::new(config).redact_text("a@b.example", &mut tally),
+        Redactor::new(config)
+            .unwrap()
+            .redact_text("a@b.example", &mut tally),
         None
     );
 }
@@ -183,7 +187,9 @@ fn allow_list_mode_fails_closed() {
         ..Default::default()
     };
     let mut attributes = vec![kv("http.route", "/a"), kv("user.name", "jane")];
-    Redactor::new(config).redact_attributes(&mut attributes, &mut Tally::default());
+    Redactor::new(config)
+        .unwrap()
+        .redact_attributes(&mut attributes, &mut Tally::default());
     assert_eq!(
         attributes
             .iter()
@@ -206,7 +212,9 @@ fn ignored_keys_blocked_keys_and_authorization() {
         kv("db.password", "hunter2"),
         kv("Authorization", "Basic dXNlcjpwYXNz"),
     ];
-    Redactor::new(config).redact_attributes(&mut attributes, &mut Tally::default());
+    Redactor::new(config)
+        .unwrap()
+        .redact_attributes(&mut attributes, &mut Tally::default());
     assert_eq!(
         attributes.iter().map(string_of).collect::<Vec<_>>(),
         vec!["jane@example.com", "****", "****"]
@@ -221,7 +229,7 @@ fn hash_correlates_without_revealing() {
         hash_key: Some(Secret("0123456789abcdef".into())),
         ..Default::default()
     };
-    let r = Redactor::new(config);
+    let r = Redactor::new(config).unwrap();
     let mut tally = Tally::default();
     let a = r.redact_text("user jane@example.com", &mut tally).unwrap();
     let b = r.redact_text("again jane@example.com", &mut tally).unwrap();
@@ -274,7 +282,9 @@ fn drop_removes_the_attribute_and_nested_values_are_scanned() {
             ..Default::default()
         },
     ];
-    Redactor::new(config).redact_attributes(&mut attributes, &mut Tally::default());
+    Redactor::new(config)
+        .unwrap()
+        .redact_attributes(&mut attributes, &mut Tally::default());
     let keys: Vec<&str> = attributes.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(keys, vec!["keep", "map"]);
     let Some(Value::KvlistValue(inner)) =
@@ -300,7 +310,9 @@ fn summary_counts_what_changed() {
         ..Default::default()
     };
     let mut attributes = vec![kv("email", "a@b.example"), kv("clean", "x")];
-    Redactor::new(config).redact_item(&mut attributes, Tally::default());
+    Redactor::new(config)
+        .unwrap()
+        .redact_item(&mut attributes, Tally::default());
     let get = |k: &str| attributes.iter().find(|a| a.key == k).map(string_of);
     assert_eq!(
         get("redaction.masked.count"),

@@ -37,6 +37,7 @@ pub mod ingest;
 pub mod policy;
 
 use super::Processor;
+use crate::config::FieldError;
 use crate::model::wire;
 use crate::model::{Batch, Payload, Signal};
 use crate::telemetry::{
@@ -229,17 +230,23 @@ pub struct TailSampler {
 }
 
 impl TailSampler {
-    pub fn new(config: TailSamplingConfig, id: &str, telemetry: &Telemetry) -> TailSampler {
+    /// Fails on a policy regex that does not compile.
+    pub fn new(
+        config: TailSamplingConfig,
+        id: &str,
+        telemetry: &Telemetry,
+    ) -> Result<TailSampler, FieldError> {
         let mut predicates = SpanPredicates::default();
         let policies: Vec<Policy> = config
             .policies
             .iter()
             .map(|p| Policy::compile(p, &mut predicates))
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(|e| FieldError::new("policies", e))?;
         let expected = config
             .expected_new_traces_per_sec
             .saturating_mul(config.decision_wait.as_secs() as usize);
-        TailSampler {
+        Ok(TailSampler {
             traces: TraceTable::with_capacity_and_hasher(
                 expected.min(config.num_traces),
                 Default::default(),
@@ -261,7 +268,7 @@ impl TailSampler {
             policies,
             predicates,
             config,
-        }
+        })
     }
 
     /// Reads every chunk of a batch, then admits its spans grouped by trace. A chunk that

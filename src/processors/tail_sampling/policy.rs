@@ -178,9 +178,16 @@ pub struct SpanPredicates(Vec<Predicate>);
 pub const MAX_PREDICATES: usize = 64;
 
 impl SpanPredicates {
-    fn add(&mut self, predicate: Predicate) -> u8 {
+    /// The bit of a new predicate; fails past [`MAX_PREDICATES`] (validation refuses
+    /// such configs, this keeps a build from overflowing the mask anyway).
+    fn add(&mut self, predicate: Predicate) -> Result<u8, String> {
+        if self.0.len() >= MAX_PREDICATES {
+            return Err(format!(
+                "more than {MAX_PREDICATES} attribute and trace_state policies"
+            ));
+        }
         self.0.push(predicate);
-        u8::try_from(self.0.len() - 1).expect("config validation caps predicates")
+        Ok(self.0.len() as u8 - 1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -333,8 +340,12 @@ pub struct Outcome {
 }
 
 impl Policy {
-    /// Compiles `config`, registering its span predicates.
-    pub fn compile(config: &PolicyConfig, predicates: &mut SpanPredicates) -> Policy {
+    /// Compiles `config`, registering its span predicates; fails on a regex that does
+    /// not compile.
+    pub fn compile(
+        config: &PolicyConfig,
+        predicates: &mut SpanPredicates,
+    ) -> Result<Policy, String> {
         let rule = match config.kind {
             PolicyType::AlwaysSample => Rule::Always,
             PolicyType::Latency => {
@@ -359,7 +370,7 @@ impl Policy {
             PolicyType::StringAttribute => {
                 let c = config.string_attribute.clone().unwrap_or_default();
                 let matcher = if c.enabled_regex_matching {
-                    StringMatcher::Regex(RegexSet::new(&c.values).expect("validated regexes"))
+                    StringMatcher::Regex(RegexSet::new(&c.values).map_err(|e| e.to_string())?)
                 } else {
                     StringMatcher::Exact(c.values.into_iter().collect())
                 };
@@ -370,7 +381,7 @@ impl Policy {
                         matcher,
                     },
                     c.invert_match,
-                )
+                )?
             }
             PolicyType::NumericAttribute => {
                 let c = config.numeric_attribute.clone().unwrap_or_default();
@@ -379,7 +390,7 @@ impl Policy {
                     min: c.min_value.unwrap_or(i64::MIN),
                     max: c.max_value.unwrap_or(i64::MAX),
                 };
-                predicate_rule(predicates, predicate, c.invert_match)
+                predicate_rule(predicates, predicate, c.invert_match)?
             }
             PolicyType::BooleanAttribute => {
                 let c = config.boolean_attribute.clone().unwrap_or_default();
@@ -387,7 +398,7 @@ impl Policy {
                     key: c.key,
                     value: c.value,
                 };
-                predicate_rule(predicates, predicate, c.invert_match)
+                predicate_rule(predicates, predicate, c.invert_match)?
             }
             PolicyType::TraceState => {
                 let c = config.trace_state.clone().unwrap_or_default();
@@ -395,7 +406,7 @@ impl Policy {
                     key: c.key,
                     values: c.values.into_iter().collect(),
                 };
-                predicate_rule(predicates, predicate, false)
+                predicate_rule(predicates, predicate, false)?
             }
             PolicyType::SpanCount => {
                 let c = config.span_count.clone().unwrap_or_default();
@@ -414,17 +425,17 @@ impl Policy {
             PolicyType::And => Rule::And(compile_all(
                 config.and.iter().flat_map(|c| &c.and_sub_policy),
                 predicates,
-            )),
+            )?),
             PolicyType::Drop => Rule::Drop(compile_all(
                 config.drop.iter().flat_map(|c| &c.drop_sub_policy),
                 predicates,
-            )),
-            PolicyType::Composite => Rule::Composite(compile_composite(config, predicates)),
+            )?),
+            PolicyType::Composite => Rule::Composite(compile_composite(config, predicates)?),
         };
-        Policy {
+        Ok(Policy {
             name: config.name.clone(),
             rule,
-        }
+        })
     }
 
     /// This policy's decision on a trace. `now_second` drives the rate limits.
@@ -483,17 +494,21 @@ impl Policy {
     }
 }
 
-fn predicate_rule(predicates: &mut SpanPredicates, predicate: Predicate, invert: bool) -> Rule {
-    Rule::Predicate {
-        bit: predicates.add(predicate),
+fn predicate_rule(
+    predicates: &mut SpanPredicates,
+    predicate: Predicate,
+    invert: bool,
+) -> Result<Rule, String> {
+    Ok(Rule::Predicate {
+        bit: predicates.add(predicate)?,
         invert,
-    }
+    })
 }
 
 fn compile_all<'a>(
     configs: impl Iterator<Item = &'a PolicyConfig>,
     predicates: &mut SpanPredicates,
-) -> Vec<Policy> {
+) -> Result<Vec<Policy>, String> {
     configs.map(|c| Policy::compile(c, predicates)).collect()
 }
 
@@ -502,7 +517,10 @@ fn all_sample(subs: &mut [Policy], id: &TraceId, trace: &TraceSummary, now_secon
         .all(|p| p.evaluate(id, trace, now_second).plain() == Decision::Sampled)
 }
 
-fn compile_composite(config: &PolicyConfig, predicates: &mut SpanPredicates) -> Composite {
+fn compile_composite(
+    config: &PolicyConfig,
+    predicates: &mut SpanPredicates,
+) -> Result<Composite, String> {
     let c = config.composite.clone().unwrap_or_default();
     let total = c.max_total_spans_per_second;
     let equal_share = total / c.composite_sub_policy.len().max(1) as u64;
@@ -526,17 +544,17 @@ fn compile_composite(config: &PolicyConfig, predicates: &mut SpanPredicates) -> 
             order.push(sub);
         }
     }
-    Composite {
+    Ok(Composite {
         max_total: total,
         total: SecondWindow::default(),
         subs: order
             .into_iter()
             .map(|sub| {
-                let policy = Policy::compile(sub, predicates);
-                (policy, share(&sub.name), SecondWindow::default())
+                let policy = Policy::compile(sub, predicates)?;
+                Ok((policy, share(&sub.name), SecondWindow::default()))
             })
-            .collect(),
-    }
+            .collect::<Result<_, String>>()?,
+    })
 }
 
 impl Composite {

@@ -62,7 +62,10 @@ fn config(yaml: &str) -> TailSamplingConfig {
 
 fn sampler(config: TailSamplingConfig) -> (TailSampler, Arc<Telemetry>) {
     let telemetry = Telemetry::new();
-    (TailSampler::new(config, "tail", &telemetry), telemetry)
+    (
+        TailSampler::new(config, "tail", &telemetry).unwrap(),
+        telemetry,
+    )
 }
 
 use std::sync::Arc;
