@@ -117,7 +117,7 @@ pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(error) = sieve::config::Config::parse_with(text, "fuzz", &Fixed) {
+    if let Err(error) = sieve::components::Config::parse_with(text, "fuzz", &Fixed) {
         // an expanded value shows as `value-of-…`, unless the file itself says that
         assert!(
             text.contains("value-of-") || !error.to_string().contains("value-of-"),

@@ -22,6 +22,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod build;
+pub mod components;
 pub mod compression;
 pub mod config;
 pub mod exporters;

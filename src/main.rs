@@ -4,7 +4,8 @@
 //! not load, 1 when something it asks for cannot start (a port in use).
 
 use clap::{Parser, Subcommand};
-use sieve::config::{Config, LogEncoding, LogsTelemetry};
+use sieve::components::Config;
+use sieve::config::{LogEncoding, LogsTelemetry};
 use sieve::service::SetLogLevel;
 use std::io::IsTerminal;
 use std::path::PathBuf;

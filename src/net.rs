@@ -379,3 +379,11 @@ where
         }
     }
 }
+
+/// Parses a listen address (`host:port`, host may be a name such as `localhost`).
+pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("`{text}` is not a listen address (host:port): {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}

@@ -5,7 +5,8 @@
 //! topology changes (so a taken port fails the reload with nothing changed) and served
 //! once it has; a new log level applies at once. The log encoding needs a restart.
 
-use crate::config::{Config, TelemetryConfig};
+use crate::components::Config;
+use crate::config::TelemetryConfig;
 use crate::telemetry::{self, Telemetry};
 use crate::topology::Topology;
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ async fn run_redacted(
     set_log_level: Option<SetLogLevel>,
 ) -> Result<(), String> {
     let telemetry = Telemetry::new();
-    let metrics_addr = telemetry::parse_address(&config.telemetry.metrics.address)?;
+    let metrics_addr = crate::net::parse_address(&config.telemetry.metrics.address)?;
     let mut metrics_server = telemetry::serve(metrics_addr, telemetry.clone())
         .map_err(|e| format!("cannot serve self-telemetry on {metrics_addr}: {e}"))?;
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -123,8 +124,8 @@ async fn apply_loaded(
     config: Config,
     running: &TelemetryConfig,
 ) -> Result<(Config, Option<TcpListener>), String> {
-    let addr = telemetry::parse_address(&config.telemetry.metrics.address)?;
-    let moved_metrics = if telemetry::parse_address(&running.metrics.address) != Ok(addr) {
+    let addr = crate::net::parse_address(&config.telemetry.metrics.address)?;
+    let moved_metrics = if crate::net::parse_address(&running.metrics.address) != Ok(addr) {
         let listener = crate::net::bind(addr)
             .map_err(|e| format!("cannot serve self-telemetry on {addr}: {e}"))?;
         Some(listener)

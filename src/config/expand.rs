@@ -490,10 +490,5 @@ mod properties {
                 prop_assert_eq!(expanded.text.matches('\n').count(), text.matches('\n').count());
             }
         }
-
-        #[test]
-        fn config_parsing_never_panics(text in r"(receivers|service|pipelines|traces|otlp|batch|exporters|debug|[:\-\[\]{}, ]|\n  |\n){0,60}") {
-            let _ = crate::config::Config::parse(&text, "prop");
-        }
     }
 }

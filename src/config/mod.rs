@@ -19,14 +19,13 @@
 //!    does not accept, per-component rules), located with [`locate`].
 //!
 //! The result, [`Config`], is what the topology builds from and what a reload diffs.
+//! This module is generic over the components a config can name ([`Components`]) and
+//! names none itself: the list is `crate::components`.
 
 pub mod expand;
 pub mod locate;
 
-use crate::exporters::ExporterConfig;
 use crate::model::Signal;
-use crate::processors::ProcessorConfig;
-use crate::receivers::ReceiverConfig;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -131,7 +130,7 @@ impl FieldError {
 }
 
 /// Implemented by the tagged config enums of each section.
-pub trait ComponentConfig: Sized {
+pub trait ComponentConfig: Sized + Clone + fmt::Debug + PartialEq {
     /// The section's name in the YAML, e.g. `receivers`.
     const SECTION: &'static str;
     /// Known component types, listed in error messages.
@@ -145,6 +144,14 @@ pub trait ComponentConfig: Sized {
     fn signals(&self) -> &'static [Signal];
     /// Checks that go beyond types (ranges, addresses, combinations).
     fn validate(&self) -> Result<(), FieldError>;
+}
+
+/// The components a configuration can name, one config enum per section (the list
+/// lives in `crate::components`; this module names none of them).
+pub trait Components: Clone + fmt::Debug + PartialEq + 'static {
+    type Receiver: ComponentConfig;
+    type Processor: ComponentConfig;
+    type Exporter: ComponentConfig;
 }
 
 /// Reads an optional section whose presence with an empty value (`grpc:`) means "on, with
@@ -377,23 +384,23 @@ fn default_shutdown_timeout() -> Duration {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
+#[serde(deny_unknown_fields, bound = "")]
+struct RawConfig<C: Components> {
     #[serde(default)]
-    receivers: Section<ReceiverConfig>,
+    receivers: Section<C::Receiver>,
     #[serde(default)]
-    processors: Section<ProcessorConfig>,
+    processors: Section<C::Processor>,
     #[serde(default)]
-    exporters: Section<ExporterConfig>,
+    exporters: Section<C::Exporter>,
     service: RawService,
 }
 
-/// A loaded, checked configuration.
+/// A loaded, checked configuration of the components `C`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
-    pub processors: BTreeMap<ComponentId, ProcessorConfig>,
-    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+pub struct Config<C: Components> {
+    pub receivers: BTreeMap<ComponentId, C::Receiver>,
+    pub processors: BTreeMap<ComponentId, C::Processor>,
+    pub exporters: BTreeMap<ComponentId, C::Exporter>,
     pub pipelines: BTreeMap<PipelineId, PipelineConfig>,
     pub telemetry: TelemetryConfig,
     /// How long SIGTERM waits for queues to drain (`service.shutdown_timeout`, default 10s).
@@ -425,9 +432,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl Config {
+impl<C: Components> Config<C> {
     /// Reads and checks the file at `path`.
-    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &std::path::Path) -> Result<Config<C>, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             origin: origin.clone(),
@@ -438,12 +445,12 @@ impl Config {
     }
 
     /// The embedded default pipeline (a test keeps it valid).
-    pub fn embedded_default() -> Result<Config, ConfigError> {
+    pub fn embedded_default() -> Result<Config<C>, ConfigError> {
         Config::parse(DEFAULT_CONFIG, "<embedded default>")
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, origin: &str) -> Result<Config<C>, ConfigError> {
         Config::parse_with(text, origin, &expand::Process)
     }
 
@@ -451,14 +458,14 @@ impl Config {
         text: &str,
         origin: &str,
         source: &dyn expand::Source,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Config<C>, ConfigError> {
         let err = |line: Option<usize>, message: String| ConfigError {
             origin: origin.to_string(),
             line,
             message,
         };
         let expanded = expand::expand(text, source).map_err(|e| err(Some(e.line), e.message))?;
-        let raw: RawConfig = serde_yaml::from_str(&expanded.text).map_err(|e| {
+        let raw: RawConfig<C> = serde_yaml::from_str(&expanded.text).map_err(|e| {
             let (line, message) = section_key_error(&e, &expanded.text)
                 .unwrap_or_else(|| yaml_message(&e, &expanded.text));
             err(line, expanded.redactor.redact(&message))
@@ -565,7 +572,7 @@ impl Checker<'_> {
         }
     }
 
-    fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+    fn check<C: Components>(&self, raw: RawConfig<C>) -> Result<Config<C>, ConfigError> {
         let receivers = self.components(raw.receivers)?;
         let processors = self.components(raw.processors)?;
         let exporters = self.components(raw.exporters)?;
@@ -627,7 +634,7 @@ impl Checker<'_> {
             ));
         }
         let telemetry = raw.service.telemetry;
-        crate::telemetry::parse_address(&telemetry.metrics.address)
+        crate::net::parse_address(&telemetry.metrics.address)
             .map_err(|m| self.error(&["service", "telemetry", "metrics", "address"], None, m))?;
         tracing_subscriber::EnvFilter::try_new(&telemetry.logs.level).map_err(|e| {
             self.error(
@@ -700,6 +707,3 @@ impl Checker<'_> {
         Ok(ids)
     }
 }
-
-#[cfg(test)]
-mod tests;

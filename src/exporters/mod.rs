@@ -20,117 +20,18 @@ pub mod otlp;
 pub mod prometheus;
 pub mod retry;
 
-use crate::build::{BuildContext, BuildError};
-use crate::config::{or_default, ComponentConfig, FieldError};
+use crate::build::BuildContext;
+use crate::config::FieldError;
 use crate::model::{Batch, Signal};
 use crate::telemetry::{
     ExporterLabels, ExporterLedger, ExporterReasonLabels, QueueRegistration, QueueState, Telemetry,
 };
 use prometheus_client::metrics::histogram::Histogram;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
-
-/// The `exporters:` section, tagged by component type.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ExporterConfig {
-    /// OTLP over gRPC.
-    Otlp(otlp::OtlpExporterConfig),
-    /// OTLP over HTTP.
-    OtlpHttp(otlp::OtlpExporterConfig),
-    Debug(debug::DebugConfig),
-    Loki(loki::LokiExporterConfig),
-    /// Prometheus remote write.
-    PrometheusRemoteWrite(prometheus::RemoteWriteConfig),
-    Kafka(Box<kafka::KafkaExporterConfig>),
-}
-
-impl ComponentConfig for ExporterConfig {
-    const SECTION: &'static str = "exporters";
-    const KINDS: &'static [&'static str] = &[
-        "otlp",
-        "otlphttp",
-        "debug",
-        "loki",
-        "prometheusremotewrite",
-        "kafka",
-    ];
-
-    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
-        match kind {
-            "otlp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::Otlp),
-            "otlphttp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::OtlpHttp),
-            "debug" => or_default(d).map(ExporterConfig::Debug),
-            "loki" => loki::LokiExporterConfig::deserialize(d).map(ExporterConfig::Loki),
-            "prometheusremotewrite" => prometheus::RemoteWriteConfig::deserialize(d)
-                .map(ExporterConfig::PrometheusRemoteWrite),
-            "kafka" => or_default(d).map(|c| ExporterConfig::Kafka(Box::new(c))),
-            other => unreachable!("section checks kinds before deserializing `{other}`"),
-        }
-    }
-
-    fn signals(&self) -> &'static [Signal] {
-        match self {
-            ExporterConfig::Loki(_) => &[Signal::Logs],
-            ExporterConfig::PrometheusRemoteWrite(_) => &[Signal::Metrics],
-            _ => &Signal::ALL,
-        }
-    }
-
-    fn validate(&self) -> Result<(), FieldError> {
-        match self {
-            ExporterConfig::Otlp(c) => c.validate(otlp::Transport::Grpc),
-            ExporterConfig::OtlpHttp(c) => c.validate(otlp::Transport::Http),
-            ExporterConfig::Debug(_) => Ok(()),
-            ExporterConfig::Loki(c) => c.validate(),
-            ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
-            ExporterConfig::Kafka(c) => c.validate(),
-        }
-    }
-}
-
-impl ExporterConfig {
-    /// Whether this exporter works on the decoded messages of `signal`: an encoded batch
-    /// is then decoded once, before the first attempt, and any loss counted; otherwise
-    /// a pipeline hands it batches encoded, the smaller form to hold in a queue.
-    pub fn decodes(&self, signal: Signal) -> bool {
-        match self {
-            ExporterConfig::Otlp(_) => false,
-            ExporterConfig::OtlpHttp(c) => c.encoding == otlp::Encoding::Json,
-            ExporterConfig::Debug(c) => c.verbosity != debug::Verbosity::Basic,
-            ExporterConfig::Loki(_) | ExporterConfig::PrometheusRemoteWrite(_) => true,
-            ExporterConfig::Kafka(c) => c.decodes(signal),
-        }
-    }
-
-    fn sending_queue(&self) -> SendingQueueConfig {
-        match self {
-            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.sending_queue.clone(),
-            ExporterConfig::Loki(c) => c.sending_queue.clone(),
-            ExporterConfig::PrometheusRemoteWrite(c) => c.sending_queue.clone(),
-            ExporterConfig::Kafka(c) => c.sending_queue.clone(),
-            ExporterConfig::Debug(_) => SendingQueueConfig {
-                num_consumers: 1,
-                ..Default::default()
-            },
-        }
-    }
-
-    fn retry(&self) -> retry::RetryConfig {
-        match self {
-            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
-            ExporterConfig::Loki(c) => c.retry_on_failure.clone(),
-            ExporterConfig::PrometheusRemoteWrite(c) => c.retry_on_failure.clone(),
-            ExporterConfig::Kafka(c) => c.retry_on_failure.clone(),
-            ExporterConfig::Debug(_) => retry::RetryConfig {
-                enabled: false,
-                ..Default::default()
-            },
-        }
-    }
-}
 
 /// What `sending_queue.queue_size` counts, as the collector's `sizer`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -340,68 +241,6 @@ pub struct Exported {
     pub message: String,
 }
 
-/// A built exporter.
-pub enum Exporter {
-    OtlpGrpc(Box<otlp::GrpcExporter>),
-    OtlpHttp(Box<otlp::HttpExporter>),
-    Debug(debug::DebugExporter),
-    Loki(Box<loki::LokiExporter>),
-    PrometheusRemoteWrite(Box<prometheus::RemoteWriteExporter>),
-    #[cfg(feature = "kafka")]
-    Kafka(Box<kafka::KafkaExporter>),
-}
-
-impl ExporterConfig {
-    /// Builds the exporter for the pipeline in `cx`, with its queue and retry settings;
-    /// fails when a file its validation read is gone or a client cannot be made.
-    pub fn build(&self, cx: &BuildContext) -> Result<Built<Exporter>, BuildError> {
-        let exporter = match self {
-            ExporterConfig::Loki(c) => Exporter::Loki(Box::new(loki::LokiExporter::build(c, cx)?)),
-            ExporterConfig::Otlp(c) => {
-                Exporter::OtlpGrpc(Box::new(otlp::GrpcExporter::build(c, cx)?))
-            }
-            ExporterConfig::OtlpHttp(c) => {
-                Exporter::OtlpHttp(Box::new(otlp::HttpExporter::build(c, cx)?))
-            }
-            ExporterConfig::Debug(c) => Exporter::Debug(debug::DebugExporter::new(c.clone())),
-            ExporterConfig::PrometheusRemoteWrite(c) => Exporter::PrometheusRemoteWrite(Box::new(
-                prometheus::RemoteWriteExporter::build(c, cx)?,
-            )),
-            #[cfg(feature = "kafka")]
-            ExporterConfig::Kafka(c) => {
-                Exporter::Kafka(Box::new(kafka::KafkaExporter::build(c, cx)?))
-            }
-            #[cfg(not(feature = "kafka"))]
-            ExporterConfig::Kafka(_) => {
-                return Err(cx.error("", "this sieve was built without the `kafka` feature"))
-            }
-        };
-        Ok(Built {
-            id: cx.id.to_string(),
-            pipeline: cx.pipeline.to_string(),
-            signal: cx.signal,
-            exporter,
-            sending_queue: self.sending_queue(),
-            retry: self.retry(),
-            decodes: self.decodes(cx.signal),
-        })
-    }
-}
-
-impl Export for Exporter {
-    async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
-        match self {
-            Exporter::OtlpGrpc(e) => e.export(batch).await,
-            Exporter::OtlpHttp(e) => e.export(batch).await,
-            Exporter::Debug(e) => e.export(batch),
-            Exporter::Loki(e) => e.export(batch).await,
-            Exporter::PrometheusRemoteWrite(e) => e.export(batch).await,
-            #[cfg(feature = "kafka")]
-            Exporter::Kafka(e) => e.export(batch).await,
-        }
-    }
-}
-
 /// What the sending machinery needs of an exporter: one export attempt.
 pub trait Export: Send + Sync + 'static {
     fn export(
@@ -475,7 +314,27 @@ pub struct Built<E> {
 }
 
 impl<E: Export> Built<E> {
-    /// Whether the exporter works on decoded messages (see [`ExporterConfig::decodes`]).
+    /// `exporter` built for the pipeline in `cx`, sending with these settings.
+    pub fn new(
+        cx: &BuildContext,
+        exporter: E,
+        sending_queue: SendingQueueConfig,
+        retry: retry::RetryConfig,
+        decodes: bool,
+    ) -> Built<E> {
+        Built {
+            id: cx.id.to_string(),
+            pipeline: cx.pipeline.to_string(),
+            signal: cx.signal,
+            exporter,
+            sending_queue,
+            retry,
+            decodes,
+        }
+    }
+
+    /// Whether the exporter works on decoded messages, so an encoded batch is decoded
+    /// once before its first attempt.
     pub fn decodes(&self) -> bool {
         self.decodes
     }

@@ -11,11 +11,8 @@ pub mod memory_limiter;
 pub mod redaction;
 pub mod tail_sampling;
 
-use crate::build::{BuildContext, BuildError};
-use crate::config::{or_default, ComponentConfig, FieldError};
-use crate::model::{Batch, Signal};
+use crate::model::Batch;
 use crate::queue::Gate;
-use serde::Deserializer;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,104 +39,8 @@ pub trait Processor: Send {
     }
 }
 
-/// The `processors:` section, tagged by component type.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProcessorConfig {
-    Batch(batch::BatchConfig),
-    MemoryLimiter(memory_limiter::MemoryLimiterConfig),
-    CardinalityLimit(cardinality::CardinalityConfig),
-    Redaction(redaction::RedactionConfig),
-    TailSampling(tail_sampling::TailSamplingConfig),
-}
-
-impl ProcessorConfig {
-    /// The component type, the `reason` its removals are counted under.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProcessorConfig::Batch(_) => "batch",
-            ProcessorConfig::MemoryLimiter(_) => "memory_limiter",
-            ProcessorConfig::CardinalityLimit(_) => "cardinality_limit",
-            ProcessorConfig::Redaction(_) => "redaction",
-            ProcessorConfig::TailSampling(_) => "tail_sampling",
-        }
-    }
-}
-
-impl ComponentConfig for ProcessorConfig {
-    const SECTION: &'static str = "processors";
-    const KINDS: &'static [&'static str] = &[
-        "batch",
-        "memory_limiter",
-        "redaction",
-        "cardinality_limit",
-        "tail_sampling",
-    ];
-
-    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
-        match kind {
-            "batch" => or_default(d).map(ProcessorConfig::Batch),
-            "memory_limiter" => or_default(d).map(ProcessorConfig::MemoryLimiter),
-            "redaction" => or_default(d).map(ProcessorConfig::Redaction),
-            "cardinality_limit" => or_default(d).map(ProcessorConfig::CardinalityLimit),
-            "tail_sampling" => or_default(d).map(ProcessorConfig::TailSampling),
-            other => unreachable!("section checks kinds before deserializing `{other}`"),
-        }
-    }
-
-    fn signals(&self) -> &'static [Signal] {
-        match self {
-            ProcessorConfig::CardinalityLimit(_) => &[Signal::Metrics],
-            ProcessorConfig::TailSampling(_) => &[Signal::Traces],
-            _ => &Signal::ALL,
-        }
-    }
-
-    fn validate(&self) -> Result<(), FieldError> {
-        match self {
-            ProcessorConfig::Batch(c) => c.validate(),
-            ProcessorConfig::MemoryLimiter(c) => c.validate(),
-            ProcessorConfig::Redaction(c) => c.validate(),
-            ProcessorConfig::CardinalityLimit(c) => c.validate(),
-            ProcessorConfig::TailSampling(c) => c.validate(),
-        }
-    }
-}
-
 /// A built processor and, for memory limiters, the admission gate it drives.
 pub struct Built {
     pub processor: Box<dyn Processor>,
     pub gate: Option<Arc<Gate>>,
-}
-
-impl ProcessorConfig {
-    /// Builds the processor for the pipeline in `cx`; fails when a pattern its
-    /// validation accepted does not compile.
-    pub fn build(&self, cx: &BuildContext) -> Result<Built, BuildError> {
-        let field = |e: FieldError| cx.error(&e.key, e.message);
-        let built = |processor: Box<dyn Processor>| Built {
-            processor,
-            gate: None,
-        };
-        Ok(match self {
-            ProcessorConfig::Batch(c) => built(Box::new(batch::BatchProcessor::new(c.clone()))),
-            ProcessorConfig::CardinalityLimit(c) => built(Box::new(
-                cardinality::CardinalityLimiter::new(c.clone(), cx.id, Some(cx.telemetry))
-                    .map_err(field)?,
-            )),
-            ProcessorConfig::Redaction(c) => built(Box::new(
-                redaction::RedactionProcessor::new(c.clone(), cx.id, cx.pipeline, cx.telemetry)
-                    .map_err(field)?,
-            )),
-            ProcessorConfig::TailSampling(c) => built(Box::new(
-                tail_sampling::TailSampler::new(c.clone(), cx.id, cx.telemetry).map_err(field)?,
-            )),
-            ProcessorConfig::MemoryLimiter(c) => {
-                let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
-                Built {
-                    processor: Box::new(processor),
-                    gate: Some(gate),
-                }
-            }
-        })
-    }
 }

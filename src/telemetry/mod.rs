@@ -71,7 +71,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -493,14 +492,6 @@ impl Drop for QueueRegistration {
             }
         }
     }
-}
-
-/// Parses a listen address (`host:port`, host may be a name such as `localhost`).
-pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
-    text.to_socket_addrs()
-        .map_err(|e| format!("`{text}` is not a listen address (host:port): {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
 #[cfg(test)]

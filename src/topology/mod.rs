@@ -16,144 +16,16 @@
 pub mod pipeline;
 
 use crate::build::BuildError;
-use crate::config::{ComponentId, Config, PipelineId};
+use crate::components::{Config, PreparedReceiver, RunningReceiver};
+use crate::config::{ComponentId, PipelineId};
 use crate::net::Handover;
 use crate::queue::Routes;
-#[cfg(feature = "kafka")]
-use crate::receivers::kafka::{self, KafkaReceiver};
-use crate::receivers::otlp::{self, OtlpReceiver};
-use crate::receivers::syslog::{self, SyslogReceiver};
-use crate::receivers::ReceiverConfig;
 use crate::telemetry::Telemetry;
 use pipeline::{BuiltPipeline, Retiring, RunningPipeline, Signature};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A started receiver.
-enum RunningReceiver {
-    Otlp(OtlpReceiver),
-    Syslog(SyslogReceiver),
-    #[cfg(feature = "kafka")]
-    Kafka(KafkaReceiver),
-}
-
-/// Listeners bound for a receiver that is new or changes.
-enum Prepared {
-    Otlp(otlp::Prepared),
-    Syslog(syslog::Prepared),
-    #[cfg(feature = "kafka")]
-    Kafka(kafka::Prepared),
-}
-
-impl RunningReceiver {
-    fn prepare(
-        id: &ComponentId,
-        config: &ReceiverConfig,
-        handover: &Handover,
-    ) -> std::io::Result<Prepared> {
-        let id = id.to_string();
-        match config {
-            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&id, c, handover).map(Prepared::Otlp),
-            ReceiverConfig::Syslog(c) => {
-                SyslogReceiver::prepare(&id, c, handover).map(Prepared::Syslog)
-            }
-            #[cfg(feature = "kafka")]
-            ReceiverConfig::Kafka(c) => KafkaReceiver::prepare(c).map(Prepared::Kafka),
-            #[cfg(not(feature = "kafka"))]
-            ReceiverConfig::Kafka(_) => {
-                unreachable!("validation refuses kafka without the feature")
-            }
-        }
-    }
-
-    fn prepare_update(&self, config: &ReceiverConfig) -> std::io::Result<Prepared> {
-        match (self, config) {
-            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => {
-                r.prepare_update(c).map(Prepared::Otlp)
-            }
-            (RunningReceiver::Syslog(r), ReceiverConfig::Syslog(c)) => {
-                r.prepare_update(c).map(Prepared::Syslog)
-            }
-            #[cfg(feature = "kafka")]
-            (RunningReceiver::Kafka(_), ReceiverConfig::Kafka(c)) => {
-                KafkaReceiver::prepare(c).map(Prepared::Kafka)
-            }
-            _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
-        }
-    }
-
-    fn start(
-        id: &ComponentId,
-        prepared: Prepared,
-        routes: Arc<Routes>,
-        telemetry: &Arc<Telemetry>,
-    ) -> RunningReceiver {
-        let (id, telemetry) = (id.to_string(), Arc::clone(telemetry));
-        match prepared {
-            Prepared::Otlp(p) => {
-                RunningReceiver::Otlp(OtlpReceiver::start(id, p, routes, telemetry))
-            }
-            Prepared::Syslog(p) => {
-                RunningReceiver::Syslog(SyslogReceiver::start(id, p, routes, telemetry))
-            }
-            #[cfg(feature = "kafka")]
-            Prepared::Kafka(p) => {
-                RunningReceiver::Kafka(KafkaReceiver::start(id, p, routes, telemetry))
-            }
-        }
-    }
-
-    async fn update(&mut self, prepared: Prepared) {
-        match (self, prepared) {
-            (RunningReceiver::Otlp(r), Prepared::Otlp(p)) => r.update(p).await,
-            (RunningReceiver::Syslog(r), Prepared::Syslog(p)) => r.update(p).await,
-            #[cfg(feature = "kafka")]
-            (RunningReceiver::Kafka(r), Prepared::Kafka(p)) => r.update(p).await,
-            _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
-        }
-    }
-
-    fn set_routes(&self, routes: Arc<Routes>) {
-        match self {
-            RunningReceiver::Otlp(r) => r.set_routes(routes),
-            RunningReceiver::Syslog(r) => r.set_routes(routes),
-            #[cfg(feature = "kafka")]
-            RunningReceiver::Kafka(r) => r.set_routes(routes),
-        }
-    }
-
-    fn offer(&self, handover: &mut Handover) {
-        match self {
-            RunningReceiver::Otlp(r) => r.offer(handover),
-            RunningReceiver::Syslog(r) => r.offer(handover),
-            #[cfg(feature = "kafka")]
-            RunningReceiver::Kafka(_) => {}
-        }
-    }
-
-    fn addresses(&self) -> Vec<SocketAddr> {
-        match self {
-            RunningReceiver::Otlp(r) => {
-                let (grpc, http) = r.addresses();
-                grpc.into_iter().chain(http).collect()
-            }
-            RunningReceiver::Syslog(r) => r.addresses(),
-            #[cfg(feature = "kafka")]
-            RunningReceiver::Kafka(_) => Vec::new(),
-        }
-    }
-
-    async fn stop(self) {
-        match self {
-            RunningReceiver::Otlp(r) => r.stop().await,
-            RunningReceiver::Syslog(r) => r.stop().await,
-            #[cfg(feature = "kafka")]
-            RunningReceiver::Kafka(r) => r.stop().await,
-        }
-    }
-}
 
 /// The receivers, pipelines and draining pipelines of a running sieve.
 pub struct Topology {
@@ -199,7 +71,7 @@ impl Topology {
     fn prepare_receivers(
         &self,
         config: &Config,
-    ) -> std::io::Result<BTreeMap<ComponentId, Prepared>> {
+    ) -> Result<BTreeMap<ComponentId, PreparedReceiver>, BuildError> {
         let mut prepared = BTreeMap::new();
         let used = used_receivers(config);
         let mut handover = Handover::default();
@@ -214,13 +86,10 @@ impl Topology {
             match self.receivers.get(&id) {
                 Some(_) if current == Some(wanted) && !wanted.serves_tls() => {}
                 Some(running) => {
-                    prepared.insert(id, running.prepare_update(wanted)?);
+                    prepared.insert(id.clone(), running.prepare_update(&id, wanted)?);
                 }
                 None => {
-                    prepared.insert(
-                        id.clone(),
-                        RunningReceiver::prepare(&id, wanted, &handover)?,
-                    );
+                    prepared.insert(id.clone(), wanted.prepare(&id, &handover)?);
                 }
             }
         }
@@ -282,7 +151,7 @@ impl Topology {
     async fn route_receivers(
         &mut self,
         config: &Config,
-        mut prepared: BTreeMap<ComponentId, Prepared>,
+        mut prepared: BTreeMap<ComponentId, PreparedReceiver>,
     ) {
         let used = used_receivers(config);
         for id in &used {

@@ -14,10 +14,11 @@
 //! what is left and end.
 
 use crate::build::{BuildContext, BuildError};
-use crate::config::{Config, PipelineConfig, PipelineId, QueueConfig};
-use crate::exporters::{self, Exporter, ExporterConfig, ExporterInput, ExporterTask};
+use crate::components::{Config, Exporter, ExporterConfig, ProcessorConfig};
+use crate::config::{PipelineConfig, PipelineId, QueueConfig};
+use crate::exporters::{self, ExporterInput, ExporterTask};
 use crate::model::Batch;
-use crate::processors::{Processor, ProcessorConfig};
+use crate::processors::Processor;
 use crate::queue::{Gate, InputCounters, PipelineInput, QueueBytes, Queued};
 use crate::telemetry::{
     Count, PipelineLabels, PipelineLedger, PipelineReasonLabels, QueueRegistration, QueueState,

@@ -551,7 +551,7 @@ async fn a_reload_moves_self_telemetry_and_changes_the_log_level() {
 /// fallible, this panicked in the middle of the reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_that_cannot_be_built_fails_the_reload_and_the_old_pipelines_serve() {
-    use sieve::config::Config;
+    use sieve::components::Config;
     use sieve::telemetry::Telemetry;
     use sieve::topology::Topology;
     let sink = Sink::start().await;

@@ -1,8 +1,8 @@
 //! Configuration of the `otlp` receiver, with the collector's option names.
 
 use crate::config::{duration, present_or_default, FieldError};
+use crate::net::parse_address;
 use crate::net::Limits;
-use crate::telemetry::parse_address;
 use crate::tls::TlsServerConfig;
 use serde::Deserialize;
 use std::time::Duration;

@@ -37,9 +37,10 @@ pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protoco
 use super::budget::Budget;
 use super::core::ReceiverCore;
 use crate::model::{Rejected, Signal};
+use crate::net::parse_address;
 use crate::net::{self, Admission, Handover, Server};
 use crate::queue::Routes;
-use crate::telemetry::{parse_address, Telemetry};
+use crate::telemetry::Telemetry;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };

@@ -4,7 +4,7 @@
 
 use super::framing::{Oversize, Trailer};
 use crate::config::{duration, present_or_default, FieldError};
-use crate::telemetry::parse_address;
+use crate::net::parse_address;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -28,9 +28,10 @@ pub use config::{OnError, Protocol, SyslogReceiverConfig, TcpConfig, UdpConfig};
 
 use super::core::{IngestError, ReceiverCore};
 use crate::model::{Batch, Signal};
+use crate::net::parse_address;
 use crate::net::Handover;
 use crate::queue::{Refused, Routes};
-use crate::telemetry::{parse_address, Telemetry};
+use crate::telemetry::Telemetry;
 use bytes::BytesMut;
 use framing::{Decoder, Frame};
 use opentelemetry_proto::tonic::common::v1::{

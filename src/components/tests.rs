@@ -1,4 +1,10 @@
+//! Loading whole configurations of sieve's components: key-and-line errors, secrets
+//! kept out of messages, the embedded default.
+
 use super::*;
+use crate::config::{expand, ComponentId, ConfigError, PipelineId};
+use crate::model::Signal;
+use std::time::Duration;
 
 const GOOD: &str = "\
 receivers:
@@ -321,4 +327,11 @@ fn component_ids_parse() {
     assert!(ComponentId::parse("otlp/").is_err());
     assert!(ComponentId::parse("a b").is_err());
     assert_eq!(PipelineId::parse("logs/app").unwrap().signal, Signal::Logs);
+}
+
+proptest::proptest! {
+    #[test]
+    fn config_parsing_never_panics(text in r"(receivers|service|pipelines|traces|otlp|batch|exporters|debug|[:\-\[\]{}, ]|\n  |\n){0,60}") {
+        let _ = Config::parse(&text, "prop");
+    }
 }

@@ -1,0 +1,220 @@
+//! The receivers sieve has: the `receivers:` section's config enum, and the dispatch
+//! from it to each receiver's preparation (binding its listeners: the receiver's build)
+//! and to the running receiver's updates. A receiver is added here and nowhere else
+//! outside its own folder.
+
+use crate::build::BuildError;
+use crate::config::{or_default, ComponentConfig, ComponentId, FieldError};
+use crate::model::Signal;
+use crate::net::Handover;
+use crate::queue::Routes;
+#[cfg(feature = "kafka")]
+use crate::receivers::kafka::{self, KafkaReceiver};
+use crate::receivers::otlp::{self, OtlpReceiver};
+use crate::receivers::syslog::{self, SyslogReceiver};
+use crate::telemetry::Telemetry;
+use serde::Deserializer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The `receivers:` section, tagged by component type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReceiverConfig {
+    Otlp(crate::receivers::otlp::OtlpReceiverConfig),
+    Syslog(crate::receivers::syslog::SyslogReceiverConfig),
+    Kafka(Box<crate::receivers::kafka::KafkaReceiverConfig>),
+}
+
+impl ReceiverConfig {
+    /// Whether the receiver serves TLS from certificate files: a reload re-reads them
+    /// even when its config is unchanged, so a rotated certificate needs only a SIGHUP.
+    pub fn serves_tls(&self) -> bool {
+        match self {
+            ReceiverConfig::Otlp(c) => {
+                let p = &c.protocols;
+                p.grpc.as_ref().is_some_and(|g| g.tls.is_some())
+                    || p.http.as_ref().is_some_and(|h| h.tls.is_some())
+            }
+            ReceiverConfig::Syslog(c) => c.tcp.as_ref().is_some_and(|t| t.tls.is_some()),
+            ReceiverConfig::Kafka(_) => false,
+        }
+    }
+}
+
+impl ComponentConfig for ReceiverConfig {
+    const SECTION: &'static str = "receivers";
+    const KINDS: &'static [&'static str] = &["otlp", "syslog", "kafka"];
+
+    fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+        match kind {
+            "otlp" => or_default(d).map(ReceiverConfig::Otlp),
+            "syslog" => or_default(d).map(ReceiverConfig::Syslog),
+            "kafka" => or_default(d).map(|c| ReceiverConfig::Kafka(Box::new(c))),
+            other => unreachable!("section checks kinds before deserializing `{other}`"),
+        }
+    }
+
+    fn signals(&self) -> &'static [Signal] {
+        match self {
+            ReceiverConfig::Otlp(_) => &Signal::ALL,
+            ReceiverConfig::Syslog(_) => &[Signal::Logs],
+            ReceiverConfig::Kafka(_) => &Signal::ALL,
+        }
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            ReceiverConfig::Otlp(c) => c.validate(),
+            ReceiverConfig::Syslog(c) => c.validate(),
+            ReceiverConfig::Kafka(c) => c.validate(),
+        }
+    }
+}
+
+/// A started receiver.
+pub enum RunningReceiver {
+    Otlp(OtlpReceiver),
+    Syslog(SyslogReceiver),
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaReceiver),
+}
+
+/// Listeners bound for a receiver that is new or changes.
+pub enum PreparedReceiver {
+    Otlp(otlp::Prepared),
+    Syslog(syslog::Prepared),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::Prepared),
+}
+
+impl ReceiverConfig {
+    /// The receiver's build: binds its listeners (taking over a retiring receiver's
+    /// socket from `handover`), starting nothing.
+    pub fn prepare(
+        &self,
+        id: &ComponentId,
+        handover: &Handover,
+    ) -> Result<PreparedReceiver, BuildError> {
+        let name = id.to_string();
+        let failed = |e: std::io::Error| BuildError::new(&name, "", e);
+        match self {
+            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&name, c, handover)
+                .map(PreparedReceiver::Otlp)
+                .map_err(failed),
+            ReceiverConfig::Syslog(c) => SyslogReceiver::prepare(&name, c, handover)
+                .map(PreparedReceiver::Syslog)
+                .map_err(failed),
+            #[cfg(feature = "kafka")]
+            ReceiverConfig::Kafka(c) => KafkaReceiver::prepare(c)
+                .map(PreparedReceiver::Kafka)
+                .map_err(failed),
+            #[cfg(not(feature = "kafka"))]
+            ReceiverConfig::Kafka(_) => Err(BuildError::new(
+                &name,
+                "",
+                "this sieve was built without the `kafka` feature",
+            )),
+        }
+    }
+}
+
+impl RunningReceiver {
+    /// Prepares the update of this running receiver `id` to `config`: binds only the
+    /// listeners whose address changes.
+    pub fn prepare_update(
+        &self,
+        id: &ComponentId,
+        config: &ReceiverConfig,
+    ) -> Result<PreparedReceiver, BuildError> {
+        let failed = |e: std::io::Error| BuildError::new(&id.to_string(), "", e);
+        match (self, config) {
+            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => r
+                .prepare_update(c)
+                .map(PreparedReceiver::Otlp)
+                .map_err(failed),
+            (RunningReceiver::Syslog(r), ReceiverConfig::Syslog(c)) => r
+                .prepare_update(c)
+                .map(PreparedReceiver::Syslog)
+                .map_err(failed),
+            #[cfg(feature = "kafka")]
+            (RunningReceiver::Kafka(_), ReceiverConfig::Kafka(c)) => KafkaReceiver::prepare(c)
+                .map(PreparedReceiver::Kafka)
+                .map_err(failed),
+            _ => Err(BuildError::new(
+                &id.to_string(),
+                "",
+                "a running receiver cannot change its type",
+            )),
+        }
+    }
+
+    pub fn start(
+        id: &ComponentId,
+        prepared: PreparedReceiver,
+        routes: Arc<Routes>,
+        telemetry: &Arc<Telemetry>,
+    ) -> RunningReceiver {
+        let (id, telemetry) = (id.to_string(), Arc::clone(telemetry));
+        match prepared {
+            PreparedReceiver::Otlp(p) => {
+                RunningReceiver::Otlp(OtlpReceiver::start(id, p, routes, telemetry))
+            }
+            PreparedReceiver::Syslog(p) => {
+                RunningReceiver::Syslog(SyslogReceiver::start(id, p, routes, telemetry))
+            }
+            #[cfg(feature = "kafka")]
+            PreparedReceiver::Kafka(p) => {
+                RunningReceiver::Kafka(KafkaReceiver::start(id, p, routes, telemetry))
+            }
+        }
+    }
+
+    pub async fn update(&mut self, prepared: PreparedReceiver) {
+        match (self, prepared) {
+            (RunningReceiver::Otlp(r), PreparedReceiver::Otlp(p)) => r.update(p).await,
+            (RunningReceiver::Syslog(r), PreparedReceiver::Syslog(p)) => r.update(p).await,
+            #[cfg(feature = "kafka")]
+            (RunningReceiver::Kafka(r), PreparedReceiver::Kafka(p)) => r.update(p).await,
+            _ => unreachable!("a receiver id names its type, so a running receiver keeps it"),
+        }
+    }
+
+    pub fn set_routes(&self, routes: Arc<Routes>) {
+        match self {
+            RunningReceiver::Otlp(r) => r.set_routes(routes),
+            RunningReceiver::Syslog(r) => r.set_routes(routes),
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(r) => r.set_routes(routes),
+        }
+    }
+
+    pub fn offer(&self, handover: &mut Handover) {
+        match self {
+            RunningReceiver::Otlp(r) => r.offer(handover),
+            RunningReceiver::Syslog(r) => r.offer(handover),
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(_) => {}
+        }
+    }
+
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        match self {
+            RunningReceiver::Otlp(r) => {
+                let (grpc, http) = r.addresses();
+                grpc.into_iter().chain(http).collect()
+            }
+            RunningReceiver::Syslog(r) => r.addresses(),
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(_) => Vec::new(),
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            RunningReceiver::Otlp(r) => r.stop().await,
+            RunningReceiver::Syslog(r) => r.stop().await,
+            #[cfg(feature = "kafka")]
+            RunningReceiver::Kafka(r) => r.stop().await,
+        }
+    }
+}
