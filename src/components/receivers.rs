@@ -88,6 +88,17 @@ pub enum PreparedReceiver {
 }
 
 impl ReceiverConfig {
+    /// The addresses it is configured to listen on, TCP and UDP alike (none for a
+    /// receiver that connects out).
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+        let addresses = match self {
+            ReceiverConfig::Otlp(c) => [otlp::grpc_addr(c), otlp::http_addr(c)],
+            ReceiverConfig::Syslog(c) => [syslog::tcp_addr(c), syslog::udp_addr(c)],
+            ReceiverConfig::Kafka(_) => [None, None],
+        };
+        addresses.into_iter().flatten().collect()
+    }
+
     /// The receiver's build: binds its listeners (taking over a retiring receiver's
     /// socket from `handover`), starting nothing.
     pub fn prepare(

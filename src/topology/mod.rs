@@ -1,18 +1,21 @@
 //! The running collector: receivers and pipelines built from a [`Config`], reloaded by
 //! diff, drained on shutdown.
 //!
-//! A reload follows vector's `running.rs` shape: compare the new config with the running
-//! one by component id, keep what did not change, and prepare everything that can fail
-//! (binding new listeners) before touching what runs, so a failed reload changes nothing.
-//! Pipelines are compared by [`pipeline::Signature`] (queue, processors, exporters): an
-//! unchanged pipeline keeps its queue and workers; a changed one is started anew, the
-//! receivers are re-routed to it, and the old one drains its queue into its exporters in
-//! the background. Receivers whose listen address did not change keep their sockets and
-//! connections; only their settings and routes are swapped. A new receiver whose address
-//! belongs to a receiver the reload removes (a rename) takes over that socket through a
-//! [`Handover`] instead of failing to bind it. Receivers serving TLS are updated on every
-//! reload, changed or not, so their certificate files are read again (rotation).
+//! A reload follows vector's `running.rs` shape in three steps:
+//! 1. decide: [`diff::ConfigDiff`] says, as plain data, what happens to every receiver
+//!    and pipeline (kept, updated, started, stopped; the rules are in [`diff`]);
+//! 2. prepare everything that can fail, touching nothing that runs: bind the listeners
+//!    of started and updated receivers (a renamed receiver takes over its predecessor's
+//!    socket through a [`Handover`]) and build every processor and exporter of started
+//!    and rebuilt pipelines;
+//! 3. commit, which cannot fail: retire replaced pipelines (they drain in the
+//!    background), start the built ones, then start, update, re-route and stop
+//!    receivers.
+//!
+//! So a failed reload — a port taken, a certificate gone since validation — changes
+//! nothing, and the running configuration keeps serving.
 
+pub mod diff;
 pub mod pipeline;
 
 use crate::build::BuildError;
@@ -21,6 +24,7 @@ use crate::config::{ComponentId, PipelineId};
 use crate::net::Handover;
 use crate::queue::Routes;
 use crate::telemetry::Telemetry;
+use diff::{ConfigDiff, PipelineChange, ReceiverChange};
 use pipeline::{BuiltPipeline, Retiring, RunningPipeline, Signature};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,39 +63,44 @@ impl Topology {
     /// a component cannot be built) nothing has changed: every new piece is prepared
     /// before the first running one is touched.
     pub async fn apply(&mut self, config: Config) -> Result<(), String> {
-        let prepared = self.prepare_receivers(&config).map_err(|e| e.to_string())?;
-        let built = self.build_pipelines(&config).map_err(|e| e.to_string())?;
-        self.replace_pipelines(&config, built);
-        self.route_receivers(&config, prepared).await;
+        let diff = ConfigDiff::between(self.config.as_ref(), &config);
+        let prepared = self
+            .prepare_receivers(&config, &diff)
+            .map_err(|e| e.to_string())?;
+        let built = self
+            .build_pipelines(&config, &diff)
+            .map_err(|e| e.to_string())?;
+        self.replace_pipelines(&diff, built);
+        self.route_receivers(&config, &diff, prepared).await;
         self.config = Some(config);
         Ok(())
     }
 
-    /// Binds the listeners of new and changed receivers.
+    /// Binds the listeners of started and updated receivers.
     fn prepare_receivers(
         &self,
         config: &Config,
+        diff: &ConfigDiff,
     ) -> Result<BTreeMap<ComponentId, PreparedReceiver>, BuildError> {
-        let mut prepared = BTreeMap::new();
-        let used = used_receivers(config);
         let mut handover = Handover::default();
-        for (id, retiring) in &self.receivers {
-            if !used.contains(id) {
-                retiring.offer(&mut handover);
+        for id in diff.handing_over() {
+            if let Some(stopping) = self.receivers.get(id) {
+                stopping.offer(&mut handover);
             }
         }
-        for id in used {
-            let wanted = &config.receivers[&id];
-            let current = self.config.as_ref().and_then(|c| c.receivers.get(&id));
-            match self.receivers.get(&id) {
-                Some(_) if current == Some(wanted) && !wanted.serves_tls() => {}
-                Some(running) => {
-                    prepared.insert(id.clone(), running.prepare_update(&id, wanted)?);
+        let mut prepared = BTreeMap::new();
+        for (id, change) in &diff.receivers {
+            let wanted = config.receivers.get(id);
+            let ready = match (change, self.receivers.get(id), wanted) {
+                (ReceiverChange::Update { .. }, Some(running), Some(wanted)) => {
+                    running.prepare_update(id, wanted)?
                 }
-                None => {
-                    prepared.insert(id.clone(), wanted.prepare(&id, &handover)?);
+                (ReceiverChange::Update { .. } | ReceiverChange::Start { .. }, _, Some(wanted)) => {
+                    wanted.prepare(id, &handover)?
                 }
-            }
+                _ => continue,
+            };
+            prepared.insert(id.clone(), ready);
         }
         Ok(prepared)
     }
@@ -100,17 +109,14 @@ impl Topology {
     fn build_pipelines(
         &self,
         config: &Config,
+        diff: &ConfigDiff,
     ) -> Result<BTreeMap<PipelineId, BuiltPipeline>, BuildError> {
         let mut built = BTreeMap::new();
-        for (id, pipeline_config) in &config.pipelines {
-            let signature = Signature::of(config, pipeline_config);
-            if self
-                .pipelines
-                .get(id)
-                .is_some_and(|running| running.signature == signature)
-            {
+        for (id, change) in &diff.pipelines {
+            let (PipelineChange::Start | PipelineChange::Rebuild { .. }) = change else {
                 continue;
-            }
+            };
+            let signature = Signature::of(config, &config.pipelines[id]);
             built.insert(
                 id.clone(),
                 BuiltPipeline::build(id, signature, &self.telemetry)?,
@@ -119,31 +125,20 @@ impl Topology {
         Ok(built)
     }
 
-    /// Starts the built pipelines, keeping unchanged ones; retires changed and removed
-    /// ones.
-    fn replace_pipelines(
-        &mut self,
-        config: &Config,
-        mut built: BTreeMap<PipelineId, BuiltPipeline>,
-    ) {
-        let mut old = std::mem::take(&mut self.pipelines);
-        for id in config.pipelines.keys() {
-            let previous = old.remove(id);
-            let pipeline = match built.remove(id) {
-                Some(new) => {
-                    if let Some(previous) = previous {
-                        tracing::info!(pipeline = %id, "pipeline changed; draining the old one");
-                        self.retiring.push(previous.retire());
-                    }
-                    new.start(&self.telemetry)
-                }
-                None => previous.expect("build_pipelines builds every pipeline not running"),
+    /// Retires rebuilt and removed pipelines (they drain in the background) and starts
+    /// the built ones; unchanged ones keep running.
+    fn replace_pipelines(&mut self, diff: &ConfigDiff, built: BTreeMap<PipelineId, BuiltPipeline>) {
+        for (id, change) in &diff.pipelines {
+            let (PipelineChange::Rebuild { .. } | PipelineChange::Retire) = change else {
+                continue;
             };
-            self.pipelines.insert(id.clone(), pipeline);
+            if let Some(old) = self.pipelines.remove(id) {
+                tracing::info!(pipeline = %id, ?change, "draining the old pipeline");
+                self.retiring.push(old.retire());
+            }
         }
-        for (id, removed) in old {
-            tracing::info!(pipeline = %id, "pipeline removed; draining it");
-            self.retiring.push(removed.retire());
+        for (id, new) in built {
+            self.pipelines.insert(id, new.start(&self.telemetry));
         }
     }
 
@@ -151,17 +146,18 @@ impl Topology {
     async fn route_receivers(
         &mut self,
         config: &Config,
+        diff: &ConfigDiff,
         mut prepared: BTreeMap<ComponentId, PreparedReceiver>,
     ) {
-        let used = used_receivers(config);
-        for id in &used {
-            let mut routes = Routes::default();
-            for (pipeline_id, pipeline) in &config.pipelines {
-                if pipeline.receivers.contains(id) {
-                    routes.add(Arc::clone(&self.pipelines[pipeline_id].input));
+        for (id, change) in &diff.receivers {
+            if *change == ReceiverChange::Stop {
+                if let Some(receiver) = self.receivers.remove(id) {
+                    tracing::info!(receiver = %id, "receiver removed");
+                    receiver.stop().await;
                 }
+                continue;
             }
-            let routes = Arc::new(routes);
+            let routes = Arc::new(self.routes_of(config, id));
             match (self.receivers.get_mut(id), prepared.remove(id)) {
                 (Some(running), Some(update)) => {
                     running.update(update).await;
@@ -177,18 +173,17 @@ impl Topology {
                 (None, None) => unreachable!("prepare_receivers binds every new receiver"),
             }
         }
-        let removed: Vec<ComponentId> = self
-            .receivers
-            .keys()
-            .filter(|id| !used.contains(id))
-            .cloned()
-            .collect();
-        for id in removed {
-            if let Some(receiver) = self.receivers.remove(&id) {
-                tracing::info!(receiver = %id, "receiver removed");
-                receiver.stop().await;
+    }
+
+    /// The inputs of the pipelines that list receiver `id`.
+    fn routes_of(&self, config: &Config, id: &ComponentId) -> Routes {
+        let mut routes = Routes::default();
+        for (pipeline_id, pipeline) in &config.pipelines {
+            if pipeline.receivers.contains(id) {
+                routes.add(Arc::clone(&self.pipelines[pipeline_id].input));
             }
         }
+        routes
     }
 
     /// Stops accepting, then drains every pipeline for up to `timeout`. Whatever is not
@@ -216,16 +211,4 @@ impl Topology {
         self.retiring.retain(|r| !r.is_finished());
         before - self.retiring.len()
     }
-}
-
-/// Receivers that some pipeline lists, in id order.
-fn used_receivers(config: &Config) -> Vec<ComponentId> {
-    let mut ids: Vec<ComponentId> = config
-        .pipelines
-        .values()
-        .flat_map(|p| p.receivers.iter().cloned())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
 }

@@ -56,9 +56,22 @@ impl Signature {
     }
 }
 
+impl Signature {
+    /// What differs from `other`: `queue`, `processors`, `exporters`.
+    pub fn differences(&self, other: &Signature) -> Vec<&'static str> {
+        [
+            ("queue", self.queue != other.queue),
+            ("processors", self.processors != other.processors),
+            ("exporters", self.exporters != other.exporters),
+        ]
+        .into_iter()
+        .filter_map(|(part, differs)| differs.then_some(part))
+        .collect()
+    }
+}
+
 /// A started pipeline.
 pub struct RunningPipeline {
-    pub signature: Signature,
     pub input: Arc<PipelineInput>,
     worker: JoinHandle<()>,
     exporters: Vec<ExporterTask>,
@@ -182,7 +195,6 @@ impl BuiltPipeline {
             counters,
         ));
         RunningPipeline {
-            signature,
             input,
             worker,
             exporters,

@@ -156,7 +156,7 @@ pub struct OtlpReceiver {
     http_admission: Arc<Admission>,
 }
 
-fn grpc_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
+pub fn grpc_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
     config
         .protocols
         .grpc
@@ -164,7 +164,7 @@ fn grpc_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
         .and_then(|g| parse_address(&g.endpoint).ok())
 }
 
-fn http_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
+pub fn http_addr(config: &OtlpReceiverConfig) -> Option<SocketAddr> {
     config
         .protocols
         .http

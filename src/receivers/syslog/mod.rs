@@ -150,14 +150,14 @@ fn bind_udp(id: &str, addr: SocketAddr, handover: &Handover) -> std::io::Result<
         .map_err(|e| bind_error(id, "udp", addr, e))
 }
 
-fn tcp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
+pub fn tcp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
     config
         .tcp
         .as_ref()
         .and_then(|t| parse_address(&t.listen_address).ok())
 }
 
-fn udp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
+pub fn udp_addr(config: &SyslogReceiverConfig) -> Option<SocketAddr> {
     config
         .udp
         .as_ref()
