@@ -25,15 +25,13 @@
 //! `logs_endpoint: http://loki:3100/otlp/v1/logs` is the alternative when Loki maps
 //! attributes itself.
 
-use super::retry::RetryConfig;
+use super::http_core::{http_exporter_config, HttpCore, HttpOptions, PlainHttp};
 use super::{ExportError, Exported, SendingQueueConfig};
 use crate::build::{BuildContext, BuildError};
 use crate::config::{duration, FieldError, Secret};
 use crate::model::Batch;
-use crate::tls::TlsClientConfig;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderName, HeaderValue, Request};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use parking_lot::Mutex;
@@ -77,61 +75,45 @@ pub struct LabelsConfig {
     pub attributes: Vec<String>,
 }
 
-/// `exporters: loki:`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LokiExporterConfig {
-    /// Push URL, e.g. `http://loki:3100/loki/api/v1/push`.
-    pub endpoint: String,
-    /// Tenant sent as `X-Scope-OrgID`.
-    #[serde(default)]
-    pub tenant_id: Option<Secret>,
-    /// Extra headers; values are secrets.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-    /// Basic authentication.
-    #[serde(default)]
-    pub basic_auth: Option<super::http_client::BasicAuth>,
-    /// Bearer token (`Authorization: Bearer ...`).
-    #[serde(default)]
-    pub bearer_token: Option<Secret>,
-    /// `protobuf` (default, snappy) or `json`.
-    #[serde(default)]
-    pub encoding: LokiEncoding,
-    /// Which attributes become labels.
-    #[serde(default)]
-    pub labels: LabelsConfig,
-    /// Send other attributes as structured metadata (Loki 3); otherwise they go into the
-    /// line per `line_format`.
-    #[serde(default = "yes")]
-    pub structured_metadata: bool,
-    /// `body` (default), `json` or `logfmt`.
-    #[serde(default)]
-    pub line_format: LineFormat,
-    /// Distinct values one label may take before new values go to structured metadata.
-    #[serde(default = "default_max_label_values")]
-    pub max_label_values: usize,
-    /// A label value not seen for this long frees its place under `max_label_values`.
-    #[serde(default = "default_label_value_ttl", with = "duration")]
-    pub label_value_ttl: Duration,
-    /// Largest push, in bytes of lines and metadata.
-    #[serde(default = "default_max_batch_bytes")]
-    pub max_batch_bytes: usize,
-    /// Most entries in one push.
-    #[serde(default = "default_max_batch_entries")]
-    pub max_batch_entries: usize,
-    /// Deadline of one push.
-    #[serde(default = "default_timeout", with = "duration")]
-    pub timeout: Duration,
-    /// Retries: 429 and 5xx are retried; other 4xx are dropped with Loki's reason.
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    /// The exporter's queue.
-    #[serde(default)]
-    pub sending_queue: SendingQueueConfig,
-    /// TLS for `https://` endpoints: `ca_file`, and `cert_file`/`key_file` for mutual TLS.
-    #[serde(default)]
-    pub tls: TlsClientConfig,
+http_exporter_config! {
+    /// `exporters: loki:`. Retries: 429 and 5xx are retried; other 4xx are dropped with
+    /// Loki's reason.
+    pub struct LokiExporterConfig {
+        /// Push URL, e.g. `http://loki:3100/loki/api/v1/push`.
+        pub endpoint: String,
+        /// Tenant sent as `X-Scope-OrgID`.
+        #[serde(default)]
+        pub tenant_id: Option<Secret>,
+        /// `protobuf` (default, snappy) or `json`.
+        #[serde(default)]
+        pub encoding: LokiEncoding,
+        /// Which attributes become labels.
+        #[serde(default)]
+        pub labels: LabelsConfig,
+        /// Send other attributes as structured metadata (Loki 3); otherwise they go into
+        /// the line per `line_format`.
+        #[serde(default = "yes")]
+        pub structured_metadata: bool,
+        /// `body` (default), `json` or `logfmt`.
+        #[serde(default)]
+        pub line_format: LineFormat,
+        /// Distinct values one label may take before new values go to structured metadata.
+        #[serde(default = "default_max_label_values")]
+        pub max_label_values: usize,
+        /// A label value not seen for this long frees its place under `max_label_values`.
+        #[serde(default = "default_label_value_ttl", with = "duration")]
+        pub label_value_ttl: Duration,
+        /// Largest push, in bytes of lines and metadata.
+        #[serde(default = "default_max_batch_bytes")]
+        pub max_batch_bytes: usize,
+        /// Most entries in one push.
+        #[serde(default = "default_max_batch_entries")]
+        pub max_batch_entries: usize,
+    }
+}
+
+fn default_sending_queue() -> SendingQueueConfig {
+    SendingQueueConfig::default()
 }
 
 fn yes() -> bool {
@@ -160,16 +142,8 @@ fn default_timeout() -> Duration {
 
 impl LokiExporterConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
-        self.retry_on_failure.validate()?;
-        self.sending_queue.validate()?;
+        self.validate_shared()?;
         super::otlp::web_uri(&self.endpoint).map_err(|m| FieldError::new("endpoint", m))?;
-        super::http_client::build(&self.tls, self.timeout, false)
-            .map_err(|m| FieldError::new("tls", m))?;
-        super::http_client::validate_credentials(
-            &self.headers,
-            self.basic_auth.as_ref(),
-            self.bearer_token.as_ref(),
-        )?;
         if self.label_value_ttl.is_zero() {
             return Err(FieldError::new("label_value_ttl", "must be positive"));
         }
@@ -180,19 +154,12 @@ impl LokiExporterConfig {
         Ok(())
     }
 
-    fn header_map(&self) -> HeaderMap {
-        let mut headers = super::http_client::header_map(
-            &self.headers,
-            self.basic_auth.as_ref(),
-            self.bearer_token.as_ref(),
-        );
-        if let Some(tenant) = &self.tenant_id {
-            if let Ok(mut value) = HeaderValue::try_from(tenant.0.as_str()) {
-                value.set_sensitive(true);
-                headers.insert(HeaderName::from_static("x-scope-orgid"), value);
-            }
-        }
-        headers
+    /// The tenant header, marked sensitive so it is never logged.
+    fn tenant_header(&self) -> Option<HeaderValue> {
+        let tenant = self.tenant_id.as_ref()?;
+        let mut value = HeaderValue::try_from(tenant.0.as_str()).ok()?;
+        value.set_sensitive(true);
+        Some(value)
     }
 }
 
@@ -292,8 +259,7 @@ impl Entry {
 /// Sends batches to Loki.
 pub struct LokiExporter {
     config: LokiExporterConfig,
-    client: super::http_client::HttpClient,
-    headers: HeaderMap,
+    core: HttpCore,
     label_values: Mutex<LabelGuard>,
     overflows: prometheus_client::metrics::family::Family<
         crate::telemetry::LabelOverflowLabels,
@@ -304,11 +270,13 @@ pub struct LokiExporter {
 
 impl LokiExporter {
     pub fn build(config: &LokiExporterConfig, cx: &BuildContext) -> Result<Self, BuildError> {
+        let mut core = config.core(false, cx)?;
+        if let Some(tenant) = config.tenant_header() {
+            core = core.with_header(HeaderName::from_static("x-scope-orgid"), tenant);
+        }
         Ok(LokiExporter {
-            headers: config.header_map(),
             config: config.clone(),
-            client: super::http_client::build(&config.tls, config.timeout, false)
-                .map_err(|e| cx.error("tls", e))?,
+            core,
             label_values: Mutex::new(LabelGuard::new(
                 config.max_label_values,
                 config.label_value_ttl,
@@ -559,63 +527,8 @@ impl LokiExporter {
     }
 
     async fn send(&self, body: Bytes, content_type: &'static str) -> Result<(), ExportError> {
-        let transport = |e: &dyn std::fmt::Display| ExportError {
-            retryable: true,
-            retry_after: None,
-            reason: "transport",
-            message: e.to_string(),
-        };
-        let mut request = Request::post(&self.config.endpoint)
-            .header("content-type", content_type)
-            .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
-            .map_err(|e| transport(&e))?;
-        request.headers_mut().extend(self.headers.clone());
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| transport(&e))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, 64 * 1024)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            Ok::<_, ExportError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(self.config.timeout, exchange)
-            .await
-            .map_err(|_| ExportError {
-                retryable: true,
-                retry_after: None,
-                reason: "timeout",
-                message: format!("no response within {:?}", self.config.timeout),
-            })??;
-        if parts.status.is_success() {
-            return Ok(());
-        }
-        let status = parts.status.as_u16();
-        let retryable = status == 429 || status >= 500;
-        let retry_after = parts
-            .headers
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(super::otlp::parse_retry_after);
-        let reason = String::from_utf8_lossy(&body[..body.len().min(512)])
-            .trim()
-            .to_string();
-        Err(ExportError {
-            retryable,
-            retry_after,
-            reason: if retryable {
-                "http_retryable"
-            } else {
-                "http_permanent"
-            },
-            message: format!("HTTP {status}: {reason}"),
-        })
+        let request = Request::post(&self.config.endpoint).header("content-type", content_type);
+        self.core.post(request, body, &PlainHttp).await.map(drop)
     }
 }
 
@@ -767,14 +680,32 @@ mod tests {
         .unwrap()
     }
 
+    fn built(config: &LokiExporterConfig) -> LokiExporter {
+        let telemetry = crate::telemetry::Telemetry::new();
+        let cx = BuildContext {
+            id: "loki",
+            pipeline: "logs",
+            signal: crate::model::Signal::Logs,
+            telemetry: &telemetry,
+        };
+        LokiExporter::build(config, &cx).unwrap()
+    }
+
     #[test]
     fn basic_auth_and_tenant_become_sensitive_headers() {
-        let headers = config("tenant_id: ops\nbasic_auth: {username: u, password: p}").header_map();
-        assert_eq!(headers["x-scope-orgid"], "ops");
+        let exporter = built(&config(
+            "tenant_id: ops\nheaders: {X-Scope-OrgID: other}\nbasic_auth: {username: u, password: p}",
+        ));
+        let headers = exporter.core.headers();
+        assert_eq!(
+            headers["x-scope-orgid"], "ops",
+            "tenant_id wins over a header"
+        );
+        assert!(headers["x-scope-orgid"].is_sensitive());
         assert_eq!(headers["authorization"], "Basic dTpw");
         assert!(headers["authorization"].is_sensitive());
         assert_eq!(
-            config("bearer_token: t0k3n").header_map()["authorization"],
+            built(&config("bearer_token: t0k3n")).core.headers()["authorization"],
             "Bearer t0k3n"
         );
         assert!(
@@ -786,16 +717,7 @@ mod tests {
 
     #[test]
     fn pushes_are_bounded_by_entries_and_bytes() {
-        let telemetry = crate::telemetry::Telemetry::new();
-        let cx = BuildContext {
-            id: "loki",
-            pipeline: "logs",
-            signal: crate::model::Signal::Logs,
-            telemetry: &telemetry,
-        };
-        let exporter =
-            LokiExporter::build(&config("max_batch_entries: 3\nmax_batch_bytes: 1024"), &cx)
-                .unwrap();
+        let exporter = built(&config("max_batch_entries: 3\nmax_batch_bytes: 1024"));
         let entry = |n: i64, len: usize| Entry {
             nanos: n,
             line: "x".repeat(len),

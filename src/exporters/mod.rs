@@ -13,7 +13,7 @@
 //! batches abandoned at shutdown are dropped and counted with a `reason`.
 
 pub mod debug;
-pub mod http_client;
+pub mod http_core;
 pub mod kafka;
 pub mod loki;
 pub mod otlp;

@@ -9,19 +9,15 @@
 //! and `tls.key_file` for mutual TLS); `http://` ones are plaintext. A gRPC endpoint
 //! without a scheme means TLS, as in the collector, unless `tls.insecure: true`.
 
-use super::http_client::{self, HttpClient};
-use super::retry::RetryConfig;
+use super::http_core::{http_exporter_config, Classify, HttpCore, HttpOptions};
 use super::{ExportError, Exported, SendingQueueConfig};
 use crate::build::{BuildContext, BuildError};
 use crate::compression::Compression;
-use crate::config::{duration, FieldError, Secret};
+use crate::config::FieldError;
 use crate::grpc::{self, code};
 use crate::model::{Batch, Signal};
-use crate::tls::TlsClientConfig;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::HeaderMap;
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -33,11 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Largest response body read from a backend.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Which protocol a config is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,67 +58,48 @@ pub struct CompressionParams {
     pub level: Option<i32>,
 }
 
-/// `exporters: otlp:` and `exporters: otlphttp:`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpExporterConfig {
-    /// gRPC: `host:port` or `http://host:port`. HTTP: base URL, to which `/v1/traces`,
-    /// `/v1/metrics` or `/v1/logs` is appended.
-    #[serde(default)]
-    pub endpoint: String,
-    /// `otlphttp` only: full URL for traces, overriding `endpoint`.
-    #[serde(default)]
-    pub traces_endpoint: Option<String>,
-    /// `otlphttp` only: full URL for metrics, overriding `endpoint`.
-    #[serde(default)]
-    pub metrics_endpoint: Option<String>,
-    /// `otlphttp` only: full URL for logs, overriding `endpoint`.
-    #[serde(default)]
-    pub logs_endpoint: Option<String>,
-    /// `otlphttp` only: `proto` (default) or `json`.
-    #[serde(default)]
-    pub encoding: Encoding,
-    /// Headers sent with every request, e.g. `X-Scope-OrgID` for a Tempo or Loki tenant.
-    /// Values are secrets: use `${env:..}` or `${file:..}`; they are never logged.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-    /// `gzip` (default), `zstd` or `none`.
-    #[serde(default)]
-    pub compression: Compression,
-    /// Compression level.
-    #[serde(default)]
-    pub compression_params: CompressionParams,
-    /// Deadline of one export attempt.
-    #[serde(default = "default_timeout", with = "duration")]
-    pub timeout: Duration,
-    /// Retries of retryable failures.
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    /// The exporter's queue.
-    #[serde(default)]
-    pub sending_queue: SendingQueueConfig,
-    /// Transport security.
-    #[serde(default)]
-    pub tls: TlsClientConfig,
+http_exporter_config! {
+    /// `exporters: otlp:` and `exporters: otlphttp:`.
+    pub struct OtlpExporterConfig {
+        /// gRPC: `host:port` or `http://host:port`. HTTP: base URL, to which `/v1/traces`,
+        /// `/v1/metrics` or `/v1/logs` is appended.
+        #[serde(default)]
+        pub endpoint: String,
+        /// `otlphttp` only: full URL for traces, overriding `endpoint`.
+        #[serde(default)]
+        pub traces_endpoint: Option<String>,
+        /// `otlphttp` only: full URL for metrics, overriding `endpoint`.
+        #[serde(default)]
+        pub metrics_endpoint: Option<String>,
+        /// `otlphttp` only: full URL for logs, overriding `endpoint`.
+        #[serde(default)]
+        pub logs_endpoint: Option<String>,
+        /// `otlphttp` only: `proto` (default) or `json`.
+        #[serde(default)]
+        pub encoding: Encoding,
+        /// `gzip` (default), `zstd` or `none`.
+        #[serde(default)]
+        pub compression: Compression,
+        /// Compression level.
+        #[serde(default)]
+        pub compression_params: CompressionParams,
+    }
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+fn default_sending_queue() -> SendingQueueConfig {
+    SendingQueueConfig::default()
+}
+
 impl OtlpExporterConfig {
     pub fn validate(&self, transport: Transport) -> Result<(), FieldError> {
-        self.retry_on_failure.validate()?;
-        self.sending_queue.validate()?;
-        if self.timeout.is_zero() {
-            return Err(FieldError::new("timeout", "must be greater than zero"));
-        }
+        self.validate_shared()?;
         if self.compression == Compression::Deflate {
             return Err(FieldError::new("compression", "use gzip, zstd or none"));
         }
-        http_client::validate_credentials(&self.headers, None, None)?;
-        http_client::build(&self.tls, self.timeout, false)
-            .map_err(|m| FieldError::new("tls", m))?;
         match transport {
             Transport::Grpc => {
                 for (key, set) in [
@@ -159,10 +132,6 @@ impl OtlpExporterConfig {
                 Ok(())
             }
         }
-    }
-
-    fn header_map(&self) -> HeaderMap {
-        http_client::header_map(&self.headers, None, None)
     }
 }
 
@@ -227,29 +196,10 @@ fn http_url(config: &OtlpExporterConfig, signal: Signal) -> Result<Uri, String> 
     ))
 }
 
-fn transport_error(e: impl std::fmt::Display) -> ExportError {
-    ExportError {
-        retryable: true,
-        retry_after: None,
-        reason: "transport",
-        message: e.to_string(),
-    }
-}
-
-fn timeout_error(timeout: Duration) -> ExportError {
-    ExportError {
-        retryable: true,
-        retry_after: None,
-        reason: "timeout",
-        message: format!("no response within {timeout:?}"),
-    }
-}
-
 /// Sends export requests over gRPC.
 pub struct GrpcExporter {
-    client: HttpClient,
+    core: HttpCore,
     base: String,
-    headers: HeaderMap,
     compression: Compression,
     level: Option<i32>,
     timeout: Duration,
@@ -258,11 +208,9 @@ pub struct GrpcExporter {
 impl GrpcExporter {
     pub fn build(config: &OtlpExporterConfig, cx: &BuildContext) -> Result<Self, BuildError> {
         Ok(GrpcExporter {
-            client: http_client::build(&config.tls, config.timeout, true)
-                .map_err(|e| cx.error("tls", e))?,
+            core: config.core(true, cx)?,
             base: grpc_base(&config.endpoint, config.tls.insecure)
                 .map_err(|e| cx.error("endpoint", e))?,
-            headers: config.header_map(),
             compression: config.compression,
             level: config.compression_params.level,
             timeout: config.timeout,
@@ -285,31 +233,11 @@ impl GrpcExporter {
         let mut request = Request::post(format!("{}{}", self.base, batch.signal().grpc_path()))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .header("grpc-timeout", grpc::timeout_header(self.timeout))
-            .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")));
+            .header("grpc-timeout", grpc::timeout_header(self.timeout));
         if let Some(encoding) = self.compression.header_value() {
             request = request.header("grpc-encoding", encoding);
         }
-        let mut request = request
-            .body(Full::new(self.body(batch)))
-            .map_err(transport_error)?;
-        request.headers_mut().extend(self.headers.clone());
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(transport_error)?;
-            let (parts, body) = response.into_parts();
-            let collected = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(transport_error)?;
-            Ok::<_, ExportError>((parts, collected))
-        };
-        let (parts, collected) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| timeout_error(self.timeout))??;
+        let (parts, collected) = self.core.exchange(request, self.body(batch)).await?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let header = |name: &str| {
             trailers
@@ -388,30 +316,44 @@ fn partial_success(signal: Signal, message: &[u8]) -> Exported {
 
 /// Sends export requests over HTTP.
 pub struct HttpExporter {
-    client: HttpClient,
+    core: HttpCore,
     urls: [Uri; 3],
-    headers: HeaderMap,
     compression: Compression,
     level: Option<i32>,
-    timeout: Duration,
     encoding: Encoding,
+}
+
+/// The OTLP/HTTP rules: only 429, 502, 503 and 504 are retryable, and a refusal's body
+/// is a `google.rpc.Status`.
+struct OtlpHttp;
+
+impl Classify for OtlpHttp {
+    fn retryable(&self, status: u16) -> bool {
+        matches!(status, 429 | 502 | 503 | 504)
+    }
+
+    fn message(&self, body: &[u8]) -> String {
+        match grpc::RpcStatus::decode(body) {
+            Ok(rpc) if !rpc.message.is_empty() => rpc.message,
+            _ => String::from_utf8_lossy(&body[..body.len().min(256)])
+                .trim()
+                .to_string(),
+        }
+    }
 }
 
 impl HttpExporter {
     pub fn build(config: &OtlpExporterConfig, cx: &BuildContext) -> Result<Self, BuildError> {
         let url = |s| http_url(config, s).map_err(|e| cx.error("endpoint", e));
         Ok(HttpExporter {
-            client: http_client::build(&config.tls, config.timeout, false)
-                .map_err(|e| cx.error("tls", e))?,
+            core: config.core(false, cx)?,
             urls: [
                 url(Signal::Traces)?,
                 url(Signal::Metrics)?,
                 url(Signal::Logs)?,
             ],
-            headers: config.header_map(),
             compression: config.compression,
             level: config.compression_params.level,
-            timeout: config.timeout,
             encoding: config.encoding,
         })
     }
@@ -436,82 +378,20 @@ impl HttpExporter {
             Encoding::Proto => "application/x-protobuf",
             Encoding::Json => "application/json",
         };
-        let mut request = Request::post(self.url(batch.signal()).clone())
-            .header("content-type", content_type)
-            .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")));
+        let mut request =
+            Request::post(self.url(batch.signal()).clone()).header("content-type", content_type);
         if let Some(encoding) = self.compression.header_value() {
             request = request.header("content-encoding", encoding);
         }
-        let mut request = request
-            .body(Full::new(self.body(batch)?))
-            .map_err(transport_error)?;
-        request.headers_mut().extend(self.headers.clone());
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(transport_error)?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(transport_error)?
-                .to_bytes();
-            Ok::<_, ExportError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| timeout_error(self.timeout))??;
-        let status = parts.status.as_u16();
-        if parts.status.is_success() {
-            return Ok(match self.encoding {
-                Encoding::Proto => partial_success(batch.signal(), &body),
-                Encoding::Json => Exported::default(),
-            });
-        }
-        let retryable = matches!(status, 429 | 502 | 503 | 504);
-        let retry_after = parts
-            .headers
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        Err(ExportError {
-            retryable,
-            retry_after,
-            reason: if retryable {
-                "http_retryable"
-            } else {
-                "http_permanent"
-            },
-            message: error_text(status, &body),
+        let body = self
+            .core
+            .post(request, self.body(batch)?, &OtlpHttp)
+            .await?;
+        Ok(match self.encoding {
+            Encoding::Proto => partial_success(batch.signal(), &body),
+            Encoding::Json => Exported::default(),
         })
     }
-}
-
-/// `Retry-After` as delay-seconds or an HTTP-date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
-/// What the server said: a `google.rpc.Status` message, else the start of the body.
-fn error_text(status: u16, body: &[u8]) -> String {
-    if let Ok(rpc) = grpc::RpcStatus::decode(body) {
-        if !rpc.message.is_empty() {
-            return format!("HTTP {status}: {}", rpc.message);
-        }
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(256)])
-        .trim()
-        .to_string();
-    format!("HTTP {status}: {text}")
 }
 
 pub(crate) fn to_json(batch: &Batch) -> Result<Vec<u8>, ExportError> {
@@ -574,20 +454,12 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
     fn header_values_are_never_printed() {
         let mut c = config("http://x:1");
-        c.headers
-            .insert("authorization".into(), Secret("Bearer hunter2".into()));
+        c.headers.insert(
+            "authorization".into(),
+            crate::config::Secret("Bearer hunter2".into()),
+        );
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 

@@ -13,21 +13,19 @@
 pub mod prompb;
 pub mod translate;
 
-use super::http_client::{self, HttpClient};
-use super::retry::RetryConfig;
+use super::http_core::{http_exporter_config, transport_error, Classify, HttpCore, HttpOptions};
 use super::{ExportError, Exported, SendingQueueConfig};
 use crate::build::{BuildContext, BuildError};
-use crate::config::{duration, FieldError, Secret};
+use crate::config::FieldError;
 use crate::model::Batch;
-use crate::tls::TlsClientConfig;
 use bytes::Bytes;
-use http::{HeaderMap, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http::Request;
 use parking_lot::Mutex;
 use prost::Message;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 use translate::{DeltaMode, DeltaState, Options};
 
@@ -53,57 +51,37 @@ impl Default for TargetInfo {
     }
 }
 
-/// `exporters: prometheusremotewrite:`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteWriteConfig {
-    /// Remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
-    pub endpoint: String,
-    /// Extra headers; values are secrets.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-    /// Basic authentication.
-    #[serde(default)]
-    pub basic_auth: Option<super::http_client::BasicAuth>,
-    /// Bearer token.
-    #[serde(default)]
-    pub bearer_token: Option<Secret>,
-    /// Labels added to every series that does not already have them.
-    #[serde(default)]
-    pub external_labels: BTreeMap<String, String>,
-    /// Prefix for every metric name.
-    #[serde(default)]
-    pub namespace: String,
-    /// Append unit suffixes and `_total` (the specification's default).
-    #[serde(default = "yes")]
-    pub add_metric_suffixes: bool,
-    /// Copy resource attributes onto every series (instead of `target_info`).
-    #[serde(default)]
-    pub resource_to_telemetry_conversion: ResourceToTelemetry,
-    /// The `target_info` series.
-    #[serde(default)]
-    pub target_info: TargetInfo,
-    /// `convert` (default) delta sums and histograms to cumulative, or `drop` them.
-    #[serde(default)]
-    pub delta_temporality: DeltaMode,
-    /// Series whose delta points are being accumulated, at most.
-    #[serde(default = "default_max_delta_series")]
-    pub max_delta_series: usize,
-    /// Largest request, in bytes before compression.
-    #[serde(default = "default_max_batch_size_bytes")]
-    pub max_batch_size_bytes: usize,
-    /// Deadline of one request.
-    #[serde(default = "default_timeout", with = "duration")]
-    pub timeout: Duration,
-    /// Retries of 5xx and 429.
-    #[serde(default)]
-    pub retry_on_failure: RetryConfig,
-    /// The exporter's queue (one consumer by default, to keep samples in order).
-    #[serde(default = "default_queue")]
-    pub sending_queue: SendingQueueConfig,
-    /// TLS for `https://` endpoints.
-    #[serde(default)]
-    pub tls: TlsClientConfig,
+http_exporter_config! {
+    /// `exporters: prometheusremotewrite:`. Retries 5xx and 429; the queue has one
+    /// consumer by default, to keep samples in order.
+    pub struct RemoteWriteConfig {
+        /// Remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
+        pub endpoint: String,
+        /// Labels added to every series that does not already have them.
+        #[serde(default)]
+        pub external_labels: BTreeMap<String, String>,
+        /// Prefix for every metric name.
+        #[serde(default)]
+        pub namespace: String,
+        /// Append unit suffixes and `_total` (the specification's default).
+        #[serde(default = "yes")]
+        pub add_metric_suffixes: bool,
+        /// Copy resource attributes onto every series (instead of `target_info`).
+        #[serde(default)]
+        pub resource_to_telemetry_conversion: ResourceToTelemetry,
+        /// The `target_info` series.
+        #[serde(default)]
+        pub target_info: TargetInfo,
+        /// `convert` (default) delta sums and histograms to cumulative, or `drop` them.
+        #[serde(default)]
+        pub delta_temporality: DeltaMode,
+        /// Series whose delta points are being accumulated, at most.
+        #[serde(default = "default_max_delta_series")]
+        pub max_delta_series: usize,
+        /// Largest request, in bytes before compression.
+        #[serde(default = "default_max_batch_size_bytes")]
+        pub max_batch_size_bytes: usize,
+    }
 }
 
 fn yes() -> bool {
@@ -122,7 +100,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-fn default_queue() -> SendingQueueConfig {
+fn default_sending_queue() -> SendingQueueConfig {
     SendingQueueConfig {
         num_consumers: 1,
         ..Default::default()
@@ -131,16 +109,8 @@ fn default_queue() -> SendingQueueConfig {
 
 impl RemoteWriteConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
-        self.retry_on_failure.validate()?;
-        self.sending_queue.validate()?;
+        self.validate_shared()?;
         super::otlp::web_uri(&self.endpoint).map_err(|m| FieldError::new("endpoint", m))?;
-        http_client::build(&self.tls, self.timeout, false)
-            .map_err(|m| FieldError::new("tls", m))?;
-        super::http_client::validate_credentials(
-            &self.headers,
-            self.basic_auth.as_ref(),
-            self.bearer_token.as_ref(),
-        )?;
         if self.max_batch_size_bytes < 1024 {
             return Err(FieldError::new(
                 "max_batch_size_bytes",
@@ -161,22 +131,13 @@ impl RemoteWriteConfig {
             max_delta_series: self.max_delta_series,
         }
     }
-
-    fn header_map(&self) -> HeaderMap {
-        super::http_client::header_map(
-            &self.headers,
-            self.basic_auth.as_ref(),
-            self.bearer_token.as_ref(),
-        )
-    }
 }
 
 /// Sends batches to a remote-write endpoint.
 pub struct RemoteWriteExporter {
     config: RemoteWriteConfig,
     options: Options,
-    client: HttpClient,
-    headers: HeaderMap,
+    core: Arc<HttpCore>,
     delta: Mutex<DeltaState>,
 }
 
@@ -184,9 +145,7 @@ impl RemoteWriteExporter {
     pub fn build(config: &RemoteWriteConfig, cx: &BuildContext) -> Result<Self, BuildError> {
         Ok(RemoteWriteExporter {
             options: config.options(),
-            client: http_client::build(&config.tls, config.timeout, false)
-                .map_err(|e| cx.error("tls", e))?,
-            headers: config.header_map(),
+            core: Arc::new(config.core(false, cx)?),
             config: config.clone(),
             delta: Mutex::new(DeltaState::default()),
         })
@@ -218,23 +177,18 @@ impl RemoteWriteExporter {
             let body = snap::raw::Encoder::new()
                 .compress_vec(&request.encode_to_vec())
                 .expect("snappy compresses any buffer");
-            let (client, headers, endpoint, timeout) = (
-                self.client.clone(),
-                self.headers.clone(),
-                self.config.endpoint.clone(),
-                self.config.timeout,
-            );
+            let request = Request::post(&self.config.endpoint)
+                .header("content-type", "application/x-protobuf")
+                .header("content-encoding", "snappy")
+                .header("x-prometheus-remote-write-version", "0.1.0");
+            let core = Arc::clone(&self.core);
             sends.spawn(async move {
-                send(&client, headers, &endpoint, timeout, Bytes::from(body)).await
+                core.post(request, Bytes::from(body), &RemoteWriteAnswers)
+                    .await
             });
         }
         while let Some(result) = sends.join_next().await {
-            result.map_err(|e| ExportError {
-                retryable: true,
-                retry_after: None,
-                reason: "transport",
-                message: e.to_string(),
-            })??;
+            result.map_err(transport_error)??;
         }
         let message = if dropped > 0 {
             "data points that cannot be sent as Prometheus samples (see the delta_temporality option)".into()
@@ -248,70 +202,20 @@ impl RemoteWriteExporter {
     }
 }
 
-async fn send(
-    client: &HttpClient,
-    headers: HeaderMap,
-    endpoint: &str,
-    timeout: Duration,
-    body: Bytes,
-) -> Result<(), ExportError> {
-    let transport = |e: &dyn std::fmt::Display| ExportError {
-        retryable: true,
-        retry_after: None,
-        reason: "transport",
-        message: e.to_string(),
-    };
-    let mut request = Request::post(endpoint)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "snappy")
-        .header("x-prometheus-remote-write-version", "0.1.0")
-        .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")))
-        .body(Full::new(body))
-        .map_err(|e| transport(&e))?;
-    request.headers_mut().extend(headers);
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| transport(&e))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, 64 * 1024)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Ok::<_, ExportError>((parts, body))
-    };
-    let (parts, body) = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| ExportError {
-            retryable: true,
-            retry_after: None,
-            reason: "timeout",
-            message: format!("no response within {timeout:?}"),
-        })??;
-    if parts.status.is_success() {
-        return Ok(());
+/// Remote write's refusals: 429 and 5xx are retryable; a permanent refusal of samples
+/// out of order or duplicated (a restart resending, two senders of one series) is
+/// counted apart as `out_of_order`.
+struct RemoteWriteAnswers;
+
+impl Classify for RemoteWriteAnswers {
+    fn reason(&self, retryable: bool, message: &str) -> &'static str {
+        match (
+            retryable,
+            message.contains("out of order") || message.contains("duplicate sample"),
+        ) {
+            (true, _) => "http_retryable",
+            (false, true) => "out_of_order",
+            (false, false) => "http_permanent",
+        }
     }
-    let status = parts.status.as_u16();
-    let text = String::from_utf8_lossy(&body[..body.len().min(512)])
-        .trim()
-        .to_string();
-    let retryable = status == 429 || status >= 500;
-    let reason = match (
-        retryable,
-        text.contains("out of order") || text.contains("duplicate sample"),
-    ) {
-        (true, _) => "http_retryable",
-        (false, true) => "out_of_order",
-        (false, false) => "http_permanent",
-    };
-    let retry_after = parts
-        .headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::otlp::parse_retry_after);
-    Err(ExportError {
-        retryable,
-        retry_after,
-        reason,
-        message: format!("HTTP {status}: {text}"),
-    })
 }
