@@ -256,13 +256,19 @@ impl Entry {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct LabelOverflowLabels {
+    exporter: String,
+    label: String,
+}
+
 /// Sends batches to Loki.
 pub struct LokiExporter {
     config: LokiExporterConfig,
     core: HttpCore,
     label_values: Mutex<LabelGuard>,
     overflows: prometheus_client::metrics::family::Family<
-        crate::telemetry::LabelOverflowLabels,
+        LabelOverflowLabels,
         prometheus_client::metrics::counter::Counter,
     >,
     exporter_id: String,
@@ -281,7 +287,10 @@ impl LokiExporter {
                 config.max_label_values,
                 config.label_value_ttl,
             )),
-            overflows: cx.telemetry.exporter_label_overflows.clone(),
+            overflows: cx.telemetry.family(
+                "exporter_label_overflows",
+                "Label values moved to structured metadata by a label-value cap",
+            ),
             exporter_id: cx.id.to_string(),
         })
     }
@@ -291,7 +300,7 @@ impl LokiExporter {
         if self.label_values.lock().admit(name, value, Instant::now()) {
             return true;
         }
-        let labels = crate::telemetry::LabelOverflowLabels {
+        let labels = LabelOverflowLabels {
             exporter: self.exporter_id.clone(),
             label: name.to_string(),
         };

@@ -48,6 +48,12 @@
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
 //! | `sieve_build_info` | version | always 1 |
 //!
+//! This module keeps the families every receiver, pipeline and exporter shares. The
+//! rows from `sieve_exporter_label_overflows_total` to the tail sampling ones belong to
+//! one component each (Loki, redaction, cardinality limiting, tail sampling): that
+//! component registers them through [`Telemetry::family`] when it is built, so adding a
+//! component with metrics of its own touches no file here.
+//!
 //! The item counts of receivers, pipelines and exporters add up at every scrape (see
 //! [`ledger`]): `received = accepted + refused`, a pipeline's `accepted = emitted +
 //! dropped + queued + held`, an exporter's `enqueued = sent + dropped + queued +
@@ -65,12 +71,17 @@ pub use server::{serve, serve_on};
 use ledger::LedgerCollector;
 
 use parking_lot::Mutex;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -121,48 +132,8 @@ pub struct ExporterReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LabelOverflowLabels {
-    pub exporter: String,
-    pub label: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RedactionLabels {
-    pub processor: String,
-    pub pipeline: String,
-    pub rule: String,
-    pub action: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProcessorLabels {
     pub processor: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PolicyDecisionLabels {
-    pub processor: String,
-    pub policy: String,
-    pub decision: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TraceDecisionLabels {
-    pub processor: String,
-    pub decision: String,
-    pub trigger: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LateSpanLabels {
-    pub processor: String,
-    pub decision: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CardinalityLabels {
-    pub processor: String,
-    pub metric: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -198,27 +169,15 @@ pub type QueueProbe = Box<dyn Fn() -> QueueState + Send + Sync>;
 
 /// All of sieve's own metrics, shared by every component.
 pub struct Telemetry {
-    registry: Registry,
+    registry: Mutex<Registry>,
+    /// The families components registered at build time, by name.
+    owned: Mutex<HashMap<&'static str, Box<dyn Any + Send + Sync>>>,
     pub receiver_rejected_requests: Family<RequestLabels, Counter>,
     pub receiver_rejected_items: Family<ReceiverReasonLabels, Counter>,
     pub receiver_dropped: Family<ReceiverReasonLabels, Counter>,
     pub pipeline_refused: Family<PipelineReasonLabels, Counter>,
     pub exporter_send_failed: Family<ExporterReasonLabels, Counter>,
     pub exporter_duration: Family<ExporterLabels, Histogram>,
-    pub exporter_label_overflows: Family<LabelOverflowLabels, Counter>,
-    pub processor_redactions: Family<RedactionLabels, Counter>,
-    pub cardinality_tracked: Family<ProcessorLabels, Gauge>,
-    pub cardinality_metric_series: Family<CardinalityLabels, Gauge>,
-    pub cardinality_overflow: Family<CardinalityLabels, Counter>,
-    pub cardinality_dropped: Family<CardinalityLabels, Counter>,
-    pub tail_traces_held: Family<ProcessorLabels, Gauge>,
-    pub tail_spans_held: Family<ProcessorLabels, Gauge>,
-    pub tail_bytes_held: Family<ProcessorLabels, Gauge>,
-    pub tail_policy_decisions: Family<PolicyDecisionLabels, Counter>,
-    pub tail_traces_decided: Family<TraceDecisionLabels, Counter>,
-    pub tail_late_spans: Family<LateSpanLabels, Counter>,
-    pub tail_fallback_active: Family<ProcessorLabels, Gauge>,
-    pub tail_fallback_activations: Family<ProcessorLabels, Counter>,
     /// Item counts of receivers, pipelines and exporters, which add up at every scrape.
     pub ledgers: Arc<Ledgers>,
     queue_size: Family<QueueLabels, Gauge>,
@@ -244,20 +203,6 @@ impl Telemetry {
             pipeline_refused: Family::default(),
             exporter_send_failed: Family::default(),
             exporter_duration: Family::new_with_constructor(histogram),
-            exporter_label_overflows: Family::default(),
-            processor_redactions: Family::default(),
-            cardinality_tracked: Family::default(),
-            cardinality_metric_series: Family::default(),
-            cardinality_overflow: Family::default(),
-            cardinality_dropped: Family::default(),
-            tail_traces_held: Family::default(),
-            tail_spans_held: Family::default(),
-            tail_bytes_held: Family::default(),
-            tail_policy_decisions: Family::default(),
-            tail_traces_decided: Family::default(),
-            tail_late_spans: Family::default(),
-            tail_fallback_active: Family::default(),
-            tail_fallback_activations: Family::default(),
             ledgers: Arc::new(Ledgers::default()),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
@@ -269,7 +214,8 @@ impl Telemetry {
             next_queue: AtomicU64::new(0),
             reloads: Family::default(),
             ready: AtomicBool::new(false),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
+            owned: Mutex::new(HashMap::new()),
         };
         registry.register_collector(Box::new(LedgerCollector(Arc::clone(&t.ledgers))));
         registry.register(
@@ -301,76 +247,6 @@ impl Telemetry {
             "exporter_export_duration_seconds",
             "Duration of one export attempt",
             t.exporter_duration.clone(),
-        );
-        registry.register(
-            "exporter_label_overflows",
-            "Label values moved to structured metadata by a label-value cap",
-            t.exporter_label_overflows.clone(),
-        );
-        registry.register(
-            "processor_redactions",
-            "Values redacted, by rule (detector) and action",
-            t.processor_redactions.clone(),
-        );
-        registry.register(
-            "cardinality_tracked_series",
-            "Series tracked by a cardinality limiter",
-            t.cardinality_tracked.clone(),
-        );
-        registry.register(
-            "cardinality_metric_series",
-            "Series within the limit, per metric",
-            t.cardinality_metric_series.clone(),
-        );
-        registry.register(
-            "cardinality_overflow_points",
-            "Points folded into the overflow series",
-            t.cardinality_overflow.clone(),
-        );
-        registry.register(
-            "cardinality_dropped_points",
-            "Points dropped by a cardinality limiter",
-            t.cardinality_dropped.clone(),
-        );
-        registry.register(
-            "tail_sampling_traces_held",
-            "Traces buffered by a tail sampler, undecided",
-            t.tail_traces_held.clone(),
-        );
-        registry.register(
-            "tail_sampling_spans_held",
-            "Spans buffered by a tail sampler",
-            t.tail_spans_held.clone(),
-        );
-        registry.register(
-            "tail_sampling_bytes_held",
-            "Bytes a tail sampler counts against max_memory_mib",
-            t.tail_bytes_held.clone(),
-        );
-        registry.register(
-            "tail_sampling_policy_decisions",
-            "Decisions of each top-level tail sampling policy",
-            t.tail_policy_decisions.clone(),
-        );
-        registry.register(
-            "tail_sampling_traces_decided",
-            "Final tail sampling decisions, by trigger",
-            t.tail_traces_decided.clone(),
-        );
-        registry.register(
-            "tail_sampling_late_spans",
-            "Spans arriving for traces already decided",
-            t.tail_late_spans.clone(),
-        );
-        registry.register(
-            "tail_sampling_fallback_active",
-            "1 while a tail sampler decides new traces on arrival (overload)",
-            t.tail_fallback_active.clone(),
-        );
-        registry.register(
-            "tail_sampling_fallback_activations",
-            "Times a tail sampler switched to deciding on arrival",
-            t.tail_fallback_activations.clone(),
         );
         registry.register(
             "queue_size",
@@ -414,7 +290,31 @@ impl Telemetry {
             })
             .set(1);
         registry.register("build_info", "Build information", build);
-        Arc::new(Telemetry { registry, ..t })
+        Arc::new(Telemetry {
+            registry: Mutex::new(registry),
+            ..t
+        })
+    }
+
+    /// The family `name` (without the `sieve_` prefix) a component owns: registered by
+    /// the first component built with it, shared by every one after, so a rebuilt
+    /// component keeps counting on the same series.
+    pub fn family<L, M>(&self, name: &'static str, help: &str) -> Family<L, M>
+    where
+        L: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
+        M: EncodeMetric + TypedMetric + Default + Debug + Send + Sync + 'static,
+    {
+        let mut owned = self.owned.lock();
+        if let Some(family) = owned
+            .get(name)
+            .and_then(|f| f.downcast_ref::<Family<L, M>>())
+        {
+            return family.clone();
+        }
+        let family = Family::<L, M>::default();
+        self.registry.lock().register(name, help, family.clone());
+        owned.insert(name, Box::new(family.clone()));
+        family
     }
 
     /// Registers a queue whose size and capacity `/metrics` reports until the returned
@@ -464,7 +364,7 @@ impl Telemetry {
             set(&self.queue_max_bytes, state.max_bytes);
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock())
             .expect("writing to a String cannot fail");
         out
     }
@@ -550,71 +450,6 @@ mod tests {
         exporter.dropped.reason("x").add(1);
         t.exporter_send_failed.get_or_create(&er).inc();
         t.exporter_duration.get_or_create(&e).observe(0.1);
-        t.exporter_label_overflows
-            .get_or_create(&LabelOverflowLabels {
-                exporter: "e".into(),
-                label: "l".into(),
-            })
-            .inc();
-        t.processor_redactions
-            .get_or_create(&RedactionLabels {
-                processor: "p".into(),
-                pipeline: "p".into(),
-                rule: "email".into(),
-                action: "mask".into(),
-            })
-            .inc();
-        t.cardinality_tracked
-            .get_or_create(&ProcessorLabels {
-                processor: "c".into(),
-            })
-            .set(1);
-        t.cardinality_metric_series
-            .get_or_create(&CardinalityLabels {
-                processor: "c".into(),
-                metric: "m".into(),
-            })
-            .set(1);
-        t.cardinality_overflow
-            .get_or_create(&CardinalityLabels {
-                processor: "c".into(),
-                metric: "m".into(),
-            })
-            .inc();
-        t.cardinality_dropped
-            .get_or_create(&CardinalityLabels {
-                processor: "c".into(),
-                metric: "m".into(),
-            })
-            .inc();
-        let processor = ProcessorLabels {
-            processor: "t".into(),
-        };
-        t.tail_traces_held.get_or_create(&processor).set(1);
-        t.tail_spans_held.get_or_create(&processor).set(1);
-        t.tail_bytes_held.get_or_create(&processor).set(1);
-        t.tail_fallback_active.get_or_create(&processor).set(1);
-        t.tail_fallback_activations.get_or_create(&processor).inc();
-        t.tail_policy_decisions
-            .get_or_create(&PolicyDecisionLabels {
-                processor: "t".into(),
-                policy: "p".into(),
-                decision: "sampled".into(),
-            })
-            .inc();
-        t.tail_traces_decided
-            .get_or_create(&TraceDecisionLabels {
-                processor: "t".into(),
-                decision: "sampled".into(),
-                trigger: "decided_early".into(),
-            })
-            .inc();
-        t.tail_late_spans
-            .get_or_create(&LateSpanLabels {
-                processor: "t".into(),
-                decision: "sampled".into(),
-            })
-            .inc();
         t.record_reload(true);
         let _queue = t.register_queue(
             "q".into(),
@@ -639,20 +474,6 @@ mod tests {
             "sieve_exporter_send_failed_items_total",
             "sieve_exporter_dropped_items_total",
             "sieve_exporter_export_duration_seconds_count",
-            "sieve_exporter_label_overflows_total",
-            "sieve_processor_redactions_total",
-            "sieve_cardinality_tracked_series",
-            "sieve_cardinality_metric_series",
-            "sieve_cardinality_overflow_points_total",
-            "sieve_cardinality_dropped_points_total",
-            "sieve_tail_sampling_traces_held",
-            "sieve_tail_sampling_spans_held",
-            "sieve_tail_sampling_bytes_held",
-            "sieve_tail_sampling_policy_decisions_total",
-            "sieve_tail_sampling_traces_decided_total",
-            "sieve_tail_sampling_late_spans_total",
-            "sieve_tail_sampling_fallback_active",
-            "sieve_tail_sampling_fallback_activations_total",
             "sieve_config_reloads_total",
             "sieve_queue_size{queue=\"q\"} 1",
             "sieve_queue_capacity{queue=\"q\"} 2",
@@ -671,5 +492,24 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_component_family_is_registered_once_and_shared() {
+        let t = Telemetry::new();
+        let labels = ProcessorLabels {
+            processor: "p".into(),
+        };
+        let first: Family<ProcessorLabels, Counter> = t.family("things", "Things counted");
+        let second: Family<ProcessorLabels, Counter> = t.family("things", "Things counted");
+        first.get_or_create(&labels).inc();
+        second.get_or_create(&labels).inc();
+        let text = t.encode();
+        assert!(
+            text.contains("sieve_things_total{processor=\"p\"} 2"),
+            "one series, counted by both:\n{text}"
+        );
+        assert_eq!(text.matches("# TYPE sieve_things_total").count(), 0);
+        assert_eq!(text.matches("# TYPE sieve_things counter").count(), 1);
     }
 }

@@ -37,7 +37,7 @@
 use super::Processor;
 use crate::config::{duration, FieldError};
 use crate::model::Batch;
-use crate::telemetry::{CardinalityLabels, Telemetry};
+use crate::telemetry::{ProcessorLabels, Telemetry};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -228,12 +228,46 @@ pub struct CardinalityLimiter {
     telemetry: Option<Metrics>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CardinalityLabels {
+    pub processor: String,
+    pub metric: String,
+}
+
 struct Metrics {
     tracked: Gauge,
     metric_series: Family<CardinalityLabels, Gauge>,
     overflow: Family<CardinalityLabels, Counter>,
     dropped: Family<CardinalityLabels, Counter>,
     processor: String,
+}
+
+impl Metrics {
+    /// Registers the limiter's own families (once) and its series in them.
+    fn register(t: &Telemetry, processor: &str) -> Metrics {
+        let tracked: Family<ProcessorLabels, Gauge> = t.family(
+            "cardinality_tracked_series",
+            "Series tracked by a cardinality limiter",
+        );
+        Metrics {
+            tracked: tracked.get_or_create_owned(&ProcessorLabels {
+                processor: processor.into(),
+            }),
+            metric_series: t.family(
+                "cardinality_metric_series",
+                "Series within the limit, per metric",
+            ),
+            overflow: t.family(
+                "cardinality_overflow_points",
+                "Points folded into the overflow series",
+            ),
+            dropped: t.family(
+                "cardinality_dropped_points",
+                "Points dropped by a cardinality limiter",
+            ),
+            processor: processor.into(),
+        }
+    }
 }
 
 /// The process's attribute hashing seed: foldhash (fast, and seeded at random so label
@@ -317,17 +351,7 @@ impl CardinalityLimiter {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let telemetry = telemetry.map(|t| Metrics {
-            tracked: t.cardinality_tracked.get_or_create_owned(
-                &crate::telemetry::ProcessorLabels {
-                    processor: processor.into(),
-                },
-            ),
-            metric_series: t.cardinality_metric_series.clone(),
-            overflow: t.cardinality_overflow.clone(),
-            dropped: t.cardinality_dropped.clone(),
-            processor: processor.into(),
-        });
+        let telemetry = telemetry.map(|t| Metrics::register(t, processor));
         Ok(CardinalityLimiter {
             config,
             regexes,

@@ -27,7 +27,7 @@ mod detectors;
 use super::Processor;
 use crate::config::{FieldError, Secret};
 use crate::model::Batch;
-use crate::telemetry::{RedactionLabels, Telemetry};
+use crate::telemetry::Telemetry;
 use hmac::{Hmac, Mac};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
@@ -583,6 +583,14 @@ impl Redactor {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RedactionLabels {
+    processor: String,
+    pipeline: String,
+    rule: String,
+    action: String,
+}
+
 /// The pipeline stage around a [`Redactor`]; counts every redaction in
 /// `sieve_processor_redactions_total{processor, pipeline, rule, action}`.
 pub struct RedactionProcessor {
@@ -600,7 +608,10 @@ impl RedactionProcessor {
     ) -> Result<Self, FieldError> {
         Ok(RedactionProcessor {
             redactor: Redactor::new(config)?,
-            metrics: telemetry.processor_redactions.clone(),
+            metrics: telemetry.family(
+                "processor_redactions",
+                "Values redacted, by rule (detector) and action",
+            ),
             labels: (processor.to_string(), pipeline.to_string()),
         })
     }

@@ -40,9 +40,7 @@ use super::Processor;
 use crate::config::FieldError;
 use crate::model::wire;
 use crate::model::{Batch, Payload, Signal};
-use crate::telemetry::{
-    LateSpanLabels, PolicyDecisionLabels, ProcessorLabels, Telemetry, TraceDecisionLabels,
-};
+use crate::telemetry::{ProcessorLabels, Telemetry};
 use bytes::Bytes;
 use cache::{id_hash, FingerprintFilter, SampledCache};
 pub use config::TailSamplingConfig;
@@ -52,6 +50,7 @@ use policy::{
     evaluate_all, Decision, Policy, Probabilistic, SpanPredicates, TraceId, TraceSummary,
 };
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
@@ -133,6 +132,77 @@ struct Due {
 const TRACE_OVERHEAD: usize =
     (std::mem::size_of::<(TraceId, Trace)>() + 1) * 8 / 7 + 2 * std::mem::size_of::<Due>();
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct PolicyDecisionLabels {
+    processor: String,
+    policy: String,
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TraceDecisionLabels {
+    processor: String,
+    decision: String,
+    trigger: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct LateSpanLabels {
+    processor: String,
+    decision: String,
+}
+
+/// The tail sampler's own metric families, registered when the first one is built.
+struct Families {
+    traces_held: Family<ProcessorLabels, Gauge>,
+    spans_held: Family<ProcessorLabels, Gauge>,
+    bytes_held: Family<ProcessorLabels, Gauge>,
+    policy_decisions: Family<PolicyDecisionLabels, Counter>,
+    traces_decided: Family<TraceDecisionLabels, Counter>,
+    late_spans: Family<LateSpanLabels, Counter>,
+    fallback_active: Family<ProcessorLabels, Gauge>,
+    fallback_activations: Family<ProcessorLabels, Counter>,
+}
+
+impl Families {
+    fn register(t: &Telemetry) -> Families {
+        Families {
+            traces_held: t.family(
+                "tail_sampling_traces_held",
+                "Traces buffered by a tail sampler, undecided",
+            ),
+            spans_held: t.family(
+                "tail_sampling_spans_held",
+                "Spans buffered by a tail sampler",
+            ),
+            bytes_held: t.family(
+                "tail_sampling_bytes_held",
+                "Bytes a tail sampler counts against max_memory_mib",
+            ),
+            policy_decisions: t.family(
+                "tail_sampling_policy_decisions",
+                "Decisions of each top-level tail sampling policy",
+            ),
+            traces_decided: t.family(
+                "tail_sampling_traces_decided",
+                "Final tail sampling decisions, by trigger",
+            ),
+            late_spans: t.family(
+                "tail_sampling_late_spans",
+                "Spans arriving for traces already decided",
+            ),
+            fallback_active: t.family(
+                "tail_sampling_fallback_active",
+                "1 while a tail sampler decides new traces on arrival (overload)",
+            ),
+            fallback_activations: t.family(
+                "tail_sampling_fallback_activations",
+                "Times a tail sampler switched to deciding on arrival",
+            ),
+        }
+    }
+}
+
 struct Metrics {
     traces_held: Gauge,
     spans_held: Gauge,
@@ -149,52 +219,42 @@ struct Metrics {
 
 impl Metrics {
     fn new(telemetry: &Telemetry, processor: &str, policies: &[Policy]) -> Metrics {
+        let families = Families::register(telemetry);
         let labels = ProcessorLabels {
             processor: processor.into(),
         };
         let decided = |trigger: Trigger, decision: &str| {
-            telemetry
-                .tail_traces_decided
-                .get_or_create(&TraceDecisionLabels {
+            families
+                .traces_decided
+                .get_or_create_owned(&TraceDecisionLabels {
                     processor: processor.into(),
                     decision: decision.into(),
                     trigger: trigger.as_str().into(),
                 })
-                .clone()
         };
         let late = |decision: &str| {
-            telemetry
-                .tail_late_spans
-                .get_or_create(&LateSpanLabels {
-                    processor: processor.into(),
-                    decision: decision.into(),
-                })
-                .clone()
+            families.late_spans.get_or_create_owned(&LateSpanLabels {
+                processor: processor.into(),
+                decision: decision.into(),
+            })
         };
         Metrics {
-            traces_held: telemetry.tail_traces_held.get_or_create(&labels).clone(),
-            spans_held: telemetry.tail_spans_held.get_or_create(&labels).clone(),
-            bytes_held: telemetry.tail_bytes_held.get_or_create(&labels).clone(),
-            fallback_active: telemetry
-                .tail_fallback_active
-                .get_or_create(&labels)
-                .clone(),
-            fallback_activations: telemetry
-                .tail_fallback_activations
-                .get_or_create(&labels)
-                .clone(),
+            traces_held: families.traces_held.get_or_create_owned(&labels),
+            spans_held: families.spans_held.get_or_create_owned(&labels),
+            bytes_held: families.bytes_held.get_or_create_owned(&labels),
+            fallback_active: families.fallback_active.get_or_create_owned(&labels),
+            fallback_activations: families.fallback_activations.get_or_create_owned(&labels),
             policy_decisions: policies
                 .iter()
                 .map(|p| {
                     Decision::ALL.map(|d| {
-                        telemetry
-                            .tail_policy_decisions
-                            .get_or_create(&PolicyDecisionLabels {
+                        families
+                            .policy_decisions
+                            .get_or_create_owned(&PolicyDecisionLabels {
                                 processor: processor.into(),
                                 policy: p.name.clone(),
                                 decision: d.as_str().into(),
                             })
-                            .clone()
                     })
                 })
                 .collect(),
