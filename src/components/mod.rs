@@ -10,6 +10,8 @@
 //! a component means its own folder (config struct with `validate`, `build`), one
 //! variant and its arms here, and its documentation in the README.
 
+#[cfg(test)]
+mod compliance;
 mod exporters;
 mod processors;
 mod receivers;

@@ -13,6 +13,7 @@ pub mod tail_sampling;
 
 use crate::model::Batch;
 use crate::queue::Gate;
+use crate::telemetry::Count;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,4 +44,36 @@ pub trait Processor: Send {
 pub struct Built {
     pub processor: Box<dyn Processor>,
     pub gate: Option<Arc<Gate>>,
+}
+
+/// A processor, and the count of items it removes (sampled out, folded, dropped).
+pub struct Stage {
+    pub processor: Box<dyn Processor>,
+    pub removed: Count,
+}
+
+impl Stage {
+    /// Runs one call of the processor that took in `items_in` items; counts what it
+    /// removed (items neither emitted nor held) and what it lost to data that did not
+    /// decode.
+    pub fn call(
+        &mut self,
+        items_in: usize,
+        undecodable: &Count,
+        call: impl FnOnce(&mut dyn Processor, &mut Vec<Batch>),
+    ) -> Vec<Batch> {
+        let held_before = self.processor.held_items();
+        let mut out = Vec::new();
+        call(&mut *self.processor, &mut out);
+        let (mut emitted, mut lost) = (0, 0);
+        for batch in &mut out {
+            lost += batch.take_lost();
+            emitted += batch.items();
+        }
+        undecodable.add(lost);
+        let kept = emitted + lost + self.processor.held_items();
+        self.removed
+            .add((items_in + held_before).saturating_sub(kept));
+        out
+    }
 }

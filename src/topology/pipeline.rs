@@ -18,7 +18,7 @@ use crate::components::{Config, Exporter, ExporterConfig, ProcessorConfig};
 use crate::config::{PipelineConfig, PipelineId, QueueConfig};
 use crate::exporters::{self, ExporterInput, ExporterTask};
 use crate::model::Batch;
-use crate::processors::Processor;
+use crate::processors::{Processor, Stage};
 use crate::queue::{Gate, InputCounters, PipelineInput, QueueBytes, Queued};
 use crate::telemetry::{
     Count, PipelineLabels, PipelineLedger, PipelineReasonLabels, QueueRegistration, QueueState,
@@ -268,38 +268,6 @@ impl Retiring {
             let _ = abort.send(true);
             drained.await;
         }
-    }
-}
-
-/// A processor, and the count of items it removes (sampled out, folded, dropped).
-struct Stage {
-    processor: Box<dyn Processor>,
-    removed: Count,
-}
-
-impl Stage {
-    /// Runs one call of the processor that took in `items_in` items; counts what it
-    /// removed (items neither emitted nor held) and what it lost to data that did not
-    /// decode.
-    fn call(
-        &mut self,
-        items_in: usize,
-        undecodable: &Count,
-        call: impl FnOnce(&mut dyn Processor, &mut Vec<Batch>),
-    ) -> Vec<Batch> {
-        let held_before = self.processor.held_items();
-        let mut out = Vec::new();
-        call(&mut *self.processor, &mut out);
-        let (mut emitted, mut lost) = (0, 0);
-        for batch in &mut out {
-            lost += batch.take_lost();
-            emitted += batch.items();
-        }
-        undecodable.add(lost);
-        let kept = emitted + lost + self.processor.held_items();
-        self.removed
-            .add((items_in + held_before).saturating_sub(kept));
-        out
     }
 }
 
