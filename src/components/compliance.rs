@@ -112,13 +112,7 @@ fn drive_processor(
 }
 
 fn attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    crate::model::tests::text_attribute(key, value)
 }
 
 /// `requests` batches of one gauge with `points` points, each its own `user` series.

@@ -297,7 +297,8 @@ fn realistic_traces() -> ExportTraceServiceRequest {
     }
 }
 
-fn text_attribute(k: &str, v: &str) -> KeyValue {
+/// A string attribute.
+pub fn text_attribute(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {

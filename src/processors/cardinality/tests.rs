@@ -6,13 +6,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    crate::model::tests::text_attribute(key, value)
 }
 
 fn limiter(config: CardinalityConfig) -> CardinalityLimiter {

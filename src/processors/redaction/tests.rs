@@ -164,13 +164,7 @@ fn switched_off_detectors_do_not_run() {
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    crate::model::tests::text_attribute(key, value)
 }
 
 fn string_of(kv: &KeyValue) -> String {

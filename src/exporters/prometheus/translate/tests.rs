@@ -1,5 +1,4 @@
 use super::*;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point, ExponentialHistogram, Gauge, Histogram, ScopeMetrics, Sum,
     Summary, SummaryDataPoint,
@@ -106,13 +105,7 @@ fn label_names_follow_the_specification() {
 }
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    crate::model::tests::text_attribute(key, value)
 }
 
 fn resource(metrics: Vec<Metric>) -> Vec<ResourceMetrics> {
