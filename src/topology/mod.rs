@@ -151,10 +151,6 @@ impl Topology {
     ) {
         for (id, change) in &diff.receivers {
             if *change == ReceiverChange::Stop {
-                if let Some(receiver) = self.receivers.remove(id) {
-                    tracing::info!(receiver = %id, "receiver removed");
-                    receiver.stop().await;
-                }
                 continue;
             }
             let routes = Arc::new(self.routes_of(config, id));
@@ -171,6 +167,16 @@ impl Topology {
                     );
                 }
                 (None, None) => unreachable!("prepare_receivers binds every new receiver"),
+            }
+        }
+        // stopped last, so a receiver taking over a socket is serving before its
+        // predecessor lets go
+        for (id, change) in &diff.receivers {
+            if *change == ReceiverChange::Stop {
+                if let Some(receiver) = self.receivers.remove(id) {
+                    tracing::info!(receiver = %id, "receiver removed");
+                    receiver.stop().await;
+                }
             }
         }
     }
