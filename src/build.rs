@@ -7,8 +7,15 @@
 //! fails (a certificate removed since validation read it, a Kafka client that cannot be
 //! created) fails the reload and leaves the running configuration serving, as vector's
 //! `topology::builder` does. A build registers the component's own metric families
-//! through [`BuildContext::telemetry`] and starts nothing: threads and tasks start when
-//! the reload commits.
+//! through [`BuildContext::telemetry`] and starts no task: tasks and the pipeline's
+//! worker start when the reload commits (a memory limiter's checker thread starts at
+//! build and ends by itself when a discarded build drops its gate).
+//!
+//! The context carries no drop counters on purpose: a processor's removals are counted
+//! by the pipeline worker (items a call takes in and neither emits nor holds, under the
+//! processor's type) and an exporter's drops by its queue, so every item is counted in
+//! one place and the ledgers add up; a component counts only its own details (which
+//! policy sampled, which rule redacted) in families it registers.
 //!
 //! Receivers are built once for every pipeline they feed, so their build (`prepare`,
 //! which binds their listeners) takes the receiver's id and the sockets a reload hands

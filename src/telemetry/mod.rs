@@ -55,7 +55,7 @@
 //! component with metrics of its own touches no file here.
 //!
 //! The item counts of receivers, pipelines and exporters add up at every scrape (see
-//! [`ledger`]): `received = accepted + refused`, a pipeline's `accepted = emitted +
+//! the `ledger` module): `received = accepted + refused`, a pipeline's `accepted = emitted +
 //! dropped + queued + held`, an exporter's `enqueued = sent + dropped + queued +
 //! in_flight`.
 //!
