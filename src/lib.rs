@@ -35,6 +35,7 @@ pub mod processors;
 pub mod queue;
 pub mod receivers;
 pub mod service;
+pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;

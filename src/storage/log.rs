@@ -1,0 +1,642 @@
+//! The durable log behind a pipeline with a persistent queue: append-only segment files
+//! of checksummed records, read back in order, freed by whole segments once everything
+//! in them has left.
+//!
+//! Layout of a log directory:
+//! - `<first seq, 20 digits>.seg`: records with consecutive sequence numbers, the first
+//!   one in the name; a new segment starts when the current one passes
+//!   [`SEGMENT_BYTES`], and the directory is fsynced when a segment is created;
+//! - `acked`: the sequence number below which every record has left sieve (sent, or
+//!   dropped and counted), with its own checksum; written by rename. It is a hint: a
+//!   stale or damaged one only means more records are delivered again.
+//!
+//! A record is `magic (4) | version (1) | signal (1) | items (4) | seq (8) | length (4)
+//! | crc32c (4) | payload`, little-endian, the checksum over everything from `version`
+//! to the end of the payload. The payload is the encoded OTLP export request sieve
+//! accepted, so a write is a copy and a checksum.
+//!
+//! Damage is expected, not trusted: on open every segment is scanned (streaming, never
+//! loaded whole); a record that does not check out is skipped by searching for the next
+//! magic whose record does, and counted; an unreadable end of the last segment (a write
+//! torn by a crash) is cut off. A length over [`MAX_RECORD_BYTES`], an unknown version
+//! or any other garbage is just damage: nothing in a file can make sieve panic or
+//! allocate without bound. Every index is rebuilt from the segments at open.
+
+use crate::model::Signal;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAGIC: [u8; 4] = *b"SVQ1";
+const VERSION: u8 = 1;
+const HEADER_BYTES: usize = 26;
+/// A segment is closed and a new one started past this size.
+pub const SEGMENT_BYTES: u64 = 32 << 20;
+/// The largest record read back; a longer length is damage.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
+/// How appends reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every append is on disk before it is acknowledged.
+    Always,
+    /// Appends are written to the operating system at once (a process kill loses
+    /// nothing) and synced to disk every interval (a power loss loses at most that).
+    Interval(Duration),
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    pub signal: Signal,
+    pub items: usize,
+    pub payload: Bytes,
+}
+
+/// Why an append was refused.
+#[derive(Debug)]
+pub enum AppendError {
+    /// The log holds `max_bytes` already.
+    Full,
+    /// Writing failed (a full disk): the log is as it was before.
+    Io(io::Error),
+}
+
+/// What opening a log found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Records kept from before, from the acknowledged position on.
+    pub records: u64,
+    pub items: u64,
+    /// Records skipped as damaged, and bytes cut off a torn tail.
+    pub corrupt: u64,
+    pub torn_bytes: u64,
+}
+
+struct Segment {
+    first_seq: u64,
+    bytes: u64,
+    items: u64,
+}
+
+struct Writer {
+    file: File,
+    segments: VecDeque<Segment>,
+    next_seq: u64,
+    bytes: u64,
+}
+
+/// A pipeline's log: appended by receivers, read by the pipeline's worker.
+pub struct Log {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    fsync: Fsync,
+    writer: Mutex<Writer>,
+    appended: Condvar,
+    /// `next_seq` as last published, read without the lock.
+    end: AtomicU64,
+    /// Everything below has left sieve; only whole segments below it are deleted.
+    acked: AtomicU64,
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The segments of `dir`, by first sequence number.
+fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut firsts: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            name.to_str()?.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
+fn encode_header(seq: u64, signal: Signal, items: usize, payload: &[Bytes]) -> [u8; HEADER_BYTES] {
+    let length: usize = payload.iter().map(Bytes::len).sum();
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..4].copy_from_slice(&MAGIC);
+    header[4] = VERSION;
+    header[5] = signal as u8;
+    header[6..10].copy_from_slice(&(items.min(u32::MAX as usize) as u32).to_le_bytes());
+    header[10..18].copy_from_slice(&seq.to_le_bytes());
+    header[18..22].copy_from_slice(&(length as u32).to_le_bytes());
+    let mut crc = crc32c::crc32c(&header[4..22]);
+    for part in payload {
+        crc = crc32c::crc32c_append(crc, part);
+    }
+    header[22..26].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The record at the start of `bytes`, if it checks out, and its full length.
+fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    if header[0..4] != MAGIC || header[4] != VERSION {
+        return None;
+    }
+    let signal = *Signal::ALL.get(header[5] as usize)?;
+    let items = u32::from_le_bytes(header[6..10].try_into().ok()?) as usize;
+    let seq = u64::from_le_bytes(header[10..18].try_into().ok()?);
+    let length = u32::from_le_bytes(header[18..22].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[22..26].try_into().ok()?);
+    if length > MAX_RECORD_BYTES {
+        return None;
+    }
+    let payload = bytes.get(HEADER_BYTES..HEADER_BYTES + length)?;
+    let computed = crc32c::crc32c_append(crc32c::crc32c(&header[4..22]), payload);
+    (computed == crc).then(|| {
+        (
+            Record {
+                seq,
+                signal,
+                items,
+                payload: Bytes::copy_from_slice(payload),
+            },
+            HEADER_BYTES + length,
+        )
+    })
+}
+
+/// What a segment reader met next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Record(Record),
+    /// Bytes that are not a record, skipped up to the next record that checks out.
+    Damaged {
+        bytes: u64,
+    },
+    /// The end of what is readable (a torn tail is an end too).
+    End,
+}
+
+/// Reads one segment file front to back, in bounded memory.
+pub struct SegmentReader {
+    file: BufReader<File>,
+    /// Offset of the next unread byte in the file.
+    offset: u64,
+    buffer: Vec<u8>,
+}
+
+impl SegmentReader {
+    pub fn open(path: &Path, offset: u64) -> io::Result<SegmentReader> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(SegmentReader {
+            file: BufReader::with_capacity(256 << 10, file),
+            offset,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Offset just past the last record read (or skipped).
+    pub fn offset(&self) -> u64 {
+        self.offset - self.buffer.len() as u64
+    }
+
+    /// Reads until `buffer` holds `wanted` bytes or the file ends.
+    fn fill(&mut self, wanted: usize) -> io::Result<()> {
+        while self.buffer.len() < wanted {
+            let have = self.buffer.len();
+            let step = (wanted - have).max(64 << 10);
+            self.buffer.resize(have + step, 0);
+            let read = self.file.read(&mut self.buffer[have..])?;
+            self.buffer.truncate(have + read);
+            self.offset += read as u64;
+            if read == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next record, a stretch of damage, or the end.
+    pub fn next(&mut self) -> io::Result<Next> {
+        if let Some((record, length)) = self.record_at_front()? {
+            self.buffer.drain(..length);
+            return Ok(Next::Record(record));
+        }
+        if self.buffer.is_empty() {
+            return Ok(Next::End);
+        }
+        // damage: skip to the next magic whose record checks out
+        let mut skipped = 0u64;
+        loop {
+            let from = 1.min(self.buffer.len());
+            match find_magic(&self.buffer[from..]) {
+                Some(at) => {
+                    self.buffer.drain(..from + at);
+                    skipped += (from + at) as u64;
+                    if self.record_at_front()?.is_some() {
+                        return Ok(Next::Damaged { bytes: skipped });
+                    }
+                }
+                None => {
+                    let keep = self.buffer.len().min(3);
+                    let dropped = self.buffer.len() - keep;
+                    self.buffer.drain(..dropped);
+                    skipped += dropped as u64;
+                    let before = self.buffer.len();
+                    self.fill(before + (64 << 10))?;
+                    if self.buffer.len() == before {
+                        // nothing readable after the damage: a torn tail
+                        self.buffer.clear();
+                        return Ok(Next::End);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The record at the front of the buffer and its length, if one checks out there.
+    fn record_at_front(&mut self) -> io::Result<Option<(Record, usize)>> {
+        self.fill(HEADER_BYTES)?;
+        if self.buffer.len() < HEADER_BYTES || self.buffer[0..4] != MAGIC {
+            return Ok(None);
+        }
+        let length = u32::from_le_bytes([
+            self.buffer[18],
+            self.buffer[19],
+            self.buffer[20],
+            self.buffer[21],
+        ]) as usize;
+        if length > MAX_RECORD_BYTES {
+            return Ok(None);
+        }
+        self.fill(HEADER_BYTES + length)?;
+        Ok(decode(&self.buffer))
+    }
+}
+
+fn find_magic(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(4).position(|w| w == MAGIC)
+}
+
+/// Scans segment `first_seq` of `dir` to its end: its records from `from_seq` on are
+/// counted into `found`, damage too; returns the offset past its last good record and
+/// the sequence number after it.
+fn scan_segment(
+    dir: &Path,
+    first_seq: u64,
+    from_seq: u64,
+    found: &mut Recovered,
+) -> io::Result<(u64, u64, Segment)> {
+    let mut reader = SegmentReader::open(&segment_path(dir, first_seq), 0)?;
+    let mut segment = Segment {
+        first_seq,
+        bytes: 0,
+        items: 0,
+    };
+    let mut next_seq = first_seq;
+    let mut good_end = 0;
+    loop {
+        match reader.next()? {
+            Next::Record(record) => {
+                next_seq = record.seq + 1;
+                good_end = reader.offset();
+                segment.items += record.items as u64;
+                if record.seq >= from_seq {
+                    found.records += 1;
+                    found.items += record.items as u64;
+                }
+            }
+            Next::Damaged { .. } => found.corrupt += 1,
+            Next::End => break,
+        }
+    }
+    segment.bytes = good_end;
+    Ok((good_end, next_seq, segment))
+}
+
+impl Log {
+    /// Opens (creating it if needed) the log in `dir`: rebuilds the segment list from
+    /// the files, cuts a torn tail off the last segment and starts a new segment for
+    /// appends.
+    pub fn open(dir: &Path, max_bytes: u64, fsync: Fsync) -> io::Result<(Log, Recovered)> {
+        Log::open_with_segments(dir, max_bytes, fsync, SEGMENT_BYTES)
+    }
+
+    /// [`Log::open`] with segments of `segment_bytes`.
+    pub fn open_with_segments(
+        dir: &Path,
+        max_bytes: u64,
+        fsync: Fsync,
+        segment_bytes: u64,
+    ) -> io::Result<(Log, Recovered)> {
+        fs::create_dir_all(dir)?;
+        let acked = read_acked(dir);
+        let mut found = Recovered::default();
+        let mut segments = VecDeque::new();
+        let mut next_seq = acked;
+        let firsts = list_segments(dir)?;
+        for (index, &first) in firsts.iter().enumerate() {
+            let (good_end, after, segment) = scan_segment(dir, first, acked, &mut found)?;
+            let path = segment_path(dir, first);
+            let length = fs::metadata(&path)?.len();
+            if index + 1 == firsts.len() && length > good_end {
+                found.torn_bytes = length - good_end;
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(good_end)?;
+            }
+            next_seq = next_seq.max(after).max(first);
+            segments.push_back(segment);
+        }
+        let (file, first) = create_segment(dir, next_seq)?;
+        segments.push_back(first);
+        let bytes = segments.iter().map(|s| s.bytes).sum();
+        let log = Log {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes,
+            fsync,
+            writer: Mutex::new(Writer {
+                file,
+                segments,
+                next_seq,
+                bytes,
+            }),
+            appended: Condvar::new(),
+            end: AtomicU64::new(next_seq),
+            acked: AtomicU64::new(acked),
+        };
+        Ok((log, found))
+    }
+
+    /// Appends one record: written to the operating system before this returns, and on
+    /// disk too with `fsync: always`. Returns its sequence number.
+    pub fn append(
+        &self,
+        signal: Signal,
+        items: usize,
+        payload: &[Bytes],
+    ) -> Result<u64, AppendError> {
+        let length: usize = payload.iter().map(Bytes::len).sum();
+        let size = (HEADER_BYTES + length) as u64;
+        let mut w = self.writer.lock();
+        if w.bytes + size > self.max_bytes && w.bytes > 0 {
+            return Err(AppendError::Full);
+        }
+        if w.segments
+            .back()
+            .is_some_and(|s| s.bytes >= self.segment_bytes)
+        {
+            self.rotate(&mut w).map_err(AppendError::Io)?;
+        }
+        let seq = w.next_seq;
+        let header = encode_header(seq, signal, items, payload);
+        let written = write_record(&mut w.file, &header, payload);
+        let written = written.and_then(|()| match self.fsync {
+            Fsync::Always => w.file.sync_data(),
+            Fsync::Interval(_) => Ok(()),
+        });
+        let Writer { file, segments, .. } = &mut *w;
+        let Some(segment) = segments.back_mut() else {
+            return Err(AppendError::Io(io::ErrorKind::NotFound.into()));
+        };
+        if let Err(e) = written {
+            // leave the log as it was: cut the partial record off
+            let _ = file.set_len(segment.bytes);
+            return Err(AppendError::Io(e));
+        }
+        segment.bytes += size;
+        segment.items += items as u64;
+        w.bytes += size;
+        w.next_seq += 1;
+        self.end.store(w.next_seq, Ordering::Release);
+        drop(w);
+        self.appended.notify_all();
+        Ok(seq)
+    }
+
+    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
+        if self.fsync != Fsync::Always {
+            w.file.sync_data()?;
+        }
+        let (file, segment) = create_segment(&self.dir, w.next_seq)?;
+        w.file = file;
+        w.segments.push_back(segment);
+        Ok(())
+    }
+
+    /// The sequence number the next append gets.
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Everything below this has left sieve.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
+    }
+
+    /// Waits until a record at or past `seq` is appended, or `deadline`.
+    pub fn wait_past(&self, seq: u64, deadline: Option<Instant>) {
+        let mut w = self.writer.lock();
+        while w.next_seq <= seq {
+            match deadline {
+                Some(deadline) => {
+                    if self.appended.wait_until(&mut w, deadline).timed_out() {
+                        return;
+                    }
+                }
+                None => self.appended.wait(&mut w),
+            }
+        }
+    }
+
+    /// Wakes whoever waits in [`Log::wait_past`] (a pipeline stopping).
+    pub fn wake(&self) {
+        self.appended.notify_all();
+    }
+
+    /// Records that everything below `seq` has left sieve: deletes the segments wholly
+    /// below it and writes the `acked` file.
+    pub fn acknowledge(&self, seq: u64) -> io::Result<()> {
+        if seq <= self.acked.swap(seq.max(self.acked()), Ordering::AcqRel) {
+            return Ok(());
+        }
+        write_acked(&self.dir, seq)?;
+        let mut w = self.writer.lock();
+        while w.segments.len() > 1 && w.segments.get(1).is_some_and(|next| next.first_seq <= seq) {
+            let Some(done) = w.segments.pop_front() else {
+                break;
+            };
+            w.bytes -= done.bytes;
+            fs::remove_file(segment_path(&self.dir, done.first_seq))?;
+        }
+        Ok(())
+    }
+
+    /// Syncs what was written to disk (the `fsync: interval` tick).
+    pub fn sync(&self) -> io::Result<()> {
+        let file = self.writer.lock().file.try_clone()?;
+        file.sync_data()
+    }
+
+    /// Bytes and items in the segments on disk.
+    pub fn size(&self) -> (u64, u64) {
+        let w = self.writer.lock();
+        (w.bytes, w.segments.iter().map(|s| s.items).sum())
+    }
+
+    /// A reader from record `seq` on.
+    pub fn reader(self: &Arc<Self>, seq: u64) -> LogReader {
+        LogReader {
+            log: Arc::clone(self),
+            next_seq: seq,
+            segment: None,
+        }
+    }
+
+    /// The segment holding `seq`, if it is still on disk.
+    fn segment_of(&self, seq: u64) -> Option<u64> {
+        let w = self.writer.lock();
+        w.segments
+            .iter()
+            .rev()
+            .find(|s| s.first_seq <= seq)
+            .map(|s| s.first_seq)
+    }
+
+    /// The first sequence number still on disk.
+    fn first_seq(&self) -> u64 {
+        let w = self.writer.lock();
+        w.segments.front().map_or(w.next_seq, |s| s.first_seq)
+    }
+
+    /// The first segment after the one starting at `first_seq`.
+    fn segment_after(&self, first_seq: u64) -> Option<u64> {
+        let w = self.writer.lock();
+        w.segments
+            .iter()
+            .find(|s| s.first_seq > first_seq)
+            .map(|s| s.first_seq)
+    }
+}
+
+fn write_record(file: &mut File, header: &[u8], payload: &[Bytes]) -> io::Result<()> {
+    file.write_all(header)?;
+    for part in payload {
+        file.write_all(part)?;
+    }
+    Ok(())
+}
+
+fn create_segment(dir: &Path, first_seq: u64) -> io::Result<(File, Segment)> {
+    let path = segment_path(dir, first_seq);
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let bytes = file.metadata()?.len();
+    sync_dir(dir)?;
+    Ok((
+        file,
+        Segment {
+            first_seq,
+            bytes,
+            items: 0,
+        },
+    ))
+}
+
+fn read_acked(dir: &Path) -> u64 {
+    let Ok(bytes) = fs::read(dir.join("acked")) else {
+        return 0;
+    };
+    match bytes.as_slice() {
+        [seq @ .., a, b, c, d] if seq.len() == 8 => {
+            let crc = u32::from_le_bytes([*a, *b, *c, *d]);
+            if crc32c::crc32c(seq) == crc {
+                u64::from_le_bytes(seq.try_into().unwrap_or_default())
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    }
+}
+
+fn write_acked(dir: &Path, seq: u64) -> io::Result<()> {
+    let mut bytes = seq.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&seq.to_le_bytes()).to_le_bytes());
+    let temporary = dir.join("acked.tmp");
+    fs::write(&temporary, &bytes)?;
+    fs::rename(&temporary, dir.join("acked"))
+}
+
+/// Reads a log's records in order from a position, following appends and segment
+/// changes, skipping damage (counted).
+pub struct LogReader {
+    log: Arc<Log>,
+    next_seq: u64,
+    segment: Option<(u64, SegmentReader)>,
+}
+
+impl LogReader {
+    /// The sequence number of the next record to read.
+    pub fn position(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Moves on to `seq` (records below it are taken care of elsewhere).
+    pub fn skip_to(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
+    /// The next record if one was appended, skipping damaged stretches (returned as a
+    /// count) and records below the position.
+    pub fn next(&mut self) -> io::Result<(Option<Record>, u64)> {
+        let mut damaged = 0;
+        while self.next_seq < self.log.end() {
+            let Some((first, reader)) = self.segment.as_mut() else {
+                let Some(first) = self.log.segment_of(self.next_seq) else {
+                    // deleted underneath (acknowledged, or dropped when full): go on
+                    // from what is left
+                    self.next_seq = self.log.first_seq().max(self.next_seq + 1);
+                    continue;
+                };
+                let reader = SegmentReader::open(&segment_path(&self.log.dir, first), 0)?;
+                self.segment = Some((first, reader));
+                continue;
+            };
+            match reader.next()? {
+                Next::Record(record) if record.seq < self.next_seq => continue,
+                Next::Record(record) => {
+                    self.next_seq = record.seq + 1;
+                    return Ok((Some(record), damaged));
+                }
+                Next::Damaged { .. } => damaged += 1,
+                Next::End => match self.log.segment_after(*first) {
+                    Some(after) => {
+                        // records missing before the next segment were lost to damage
+                        self.next_seq = self.next_seq.max(after);
+                        self.segment = None;
+                    }
+                    None => {
+                        // appended records this segment cannot give: damage
+                        self.next_seq = self.log.end();
+                        return Ok((None, damaged + 1));
+                    }
+                },
+            }
+        }
+        Ok((None, damaged))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! The log against damage: torn tails, flipped bytes, zeroed and foreign segments,
+//! arbitrary files, and writes cut at any point.
+
+use super::*;
+use proptest::prelude::*;
+
+fn payload(n: u64) -> Vec<Bytes> {
+    vec![Bytes::from(
+        format!("record {n} ").repeat((n % 7 + 1) as usize),
+    )]
+}
+
+fn open(dir: &Path) -> (Arc<Log>, Recovered) {
+    let (log, found) =
+        Log::open_with_segments(dir, u64::MAX, Fsync::Interval(Duration::from_secs(1)), 300)
+            .unwrap();
+    (Arc::new(log), found)
+}
+
+fn append_all(log: &Log, range: std::ops::Range<u64>) {
+    for n in range {
+        assert_eq!(log.append(Signal::Logs, 1, &payload(n)).unwrap(), n);
+    }
+}
+
+/// Every record the reader gives from `from`, and the damaged stretches it skipped.
+fn read_all(log: &Arc<Log>, from: u64) -> (Vec<u64>, u64) {
+    let mut reader = log.reader(from);
+    let (mut seqs, mut damaged) = (Vec::new(), 0);
+    loop {
+        let (record, skipped) = reader.next().unwrap();
+        damaged += skipped;
+        let Some(record) = record else {
+            return (seqs, damaged);
+        };
+        assert_eq!(
+            record.payload,
+            payload(record.seq).concat(),
+            "payload of {}",
+            record.seq
+        );
+        seqs.push(record.seq);
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|first| segment_path(dir, first))
+        .collect()
+}
+
+#[test]
+fn records_come_back_in_order_across_segments_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..40);
+    assert!(segments(dir.path()).len() > 3, "small segments rotate");
+    assert_eq!(read_all(&log, 0), ((0..40).collect(), 0));
+    assert_eq!(read_all(&log, 25).0, (25..40).collect::<Vec<_>>());
+    drop(log);
+    let (log, found) = open(dir.path());
+    assert_eq!((found.records, found.corrupt, found.torn_bytes), (40, 0, 0));
+    append_all(&log, 40..45);
+    assert_eq!(read_all(&log, 0).0, (0..45).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_reader_follows_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    let mut reader = log.reader(0);
+    for n in 0..30 {
+        append_all(&log, n..n + 1);
+        let (record, _) = reader.next().unwrap();
+        assert_eq!(record.unwrap().seq, n);
+        assert_eq!(reader.next().unwrap().0, None);
+    }
+}
+
+#[test]
+fn acknowledged_segments_are_deleted_and_reopening_resumes_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..40);
+    let before = segments(dir.path()).len();
+    log.acknowledge(30).unwrap();
+    assert!(segments(dir.path()).len() < before);
+    assert_eq!(
+        read_all(&log, 0).0,
+        (30..40).collect::<Vec<_>>(),
+        "a reader behind the deleted segments resumes at the acknowledged position"
+    );
+    drop(log);
+    let (log, found) = open(dir.path());
+    assert_eq!(log.acked(), 30);
+    assert_eq!(found.records, 10, "what was not acknowledged is replayed");
+    assert_eq!(read_all(&log, log.acked()).0, (30..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_and_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..10);
+    drop(log);
+    let last = segments(dir.path()).pop().unwrap();
+    let mut file = OpenOptions::new().append(true).open(&last).unwrap();
+    file.write_all(&encode_header(10, Signal::Logs, 1, &payload(10))[..20])
+        .unwrap();
+    drop(file);
+    let (log, found) = open(dir.path());
+    assert_eq!((found.records, found.torn_bytes), (10, 20));
+    append_all(&log, 10..12);
+    assert_eq!(read_all(&log, 0), ((0..12).collect(), 0));
+}
+
+#[test]
+fn a_flipped_byte_skips_one_record_and_never_blocks_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..6);
+    drop(log);
+    let first = &segments(dir.path())[0];
+    let mut bytes = fs::read(first).unwrap();
+    let second_record = HEADER_BYTES + payload(0)[0].len();
+    bytes[second_record + HEADER_BYTES + 2] ^= 0x40;
+    fs::write(first, &bytes).unwrap();
+    let (log, found) = open(dir.path());
+    assert_eq!(found.corrupt, 1);
+    let (seqs, damaged) = read_all(&log, 0);
+    assert!(
+        !seqs.contains(&1) && seqs.contains(&0) && seqs.contains(&5),
+        "{seqs:?}"
+    );
+    assert_eq!(damaged, 1);
+}
+
+#[test]
+fn zeroed_and_foreign_segments_are_damage_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..20);
+    drop(log);
+    let all = segments(dir.path());
+    let zeroed = &all[1];
+    let length = fs::metadata(zeroed).unwrap().len() as usize;
+    fs::write(zeroed, vec![0u8; length]).unwrap();
+    let foreign = &all[2];
+    let mut bytes = fs::read(foreign).unwrap();
+    bytes[4] = VERSION + 1; // a record of another version
+    fs::write(foreign, &bytes).unwrap();
+    let (log, found) = open(dir.path());
+    assert!(found.corrupt >= 1, "{found:?}");
+    let (seqs, _) = read_all(&log, 0);
+    assert!(
+        seqs.contains(&0) && seqs.contains(&19),
+        "the rest is delivered: {seqs:?}"
+    );
+    append_all(&log, 20..21);
+}
+
+#[test]
+fn a_full_log_refuses_and_takes_appends_again_once_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open_with_segments(dir.path(), 1000, Fsync::Always, 300).unwrap();
+    let mut n = 0;
+    while log.append(Signal::Logs, 1, &payload(n)).is_ok() {
+        n += 1;
+    }
+    assert!(matches!(
+        log.append(Signal::Logs, 1, &payload(n)),
+        Err(AppendError::Full)
+    ));
+    log.acknowledge(n).unwrap();
+    assert!(log.append(Signal::Logs, 1, &payload(n)).is_ok());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any bytes as a segment: opening and reading end, in bounded memory.
+    #[test]
+    fn any_file_opens_and_reads_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..4096), magic_at in 0usize..4096) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = bytes;
+        if magic_at + 4 <= bytes.len() {
+            bytes[magic_at..magic_at + 4].copy_from_slice(&MAGIC);
+        }
+        fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
+        let (log, _) = open(dir.path());
+        let mut reader = log.reader(0);
+        while reader.next().unwrap().0.is_some() {}
+        log.append(Signal::Traces, 1, &payload(1)).unwrap();
+    }
+
+    /// A crash that cuts the segment being written at any byte loses only the record
+    /// being written: every record written completely before is read back.
+    #[test]
+    fn a_write_cut_anywhere_keeps_every_complete_record(records in 1u64..30, cut in any::<prop::sample::Index>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = open(dir.path());
+        append_all(&log, 0..records);
+        drop(log);
+        let last = segments(dir.path()).pop().unwrap();
+        let length = fs::metadata(&last).unwrap().len() as usize;
+        let keep = cut.index(length + 1);
+        OpenOptions::new().write(true).open(&last).unwrap().set_len(keep as u64).unwrap();
+        let complete = {
+            // records of the last segment that end at or before the cut
+            let first = list_segments(dir.path()).unwrap().pop().unwrap();
+            let mut end = 0usize;
+            let mut n = first;
+            while n < records && end + HEADER_BYTES + payload(n)[0].len() <= keep {
+                end += HEADER_BYTES + payload(n)[0].len();
+                n += 1;
+            }
+            n
+        };
+        let (log, found) = open(dir.path());
+        prop_assert_eq!(found.corrupt, 0);
+        let (seqs, _) = read_all(&log, 0);
+        prop_assert_eq!(seqs, (0..complete).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,3 @@
+//! Durable delivery: the `file_storage` extension and the log a pipeline keeps in it.
+
+pub mod log;
