@@ -606,7 +606,11 @@ impl LogReader {
                 let Some(first) = self.log.segment_of(self.next_seq) else {
                     // deleted underneath (acknowledged, or dropped when full): go on
                     // from what is left
-                    self.next_seq = self.log.first_seq().max(self.next_seq + 1);
+                    self.next_seq = self
+                        .log
+                        .first_seq()
+                        .max(self.log.acked())
+                        .max(self.next_seq + 1);
                     continue;
                 };
                 let reader = SegmentReader::open(&segment_path(&self.log.dir, first), 0)?;
