@@ -26,6 +26,8 @@ pub enum Refusal {
     QueueFull,
     /// A memory limiter is above its soft limit.
     MemoryLimit,
+    /// The persistent queue is full or cannot be written.
+    StorageFull,
     /// The pipeline is shutting down or being replaced.
     Closed,
 }
@@ -36,6 +38,7 @@ impl Refusal {
         match self {
             Refusal::QueueFull => "queue_full",
             Refusal::MemoryLimit => "memory_limit",
+            Refusal::StorageFull => "storage_full",
             Refusal::Closed => "shutting_down",
         }
     }
@@ -64,12 +67,18 @@ pub struct InputCounters {
     pub ledger: Arc<PipelineLedger>,
     pub refused_queue_full: Counter,
     pub refused_memory: Counter,
+    pub refused_storage: Counter,
 }
 
 /// A batch on a queue, with the bytes it counts for.
 pub struct Queued {
     pub batch: Batch,
     pub bytes: usize,
+}
+
+/// A pipeline input with a persistent queue: batches are appended to the log first.
+struct Durable {
+    log: Arc<crate::storage::log::Log>,
 }
 
 /// Bytes held by a queue, bounded by its `max_size_mib`.
@@ -120,6 +129,7 @@ pub struct PipelineInput {
     when_full: WhenFull,
     gates: Vec<Arc<Gate>>,
     counters: InputCounters,
+    durable: Option<Durable>,
 }
 
 impl PipelineInput {
@@ -139,7 +149,15 @@ impl PipelineInput {
             when_full,
             gates,
             counters,
+            durable: None,
         }
+    }
+
+    /// Makes this a persistent-queue input: every batch is appended to `log` before it
+    /// is accepted, and waits there when the memory queue is full.
+    pub fn with_log(mut self, log: Arc<crate::storage::log::Log>) -> Self {
+        self.durable = Some(Durable { log });
+        self
     }
 
     /// Whether a memory limiter of this pipeline refuses new data now.
@@ -150,6 +168,9 @@ impl PipelineInput {
     /// Puts `batch` on the queue without blocking; a refused batch is handed back. The
     /// queue is full at its batch capacity or its byte limit, whichever comes first.
     pub fn offer(&self, batch: Batch) -> Result<(), (Refusal, Batch)> {
+        if let Some(durable) = &self.durable {
+            return self.offer_durable(durable, batch);
+        }
         let (items, bytes) = (batch.items(), batch.held_bytes());
         let ledger = &self.counters.ledger;
         ledger.offered.add(items);
@@ -176,6 +197,41 @@ impl PipelineInput {
             Err(TrySendError::Disconnected(queued)) => {
                 ledger.bounced.add(items);
                 Err((Refusal::Closed, queued.batch))
+            }
+        }
+    }
+
+    /// Appends `batch` to the log (accepted once written), then hands it to the worker
+    /// through the memory queue; when that is full the batch waits in the log, and the
+    /// worker reads it from there.
+    fn offer_durable(&self, durable: &Durable, mut batch: Batch) -> Result<(), (Refusal, Batch)> {
+        let items = batch.items();
+        let ledger = &self.counters.ledger;
+        ledger.offered.add(items);
+        let parts = match batch.payload() {
+            crate::model::Payload::Encoded(parts) => parts.clone(),
+            _ => vec![batch.to_bytes()],
+        };
+        match durable.log.append(self.signal, items, &parts) {
+            Ok(seq) => {
+                batch.set_record(Some(seq));
+                let bytes = batch.held_bytes();
+                if self.bytes.reserve(bytes) {
+                    if let Err(e) = self.sender.try_send(Queued { batch, bytes }) {
+                        // waits in the log; the worker reads it from there
+                        drop(e);
+                        self.bytes.release(bytes);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let crate::storage::log::AppendError::Io(e) = &e {
+                    tracing::warn!(pipeline = %self.name, error = %e, "persistent queue: cannot write; refusing");
+                }
+                ledger.bounced.add(items);
+                self.counters.refused_storage.inc_by(items as u64);
+                Err((Refusal::StorageFull, batch))
             }
         }
     }

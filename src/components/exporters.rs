@@ -3,7 +3,7 @@
 //! exporter is added here and nowhere else outside its own folder.
 
 use crate::build::{BuildContext, BuildError};
-use crate::config::{or_default, ComponentConfig, FieldError};
+use crate::config::{or_default, ComponentConfig, ExtensionReference, FieldError};
 use crate::exporters::{
     debug, kafka, loki, otlp, prometheus, retry, Built, Export, ExportError, Exported,
     SendingQueueConfig,
@@ -66,6 +66,18 @@ impl ComponentConfig for ExporterConfig {
             ExporterConfig::PrometheusRemoteWrite(c) => c.validate(),
             ExporterConfig::Kafka(c) => c.validate(),
         }
+    }
+
+    fn extension_references(&self) -> Vec<ExtensionReference> {
+        self.sending_queue()
+            .storage
+            .map(|id| ExtensionReference {
+                key: "sending_queue.storage",
+                id,
+                role: "storage",
+            })
+            .into_iter()
+            .collect()
     }
 }
 

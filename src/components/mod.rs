@@ -13,12 +13,14 @@
 #[cfg(test)]
 mod compliance;
 mod exporters;
+mod extensions;
 mod processors;
 mod receivers;
 #[cfg(test)]
 mod tests;
 
 pub use exporters::{Exporter, ExporterConfig};
+pub use extensions::ExtensionConfig;
 pub use processors::ProcessorConfig;
 pub use receivers::{PreparedReceiver, ReceiverConfig, RunningReceiver};
 
@@ -27,6 +29,7 @@ pub use receivers::{PreparedReceiver, ReceiverConfig, RunningReceiver};
 pub struct Sieve;
 
 impl crate::config::Components for Sieve {
+    type Extension = ExtensionConfig;
     type Receiver = ReceiverConfig;
     type Processor = ProcessorConfig;
     type Exporter = ExporterConfig;

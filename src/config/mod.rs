@@ -144,11 +144,30 @@ pub trait ComponentConfig: Sized + Clone + fmt::Debug + PartialEq {
     fn signals(&self) -> &'static [Signal];
     /// Checks that go beyond types (ranges, addresses, combinations).
     fn validate(&self) -> Result<(), FieldError>;
+    /// The extensions this component's config names: the key naming one, its id, and
+    /// the role it must play (e.g. `storage`).
+    fn extension_references(&self) -> Vec<ExtensionReference> {
+        Vec::new()
+    }
+    /// The roles an extension can play for other components (none for the others).
+    fn roles(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// A component's config naming an extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionReference {
+    /// The key, a dotted path inside the component's config.
+    pub key: &'static str,
+    pub id: String,
+    pub role: &'static str,
 }
 
 /// The components a configuration can name, one config enum per section (the list
 /// lives in `crate::components`; this module names none of them).
 pub trait Components: Clone + fmt::Debug + PartialEq + 'static {
+    type Extension: ComponentConfig;
     type Receiver: ComponentConfig;
     type Processor: ComponentConfig;
     type Exporter: ComponentConfig;
@@ -372,6 +391,9 @@ pub struct TelemetryConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
+    /// The extensions to start; others are defined and unused, as in the collector.
+    #[serde(default)]
+    extensions: Vec<String>,
     pipelines: BTreeMap<String, RawPipeline>,
     #[serde(default)]
     telemetry: TelemetryConfig,
@@ -387,6 +409,8 @@ fn default_shutdown_timeout() -> Duration {
 #[serde(deny_unknown_fields, bound = "")]
 struct RawConfig<C: Components> {
     #[serde(default)]
+    extensions: Section<C::Extension>,
+    #[serde(default)]
     receivers: Section<C::Receiver>,
     #[serde(default)]
     processors: Section<C::Processor>,
@@ -398,6 +422,8 @@ struct RawConfig<C: Components> {
 /// A loaded, checked configuration of the components `C`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config<C: Components> {
+    /// The extensions `service.extensions` starts.
+    pub extensions: BTreeMap<ComponentId, C::Extension>,
     pub receivers: BTreeMap<ComponentId, C::Receiver>,
     pub processors: BTreeMap<ComponentId, C::Processor>,
     pub exporters: BTreeMap<ComponentId, C::Exporter>,
@@ -502,7 +528,7 @@ fn section_key_error(error: &serde_yaml::Error, text: &str) -> Option<(Option<us
         .rfind(" at line ")
         .map_or(full.as_str(), |at| &full[..at]);
     let (section, rest) = message.split_once(": ")?;
-    if !["receivers", "processors", "exporters"].contains(&section) {
+    if !["extensions", "receivers", "processors", "exporters"].contains(&section) {
         return None;
     }
     let key = rest.strip_prefix('`')?.split('`').next()?;
@@ -573,9 +599,12 @@ impl Checker<'_> {
     }
 
     fn check<C: Components>(&self, raw: RawConfig<C>) -> Result<Config<C>, ConfigError> {
+        let defined = self.components(raw.extensions)?;
+        let extensions = self.enabled_extensions(defined, &raw.service.extensions)?;
         let receivers = self.components(raw.receivers)?;
         let processors = self.components(raw.processors)?;
         let exporters = self.components(raw.exporters)?;
+        self.extension_references(&extensions, &exporters)?;
         let mut pipelines = BTreeMap::new();
         for (key, raw_pipeline) in raw.service.pipelines {
             let id = PipelineId::parse(&key)
@@ -644,6 +673,7 @@ impl Checker<'_> {
             )
         })?;
         Ok(Config {
+            extensions,
             receivers,
             processors,
             exporters,
@@ -675,6 +705,64 @@ impl Checker<'_> {
             out.insert(id, config);
         }
         Ok(out)
+    }
+
+    /// The extensions `service.extensions` lists, each defined.
+    fn enabled_extensions<T: ComponentConfig>(
+        &self,
+        mut defined: BTreeMap<ComponentId, T>,
+        listed: &[String],
+    ) -> Result<BTreeMap<ComponentId, T>, ConfigError> {
+        let path = ["service", "extensions"];
+        let mut enabled = BTreeMap::new();
+        for name in listed {
+            let fail = |message: String| self.error(&path, Some(name), message);
+            let id = ComponentId::parse(name).map_err(fail)?;
+            let Some(config) = defined.remove(&id) else {
+                return Err(fail(if enabled.contains_key(&id) {
+                    format!("`{name}` is listed twice")
+                } else {
+                    format!("`{name}` is not defined under `extensions`")
+                }));
+            };
+            enabled.insert(id, config);
+        }
+        Ok(enabled)
+    }
+
+    /// Checks that every extension a component names is enabled and plays the role.
+    fn extension_references<E: ComponentConfig, T: ComponentConfig>(
+        &self,
+        extensions: &BTreeMap<ComponentId, E>,
+        components: &BTreeMap<ComponentId, T>,
+    ) -> Result<(), ConfigError> {
+        for (id, config) in components {
+            for reference in config.extension_references() {
+                let component = id.to_string();
+                let mut path = vec![T::SECTION, component.as_str()];
+                path.extend(reference.key.split('.'));
+                let fail = |message: String| self.error(&path, None, message);
+                let extension = ComponentId::parse(&reference.id)
+                    .ok()
+                    .and_then(|id| extensions.get(&id));
+                match extension {
+                    None => {
+                        return Err(fail(format!(
+                            "`{}` is not an extension listed in `service.extensions`",
+                            reference.id
+                        )))
+                    }
+                    Some(e) if !e.roles().contains(&reference.role) => {
+                        return Err(fail(format!(
+                            "`{}` is not a {} extension",
+                            reference.id, reference.role
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn references<T: ComponentConfig>(

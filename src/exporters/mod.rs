@@ -63,6 +63,9 @@ pub struct SendingQueueConfig {
     /// Memory the queue may hold (waiting and being sent), in MiB, whatever the sizer:
     /// encoded batches count their bytes, decoded ones their estimated size in memory.
     pub max_size_mib: usize,
+    /// A `file_storage` extension: the pipeline then keeps what it accepted in a log
+    /// there until every exporter has sent it, across crashes and restarts.
+    pub storage: Option<String>,
 }
 
 impl Default for SendingQueueConfig {
@@ -73,6 +76,7 @@ impl Default for SendingQueueConfig {
             queue_size: 100,
             sizer: Sizer::Requests,
             max_size_mib: 32,
+            storage: None,
         }
     }
 }
@@ -193,11 +197,39 @@ impl Room {
     }
 }
 
+/// The log records of the batches an exporter holds, queued or being sent (with a
+/// persistent queue): the pipeline keeps the log from the oldest of them on.
+#[derive(Default)]
+pub struct Outstanding(parking_lot::Mutex<std::collections::BTreeMap<u64, usize>>);
+
+impl Outstanding {
+    fn add(&self, seq: u64) {
+        *self.0.lock().entry(seq).or_default() += 1;
+    }
+
+    fn remove(&self, seq: u64) {
+        let mut held = self.0.lock();
+        if let Some(count) = held.get_mut(&seq) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&seq);
+            }
+        }
+    }
+
+    /// The oldest record still held.
+    pub fn oldest(&self) -> Option<u64> {
+        self.0.lock().keys().next().copied()
+    }
+}
+
 /// Where a pipeline hands batches to one exporter.
 pub struct ExporterInput {
     sender: mpsc::UnboundedSender<(Batch, Share)>,
     room: Arc<Room>,
     ledger: Arc<ExporterLedger>,
+    /// Records of batches not yet sent or dropped for good.
+    pub outstanding: Arc<Outstanding>,
 }
 
 impl ExporterInput {
@@ -205,6 +237,10 @@ impl ExporterInput {
     /// exporter has stopped, the batch is counted as dropped (`reason="shutdown"`).
     pub fn put(&self, batch: Batch) {
         let (items, share) = (batch.items(), self.room.share(&batch));
+        if let Some(seq) = batch.record() {
+            // released once sent or dropped for good: a batch lost at shutdown stays
+            self.outstanding.add(seq);
+        }
         self.ledger.enqueued.add(items);
         if !self.room.take(share) {
             return self.lost_at_shutdown(items);
@@ -390,13 +426,16 @@ fn spawn<E: Export>(
         signal: signal.as_str().into(),
     };
     let metrics = ExporterMetrics::new(Arc::clone(telemetry), labels);
+    let outstanding = Arc::new(Outstanding::default());
     let input = ExporterInput {
         sender,
         room: Arc::clone(&room),
         ledger: Arc::clone(&metrics.ledger),
+        outstanding: Arc::clone(&outstanding),
     };
     let sending = Sending {
         exporter: Arc::new(exporter),
+        outstanding,
         decodes,
         retry: Arc::new(retry),
         room,
@@ -415,6 +454,7 @@ fn spawn<E: Export>(
 /// What every send of one exporter shares.
 struct Sending<E> {
     exporter: Arc<E>,
+    outstanding: Arc<Outstanding>,
     /// Whether the exporter works on decoded messages.
     decodes: bool,
     retry: Arc<retry::RetryConfig>,
@@ -426,6 +466,7 @@ impl<E> Clone for Sending<E> {
     fn clone(&self) -> Self {
         Sending {
             exporter: Arc::clone(&self.exporter),
+            outstanding: Arc::clone(&self.outstanding),
             decodes: self.decodes,
             retry: Arc::clone(&self.retry),
             room: Arc::clone(&self.room),
@@ -493,8 +534,27 @@ async fn run<E: Export>(
     while in_flight.join_next().await.is_some() {}
 }
 
+/// Whether a batch has left sieve (sent, or dropped for good and counted), so a
+/// persistent queue may forget it; a batch given up on at shutdown has not.
+enum Settled {
+    Yes,
+    No,
+}
+
+/// Sends one batch and, once it has left, releases its log record.
+async fn send<E: Export>(sending: &Sending<E>, batch: Batch, abort: watch::Receiver<bool>) {
+    let record = batch.record();
+    if let (Settled::Yes, Some(seq)) = (attempt(sending, batch, abort).await, record) {
+        sending.outstanding.remove(seq);
+    }
+}
+
 /// Sends one batch, retrying as configured; every item ends up sent or counted as dropped.
-async fn send<E: Export>(sending: &Sending<E>, mut batch: Batch, mut abort: watch::Receiver<bool>) {
+async fn attempt<E: Export>(
+    sending: &Sending<E>,
+    mut batch: Batch,
+    mut abort: watch::Receiver<bool>,
+) -> Settled {
     let (exporter, retry, metrics) = (&sending.exporter, &sending.retry, &sending.metrics);
     if sending.decodes {
         batch.decode();
@@ -507,7 +567,10 @@ async fn send<E: Export>(sending: &Sending<E>, mut batch: Batch, mut abort: watc
         let attempt = Instant::now();
         let result = tokio::select! {
             result = exporter.export(&batch) => result,
-            _ = aborted(&mut abort) => return metrics.dropped("shutdown", items),
+            _ = aborted(&mut abort) => {
+                metrics.dropped("shutdown", items);
+                return Settled::No;
+            }
         };
         metrics.duration.observe(attempt.elapsed().as_secs_f64());
         let error = match result {
@@ -518,28 +581,34 @@ async fn send<E: Export>(sending: &Sending<E>, mut batch: Batch, mut abort: watc
                     tracing::warn!(exporter = %metrics.labels.exporter, rejected, message = %exported.message, "backend rejected part of a batch");
                     metrics.dropped("partial_success", rejected);
                 }
-                return;
+                return Settled::Yes;
             }
             Err(error) => error,
         };
         metrics.failed(error.reason, items);
         if !error.retryable {
             tracing::warn!(exporter = %metrics.labels.exporter, items, reason = error.reason, message = %error.message, "dropping batch after a permanent error");
-            return metrics.dropped("permanent", items);
+            metrics.dropped("permanent", items);
+            return Settled::Yes;
         }
         if !retry.enabled {
             tracing::warn!(exporter = %metrics.labels.exporter, items, message = %error.message, "dropping batch: export failed and retry_on_failure is disabled");
-            return metrics.dropped("retry_disabled", items);
+            metrics.dropped("retry_disabled", items);
+            return Settled::Yes;
         }
         let delay = backoff.next_delay(error.retry_after);
         if !retry.max_elapsed_time.is_zero() && started.elapsed() + delay > retry.max_elapsed_time {
             tracing::warn!(exporter = %metrics.labels.exporter, items, message = %error.message, "dropping batch: retries exhausted");
-            return metrics.dropped("retries_exhausted", items);
+            metrics.dropped("retries_exhausted", items);
+            return Settled::Yes;
         }
         tracing::debug!(exporter = %metrics.labels.exporter, ?delay, message = %error.message, "export failed; retrying");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = aborted(&mut abort) => return metrics.dropped("shutdown", items),
+            _ = aborted(&mut abort) => {
+                metrics.dropped("shutdown", items);
+                return Settled::No;
+            }
         }
     }
 }

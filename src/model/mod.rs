@@ -119,6 +119,9 @@ pub struct Batch {
     items: usize,
     /// Items lost because their chunk did not decode, not yet counted as dropped.
     lost: usize,
+    /// With a persistent queue: the sequence number of the oldest log record this
+    /// batch holds items of, which the log keeps until the batch has left.
+    record: Option<u64>,
 }
 
 /// Items refused from an otherwise accepted request, reported to the client as OTLP
@@ -215,6 +218,7 @@ impl Batch {
             payload: Payload::Encoded(parts),
             items,
             lost: 0,
+            record: None,
         }
     }
 
@@ -225,6 +229,7 @@ impl Batch {
             payload: Payload::Traces(resource_spans),
             items,
             lost: 0,
+            record: None,
         }
     }
 
@@ -235,6 +240,7 @@ impl Batch {
             payload: Payload::Metrics(resource_metrics),
             items,
             lost: 0,
+            record: None,
         }
     }
 
@@ -245,7 +251,18 @@ impl Batch {
             payload: Payload::Logs(resource_logs),
             items,
             lost: 0,
+            record: None,
         }
+    }
+
+    /// The oldest log record this batch holds items of (see [`crate::storage`]).
+    pub fn record(&self) -> Option<u64> {
+        self.record
+    }
+
+    /// Marks the batch as holding items of log record `seq` and later ones.
+    pub fn set_record(&mut self, seq: Option<u64>) {
+        self.record = seq;
     }
 
     pub fn signal(&self) -> Signal {
@@ -430,6 +447,7 @@ impl Batch {
             self.signal, other.signal,
             "batches of different signals never merge"
         );
+        self.record = oldest(self.record, other.record);
         if let (Payload::Encoded(a), Payload::Encoded(b)) = (&mut self.payload, &mut other.payload)
         {
             a.append(b);
@@ -453,6 +471,12 @@ impl Batch {
     /// Encoded batches are cut at resource boundaries without copying; a resource that
     /// must itself be cut is decoded first.
     pub fn split_off_front(&mut self, max_items: usize) -> Batch {
+        let mut front = self.split_front(max_items);
+        front.record = self.record;
+        front
+    }
+
+    fn split_front(&mut self, max_items: usize) -> Batch {
         assert!(max_items > 0, "a batch is never split into empty parts");
         if self.items <= max_items {
             let empty = Batch::from_encoded_parts(self.signal, Vec::new(), 0);
@@ -744,3 +768,11 @@ pub fn any_value_text(value: Option<&AnyValue>) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// The older of two optional log positions.
+pub fn oldest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

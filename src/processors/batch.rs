@@ -105,6 +105,10 @@ impl Processor for BatchProcessor {
 
     /// Items pending, and items lost from them to data that did not decode (those are
     /// counted as undecodable when the batch is emitted, not as removed here).
+    fn oldest_record(&self) -> Option<u64> {
+        self.pending.as_ref().and_then(Batch::record)
+    }
+
     fn held_items(&self) -> usize {
         self.pending.as_ref().map_or(0, |b| b.items() + b.lost())
     }

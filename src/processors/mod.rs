@@ -38,6 +38,14 @@ pub trait Processor: Send {
     fn held_items(&self) -> usize {
         0
     }
+
+    /// With a persistent queue: the oldest log record of what the processor holds (see
+    /// [`Batch::record`]); the log keeps it until it has left. A processor that holds
+    /// batches across calls must answer, and stamp what it emits with the oldest record
+    /// of its contents.
+    fn oldest_record(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A built processor and, for memory limiters, the admission gate it drives.

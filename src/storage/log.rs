@@ -226,7 +226,7 @@ impl SegmentReader {
     }
 
     /// The next record, a stretch of damage, or the end.
-    pub fn next(&mut self) -> io::Result<Next> {
+    pub fn read_next(&mut self) -> io::Result<Next> {
         if let Some((record, length)) = self.record_at_front()? {
             self.buffer.drain(..length);
             return Ok(Next::Record(record));
@@ -305,7 +305,7 @@ fn scan_segment(
     let mut next_seq = first_seq;
     let mut good_end = 0;
     loop {
-        match reader.next()? {
+        match reader.read_next()? {
             Next::Record(record) => {
                 next_seq = record.seq + 1;
                 good_end = reader.offset();
@@ -599,7 +599,7 @@ impl LogReader {
 
     /// The next record if one was appended, skipping damaged stretches (returned as a
     /// count) and records below the position.
-    pub fn next(&mut self) -> io::Result<(Option<Record>, u64)> {
+    pub fn read_next(&mut self) -> io::Result<(Option<Record>, u64)> {
         let mut damaged = 0;
         while self.next_seq < self.log.end() {
             let Some((first, reader)) = self.segment.as_mut() else {
@@ -617,7 +617,7 @@ impl LogReader {
                 self.segment = Some((first, reader));
                 continue;
             };
-            match reader.next()? {
+            match reader.read_next()? {
                 Next::Record(record) if record.seq < self.next_seq => continue,
                 Next::Record(record) => {
                     self.next_seq = record.seq + 1;

@@ -23,6 +23,7 @@ use crate::components::{Config, PreparedReceiver, RunningReceiver};
 use crate::config::{ComponentId, PipelineId};
 use crate::net::Handover;
 use crate::queue::Routes;
+use crate::storage::Logs;
 use crate::telemetry::Telemetry;
 use diff::{ConfigDiff, PipelineChange, ReceiverChange};
 use pipeline::{BuiltPipeline, Retiring, RunningPipeline, Signature};
@@ -38,6 +39,8 @@ pub struct Topology {
     receivers: BTreeMap<ComponentId, RunningReceiver>,
     pipelines: BTreeMap<PipelineId, RunningPipeline>,
     retiring: Vec<Retiring>,
+    /// The persistent queues' logs, open while a pipeline uses them.
+    logs: Logs,
 }
 
 impl Topology {
@@ -48,6 +51,7 @@ impl Topology {
             receivers: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             retiring: Vec::new(),
+            logs: Logs::default(),
         }
     }
 
@@ -119,7 +123,7 @@ impl Topology {
             let signature = Signature::of(config, &config.pipelines[id]);
             built.insert(
                 id.clone(),
-                BuiltPipeline::build(id, signature, &self.telemetry)?,
+                BuiltPipeline::build(id, signature, &self.telemetry, &self.logs)?,
             );
         }
         Ok(built)

@@ -15,18 +15,25 @@
 
 use crate::build::{BuildContext, BuildError};
 use crate::components::{Config, Exporter, ExporterConfig, ProcessorConfig};
-use crate::config::{PipelineConfig, PipelineId, QueueConfig};
+use crate::config::ComponentConfig;
+use crate::config::{ComponentId, PipelineConfig, PipelineId, QueueConfig};
 use crate::exporters::{self, ExporterInput, ExporterTask};
 use crate::model::Batch;
 use crate::processors::{Processor, Stage};
 use crate::queue::{Gate, InputCounters, PipelineInput, QueueBytes, Queued};
+use crate::storage::log::{Log, LogReader};
+use crate::storage::{FileStorageConfig, Logs};
 use crate::telemetry::{
     Count, PipelineLabels, PipelineLedger, PipelineReasonLabels, QueueRegistration, QueueState,
     Telemetry,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Everything that defines a pipeline's behaviour; a reload rebuilds a pipeline only
@@ -36,6 +43,8 @@ pub struct Signature {
     queue: QueueConfig,
     processors: Vec<(String, ProcessorConfig)>,
     exporters: Vec<(String, ExporterConfig)>,
+    /// The `file_storage` extensions its exporters name (one at most is valid).
+    storage: Vec<(String, FileStorageConfig)>,
 }
 
 impl Signature {
@@ -52,8 +61,28 @@ impl Signature {
                 .iter()
                 .map(|id| (id.to_string(), config.exporters[id].clone()))
                 .collect(),
+            storage: storage_of(config, pipeline),
         }
     }
+}
+
+/// The distinct storage extensions a pipeline's exporters name.
+fn storage_of(config: &Config, pipeline: &PipelineConfig) -> Vec<(String, FileStorageConfig)> {
+    let mut storage: Vec<(String, FileStorageConfig)> = Vec::new();
+    for id in &pipeline.exporters {
+        for reference in config.exporters[id].extension_references() {
+            let extension = ComponentId::parse(&reference.id)
+                .ok()
+                .and_then(|id| config.extensions.get(&id))
+                .and_then(|e| e.file_storage());
+            if let Some(found) = extension {
+                if !storage.iter().any(|(name, _)| *name == reference.id) {
+                    storage.push((reference.id, found.clone()));
+                }
+            }
+        }
+    }
+    storage
 }
 
 impl Signature {
@@ -63,6 +92,7 @@ impl Signature {
             ("queue", self.queue != other.queue),
             ("processors", self.processors != other.processors),
             ("exporters", self.exporters != other.exporters),
+            ("storage", self.storage != other.storage),
         ]
         .into_iter()
         .filter_map(|(part, differs)| differs.then_some(part))
@@ -72,6 +102,9 @@ impl Signature {
 
 /// A started pipeline.
 pub struct RunningPipeline {
+    /// Set when the pipeline is replaced or removed: with a persistent queue, its
+    /// worker then leaves what is not yet read to the log.
+    retired: Arc<AtomicBool>,
     pub input: Arc<PipelineInput>,
     worker: JoinHandle<()>,
     exporters: Vec<ExporterTask>,
@@ -96,6 +129,7 @@ pub struct BuiltPipeline {
     chain: Vec<Stage>,
     gates: Vec<Arc<Gate>>,
     exporters: Vec<exporters::Built<Exporter>>,
+    log: Option<Arc<Log>>,
 }
 
 impl BuiltPipeline {
@@ -105,8 +139,22 @@ impl BuiltPipeline {
         id: &PipelineId,
         signature: Signature,
         telemetry: &Arc<Telemetry>,
+        logs: &Logs,
     ) -> Result<BuiltPipeline, BuildError> {
         let pipeline = id.to_string();
+        let log = match signature.storage.as_slice() {
+            [] => None,
+            [(name, storage)] => Some(logs.open(storage, &pipeline).map_err(|e| {
+                BuildError::new(name, "directory", format!("cannot open the queue of pipeline `{pipeline}`: {e}"))
+            })?),
+            [(first, _), (second, _), ..] => {
+                return Err(BuildError::new(
+                    &pipeline,
+                    "exporters",
+                    format!("its exporters name two storages, `{first}` and `{second}`: a pipeline keeps one log"),
+                ))
+            }
+        };
         let ledger = telemetry.ledgers.pipeline(&PipelineLabels {
             pipeline: pipeline.clone(),
         });
@@ -137,6 +185,7 @@ impl BuiltPipeline {
             chain,
             gates,
             exporters,
+            log,
         })
     }
 
@@ -149,6 +198,7 @@ impl BuiltPipeline {
             chain,
             gates,
             exporters,
+            log,
         } = self;
         let name = id.to_string();
         let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
@@ -160,6 +210,10 @@ impl BuiltPipeline {
             .into_iter()
             .map(|built| built.start(telemetry, aborted.clone()))
             .unzip();
+        let retired = Arc::new(AtomicBool::new(false));
+        let durable = log
+            .as_ref()
+            .map(|log| Durable::new(log, &name, telemetry, &retired));
         let worker = Worker {
             queue: receiver,
             bytes: Arc::clone(&bytes),
@@ -168,6 +222,7 @@ impl BuiltPipeline {
             hold_encoded,
             ledger: Arc::clone(&ledger),
             undecodable: ledger.dropped.reason("undecodable"),
+            durable,
         };
         let worker = std::thread::Builder::new()
             .name(format!("pipeline {name}"))
@@ -185,17 +240,24 @@ impl BuiltPipeline {
             refused_memory: telemetry
                 .pipeline_refused
                 .get_or_create_owned(&reason("memory_limit")),
+            refused_storage: telemetry
+                .pipeline_refused
+                .get_or_create_owned(&reason("storage_full")),
         };
-        let input = Arc::new(PipelineInput::new(
+        let mut input = PipelineInput::new(
             name,
             id.signal,
             (sender, bytes),
             signature.queue.when_full,
             gates,
             counters,
-        ));
+        );
+        if let Some(log) = log {
+            input = input.with_log(log);
+        }
         RunningPipeline {
-            input,
+            retired,
+            input: Arc::new(input),
             worker,
             exporters,
             abort,
@@ -207,6 +269,7 @@ impl BuiltPipeline {
 impl RunningPipeline {
     /// Stops taking data: once in-flight requests release the input, the worker drains.
     pub fn retire(self) -> Retiring {
+        self.retired.store(true, Ordering::Release);
         let RunningPipeline {
             worker,
             exporters,
@@ -282,6 +345,85 @@ struct Worker {
     hold_encoded: bool,
     ledger: Arc<PipelineLedger>,
     undecodable: Count,
+    /// With a persistent queue: the log this worker reads and acknowledges.
+    durable: Option<Durable>,
+}
+
+/// How often a worker with a persistent queue acknowledges what has left, and the
+/// longest it waits on the memory queue before looking at the log again.
+const ACKNOWLEDGE_EVERY: Duration = Duration::from_millis(200);
+
+/// A worker's side of its pipeline's log. Every record is processed in sequence order:
+/// from the memory queue when it is there (the fast path), from the log when it waited
+/// there (the memory queue was full) or was written before a restart. Everything below
+/// the oldest record still inside — not yet read, held by a processor, or held by an
+/// exporter until sent or dropped for good — stays in the log.
+struct Durable {
+    log: Arc<Log>,
+    reader: LogReader,
+    /// Records below this were written before the log was opened: replayed.
+    opened_at: u64,
+    retired: Arc<AtomicBool>,
+    next_acknowledge: Instant,
+    replayed: Counter,
+    corrupt: Counter,
+}
+
+impl Durable {
+    fn new(
+        log: &Arc<Log>,
+        pipeline: &str,
+        telemetry: &Telemetry,
+        retired: &Arc<AtomicBool>,
+    ) -> Durable {
+        let labels = PipelineLabels {
+            pipeline: pipeline.to_string(),
+        };
+        let replayed: Family<PipelineLabels, Counter> = telemetry.family(
+            "storage_replayed_items",
+            "Items read back from a persistent queue written before this start",
+        );
+        let corrupt: Family<PipelineLabels, Counter> = telemetry.family(
+            "storage_corrupt_records",
+            "Damaged persistent-queue records skipped",
+        );
+        Durable {
+            reader: log.reader(log.acked()),
+            opened_at: log.end(),
+            log: Arc::clone(log),
+            retired: Arc::clone(retired),
+            next_acknowledge: Instant::now(),
+            replayed: replayed.get_or_create_owned(&labels),
+            corrupt: corrupt.get_or_create_owned(&labels),
+        }
+    }
+
+    /// The next record from the log, as a batch, if one waits there.
+    fn read(&mut self, ledger: &PipelineLedger) -> Option<Batch> {
+        let (record, damaged) = match self.reader.read_next() {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "persistent queue: cannot read; retrying");
+                return None;
+            }
+        };
+        self.corrupt.inc_by(damaged);
+        let record = record?;
+        if record.seq < self.opened_at {
+            // written before this start: never offered in this process
+            ledger.offered.add(record.items);
+            self.replayed.inc_by(record.items as u64);
+        }
+        let mut batch =
+            Batch::from_encoded_parts(record.signal, vec![record.payload], record.items);
+        batch.set_record(Some(record.seq));
+        Some(batch)
+    }
+
+    /// Whether records wait in the log that this worker should read.
+    fn behind(&self) -> bool {
+        !self.retired.load(Ordering::Acquire) && self.reader.position() < self.log.end()
+    }
 }
 
 impl Worker {
@@ -300,6 +442,20 @@ impl Worker {
                 self.each_stage(|p, out| p.on_tick(now, out));
                 continue;
             }
+            if self.durable.is_some() {
+                self.acknowledge();
+                if self.queue.is_empty() {
+                    if let Some(batch) = self.read_log() {
+                        self.take(batch);
+                        continue;
+                    }
+                }
+            }
+            let deadline = match (deadline, &self.durable) {
+                (deadline, None) => deadline,
+                (Some(d), Some(_)) => Some(d.min(std::time::Instant::now() + ACKNOWLEDGE_EVERY)),
+                (None, Some(_)) => Some(std::time::Instant::now() + ACKNOWLEDGE_EVERY),
+            };
             let received = match deadline {
                 Some(deadline) => self.queue.recv_deadline(deadline),
                 None => self
@@ -310,8 +466,7 @@ impl Worker {
             match received {
                 Ok(Queued { batch, bytes }) => {
                     self.bytes.release(bytes);
-                    self.ledger.dequeued.add(batch.items());
-                    self.run_chain(0, batch);
+                    self.receive(batch);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = std::time::Instant::now();
@@ -321,6 +476,81 @@ impl Worker {
             }
         }
         self.each_stage(|p, out| p.flush(out));
+        if self.durable.is_some() {
+            self.acknowledge_now();
+        }
+    }
+
+    /// Processes a batch from the memory queue. With a persistent queue, records are
+    /// processed in sequence order: one the log already gave is skipped, and records
+    /// that waited in the log before this one are read first (unless the pipeline is
+    /// retired: those stay in the log for its successor or the next start).
+    fn receive(&mut self, batch: Batch) {
+        let (Some(durable), Some(seq)) = (&mut self.durable, batch.record()) else {
+            return self.take(batch);
+        };
+        if seq < durable.reader.position() {
+            return;
+        }
+        if !durable.retired.load(Ordering::Acquire) {
+            while self
+                .durable
+                .as_ref()
+                .is_some_and(|d| d.reader.position() < seq)
+            {
+                match self.read_log() {
+                    Some(earlier) => self.take(earlier),
+                    None => break,
+                }
+            }
+            if let Some(durable) = &mut self.durable {
+                durable.reader.skip_to(seq + 1);
+            }
+        }
+        self.take(batch);
+    }
+
+    /// The next record waiting in the log, if this worker should read one.
+    fn read_log(&mut self) -> Option<Batch> {
+        let durable = self.durable.as_mut().filter(|d| d.behind())?;
+        durable.read(&self.ledger)
+    }
+
+    /// Runs one batch through the processors.
+    fn take(&mut self, batch: Batch) {
+        self.ledger.dequeued.add(batch.items());
+        self.run_chain(0, batch);
+    }
+
+    /// Every so often, tells the log what has left: everything below the oldest record
+    /// not yet read, held by a processor, or held by an exporter.
+    fn acknowledge(&mut self) {
+        if self
+            .durable
+            .as_ref()
+            .is_some_and(|d| std::time::Instant::now() >= d.next_acknowledge)
+        {
+            self.acknowledge_now();
+        }
+    }
+
+    fn acknowledge_now(&mut self) {
+        let Some(durable) = &mut self.durable else {
+            return;
+        };
+        durable.next_acknowledge = std::time::Instant::now() + ACKNOWLEDGE_EVERY;
+        let held = self
+            .chain
+            .iter()
+            .filter_map(|s| s.processor.oldest_record())
+            .chain(self.exporters.iter().filter_map(|e| e.outstanding.oldest()))
+            .min();
+        let below = held.map_or(durable.reader.position(), |h| {
+            h.min(durable.reader.position())
+        });
+        if let Err(e) = durable.log.acknowledge(below) {
+            tracing::warn!(error = %e, "persistent queue: cannot record what was delivered");
+        }
     }
 
     /// Calls every stage in order (a tick, a flush), running what each emits through
@@ -406,6 +636,7 @@ mod tests {
             hold_encoded: true,
             ledger: Arc::clone(&ledger),
             undecodable: Count::default(),
+            durable: None,
         };
         let running = std::thread::spawn(move || worker.run());
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -12,5 +12,6 @@ mod otlp;
 mod prometheus;
 mod redaction;
 mod sink;
+mod storage;
 mod syslog;
 mod tail_sampling;

@@ -39,7 +39,7 @@ pub mod policy;
 use super::Processor;
 use crate::config::FieldError;
 use crate::model::wire;
-use crate::model::{Batch, Payload, Signal};
+use crate::model::{oldest, Batch, Payload, Signal};
 use crate::telemetry::{ProcessorLabels, Telemetry};
 use bytes::Bytes;
 use cache::{id_hash, FingerprintFilter, SampledCache};
@@ -117,6 +117,8 @@ struct Trace {
     /// Tells this trace from an earlier one with the same id in the queues.
     generation: u64,
     root_seen: bool,
+    /// The log record its first spans came from (with a persistent queue).
+    first_record: Option<u64>,
 }
 
 /// A queued deadline.
@@ -125,6 +127,8 @@ struct Due {
     at: Instant,
     id: TraceId,
     generation: u64,
+    /// The log record of the trace's first spans (arrival entries only).
+    record: Option<u64>,
 }
 
 /// Bytes a held trace costs besides its buffer: its table slot (with the table's spare
@@ -286,6 +290,10 @@ pub struct TailSampler {
     out: Vec<Bytes>,
     passing: Vec<u8>,
     out_items: usize,
+    /// The oldest log record of what waits to be emitted, and the record of the batch
+    /// being processed (with a persistent queue).
+    out_record: Option<u64>,
+    current_record: Option<u64>,
     metrics: Metrics,
 }
 
@@ -324,6 +332,8 @@ impl TailSampler {
             out: Vec::new(),
             passing: Vec::new(),
             out_items: 0,
+            out_record: None,
+            current_record: None,
             metrics: Metrics::new(telemetry, id, &policies),
             policies,
             predicates,
@@ -393,6 +403,7 @@ impl TailSampler {
             summary: TraceSummary::default(),
             generation,
             root_seen: false,
+            first_record: self.current_record,
         });
         if trace.generation == generation {
             self.next_generation += 1;
@@ -401,6 +412,7 @@ impl TailSampler {
                 at: now + self.config.decision_wait,
                 id,
                 generation,
+                record: self.current_record,
             });
         }
         let capacity_before = trace.buffer.capacity();
@@ -420,6 +432,7 @@ impl TailSampler {
                 at: now + self.config.decision_wait_after_root,
                 id,
                 generation: trace.generation,
+                record: None,
             });
         }
     }
@@ -438,6 +451,7 @@ impl TailSampler {
     fn pass(&mut self, source: &[u8], group: &ScopeGroup, spans: &[SpanFacts]) {
         ingest::encode_group(&mut self.passing, group, source, spans);
         self.out_items += spans.len();
+        self.out_record = oldest(self.out_record, self.current_record);
     }
 
     /// Remembers a decision and counts it.
@@ -485,6 +499,7 @@ impl TailSampler {
             };
             self.out.push(Bytes::from(bytes));
             self.out_items += trace.summary.spans as usize;
+            self.out_record = oldest(self.out_record, trace.first_record);
         }
     }
 
@@ -553,11 +568,9 @@ impl TailSampler {
         }
         if !self.out.is_empty() {
             let parts = std::mem::take(&mut self.out);
-            out.push(Batch::from_encoded_parts(
-                Signal::Traces,
-                parts,
-                self.out_items,
-            ));
+            let mut batch = Batch::from_encoded_parts(Signal::Traces, parts, self.out_items);
+            batch.set_record(self.out_record.take());
+            out.push(batch);
             self.out_items = 0;
         }
         self.metrics.traces_held.set(self.traces.len() as i64);
@@ -592,6 +605,7 @@ impl Processor for TailSampler {
             _ => vec![batch.to_bytes()],
         };
         let now = Instant::now();
+        self.current_record = batch.record();
         self.ingest(&chunks, now);
         self.enforce_budget(now);
         self.emit(out);
@@ -599,6 +613,12 @@ impl Processor for TailSampler {
 
     fn held_items(&self) -> usize {
         self.spans_held
+    }
+
+    /// The oldest arrival entry's record: entries are in arrival order, so no held
+    /// trace came from an older record (a decided trace's entry only makes it older).
+    fn oldest_record(&self) -> Option<u64> {
+        self.by_arrival.front().and_then(|due| due.record)
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -28,7 +28,7 @@ fn read_all(log: &Arc<Log>, from: u64) -> (Vec<u64>, u64) {
     let mut reader = log.reader(from);
     let (mut seqs, mut damaged) = (Vec::new(), 0);
     loop {
-        let (record, skipped) = reader.next().unwrap();
+        let (record, skipped) = reader.read_next().unwrap();
         damaged += skipped;
         let Some(record) = record else {
             return (seqs, damaged);
@@ -73,9 +73,9 @@ fn a_reader_follows_appends() {
     let mut reader = log.reader(0);
     for n in 0..30 {
         append_all(&log, n..n + 1);
-        let (record, _) = reader.next().unwrap();
+        let (record, _) = reader.read_next().unwrap();
         assert_eq!(record.unwrap().seq, n);
-        assert_eq!(reader.next().unwrap().0, None);
+        assert_eq!(reader.read_next().unwrap().0, None);
     }
 }
 
@@ -191,7 +191,7 @@ proptest! {
         fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
         let (log, _) = open(dir.path());
         let mut reader = log.reader(0);
-        while reader.next().unwrap().0.is_some() {}
+        while reader.read_next().unwrap().0.is_some() {}
         log.append(Signal::Traces, 1, &payload(1)).unwrap();
     }
 
