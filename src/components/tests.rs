@@ -101,9 +101,9 @@ const BAD: &[(&str, &str, usize, &[&str])] = &[
     ),
     (
         "service:\n",
-        "extensions: {}\nservice:\n",
+        "connectorz: {}\nservice:\n",
         11,
-        &["unknown field `extensions`"],
+        &["unknown field `connectorz`"],
     ),
     (
         "        endpoint: 127.0.0.1:4317\n",
@@ -334,4 +334,91 @@ proptest::proptest! {
     fn config_parsing_never_panics(text in r"(receivers|service|pipelines|traces|otlp|batch|exporters|debug|[:\-\[\]{}, ]|\n  |\n){0,60}") {
         let _ = Config::parse(&text, "prop");
     }
+}
+
+/// A config with a `file_storage` extension in `dir` used by an OTLP exporter; `edit`
+/// rewrites its text.
+fn with_storage(
+    dir: &std::path::Path,
+    edit: impl Fn(String) -> String,
+) -> Result<Config, ConfigError> {
+    let text = format!(
+        "extensions:
+  file_storage/queue:
+    directory: {}
+    fsync: true
+    compaction:
+      on_start: true
+receivers:
+  otlp:
+    protocols: {{grpc: }}
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:4317
+    sending_queue:
+      storage: file_storage/queue
+service:
+  extensions: [file_storage/queue]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+",
+        dir.display()
+    );
+    parse(&edit(text))
+}
+
+#[test]
+fn a_collector_file_storage_config_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_storage(dir.path(), |t| t).unwrap();
+    let storage = config.extensions[&ComponentId::parse("file_storage/queue").unwrap()]
+        .file_storage()
+        .unwrap();
+    assert_eq!(
+        storage.fsync,
+        crate::storage::FsyncMode::Always,
+        "the collector's `fsync: true`"
+    );
+}
+
+#[test]
+fn storage_mistakes_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, usize, &str); 3] = [
+        (
+            "  extensions: [file_storage/queue]\n",
+            "",
+            14,
+            "exporters.otlp.sending_queue.storage: `file_storage/queue` is not an extension listed in `service.extensions`",
+        ),
+        (
+            "storage: file_storage/queue",
+            "storage: file_storage/other",
+            14,
+            "`file_storage/other` is not an extension listed",
+        ),
+        (
+            "  extensions: [file_storage/queue]",
+            "  extensions: [file_storage/queue, file_storage/gone]",
+            16,
+            "`file_storage/gone` is not defined under `extensions`",
+        ),
+    ];
+    for (from, to, line, message) in cases {
+        let error = with_storage(dir.path(), |t| t.replacen(from, to, 1)).unwrap_err();
+        assert_eq!(error.line, Some(line), "{error}");
+        assert!(error.to_string().contains(message), "{error}");
+    }
+}
+
+#[test]
+fn an_unwritable_storage_directory_fails_validation_naming_the_key() {
+    let error = with_storage(std::path::Path::new("/proc/sieve-no-such-dir"), |t| t).unwrap_err();
+    assert!(
+        error.to_string().contains("extensions.file_storage/queue.directory: `/proc/sieve-no-such-dir` is not a writable directory"),
+        "{error}"
+    );
+    assert_eq!(error.line, Some(3));
 }

@@ -191,6 +191,23 @@ mod tests {
         assert_eq!(p.next_deadline(), None);
     }
 
+    /// With a persistent queue, what the processor holds keeps the oldest log record
+    /// among the batches merged into it.
+    #[test]
+    fn a_pending_batch_keeps_the_oldest_log_record() {
+        let mut p = processor(100, 0);
+        let mut out = Vec::new();
+        for record in [4, 3, 8] {
+            let mut batch = traces_batch(1, 2);
+            batch.set_record(Some(record));
+            p.process(batch, &mut out);
+        }
+        assert_eq!(p.oldest_record(), Some(3));
+        p.flush(&mut out);
+        assert_eq!(p.oldest_record(), None);
+        assert_eq!(out[0].record(), Some(3));
+    }
+
     #[test]
     fn flush_hands_over_everything() {
         let mut p = processor(100, 0);

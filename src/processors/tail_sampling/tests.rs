@@ -780,3 +780,28 @@ mod properties {
         }
     }
 }
+
+/// With a persistent queue, a held trace keeps its log record: the sampler reports the
+/// oldest record it holds, and what it emits carries the oldest record in it.
+#[test]
+fn held_traces_keep_their_log_records_until_emitted() {
+    let (mut s, _t) = sampler(config(
+        "decision_wait: 1h\npolicies: [{name: all, type: always_sample}]",
+    ));
+    let mut out = Vec::new();
+    let mut first = batch_of(vec![span(1, 0)]);
+    first.set_record(Some(7));
+    s.process(first, &mut out);
+    let mut second = batch_of(vec![span(2, 0), span(1, 1)]);
+    second.set_record(Some(9));
+    s.process(second, &mut out);
+    assert!(out.is_empty(), "held for decision_wait");
+    assert_eq!(s.oldest_record(), Some(7));
+    s.flush(&mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].record(),
+        Some(7),
+        "the emitted batch holds record 7's spans"
+    );
+}
