@@ -35,10 +35,28 @@ struct Cli {
 enum Command {
     /// Check a configuration and exit: 0 if it is valid, 64 if not.
     Validate,
+    /// Look at persistent queues without starting sieve.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Show the backlog of a pipeline's log directory, or of every pipeline in a
+    /// `file_storage` directory: segments, records, items, oldest age, damage found.
+    Inspect { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Queue {
+        action: QueueCommand::Inspect { dir },
+    }) = &cli.command
+    {
+        return inspect(dir);
+    }
     let config = match &cli.config {
         Some(path) => Config::load(path),
         None => Config::embedded_default(),
@@ -73,6 +91,53 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints what the log in `dir` (or each pipeline's log under it) holds.
+fn inspect(dir: &std::path::Path) -> ExitCode {
+    let mut dirs = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut pipelines: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        pipelines.sort();
+        if !pipelines.is_empty() {
+            dirs = pipelines;
+        }
+    }
+    for dir in dirs {
+        match sieve::storage::log::inspect(&dir) {
+            Ok(found) => {
+                let total = |f: fn(&sieve::storage::log::SegmentReport) -> u64| {
+                    found.segments.iter().map(f).sum::<u64>()
+                };
+                println!(
+                    "{}: {} segments, {} records, {} items, {} bytes, acknowledged below record {}, oldest segment {} s old, {} damaged stretches, {} unreadable tail bytes",
+                    dir.display(),
+                    found.segments.len(),
+                    total(|s| s.records),
+                    total(|s| s.items),
+                    total(|s| s.bytes),
+                    found.acked,
+                    found.segments.iter().map(|s| s.age_seconds).max().unwrap_or(0),
+                    total(|s| s.damaged),
+                    total(|s| s.unreadable_tail),
+                );
+                for s in &found.segments {
+                    println!(
+                        "  segment {:020}: {} records, {} items, {} bytes, {} damaged, {} unreadable tail bytes",
+                        s.first_seq, s.records, s.items, s.bytes, s.damaged, s.unreadable_tail
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!("sieve: cannot read {}: {error}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Logs go to stderr (stdout belongs to the debug exporter); `RUST_LOG` overrides the

@@ -107,6 +107,17 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
         "load was sent: {} requests acknowledged",
         acked.len()
     );
+    let inspected = std::process::Command::new(crate::harness::sieve_bin())
+        .args(["queue", "inspect"])
+        .arg(storage.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&inspected.stdout);
+    assert!(inspected.status.success(), "{report}");
+    assert!(
+        report.contains("traces: ") && report.contains(" segments, "),
+        "{report}"
+    );
     let _replaying = Sieve::start(&config);
     let expected: Vec<String> = acked
         .iter()

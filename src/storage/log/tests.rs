@@ -224,3 +224,26 @@ proptest! {
         prop_assert_eq!(seqs, (0..complete).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn inspection_reports_records_and_damage_without_changing_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..10);
+    log.acknowledge(2).unwrap();
+    drop(log);
+    let last = segments(dir.path()).pop().unwrap();
+    let mut file = OpenOptions::new().append(true).open(&last).unwrap();
+    file.write_all(b"torn").unwrap();
+    drop(file);
+    let before = fs::metadata(&last).unwrap().len();
+    let found = inspect(dir.path()).unwrap();
+    assert_eq!(found.acked, 2);
+    assert_eq!(found.segments.iter().map(|s| s.records).sum::<u64>(), 10);
+    assert_eq!(found.segments.last().unwrap().unreadable_tail, 4);
+    assert_eq!(
+        fs::metadata(&last).unwrap().len(),
+        before,
+        "inspection changes nothing"
+    );
+}
