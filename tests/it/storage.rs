@@ -129,3 +129,36 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_span() {
     })
     .await;
 }
+
+/// A backend down for a minute at 5k spans/s: with the persistent queue no client is
+/// refused (requests wait on disk once the memory queues are full), and everything
+/// arrives once the backend is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_long_outage_refuses_no_client_and_loses_nothing() {
+    let sink = Sink::start().await;
+    let storage = tempfile::tempdir().unwrap();
+    let sieve = Sieve::start(&config(&sink.grpc_endpoint(), storage.path()));
+    sink.stall();
+    const SPANS_PER_REQUEST: usize = 100;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        tick.tick().await;
+        let status = try_post(sieve.http, traces_request(sent, SPANS_PER_REQUEST)).await;
+        assert_eq!(status, Some(200), "request {sent} refused during the outage");
+        sent += 1;
+    }
+    assert!(sent >= 2900, "5k spans/s for 60 s: {sent} requests");
+    assert_eq!(
+        sieve.metric("sieve_pipeline_refused_items_total", &[]),
+        0.0,
+        "nothing refused"
+    );
+    sink.resume();
+    sink.wait_for(Duration::from_secs(120), "every span after the outage", |r| {
+        let names: HashSet<String> = r.span_names().into_iter().collect();
+        (0..sent).all(|tag| names.contains(&format!("r{tag}-s{}", SPANS_PER_REQUEST - 1)))
+    })
+    .await;
+}
