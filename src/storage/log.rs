@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 const MAGIC: [u8; 4] = *b"SVQ1";
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 26;
-/// A segment is closed and a new one started past this size.
+/// A segment is closed and a new one started past this size (or an eighth of the
+/// log's limit, if smaller).
 pub const SEGMENT_BYTES: u64 = 32 << 20;
 /// The largest record read back; a longer length is damage.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -328,7 +329,9 @@ impl Log {
     /// the files, cuts a torn tail off the last segment and starts a new segment for
     /// appends.
     pub fn open(dir: &Path, max_bytes: u64, fsync: Fsync) -> io::Result<(Log, Recovered)> {
-        Log::open_with_segments(dir, max_bytes, fsync, SEGMENT_BYTES)
+        // at least eight segments fit, so space comes back while a backlog drains
+        let segment_bytes = (max_bytes / 8).clamp(64 << 10, SEGMENT_BYTES);
+        Log::open_with_segments(dir, max_bytes, fsync, segment_bytes)
     }
 
     /// [`Log::open`] with segments of `segment_bytes`.
@@ -435,6 +438,11 @@ impl Log {
         Ok(())
     }
 
+    /// The most the log holds on disk.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// The sequence number the next append gets.
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
@@ -473,6 +481,10 @@ impl Log {
         }
         write_acked(&self.dir, seq)?;
         let mut w = self.writer.lock();
+        if seq >= w.next_seq && w.segments.back().is_some_and(|s| s.bytes > 0) {
+            // everything has left: start afresh so the last segment can go too
+            self.rotate(&mut w)?;
+        }
         while w.segments.len() > 1 && w.segments.get(1).is_some_and(|next| next.first_seq <= seq) {
             let Some(done) = w.segments.pop_front() else {
                 break;

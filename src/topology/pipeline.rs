@@ -105,6 +105,8 @@ pub struct RunningPipeline {
     /// Set when the pipeline is replaced or removed: with a persistent queue, its
     /// worker then leaves what is not yet read to the log.
     retired: Arc<AtomicBool>,
+    /// Shows the persistent queue's items and bytes on disk on `/metrics`.
+    _log_queue: Option<QueueRegistration>,
     pub input: Arc<PipelineInput>,
     worker: JoinHandle<()>,
     exporters: Vec<ExporterTask>,
@@ -214,6 +216,7 @@ impl BuiltPipeline {
         let durable = log
             .as_ref()
             .map(|log| Durable::new(log, &name, telemetry, &retired));
+        let log_queue = log.as_ref().map(|log| register_log(telemetry, &name, log));
         let worker = Worker {
             queue: receiver,
             bytes: Arc::clone(&bytes),
@@ -257,6 +260,7 @@ impl BuiltPipeline {
         }
         RunningPipeline {
             retired,
+            _log_queue: log_queue,
             input: Arc::new(input),
             worker,
             exporters,
@@ -284,6 +288,25 @@ impl RunningPipeline {
             _queue,
         }
     }
+}
+
+/// Shows a persistent queue's items and bytes on disk as queue `storage:<pipeline>`.
+fn register_log(telemetry: &Arc<Telemetry>, name: &str, log: &Arc<Log>) -> QueueRegistration {
+    let log = Arc::downgrade(log);
+    telemetry.register_queue(
+        format!("storage:{name}"),
+        Box::new(move || {
+            log.upgrade().map_or(QueueState::default(), |log| {
+                let (bytes, items) = log.size();
+                QueueState {
+                    size: items as usize,
+                    capacity: 0,
+                    bytes: bytes as usize,
+                    max_bytes: log.max_bytes() as usize,
+                }
+            })
+        }),
+    )
 }
 
 /// Shows the pipeline queue's batches and bytes on `/metrics`.

@@ -146,7 +146,11 @@ async fn a_minute_long_outage_refuses_no_client_and_loses_nothing() {
     while started.elapsed() < Duration::from_secs(60) {
         tick.tick().await;
         let status = try_post(sieve.http, traces_request(sent, SPANS_PER_REQUEST)).await;
-        assert_eq!(status, Some(200), "request {sent} refused during the outage");
+        assert_eq!(
+            status,
+            Some(200),
+            "request {sent} refused during the outage"
+        );
         sent += 1;
     }
     assert!(sent >= 2900, "5k spans/s for 60 s: {sent} requests");
@@ -156,10 +160,14 @@ async fn a_minute_long_outage_refuses_no_client_and_loses_nothing() {
         "nothing refused"
     );
     sink.resume();
-    sink.wait_for(Duration::from_secs(120), "every span after the outage", |r| {
-        let names: HashSet<String> = r.span_names().into_iter().collect();
-        (0..sent).all(|tag| names.contains(&format!("r{tag}-s{}", SPANS_PER_REQUEST - 1)))
-    })
+    sink.wait_for(
+        Duration::from_secs(120),
+        "every span after the outage",
+        |r| {
+            let names: HashSet<String> = r.span_names().into_iter().collect();
+            (0..sent).all(|tag| names.contains(&format!("r{tag}-s{}", SPANS_PER_REQUEST - 1)))
+        },
+    )
     .await;
 }
 
@@ -180,12 +188,16 @@ async fn a_reload_with_a_backlog_hands_it_over() {
     stop.store(true, Ordering::Relaxed);
     let (acked, _) = sender.await.unwrap();
     assert!(acked.len() > 20, "{} acknowledged", acked.len());
-    new.wait_for(Duration::from_secs(30), "every span at the new backend", |r| {
-        let names: HashSet<String> = r.span_names().into_iter().collect();
-        acked
-            .iter()
-            .all(|tag| (0..SPANS).all(|i| names.contains(&format!("r{tag}-s{i}"))))
-    })
+    new.wait_for(
+        Duration::from_secs(30),
+        "every span at the new backend",
+        |r| {
+            let names: HashSet<String> = r.span_names().into_iter().collect();
+            acked
+                .iter()
+                .all(|tag| (0..SPANS).all(|i| names.contains(&format!("r{tag}-s{i}"))))
+        },
+    )
     .await;
     let delivered = new.with(|r| r.span_count());
     assert!(
@@ -193,4 +205,48 @@ async fn a_reload_with_a_backlog_hands_it_over() {
         "{delivered} spans for {} acknowledged: the backlog was not replayed from scratch",
         acked.len() * SPANS
     );
+}
+
+/// A full persistent queue gives the retryable refusal, counted, and takes requests
+/// again on its own once the backlog drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_then_recovers_on_its_own() {
+    let sink = Sink::start().await;
+    let storage = tempfile::tempdir().unwrap();
+    let small = config(&sink.grpc_endpoint(), storage.path())
+        .replace("    directory:", "    max_size_mib: 1\n    directory:");
+    let sieve = Sieve::start(&small);
+    sink.stall();
+    let mut tag = 0;
+    let refused = loop {
+        assert!(tag < 10_000, "never refused");
+        match try_post(sieve.http, traces_request(tag, 100)).await {
+            Some(200) => tag += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(refused, Some(503), "the retryable refusal");
+    assert!(
+        sieve.metric(
+            "sieve_pipeline_refused_items_total",
+            &[("reason", "storage_full")]
+        ) > 0.0
+    );
+    assert!(
+        sieve
+            .metrics_text()
+            .contains("sieve_queue_bytes{queue=\"storage:traces\"}"),
+        "the queue's bytes on disk are shown"
+    );
+    sink.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while try_post(sieve.http, traces_request(tag, 100)).await != Some(200) {
+        assert!(tokio::time::Instant::now() < deadline, "still refusing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.wait_for(Duration::from_secs(30), "what was accepted", |r| {
+        let names: HashSet<String> = r.span_names().into_iter().collect();
+        (0..tag).all(|t| names.contains(&format!("r{t}-s99")))
+    })
+    .await;
 }
