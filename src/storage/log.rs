@@ -106,6 +106,16 @@ pub struct Log {
     end: AtomicU64,
     /// Everything below has left sieve; only whole segments below it are deleted.
     acked: AtomicU64,
+    /// Group commit of `fsync: always`.
+    group: Mutex<SyncState>,
+    synced_cv: Condvar,
+}
+
+/// Which records are on disk, and whether an appender is syncing for the others.
+struct SyncState {
+    /// Every record below this is on disk.
+    synced: u64,
+    syncing: bool,
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -378,6 +388,11 @@ impl Log {
             appended: Condvar::new(),
             end: AtomicU64::new(next_seq),
             acked: AtomicU64::new(acked),
+            group: Mutex::new(SyncState {
+                synced: next_seq,
+                syncing: false,
+            }),
+            synced_cv: Condvar::new(),
         };
         Ok((log, found))
     }
@@ -405,10 +420,6 @@ impl Log {
         let seq = w.next_seq;
         let header = encode_header(seq, signal, items, payload);
         let written = write_record(&mut w.file, &header, payload);
-        let written = written.and_then(|()| match self.fsync {
-            Fsync::Always => w.file.sync_data(),
-            Fsync::Interval(_) => Ok(()),
-        });
         let Writer { file, segments, .. } = &mut *w;
         let Some(segment) = segments.back_mut() else {
             return Err(AppendError::Io(io::ErrorKind::NotFound.into()));
@@ -425,13 +436,56 @@ impl Log {
         self.end.store(w.next_seq, Ordering::Release);
         drop(w);
         self.appended.notify_all();
+        if self.fsync == Fsync::Always {
+            self.sync_through(seq).map_err(AppendError::Io)?;
+        }
         Ok(seq)
     }
 
-    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
-        if self.fsync != Fsync::Always {
-            w.file.sync_data()?;
+    /// Waits until record `seq` is on disk. Appenders share fsyncs (group commit): one
+    /// syncs everything written so far while the others wait for it, and whoever
+    /// finds its record synced returns at once. Inside the async runtime the wait
+    /// hands the worker's other tasks to another thread first.
+    fn sync_through(&self, seq: u64) -> io::Result<()> {
+        let wait = || self.sync_through_blocking(seq);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
         }
+    }
+
+    fn sync_through_blocking(&self, seq: u64) -> io::Result<()> {
+        let mut state = self.group.lock();
+        loop {
+            if state.synced > seq {
+                return Ok(());
+            }
+            if state.syncing {
+                self.synced_cv.wait(&mut state);
+                continue;
+            }
+            state.syncing = true;
+            drop(state);
+            let (file, through) = {
+                let w = self.writer.lock();
+                (w.file.try_clone(), w.next_seq)
+            };
+            let result = file.and_then(|f| f.sync_data());
+            state = self.group.lock();
+            state.syncing = false;
+            if result.is_ok() {
+                state.synced = state.synced.max(through);
+            }
+            self.synced_cv.notify_all();
+            result?;
+        }
+    }
+
+    fn rotate(&self, w: &mut Writer) -> io::Result<()> {
+        // what the old segment holds is on disk before appends move on
+        w.file.sync_data()?;
         let (file, segment) = create_segment(&self.dir, w.next_seq)?;
         w.file = file;
         w.segments.push_back(segment);
