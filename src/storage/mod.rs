@@ -56,7 +56,8 @@ pub struct FileStorageConfig {
     /// writable (or set `create_directory`).
     #[serde(default = "default_directory")]
     pub directory: String,
-    /// Create `directory` if it is missing.
+    /// Create `directory` when a pipeline first opens its log, if it is missing (a
+    /// directory that cannot be created then fails the start or the reload).
     #[serde(default)]
     pub create_directory: bool,
     /// `always` (each request on disk before it is acknowledged) or `interval`
@@ -123,7 +124,8 @@ impl Default for FileStorageConfig {
 }
 
 impl FileStorageConfig {
-    /// The directory must be writable now; a missing one is created only when asked.
+    /// The directory must be writable now, unless `create_directory` asks for it to be
+    /// created when a pipeline opens its log (validation creates nothing).
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.max_size_mib == 0 {
             return Err(FieldError::new("max_size_mib", "must be at least 1"));
@@ -131,12 +133,10 @@ impl FileStorageConfig {
         if self.fsync_interval.is_zero() {
             return Err(FieldError::new("fsync_interval", "must be positive"));
         }
-        let dir = Path::new(&self.directory);
         if self.create_directory {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| FieldError::new("directory", format!("cannot create it: {e}")))?;
+            return Ok(());
         }
-        writable(dir).map_err(|e| {
+        writable(Path::new(&self.directory)).map_err(|e| {
             FieldError::new(
                 "directory",
                 format!("`{}` is not a writable directory: {e}", self.directory),
