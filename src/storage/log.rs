@@ -533,8 +533,9 @@ impl Log {
         if seq <= self.acked.swap(seq.max(self.acked()), Ordering::AcqRel) {
             return Ok(());
         }
-        write_acked(&self.dir, seq)?;
         let mut w = self.writer.lock();
+        // under the lock, so two pipelines sharing the log (a reload) never interleave
+        write_acked(&self.dir, self.acked())?;
         if seq >= w.next_seq && w.segments.back().is_some_and(|s| s.bytes > 0) {
             // everything has left: start afresh so the last segment can go too
             self.rotate(&mut w)?;

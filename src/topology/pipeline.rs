@@ -526,7 +526,9 @@ impl Worker {
                     None => break,
                 }
             }
-            if let Some(durable) = &mut self.durable {
+            // only once every earlier record was read: one the log could not give yet
+            // keeps the position (and the log) where it is
+            if let Some(durable) = self.durable.as_mut().filter(|d| d.reader.position() == seq) {
                 durable.reader.skip_to(seq + 1);
             }
         }
