@@ -250,3 +250,68 @@ async fn a_full_queue_refuses_then_recovers_on_its_own() {
     })
     .await;
 }
+
+/// Damage found at start — flipped bytes, a zero-filled segment, a truncated one, a
+/// record of another version — costs only the damaged records: sieve starts, delivers
+/// the rest and counts what it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_backlog_delivers_the_rest_and_counts_the_damage() {
+    let sink = Sink::start().await;
+    let storage = tempfile::tempdir().unwrap();
+    let small = config(&sink.grpc_endpoint(), storage.path())
+        .replace("    directory:", "    max_size_mib: 1\n    directory:");
+    let (requests, spans) = (450, 40);
+    {
+        let mut sieve = Sieve::start(&small);
+        sink.stall();
+        for tag in 0..requests {
+            assert_eq!(try_post(sieve.http, traces_request(tag, spans)).await, Some(200));
+        }
+        sieve.signal("KILL");
+        sieve.wait_exit(Duration::from_secs(10));
+    }
+    let dir = storage.path().join("traces");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 4096)
+        .collect();
+    segments.sort();
+    assert!(
+        segments.len() >= 5,
+        "a backlog over several segments, the last one left whole: {segments:?}"
+    );
+    let damage = |path: &Path, change: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = std::fs::read(path).unwrap();
+        change(&mut bytes);
+        std::fs::write(path, bytes).unwrap();
+    };
+    damage(&segments[0], &|b| b[1000] ^= 0xff);
+    damage(&segments[1], &|b| b.iter_mut().for_each(|x| *x = 0));
+    damage(&segments[2], &|b| b[4] = 99);
+    damage(&segments[3], &|b| {
+        let half = b.len() / 2;
+        b.truncate(half)
+    });
+    sink.resume();
+    let sieve = Sieve::start(&small);
+    let all: HashSet<String> = (0..requests)
+        .flat_map(|tag| (0..spans).map(move |i| format!("r{tag}-s{i}")))
+        .collect();
+    // everything after the damaged segments arrives
+    let last = format!("r{}-s{}", requests - 1, spans - 1);
+    sink.wait_for(Duration::from_secs(30), "the records after the damage", |r| {
+        r.span_names().contains(&last)
+    })
+    .await;
+    let delivered: HashSet<String> = sink.with(|r| r.span_names()).into_iter().collect();
+    let lost = all.difference(&delivered).count();
+    assert!(lost > 0 && lost < all.len() / 2, "only damaged records are lost: {lost}");
+    sieve.wait_metric(
+        "sieve_storage_corrupt_records_total",
+        &[],
+        Duration::from_secs(10),
+        |v| v >= 1.0,
+    );
+}
