@@ -492,6 +492,11 @@ impl Log {
         Ok(())
     }
 
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The most the log holds on disk.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes

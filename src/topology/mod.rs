@@ -138,6 +138,9 @@ impl Topology {
             };
             if let Some(old) = self.pipelines.remove(id) {
                 tracing::info!(pipeline = %id, ?change, "draining the old pipeline");
+                if let (PipelineChange::Retire, Some((dir, items))) = (change, old.backlog()) {
+                    tracing::warn!(pipeline = %id, dir = %dir.display(), items, "pipeline removed: its persistent queue stays on disk (see `sieve queue inspect`)");
+                }
                 self.retiring.push(old.retire());
             }
         }

@@ -107,6 +107,7 @@ pub struct RunningPipeline {
     retired: Arc<AtomicBool>,
     /// Shows the persistent queue's items and bytes on disk on `/metrics`.
     _log_queue: Option<QueueRegistration>,
+    log: Option<Arc<Log>>,
     pub input: Arc<PipelineInput>,
     worker: JoinHandle<()>,
     exporters: Vec<ExporterTask>,
@@ -217,6 +218,7 @@ impl BuiltPipeline {
             .as_ref()
             .map(|log| Durable::new(log, &name, telemetry, &retired));
         let log_queue = log.as_ref().map(|log| register_log(telemetry, &name, log));
+        let log_handle = log.clone();
         let worker = Worker {
             queue: receiver,
             bytes: Arc::clone(&bytes),
@@ -261,6 +263,7 @@ impl BuiltPipeline {
         RunningPipeline {
             retired,
             _log_queue: log_queue,
+            log: log_handle,
             input: Arc::new(input),
             worker,
             exporters,
@@ -271,6 +274,12 @@ impl BuiltPipeline {
 }
 
 impl RunningPipeline {
+    /// The directory of its persistent queue and the items it holds there, if it has one.
+    pub fn backlog(&self) -> Option<(std::path::PathBuf, u64)> {
+        let log = self.log.as_ref()?;
+        Some((log.dir().to_path_buf(), log.size().1))
+    }
+
     /// Stops taking data: once in-flight requests release the input, the worker drains.
     pub fn retire(self) -> Retiring {
         self.retired.store(true, Ordering::Release);

@@ -265,7 +265,10 @@ async fn a_damaged_backlog_delivers_the_rest_and_counts_the_damage() {
         let mut sieve = Sieve::start(&small);
         sink.stall();
         for tag in 0..requests {
-            assert_eq!(try_post(sieve.http, traces_request(tag, spans)).await, Some(200));
+            assert_eq!(
+                try_post(sieve.http, traces_request(tag, spans)).await,
+                Some(200)
+            );
         }
         sieve.signal("KILL");
         sieve.wait_exit(Duration::from_secs(10));
@@ -301,13 +304,18 @@ async fn a_damaged_backlog_delivers_the_rest_and_counts_the_damage() {
         .collect();
     // everything after the damaged segments arrives
     let last = format!("r{}-s{}", requests - 1, spans - 1);
-    sink.wait_for(Duration::from_secs(30), "the records after the damage", |r| {
-        r.span_names().contains(&last)
-    })
+    sink.wait_for(
+        Duration::from_secs(30),
+        "the records after the damage",
+        |r| r.span_names().contains(&last),
+    )
     .await;
     let delivered: HashSet<String> = sink.with(|r| r.span_names()).into_iter().collect();
     let lost = all.difference(&delivered).count();
-    assert!(lost > 0 && lost < all.len() / 2, "only damaged records are lost: {lost}");
+    assert!(
+        lost > 0 && lost < all.len() / 2,
+        "only damaged records are lost: {lost}"
+    );
     sieve.wait_metric(
         "sieve_storage_corrupt_records_total",
         &[],

@@ -247,3 +247,28 @@ fn inspection_reports_records_and_damage_without_changing_the_files() {
         "inspection changes nothing"
     );
 }
+
+/// A crash between creating a segment and syncing the directory leaves an empty
+/// segment file, or none: either way the log opens and goes on.
+#[test]
+fn a_crash_around_segment_creation_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..12);
+    drop(log);
+    // the segment a crashed rotation created, empty
+    fs::write(segment_path(dir.path(), 12), b"").unwrap();
+    let (log, found) = open(dir.path());
+    assert_eq!((found.records, found.corrupt), (12, 0));
+    append_all(&log, 12..14);
+    drop(log);
+    // and one whose creation never reached the directory: gone after the crash
+    let newest = segments(dir.path()).pop().unwrap();
+    fs::remove_file(&newest).unwrap();
+    let (log, _) = open(dir.path());
+    let (seqs, damaged) = read_all(&log, 0);
+    assert_eq!(damaged, 0);
+    assert!(seqs.starts_with(&(0..12).collect::<Vec<_>>()), "{seqs:?}");
+    let next = log.end();
+    assert_eq!(log.append(Signal::Logs, 1, &payload(next)).unwrap(), next);
+}
