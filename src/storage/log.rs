@@ -85,6 +85,8 @@ struct Segment {
     first_seq: u64,
     bytes: u64,
     items: u64,
+    /// When it was created (for one from before this start: last written).
+    created: std::time::SystemTime,
 }
 
 struct Writer {
@@ -109,6 +111,8 @@ pub struct Log {
     /// Group commit of `fsync: always`.
     group: Mutex<SyncState>,
     synced_cv: Condvar,
+    /// Where fsync durations are observed.
+    fsync_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// Which records are on disk, and whether an appender is syncing for the others.
@@ -308,10 +312,14 @@ fn scan_segment(
     found: &mut Recovered,
 ) -> io::Result<(u64, u64, Segment)> {
     let mut reader = SegmentReader::open(&segment_path(dir, first_seq), 0)?;
+    let path = segment_path(dir, first_seq);
     let mut segment = Segment {
         first_seq,
         bytes: 0,
         items: 0,
+        created: fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| std::time::SystemTime::now()),
     };
     let mut next_seq = first_seq;
     let mut good_end = 0;
@@ -393,8 +401,38 @@ impl Log {
                 syncing: false,
             }),
             synced_cv: Condvar::new(),
+            fsync_seconds: None,
         };
         Ok((log, found))
+    }
+
+    /// Observes every fsync's duration in `histogram`.
+    pub fn with_fsync_histogram(
+        mut self,
+        histogram: prometheus_client::metrics::histogram::Histogram,
+    ) -> Log {
+        self.fsync_seconds = Some(histogram);
+        self
+    }
+
+    /// Syncs `file`, timing it.
+    fn fsync(&self, file: &File) -> io::Result<()> {
+        let started = Instant::now();
+        let result = file.sync_data();
+        if let Some(histogram) = &self.fsync_seconds {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// How long the oldest segment still on disk has existed: an upper bound of the
+    /// oldest waiting item's age.
+    pub fn oldest_age(&self) -> Duration {
+        let w = self.writer.lock();
+        w.segments
+            .front()
+            .filter(|_| self.acked() < w.next_seq)
+            .map_or(Duration::ZERO, |s| s.created.elapsed().unwrap_or_default())
     }
 
     /// Appends one record: written to the operating system before this returns, and on
@@ -472,7 +510,7 @@ impl Log {
                 let w = self.writer.lock();
                 (w.file.try_clone(), w.next_seq)
             };
-            let result = file.and_then(|f| f.sync_data());
+            let result = file.and_then(|f| self.fsync(&f));
             state = self.group.lock();
             state.syncing = false;
             if result.is_ok() {
@@ -485,7 +523,7 @@ impl Log {
 
     fn rotate(&self, w: &mut Writer) -> io::Result<()> {
         // what the old segment holds is on disk before appends move on
-        w.file.sync_data()?;
+        self.fsync(&w.file)?;
         let (file, segment) = create_segment(&self.dir, w.next_seq)?;
         w.file = file;
         w.segments.push_back(segment);
@@ -558,7 +596,7 @@ impl Log {
     /// Syncs what was written to disk (the `fsync: interval` tick).
     pub fn sync(&self) -> io::Result<()> {
         let file = self.writer.lock().file.try_clone()?;
-        file.sync_data()
+        self.fsync(&file)
     }
 
     /// Bytes and items in the segments on disk.
@@ -684,6 +722,7 @@ fn create_segment(dir: &Path, first_seq: u64) -> io::Result<(File, Segment)> {
             first_seq,
             bytes,
             items: 0,
+            created: std::time::SystemTime::now(),
         },
     ))
 }

@@ -178,6 +178,7 @@ impl Logs {
         &self,
         storage: &FileStorageConfig,
         pipeline: &str,
+        fsync_seconds: prometheus_client::metrics::histogram::Histogram,
     ) -> std::io::Result<std::sync::Arc<log::Log>> {
         let dir = Path::new(&storage.directory).join(pipeline.replace('/', "_"));
         let mut open = self.0.lock();
@@ -195,7 +196,7 @@ impl Logs {
                 "persistent queue: resuming a backlog from disk"
             );
         }
-        let log = std::sync::Arc::new(log);
+        let log = std::sync::Arc::new(log.with_fsync_histogram(fsync_seconds));
         if let log::Fsync::Interval(every) = storage.fsync() {
             let weak = std::sync::Arc::downgrade(&log);
             std::thread::Builder::new()

@@ -41,6 +41,10 @@
 //! | `sieve_tail_sampling_late_spans_total` | processor, decision | spans of already decided traces |
 //! | `sieve_tail_sampling_fallback_active` | processor | 1 while overload sampling on arrival is on |
 //! | `sieve_tail_sampling_fallback_activations_total` | processor | times it was switched on |
+//! | `sieve_storage_replayed_items_total` | pipeline | items read back from a persistent queue after a start |
+//! | `sieve_storage_corrupt_records_total` | pipeline | damaged persistent-queue records skipped |
+//! | `sieve_storage_fsync_duration_seconds` | pipeline | a persistent queue's fsyncs |
+//! | `sieve_storage_oldest_age_seconds` | pipeline | the oldest persistent-queue segment still waiting |
 //! | `sieve_queue_size`, `sieve_queue_capacity` | queue | batches held / the limit (an exporter's: in its `sizer` units) |
 //! | `sieve_queue_bytes`, `sieve_queue_max_bytes` | queue | bytes held / the limit |
 //! | `sieve_process_heap_bytes` | — | bytes held on the heap (what `memory_limiter` measures) |
@@ -49,9 +53,9 @@
 //! | `sieve_build_info` | version | always 1 |
 //!
 //! This module keeps the families every receiver, pipeline and exporter shares. The
-//! rows from `sieve_exporter_label_overflows_total` to the tail sampling ones belong to
-//! one component each (Loki, redaction, cardinality limiting, tail sampling): that
-//! component registers them through [`Telemetry::family`] when it is built, so adding a
+//! rows from `sieve_exporter_label_overflows_total` to the storage ones belong to one
+//! component each (Loki, redaction, cardinality limiting, tail sampling, the persistent
+//! queue): that component registers them through [`Telemetry::family`] when it is built, so adding a
 //! component with metrics of its own touches no file here.
 //!
 //! The item counts of receivers, pipelines and exporters add up at every scrape (see
@@ -304,6 +308,21 @@ impl Telemetry {
         L: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
         M: EncodeMetric + TypedMetric + Default + Debug + Send + Sync + 'static,
     {
+        self.family_with(name, help, M::default)
+    }
+
+    /// [`Telemetry::family`] for metrics made by `constructor` (histograms and their
+    /// buckets).
+    pub fn family_with<L, M>(
+        &self,
+        name: &'static str,
+        help: &str,
+        constructor: fn() -> M,
+    ) -> Family<L, M>
+    where
+        L: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
+        M: EncodeMetric + TypedMetric + Debug + Send + Sync + 'static,
+    {
         let mut owned = self.owned.lock();
         if let Some(family) = owned
             .get(name)
@@ -311,7 +330,7 @@ impl Telemetry {
         {
             return family.clone();
         }
-        let family = Family::<L, M>::default();
+        let family = Family::<L, M>::new_with_constructor(constructor);
         self.registry.lock().register(name, help, family.clone());
         owned.insert(name, Box::new(family.clone()));
         family

@@ -30,6 +30,8 @@ use crate::telemetry::{
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -147,7 +149,7 @@ impl BuiltPipeline {
         let pipeline = id.to_string();
         let log = match signature.storage.as_slice() {
             [] => None,
-            [(name, storage)] => Some(logs.open(storage, &pipeline).map_err(|e| {
+            [(name, storage)] => Some(logs.open(storage, &pipeline, fsync_histogram(telemetry, &pipeline)).map_err(|e| {
                 BuildError::new(name, "directory", format!("cannot open the queue of pipeline `{pipeline}`: {e}"))
             })?),
             [(first, _), (second, _), ..] => {
@@ -299,6 +301,18 @@ impl RunningPipeline {
     }
 }
 
+/// Where a persistent queue's fsync durations are observed.
+fn fsync_histogram(telemetry: &Telemetry, pipeline: &str) -> Histogram {
+    let family: Family<PipelineLabels, Histogram> = telemetry.family_with(
+        "storage_fsync_duration_seconds",
+        "Duration of a persistent queue's fsyncs",
+        || Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+    );
+    family.get_or_create_owned(&PipelineLabels {
+        pipeline: pipeline.to_string(),
+    })
+}
+
 /// Shows a persistent queue's items and bytes on disk as queue `storage:<pipeline>`.
 fn register_log(telemetry: &Arc<Telemetry>, name: &str, log: &Arc<Log>) -> QueueRegistration {
     let log = Arc::downgrade(log);
@@ -399,6 +413,7 @@ struct Durable {
     next_acknowledge: Instant,
     replayed: Counter,
     corrupt: Counter,
+    oldest_age: Gauge,
 }
 
 impl Durable {
@@ -419,6 +434,10 @@ impl Durable {
             "storage_corrupt_records",
             "Damaged persistent-queue records skipped",
         );
+        let oldest_age: Family<PipelineLabels, Gauge> = telemetry.family(
+            "storage_oldest_age_seconds",
+            "Age of the oldest persistent-queue segment still waiting (an upper bound of the oldest item's)",
+        );
         Durable {
             reader: log.reader(log.acked()),
             opened_at: log.end(),
@@ -427,6 +446,7 @@ impl Durable {
             next_acknowledge: Instant::now(),
             replayed: replayed.get_or_create_owned(&labels),
             corrupt: corrupt.get_or_create_owned(&labels),
+            oldest_age: oldest_age.get_or_create_owned(&labels),
         }
     }
 
@@ -585,6 +605,9 @@ impl Worker {
         if let Err(e) = durable.log.acknowledge(below) {
             tracing::warn!(error = %e, "persistent queue: cannot record what was delivered");
         }
+        durable
+            .oldest_age
+            .set(durable.log.oldest_age().as_secs() as i64);
     }
 
     /// Calls every stage in order (a tick, a flush), running what each emits through

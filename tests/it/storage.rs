@@ -238,6 +238,13 @@ async fn a_full_queue_refuses_then_recovers_on_its_own() {
             .contains("sieve_queue_bytes{queue=\"storage:traces\"}"),
         "the queue's bytes on disk are shown"
     );
+    let text = sieve.metrics_text();
+    for family in [
+        "sieve_storage_fsync_duration_seconds_count{pipeline=\"traces\"}",
+        "sieve_storage_oldest_age_seconds{pipeline=\"traces\"}",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
     sink.resume();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while try_post(sieve.http, traces_request(tag, 100)).await != Some(200) {
