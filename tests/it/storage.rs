@@ -330,3 +330,40 @@ async fn a_damaged_backlog_delivers_the_rest_and_counts_the_damage() {
         |v| v >= 1.0,
     );
 }
+
+/// SIGTERM with the backend down: what is unsent when `shutdown_timeout` runs out stays
+/// on disk and is delivered after the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_sigterm_leaves_unsent_is_delivered_after_the_next_start() {
+    let sink = Sink::start().await;
+    let storage = tempfile::tempdir().unwrap();
+    let with_timeout = |endpoint: &str| {
+        config(endpoint, storage.path())
+            .replace("  telemetry:\n", "  shutdown_timeout: 1s\n  telemetry:\n")
+    };
+    // nothing listens on port 1: the backend is down
+    let mut sieve = Sieve::start(&with_timeout("http://127.0.0.1:1"));
+    let requests = 100;
+    for tag in 0..requests {
+        assert_eq!(
+            try_post(sieve.http, traces_request(tag, SPANS)).await,
+            Some(200)
+        );
+    }
+    sieve.signal("TERM");
+    let exit = sieve.wait_exit(Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "a clean exit within the timeout"
+    );
+    let _next = Sieve::start(&with_timeout(&sink.grpc_endpoint()));
+    sink.wait_for(
+        Duration::from_secs(30),
+        "every span after the restart",
+        |r| {
+            let names: HashSet<String> = r.span_names().into_iter().collect();
+            (0..requests).all(|tag| (0..SPANS).all(|i| names.contains(&format!("r{tag}-s{i}"))))
+        },
+    )
+    .await;
+}
