@@ -577,20 +577,27 @@ impl Log {
             return Ok(());
         }
         let mut w = self.writer.lock();
-        // under the lock, so two pipelines sharing the log (a reload) never interleave
-        write_acked(&self.dir, self.acked())?;
-        if seq >= w.next_seq && w.segments.back().is_some_and(|s| s.bytes > 0) {
+        let rotated = if seq >= w.next_seq && w.segments.back().is_some_and(|s| s.bytes > 0) {
             // everything has left: start afresh so the last segment can go too
-            self.rotate(&mut w)?;
-        }
+            self.rotate(&mut w)
+        } else {
+            Ok(())
+        };
+        // space first: with a full disk, writing the `acked` file can only succeed after
+        // (a crash in between only means records delivered again)
+        let mut deleted = Ok(());
         while w.segments.len() > 1 && w.segments.get(1).is_some_and(|next| next.first_seq <= seq) {
             let Some(done) = w.segments.pop_front() else {
                 break;
             };
             w.bytes -= done.bytes;
-            fs::remove_file(segment_path(&self.dir, done.first_seq))?;
+            if let Err(e) = fs::remove_file(segment_path(&self.dir, done.first_seq)) {
+                deleted = Err(e);
+            }
         }
-        Ok(())
+        // under the lock, so two pipelines sharing the log (a reload) never interleave
+        let written = write_acked(&self.dir, self.acked());
+        rotated.and(deleted).and(written)
     }
 
     /// Syncs what was written to disk (the `fsync: interval` tick).

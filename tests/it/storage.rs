@@ -367,3 +367,68 @@ async fn what_sigterm_leaves_unsent_is_delivered_after_the_next_start() {
     )
     .await;
 }
+
+/// A tmpfs of `bytes` mounted on a fresh directory, unmounted when dropped; `None`
+/// where the machine does not allow mounting.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A real full disk (ENOSPC on a 1 MiB tmpfs, well under `max_size_mib`): the
+/// retryable refusal, counted; once the backlog drains and space returns, sieve takes
+/// requests again by itself, and everything accepted arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_then_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount(1 << 20) else {
+        eprintln!("SKIPPED: this machine does not allow mounting a tmpfs");
+        return;
+    };
+    let sink = Sink::start().await;
+    let sieve = Sieve::start(&config(&sink.grpc_endpoint(), disk.0.path()));
+    sink.stall();
+    let mut tag = 0;
+    let refused = loop {
+        assert!(tag < 10_000, "never refused");
+        match try_post(sieve.http, traces_request(tag, 100)).await {
+            Some(200) => tag += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(refused, Some(503), "the retryable refusal");
+    assert!(
+        sieve.metric(
+            "sieve_pipeline_refused_items_total",
+            &[("reason", "storage_full")]
+        ) > 0.0
+    );
+    sink.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while try_post(sieve.http, traces_request(tag, 100)).await != Some(200) {
+        assert!(tokio::time::Instant::now() < deadline, "still refusing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.wait_for(Duration::from_secs(30), "what was accepted", |r| {
+        let names: HashSet<String> = r.span_names().into_iter().collect();
+        (0..=tag).all(|t| names.contains(&format!("r{t}-s99")))
+    })
+    .await;
+}
