@@ -61,6 +61,42 @@ async fn try_post(port: u16, body: Vec<u8>) -> Option<u16> {
     Some(response.status().as_u16())
 }
 
+/// Sends 100-span requests until one is refused, which must be the retryable refusal
+/// counted as `storage_full`; returns the refused request's tag.
+async fn fill_until_refused(sieve: &Sieve) -> usize {
+    let mut tag = 0;
+    let refused = loop {
+        assert!(tag < 10_000, "never refused");
+        match try_post(sieve.http, traces_request(tag, 100)).await {
+            Some(200) => tag += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(refused, Some(503), "the retryable refusal");
+    let counted = sieve.metric(
+        "sieve_pipeline_refused_items_total",
+        &[("reason", "storage_full")],
+    );
+    assert!(counted > 0.0, "counted as storage_full");
+    tag
+}
+
+/// Lets the backend answer, then waits until sieve takes the refused request `tag` by
+/// itself and every request up to it arrives.
+async fn recovers_and_delivers(sieve: &Sieve, sink: &Sink, tag: usize) {
+    sink.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while try_post(sieve.http, traces_request(tag, 100)).await != Some(200) {
+        assert!(tokio::time::Instant::now() < deadline, "still refusing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.wait_for(Duration::from_secs(30), "what was accepted", |r| {
+        let names: HashSet<String> = r.span_names().into_iter().collect();
+        (0..=tag).all(|t| names.contains(&format!("r{t}-s99")))
+    })
+    .await;
+}
+
 /// Sends tagged requests from `first` on until `stop`; returns the tags answered 200.
 async fn send_until(port: u16, first: usize, stop: Arc<AtomicBool>) -> (Vec<usize>, usize) {
     let mut acked = Vec::new();
@@ -217,21 +253,7 @@ async fn a_full_queue_refuses_then_recovers_on_its_own() {
         .replace("    directory:", "    max_size_mib: 1\n    directory:");
     let sieve = Sieve::start(&small);
     sink.stall();
-    let mut tag = 0;
-    let refused = loop {
-        assert!(tag < 10_000, "never refused");
-        match try_post(sieve.http, traces_request(tag, 100)).await {
-            Some(200) => tag += 1,
-            other => break other,
-        }
-    };
-    assert_eq!(refused, Some(503), "the retryable refusal");
-    assert!(
-        sieve.metric(
-            "sieve_pipeline_refused_items_total",
-            &[("reason", "storage_full")]
-        ) > 0.0
-    );
+    let tag = fill_until_refused(&sieve).await;
     assert!(
         sieve
             .metrics_text()
@@ -245,17 +267,7 @@ async fn a_full_queue_refuses_then_recovers_on_its_own() {
     ] {
         assert!(text.contains(family), "{family} missing");
     }
-    sink.resume();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while try_post(sieve.http, traces_request(tag, 100)).await != Some(200) {
-        assert!(tokio::time::Instant::now() < deadline, "still refusing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    sink.wait_for(Duration::from_secs(30), "what was accepted", |r| {
-        let names: HashSet<String> = r.span_names().into_iter().collect();
-        (0..tag).all(|t| names.contains(&format!("r{t}-s99")))
-    })
-    .await;
+    recovers_and_delivers(&sieve, &sink, tag).await;
 }
 
 /// Damage found at start — flipped bytes, a zero-filled segment, a truncated one, a
@@ -405,30 +417,6 @@ async fn a_full_disk_refuses_then_recovers_when_space_returns() {
     let sink = Sink::start().await;
     let sieve = Sieve::start(&config(&sink.grpc_endpoint(), disk.0.path()));
     sink.stall();
-    let mut tag = 0;
-    let refused = loop {
-        assert!(tag < 10_000, "never refused");
-        match try_post(sieve.http, traces_request(tag, 100)).await {
-            Some(200) => tag += 1,
-            other => break other,
-        }
-    };
-    assert_eq!(refused, Some(503), "the retryable refusal");
-    assert!(
-        sieve.metric(
-            "sieve_pipeline_refused_items_total",
-            &[("reason", "storage_full")]
-        ) > 0.0
-    );
-    sink.resume();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while try_post(sieve.http, traces_request(tag, 100)).await != Some(200) {
-        assert!(tokio::time::Instant::now() < deadline, "still refusing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    sink.wait_for(Duration::from_secs(30), "what was accepted", |r| {
-        let names: HashSet<String> = r.span_names().into_iter().collect();
-        (0..=tag).all(|t| names.contains(&format!("r{t}-s99")))
-    })
-    .await;
+    let tag = fill_until_refused(&sieve).await;
+    recovers_and_delivers(&sieve, &sink, tag).await;
 }
