@@ -16,7 +16,7 @@ use crate::model::{Batch, Signal};
 use crate::telemetry::PipelineLedger;
 use crossbeam_channel::{Sender, TrySendError};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why data was not accepted; all of these are retryable for the client.
@@ -79,6 +79,23 @@ pub struct Queued {
 /// A pipeline input with a persistent queue: batches are appended to the log first.
 struct Durable {
     log: Arc<crate::storage::log::Log>,
+    /// When a write error was last logged (seconds since this input started): at most
+    /// one line every ten seconds while the disk stays full.
+    warned_at: AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Durable {
+    /// Whether a write error should be logged now.
+    fn should_warn(&self) -> bool {
+        let now = self.started.elapsed().as_secs() + 10;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        now >= last + 10
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
 
 /// Bytes held by a queue, bounded by its `max_size_mib`.
@@ -156,7 +173,11 @@ impl PipelineInput {
     /// Makes this a persistent-queue input: every batch is appended to `log` before it
     /// is accepted, and waits there when the memory queue is full.
     pub fn with_log(mut self, log: Arc<crate::storage::log::Log>) -> Self {
-        self.durable = Some(Durable { log });
+        self.durable = Some(Durable {
+            log,
+            warned_at: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        });
         self
     }
 
@@ -227,7 +248,9 @@ impl PipelineInput {
             }
             Err(e) => {
                 if let crate::storage::log::AppendError::Io(e) = &e {
-                    tracing::warn!(pipeline = %self.name, error = %e, "persistent queue: cannot write; refusing");
+                    if durable.should_warn() {
+                        tracing::warn!(pipeline = %self.name, error = %e, "persistent queue: cannot write; refusing (logged at most every 10 s)");
+                    }
                 }
                 ledger.bounced.add(items);
                 self.counters.refused_storage.inc_by(items as u64);
