@@ -84,6 +84,8 @@ struct State {
     attempts: Mutex<Vec<std::time::Instant>>,
     /// Requests missing this tenant are refused (PERMISSION_DENIED / 401).
     required_tenant: Mutex<Option<String>>,
+    /// Spans are kept without their attributes (for runs of large volumes).
+    strip_attributes: std::sync::atomic::AtomicBool,
 }
 
 /// A running sink; dropping it stops the servers.
@@ -165,7 +167,18 @@ impl TraceService for Service {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let tenant = tenant(&request);
-        let spans = request.into_inner().resource_spans;
+        let mut spans = request.into_inner().resource_spans;
+        if self
+            .state
+            .strip_attributes
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            spans
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_spans)
+                .flat_map(|s| &mut s.spans)
+                .for_each(|span| span.attributes.clear());
+        }
         self.accept(tenant, |r| r.traces.extend(spans)).await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
@@ -253,6 +266,13 @@ impl Sink {
 
     pub fn http_endpoint(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// Keeps spans without their attributes from now on, so large volumes fit in memory.
+    pub fn strip_attributes(&self) {
+        self.state
+            .strip_attributes
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Holds every request until [`Sink::resume`].

@@ -420,3 +420,94 @@ async fn a_full_disk_refuses_then_recovers_when_space_returns() {
     let tag = fill_until_refused(&sieve).await;
     recovers_and_delivers(&sieve, &sink, tag).await;
 }
+
+/// A 1 GiB backlog — as a sieve whose backend was down would leave it — drains at the
+/// backend's pace after a start, with memory that does not grow with the backlog: the
+/// log is read a record at a time, never loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_gib_backlog_drains_with_flat_memory() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    use sieve::storage::log::{Fsync, Log};
+    const RECORDS: usize = 16 * 1024;
+    const PAD: usize = 64 * 1024;
+    let sink = Sink::start().await;
+    sink.strip_attributes();
+    let storage = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(
+        &storage.path().join("traces"),
+        4 << 30,
+        Fsync::Interval(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let pad = "x".repeat(PAD);
+    for n in 0..RECORDS {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: (n as u128 + 1).to_be_bytes().to_vec(),
+                        span_id: 1u64.to_be_bytes().to_vec(),
+                        name: format!("r{n}"),
+                        attributes: vec![KeyValue {
+                            key: "pad".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(pad.clone())),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        log.append(
+            sieve::model::Signal::Traces,
+            1,
+            &[bytes::Bytes::from(request.encode_to_vec())],
+        )
+        .unwrap();
+    }
+    assert!(log.size().0 >= 1 << 30, "a backlog of 1 GiB");
+    drop(log);
+    let config = config(&sink.grpc_endpoint(), storage.path())
+        .replace("    directory:", "    max_size_mib: 4096\n    directory:")
+        .replace(
+            "    timeout: 100ms\n",
+            "    timeout: 100ms\n    send_batch_size: 32\n    send_batch_max_size: 32\n",
+        )
+        .replace(
+            "    timeout: 1s\n",
+            "    timeout: 10s\n    compression: none\n",
+        );
+    let sieve = Sieve::start(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let mut peak = 0;
+    loop {
+        peak = peak.max(sieve.rss_bytes());
+        let delivered = sink.with(|r| {
+            r.span_names()
+                .into_iter()
+                .collect::<HashSet<String>>()
+                .len()
+        });
+        if delivered == RECORDS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{delivered} of {RECORDS} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("1 GiB backlog drained, sieve's peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak < 192 << 20,
+        "peak RSS {} MiB while 1 GiB drained",
+        peak >> 20
+    );
+}
