@@ -147,19 +147,7 @@ impl BuiltPipeline {
         logs: &Logs,
     ) -> Result<BuiltPipeline, BuildError> {
         let pipeline = id.to_string();
-        let log = match signature.storage.as_slice() {
-            [] => None,
-            [(name, storage)] => Some(logs.open(storage, &pipeline, fsync_histogram(telemetry, &pipeline)).map_err(|e| {
-                BuildError::new(name, "directory", format!("cannot open the queue of pipeline `{pipeline}`: {e}"))
-            })?),
-            [(first, _), (second, _), ..] => {
-                return Err(BuildError::new(
-                    &pipeline,
-                    "exporters",
-                    format!("its exporters name two storages, `{first}` and `{second}`: a pipeline keeps one log"),
-                ))
-            }
-        };
+        let log = open_log(&signature, &pipeline, telemetry, logs)?;
         let ledger = telemetry.ledgers.pipeline(&PipelineLabels {
             pipeline: pipeline.clone(),
         });
@@ -298,6 +286,35 @@ impl RunningPipeline {
             abort,
             _queue,
         }
+    }
+}
+
+/// The pipeline's persistent queue, if its exporters name a storage (one at most).
+fn open_log(
+    signature: &Signature,
+    pipeline: &str,
+    telemetry: &Telemetry,
+    logs: &Logs,
+) -> Result<Option<Arc<Log>>, BuildError> {
+    match signature.storage.as_slice() {
+        [] => Ok(None),
+        [(name, storage)] => logs
+            .open(storage, pipeline, fsync_histogram(telemetry, pipeline))
+            .map(Some)
+            .map_err(|e| {
+                BuildError::new(
+                    name,
+                    "directory",
+                    format!("cannot open the queue of pipeline `{pipeline}`: {e}"),
+                )
+            }),
+        [(first, _), (second, _), ..] => Err(BuildError::new(
+            pipeline,
+            "exporters",
+            format!(
+                "its exporters name two storages, `{first}` and `{second}`: a pipeline keeps one log"
+            ),
+        )),
     }
 }
 
