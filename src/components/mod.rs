@@ -33,6 +33,32 @@ impl crate::config::Components for Sieve {
     type Receiver = ReceiverConfig;
     type Processor = ProcessorConfig;
     type Exporter = ExporterConfig;
+
+    /// A pipeline keeps one persistent queue: its exporters name one storage at most.
+    fn check_pipeline(
+        config: &Config,
+        pipeline: &crate::config::PipelineConfig,
+    ) -> Result<(), (&'static str, String)> {
+        use crate::config::ComponentConfig;
+        let mut storages: Vec<String> = pipeline
+            .exporters
+            .iter()
+            .flat_map(|id| config.exporters[id].extension_references())
+            .filter(|r| r.role == "storage")
+            .map(|r| r.id)
+            .collect();
+        storages.sort();
+        storages.dedup();
+        match storages.as_slice() {
+            [first, second, ..] => Err((
+                "exporters",
+                format!(
+                    "its exporters name two storages, `{first}` and `{second}`: a pipeline keeps one log"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A loaded, checked configuration of sieve's components.

@@ -422,3 +422,25 @@ fn an_unwritable_storage_directory_fails_validation_naming_the_key() {
     );
     assert_eq!(error.line, Some(3));
 }
+
+#[test]
+fn a_pipeline_keeps_one_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = with_storage(dir.path(), |t| {
+        t.replace(
+            "service:\n  extensions: [file_storage/queue]",
+            "  otlp/second:\n    endpoint: http://127.0.0.1:4318\n    sending_queue: {storage: file_storage/other}\nservice:\n  extensions: [file_storage/queue, file_storage/other]",
+        )
+        .replace(
+            "receivers:\n",
+            &format!("  file_storage/other:\n    directory: {}\nreceivers:\n", dir.path().display()),
+        )
+        .replace("exporters: [otlp]", "exporters: [otlp, otlp/second]")
+    })
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("service.pipelines.traces.exporters: its exporters name two storages, `file_storage/other` and `file_storage/queue`"),
+        "{error}"
+    );
+    assert!(error.line.is_some(), "{error}");
+}

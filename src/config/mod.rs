@@ -171,6 +171,15 @@ pub trait Components: Clone + fmt::Debug + PartialEq + 'static {
     type Receiver: ComponentConfig;
     type Processor: ComponentConfig;
     type Exporter: ComponentConfig;
+
+    /// Rules across a pipeline's components (e.g. one storage per pipeline): the key
+    /// inside the pipeline (`exporters`) and what is wrong.
+    fn check_pipeline(
+        _config: &Config<Self>,
+        _pipeline: &PipelineConfig,
+    ) -> Result<(), (&'static str, String)> {
+        Ok(())
+    }
 }
 
 /// Reads an optional section whose presence with an empty value (`grpc:`) means "on, with
@@ -672,7 +681,7 @@ impl Checker<'_> {
                 e.to_string(),
             )
         })?;
-        Ok(Config {
+        let config = Config {
             extensions,
             receivers,
             processors,
@@ -681,7 +690,14 @@ impl Checker<'_> {
             telemetry,
             shutdown_timeout: raw.service.shutdown_timeout,
             redactor: expand::Redactor::default(),
-        })
+        };
+        for (id, pipeline) in &config.pipelines {
+            if let Err((key, message)) = C::check_pipeline(&config, pipeline) {
+                let id = id.to_string();
+                return Err(self.error(&["service", "pipelines", &id, key], None, message));
+            }
+        }
+        Ok(config)
     }
 
     fn components<T: ComponentConfig>(

@@ -45,7 +45,7 @@ pub struct Signature {
     queue: QueueConfig,
     processors: Vec<(String, ProcessorConfig)>,
     exporters: Vec<(String, ExporterConfig)>,
-    /// The `file_storage` extensions its exporters name (one at most is valid).
+    /// The `file_storage` extension its exporters name (validation allows one).
     storage: Vec<(String, FileStorageConfig)>,
 }
 
@@ -289,33 +289,26 @@ impl RunningPipeline {
     }
 }
 
-/// The pipeline's persistent queue, if its exporters name a storage (one at most).
+/// The pipeline's persistent queue, if its exporters name a storage (validation allows
+/// one per pipeline).
 fn open_log(
     signature: &Signature,
     pipeline: &str,
     telemetry: &Telemetry,
     logs: &Logs,
 ) -> Result<Option<Arc<Log>>, BuildError> {
-    match signature.storage.as_slice() {
-        [] => Ok(None),
-        [(name, storage)] => logs
-            .open(storage, pipeline, fsync_histogram(telemetry, pipeline))
-            .map(Some)
-            .map_err(|e| {
-                BuildError::new(
-                    name,
-                    "directory",
-                    format!("cannot open the queue of pipeline `{pipeline}`: {e}"),
-                )
-            }),
-        [(first, _), (second, _), ..] => Err(BuildError::new(
-            pipeline,
-            "exporters",
-            format!(
-                "its exporters name two storages, `{first}` and `{second}`: a pipeline keeps one log"
-            ),
-        )),
-    }
+    let Some((name, storage)) = signature.storage.first() else {
+        return Ok(None);
+    };
+    logs.open(storage, pipeline, fsync_histogram(telemetry, pipeline))
+        .map(Some)
+        .map_err(|e| {
+            BuildError::new(
+                name,
+                "directory",
+                format!("cannot open the queue of pipeline `{pipeline}`: {e}"),
+            )
+        })
 }
 
 /// Where a persistent queue's fsync durations are observed.

@@ -511,33 +511,3 @@ async fn a_one_gib_backlog_drains_with_flat_memory() {
         peak >> 20
     );
 }
-
-/// A pipeline keeps one log: exporters naming two storages fail the build, clearly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipeline_whose_exporters_name_two_storages_is_refused() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let text = format!(
-        "extensions:
-  file_storage/a: {{directory: {}}}
-  file_storage/b: {{directory: {}}}
-receivers:
-  otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:0}}}}}}
-exporters:
-  otlp/a: {{endpoint: http://127.0.0.1:1, sending_queue: {{storage: file_storage/a}}}}
-  otlp/b: {{endpoint: http://127.0.0.1:1, sending_queue: {{storage: file_storage/b}}}}
-service:
-  extensions: [file_storage/a, file_storage/b]
-  pipelines:
-    traces: {{receivers: [otlp], exporters: [otlp/a, otlp/b]}}
-",
-        a.path().display(),
-        b.path().display()
-    );
-    let config = sieve::components::Config::parse(&text, "test.yaml").unwrap();
-    let mut topology = sieve::topology::Topology::new(sieve::telemetry::Telemetry::new());
-    let error = topology.apply(config).await.unwrap_err();
-    assert!(
-        error.contains("cannot build `traces`: exporters: its exporters name two storages, `file_storage/a` and `file_storage/b`"),
-        "{error}"
-    );
-}
