@@ -237,23 +237,33 @@ impl ExporterInput {
     /// exporter has stopped, the batch is counted as dropped (`reason="shutdown"`).
     pub fn put(&self, batch: Batch) {
         let (items, share) = (batch.items(), self.room.share(&batch));
+        let reason = given_up(&batch);
         if let Some(seq) = batch.record() {
             // released once sent or dropped for good: a batch lost at shutdown stays
             self.outstanding.add(seq);
         }
         self.ledger.enqueued.add(items);
         if !self.room.take(share) {
-            return self.lost_at_shutdown(items);
+            return self.lost_at_shutdown(items, reason);
         }
         if self.sender.send((batch, share)).is_err() {
             self.room.give_back(share);
-            self.lost_at_shutdown(items);
+            self.lost_at_shutdown(items, reason);
         }
     }
 
-    fn lost_at_shutdown(&self, items: usize) {
+    fn lost_at_shutdown(&self, items: usize, reason: &str) {
         self.ledger.dequeued.add(items);
-        self.ledger.dropped.reason("shutdown").add(items);
+        self.ledger.dropped.reason(reason).add(items);
+    }
+}
+
+/// The `reason` a batch given up on at shutdown is counted under: `shutdown`, or
+/// `left_on_disk` when a persistent queue keeps it for the next start.
+fn given_up(batch: &Batch) -> &'static str {
+    match batch.record() {
+        Some(_) => "left_on_disk",
+        None => "shutdown",
     }
 }
 
@@ -528,7 +538,7 @@ async fn run<E: Export>(
     receiver.close();
     while let Ok((batch, share)) = receiver.try_recv() {
         sending.metrics.ledger.dequeued.add(batch.items());
-        sending.metrics.dropped("shutdown", batch.items());
+        sending.metrics.dropped(given_up(&batch), batch.items());
         sending.room.give_back(share);
     }
     while in_flight.join_next().await.is_some() {}
@@ -568,7 +578,7 @@ async fn attempt<E: Export>(
         let result = tokio::select! {
             result = exporter.export(&batch) => result,
             _ = aborted(&mut abort) => {
-                metrics.dropped("shutdown", items);
+                metrics.dropped(given_up(&batch), items);
                 return Settled::No;
             }
         };
@@ -606,7 +616,7 @@ async fn attempt<E: Export>(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = aborted(&mut abort) => {
-                metrics.dropped("shutdown", items);
+                metrics.dropped(given_up(&batch), items);
                 return Settled::No;
             }
         }

@@ -511,3 +511,37 @@ async fn a_one_gib_backlog_drains_with_flat_memory() {
         peak >> 20
     );
 }
+
+/// What shutdown leaves in a persistent queue is counted as `left_on_disk`, not as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_shutdown_leaves_on_disk_is_counted_as_such() {
+    let storage = tempfile::tempdir().unwrap();
+    let text = config("http://127.0.0.1:1", storage.path())
+        .replace("{http}", "0")
+        .replace(
+            "      address: 127.0.0.1:{metrics}\n",
+            "      address: 127.0.0.1:0\n",
+        );
+    let config = sieve::components::Config::parse(&text, "test.yaml").unwrap();
+    let telemetry = sieve::telemetry::Telemetry::new();
+    let mut topology = sieve::topology::Topology::new(telemetry.clone());
+    topology.apply(config).await.unwrap();
+    let port = topology.receiver_addresses()["otlp"][0].port();
+    for tag in 0..20 {
+        assert_eq!(try_post(port, traces_request(tag, SPANS)).await, Some(200));
+    }
+    topology.shutdown(Duration::from_millis(500)).await;
+    let text = telemetry.encode();
+    let left = crate::harness::sum_samples(
+        &text,
+        "sieve_exporter_dropped_items_total",
+        &[("reason", "left_on_disk")],
+    );
+    let lost = crate::harness::sum_samples(
+        &text,
+        "sieve_exporter_dropped_items_total",
+        &[("reason", "shutdown")],
+    );
+    assert!(left > 0.0, "{text}");
+    assert_eq!(lost, 0.0, "nothing counted as lost");
+}
