@@ -233,7 +233,9 @@ impl PipelineInput {
             crate::model::Payload::Encoded(parts) => parts.clone(),
             _ => vec![batch.to_bytes()],
         };
-        match durable.log.append(self.signal, items, &parts) {
+        let appended = durable.log.append(self.signal, items, &parts);
+        self.count_dropped_to_make_room(durable.log.take_dropped());
+        match appended {
             Ok(seq) => {
                 batch.set_record(Some(seq));
                 let bytes = batch.held_bytes();
@@ -257,6 +259,21 @@ impl PipelineInput {
                 Err((Refusal::StorageFull, batch))
             }
         }
+    }
+
+    /// Items `drop_oldest` deleted from the log: they leave the queue as dropped (those
+    /// from before this start enter it first, as a replay would have).
+    fn count_dropped_to_make_room(&self, dropped: crate::storage::log::Dropped) {
+        if dropped.items == 0 {
+            return;
+        }
+        let ledger = &self.counters.ledger;
+        ledger.offered.add(dropped.recovered as usize);
+        ledger.dequeued.add(dropped.items as usize);
+        ledger
+            .dropped
+            .reason("storage_full")
+            .add(dropped.items as usize);
     }
 
     fn count_memory_refusal(&self, items: usize) {

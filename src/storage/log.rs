@@ -15,6 +15,14 @@
 //! to the end of the payload. The payload is the encoded OTLP export request sieve
 //! accepted, so a write is a copy and a checksum.
 //!
+//! When the log is full it refuses appends, or, with `drop_oldest`, deletes its oldest
+//! segment that nothing has read yet and counts the items in it as dropped. Segments
+//! the pipeline is still sending from are never dropped (a crash would lose them
+//! without a count): if every full segment is being sent, the append is refused.
+//! Dropped records leave a gap in the sequence numbers; the reader's [`Reading`] knows
+//! the gaps above its position, so a dropped record that still arrives through the
+//! memory queue is not processed.
+//!
 //! Damage is expected, not trusted: on open every segment is scanned (streaming, never
 //! loaded whole); a record that does not check out is skipped by searching for the next
 //! magic whose record does, and counted; an unreadable end of the last segment (a write
@@ -28,8 +36,9 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +79,14 @@ pub enum AppendError {
     Io(io::Error),
 }
 
+/// Items `drop_oldest` dropped, and how many of them were written before this process
+/// opened the log (never offered to the pipeline in this process).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub items: u64,
+    pub recovered: u64,
+}
+
 /// What opening a log found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovered {
@@ -99,9 +116,19 @@ struct Writer {
 /// A pipeline's log: appended by receivers, read by the pipeline's worker.
 pub struct Log {
     dir: PathBuf,
-    max_bytes: u64,
+    max_bytes: AtomicU64,
+    /// Whether a full log drops its oldest unread segment instead of refusing.
+    drop_oldest: AtomicBool,
+    /// Items dropped by `drop_oldest` not yet taken by [`Log::take_dropped`]: all of
+    /// them, and those written before this process opened the log.
+    dropped_items: AtomicU64,
+    dropped_recovered_items: AtomicU64,
+    /// The sequence number of the first record this process appended.
+    opened_at: u64,
     segment_bytes: u64,
     fsync: Fsync,
+    /// Where the newest reader is: a drop moves it past what it drops.
+    reading: Mutex<Arc<Mutex<Reading>>>,
     writer: Mutex<Writer>,
     appended: Condvar,
     /// `next_seq` as last published, read without the lock.
@@ -113,6 +140,51 @@ pub struct Log {
     synced_cv: Condvar,
     /// Where fsync durations are observed.
     fsync_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+}
+
+/// Where a reader is: every record below `position` was taken, or dropped and counted,
+/// and so was every record in `dropped`, the latest gaps drops left.
+#[derive(Debug, Default)]
+struct Reading {
+    position: u64,
+    dropped: VecDeque<Range<u64>>,
+}
+
+/// The gaps a reader remembers, so that a dropped record still arriving through the
+/// memory queue is recognised (a segment is at least 64 KiB: this covers more than a
+/// memory queue holds).
+const GAPS_REMEMBERED: usize = 1024;
+
+impl Reading {
+    fn was_dropped(&self, seq: u64) -> bool {
+        self.dropped.iter().any(|gap| gap.contains(&seq))
+    }
+
+    /// Takes record `seq` if it was neither taken nor dropped: the position moves past it.
+    fn claim(&mut self, seq: u64) -> bool {
+        if seq < self.position || self.was_dropped(seq) {
+            return false;
+        }
+        self.advance_to(seq + 1);
+        true
+    }
+
+    /// Moves on to `seq` at least, and past any gap it lands in.
+    fn advance_to(&mut self, seq: u64) {
+        self.position = self.position.max(seq);
+        while let Some(gap) = self.dropped.iter().find(|g| g.contains(&self.position)) {
+            self.position = gap.end;
+        }
+    }
+
+    /// Records that `gap` was dropped.
+    fn drop_gap(&mut self, gap: Range<u64>) {
+        if self.dropped.len() == GAPS_REMEMBERED {
+            self.dropped.pop_front();
+        }
+        self.dropped.push_back(gap);
+        self.advance_to(self.position);
+    }
 }
 
 /// Which records are on disk, and whether an appender is syncing for the others.
@@ -384,9 +456,17 @@ impl Log {
         let bytes = segments.iter().map(|s| s.bytes).sum();
         let log = Log {
             dir: dir.to_path_buf(),
-            max_bytes,
+            max_bytes: AtomicU64::new(max_bytes),
+            drop_oldest: AtomicBool::new(false),
+            dropped_items: AtomicU64::new(0),
+            dropped_recovered_items: AtomicU64::new(0),
+            opened_at: next_seq,
             segment_bytes,
             fsync,
+            reading: Mutex::new(Arc::new(Mutex::new(Reading {
+                position: acked,
+                dropped: VecDeque::new(),
+            }))),
             writer: Mutex::new(Writer {
                 file,
                 segments,
@@ -404,6 +484,20 @@ impl Log {
             fsync_seconds: None,
         };
         Ok((log, found))
+    }
+
+    /// Sets the size limit and what happens at it (a reload may change both).
+    pub fn set_limit(&self, max_bytes: u64, drop_oldest: bool) {
+        self.max_bytes.store(max_bytes, Ordering::Release);
+        self.drop_oldest.store(drop_oldest, Ordering::Release);
+    }
+
+    /// Items dropped to make room since the last call.
+    pub fn take_dropped(&self) -> Dropped {
+        Dropped {
+            items: self.dropped_items.swap(0, Ordering::AcqRel),
+            recovered: self.dropped_recovered_items.swap(0, Ordering::AcqRel),
+        }
     }
 
     /// Observes every fsync's duration in `histogram`.
@@ -443,17 +537,44 @@ impl Log {
         items: usize,
         payload: &[Bytes],
     ) -> Result<u64, AppendError> {
+        let mut w = self.writer.lock();
+        let seq = loop {
+            match self.write(&mut w, signal, items, payload) {
+                Ok(seq) => break seq,
+                Err(refused) => {
+                    if !self.drop_oldest.load(Ordering::Acquire) || !self.drop_oldest_unread(&mut w)
+                    {
+                        return Err(refused);
+                    }
+                }
+            }
+        };
+        drop(w);
+        self.appended.notify_all();
+        if self.fsync == Fsync::Always {
+            self.sync_through(seq).map_err(AppendError::Io)?;
+        }
+        Ok(seq)
+    }
+
+    /// Writes one record at the end, or leaves the log as it was.
+    fn write(
+        &self,
+        w: &mut Writer,
+        signal: Signal,
+        items: usize,
+        payload: &[Bytes],
+    ) -> Result<u64, AppendError> {
         let length: usize = payload.iter().map(Bytes::len).sum();
         let size = (HEADER_BYTES + length) as u64;
-        let mut w = self.writer.lock();
-        if w.bytes + size > self.max_bytes && w.bytes > 0 {
+        if w.bytes + size > self.max_bytes.load(Ordering::Acquire) && w.bytes > 0 {
             return Err(AppendError::Full);
         }
         if w.segments
             .back()
             .is_some_and(|s| s.bytes >= self.segment_bytes)
         {
-            self.rotate(&mut w).map_err(AppendError::Io)?;
+            self.rotate(w).map_err(AppendError::Io)?;
         }
         let seq = w.next_seq;
         let header = encode_header(seq, signal, items, payload);
@@ -472,12 +593,38 @@ impl Log {
         w.bytes += size;
         w.next_seq += 1;
         self.end.store(w.next_seq, Ordering::Release);
-        drop(w);
-        self.appended.notify_all();
-        if self.fsync == Fsync::Always {
-            self.sync_through(seq).map_err(AppendError::Io)?;
-        }
         Ok(seq)
+    }
+
+    /// Deletes the oldest segment nobody has read from (never the one being written),
+    /// counting its items as dropped; false when there is none.
+    fn drop_oldest_unread(&self, w: &mut Writer) -> bool {
+        let reading = Arc::clone(&self.reading.lock());
+        let mut reading = reading.lock();
+        let Some(index) = w
+            .segments
+            .iter()
+            .position(|s| s.first_seq >= reading.position)
+            .filter(|&index| index + 1 < w.segments.len())
+        else {
+            return false;
+        };
+        let (first, end) = (w.segments[index].first_seq, w.segments[index + 1].first_seq);
+        if fs::remove_file(segment_path(&self.dir, first)).is_err() {
+            return false;
+        }
+        let Some(victim) = w.segments.remove(index) else {
+            return false;
+        };
+        w.bytes -= victim.bytes;
+        reading.drop_gap(first..end);
+        self.dropped_items.fetch_add(victim.items, Ordering::AcqRel);
+        if victim.first_seq < self.opened_at {
+            // segments from before are closed at open: this one is wholly from before
+            self.dropped_recovered_items
+                .fetch_add(victim.items, Ordering::AcqRel);
+        }
+        true
     }
 
     /// Waits until record `seq` is on disk. Appenders share fsyncs (group commit): one
@@ -537,7 +684,7 @@ impl Log {
 
     /// The most the log holds on disk.
     pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
+        self.max_bytes.load(Ordering::Acquire)
     }
 
     /// The sequence number the next append gets.
@@ -612,11 +759,21 @@ impl Log {
         (w.bytes, w.segments.iter().map(|s| s.items).sum())
     }
 
-    /// A reader from record `seq` on.
+    /// A reader from record `seq` on. It becomes the reader whose position a drop
+    /// moves (an older one, of a pipeline a reload retires, keeps its own).
     pub fn reader(self: &Arc<Self>, seq: u64) -> LogReader {
+        let mut current = self.reading.lock();
+        let dropped = current.lock().dropped.clone();
+        let mut reading = Reading {
+            position: seq,
+            dropped,
+        };
+        reading.advance_to(seq);
+        let reading = Arc::new(Mutex::new(reading));
+        *current = Arc::clone(&reading);
         LogReader {
             log: Arc::clone(self),
-            next_seq: seq,
+            reading,
             segment: None,
         }
     }
@@ -763,35 +920,48 @@ fn write_acked(dir: &Path, seq: u64) -> io::Result<()> {
 /// changes, skipping damage (counted).
 pub struct LogReader {
     log: Arc<Log>,
-    next_seq: u64,
+    reading: Arc<Mutex<Reading>>,
     segment: Option<(u64, SegmentReader)>,
 }
 
 impl LogReader {
     /// The sequence number of the next record to read.
     pub fn position(&self) -> u64 {
-        self.next_seq
+        self.reading.lock().position
     }
 
-    /// Moves on to `seq` (records below it are taken care of elsewhere).
-    pub fn skip_to(&mut self, seq: u64) {
-        self.next_seq = self.next_seq.max(seq);
+    /// Record `seq` arrived another way (the memory queue): false if it was dropped to
+    /// make room (and counted), so it must not be processed; if it is the next one to
+    /// read, the position moves past it.
+    pub fn arrived(&mut self, seq: u64) -> bool {
+        let mut reading = self.reading.lock();
+        if reading.was_dropped(seq) {
+            return false;
+        }
+        if reading.position == seq {
+            reading.advance_to(seq + 1);
+        }
+        true
+    }
+
+    fn advance_to(&self, seq: u64) {
+        self.reading.lock().advance_to(seq);
     }
 
     /// The next record if one was appended, skipping damaged stretches (returned as a
     /// count) and records below the position.
     pub fn read_next(&mut self) -> io::Result<(Option<Record>, u64)> {
         let mut damaged = 0;
-        while self.next_seq < self.log.end() {
+        loop {
+            let position = self.position();
+            if position >= self.log.end() {
+                return Ok((None, damaged));
+            }
             let Some((first, reader)) = self.segment.as_mut() else {
-                let Some(first) = self.log.segment_of(self.next_seq) else {
-                    // deleted underneath (acknowledged, or dropped when full): go on
-                    // from what is left
-                    self.next_seq = self
-                        .log
-                        .first_seq()
-                        .max(self.log.acked())
-                        .max(self.next_seq + 1);
+                let Some(first) = self.log.segment_of(position) else {
+                    // deleted underneath (acknowledged): go on from what is left
+                    let next = self.log.first_seq().max(self.log.acked());
+                    self.advance_to(next.max(position + 1));
                     continue;
                 };
                 let reader = SegmentReader::open(&segment_path(&self.log.dir, first), 0)?;
@@ -799,27 +969,28 @@ impl LogReader {
                 continue;
             };
             match reader.read_next()? {
-                Next::Record(record) if record.seq < self.next_seq => continue,
                 Next::Record(record) => {
-                    self.next_seq = record.seq + 1;
-                    return Ok((Some(record), damaged));
+                    // one below the position was read already; one in a gap was dropped
+                    if self.reading.lock().claim(record.seq) {
+                        return Ok((Some(record), damaged));
+                    }
                 }
                 Next::Damaged { .. } => damaged += 1,
                 Next::End => match self.log.segment_after(*first) {
                     Some(after) => {
                         // records missing before the next segment were lost to damage
-                        self.next_seq = self.next_seq.max(after);
+                        // or dropped to make room
+                        self.advance_to(after);
                         self.segment = None;
                     }
                     None => {
                         // appended records this segment cannot give: damage
-                        self.next_seq = self.log.end();
+                        self.advance_to(self.log.end());
                         return Ok((None, damaged + 1));
                     }
                 },
             }
         }
-        Ok((None, damaged))
     }
 }
 

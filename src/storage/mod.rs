@@ -48,6 +48,15 @@ impl<'de> Deserialize<'de> for FsyncMode {
     }
 }
 
+/// What a full log does with a new request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageWhenFull {
+    #[default]
+    Refuse,
+    DropOldest,
+}
+
 /// `extensions: file_storage:`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +80,12 @@ pub struct FileStorageConfig {
     /// retryable refusal (`reason="storage_full"`) until the backlog drains.
     #[serde(default = "default_max_size_mib")]
     pub max_size_mib: u64,
+    /// At `max_size_mib` or a full disk: `refuse` (default: receivers give the retryable
+    /// refusal until the backlog drains) or `drop_oldest` (the oldest segment nothing
+    /// has read yet is deleted and its items counted as dropped, `reason="storage_full"`;
+    /// what is being sent is never dropped, so when that fills the log it refuses too).
+    #[serde(default)]
+    pub when_full: StorageWhenFull,
     /// The collector's lock timeout: accepted, unused (sieve opens each log once and
     /// never waits on a lock).
     #[serde(default, with = "duration_option")]
@@ -116,6 +131,7 @@ impl Default for FileStorageConfig {
             fsync: FsyncMode::default(),
             fsync_interval: default_fsync_interval(),
             max_size_mib: default_max_size_mib(),
+            when_full: StorageWhenFull::default(),
             timeout: None,
             compaction: None,
             directory_permissions: None,
@@ -182,7 +198,9 @@ impl Logs {
     ) -> std::io::Result<std::sync::Arc<log::Log>> {
         let dir = Path::new(&storage.directory).join(pipeline.replace('/', "_"));
         let mut open = self.0.lock();
+        let drop_oldest = storage.when_full == StorageWhenFull::DropOldest;
         if let Some(log) = open.get(&dir).and_then(std::sync::Weak::upgrade) {
+            log.set_limit(storage.max_bytes(), drop_oldest);
             return Ok(log);
         }
         let (log, found) = log::Log::open(&dir, storage.max_bytes(), storage.fsync())?;
@@ -196,6 +214,7 @@ impl Logs {
                 "persistent queue: resuming a backlog from disk"
             );
         }
+        log.set_limit(storage.max_bytes(), drop_oldest);
         let log = std::sync::Arc::new(log.with_fsync_histogram(fsync_seconds));
         if let log::Fsync::Interval(every) = storage.fsync() {
             let weak = std::sync::Arc::downgrade(&log);

@@ -565,10 +565,15 @@ impl Worker {
                     None => break,
                 }
             }
-            // only once every earlier record was read: one the log could not give yet
-            // keeps the position (and the log) where it is
-            if let Some(durable) = self.durable.as_mut().filter(|d| d.reader.position() == seq) {
-                durable.reader.skip_to(seq + 1);
+            // the position moves past it only once every earlier record was read (one
+            // the log could not give yet keeps the position, and the log, where it is);
+            // one dropped to make room meanwhile was counted and is not processed
+            if self
+                .durable
+                .as_mut()
+                .is_some_and(|d| !d.reader.arrived(seq))
+            {
+                return;
             }
         }
         self.take(batch);

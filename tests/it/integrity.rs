@@ -381,7 +381,7 @@ async fn json_bombs_stay_bounded_and_admission_reopens_after_the_burst() {
 
 /// The books of one scrape: receiver, pipeline and exporter identities, and the items
 /// in flight.
-fn check_books(text: &str) -> f64 {
+pub(crate) fn check_books(text: &str) -> f64 {
     use crate::harness::sum_samples;
     let get = |name: &str| sum_samples(text, name, &[("signal", "traces")]);
     let pipeline = |name: &str| sum_samples(text, name, &[("pipeline", "traces")]);

@@ -272,3 +272,149 @@ fn a_crash_around_segment_creation_is_harmless() {
     let next = log.end();
     assert_eq!(log.append(Signal::Logs, 1, &payload(next)).unwrap(), next);
 }
+
+/// Whether record `seq` is in a segment file of the log.
+fn on_disk(log: &Log, seq: u64) -> bool {
+    let Some(first) = log.segment_of(seq) else {
+        return false;
+    };
+    let mut reader = SegmentReader::open(&segment_path(log.dir(), first), 0).unwrap();
+    loop {
+        match reader.read_next().unwrap() {
+            Next::Record(record) if record.seq == seq => return true,
+            Next::End => return false,
+            _ => {}
+        }
+    }
+}
+
+fn dropping_log(dir: &Path, max_bytes: u64) -> Arc<Log> {
+    let (log, _) =
+        Log::open_with_segments(dir, max_bytes, Fsync::Interval(Duration::from_secs(1)), 300)
+            .unwrap();
+    log.set_limit(max_bytes, true);
+    Arc::new(log)
+}
+
+#[test]
+fn a_full_log_with_drop_oldest_deletes_its_oldest_unread_segment_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dropping_log(dir.path(), 2000);
+    append_all(&log, 0..200);
+    let dropped = log.take_dropped();
+    assert!(dropped.items > 0, "appends went on past the limit");
+    assert_eq!(dropped.recovered, 0);
+    assert!(log.size().0 <= 2000, "{:?}", log.size());
+    let (seqs, damaged) = read_all(&log, 0);
+    assert_eq!(damaged, 0);
+    assert_eq!(
+        seqs.len() as u64 + dropped.items,
+        200,
+        "every record is read or counted as dropped"
+    );
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    assert_eq!(*seqs.last().unwrap(), 199, "the newest are kept");
+}
+
+#[test]
+fn drop_oldest_never_deletes_what_is_being_sent_and_refuses_when_only_that_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dropping_log(dir.path(), 2000);
+    let mut reader = log.reader(0);
+    let mut n = 0;
+    loop {
+        match log.append(Signal::Logs, 1, &payload(n)) {
+            Ok(_) => n += 1,
+            Err(AppendError::Full) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+        // the reader takes everything as it comes: nothing is unread, so nothing can
+        // be dropped, and the log fills with what is being sent
+        while reader.read_next().unwrap().0.is_some() {}
+    }
+    assert_eq!(log.take_dropped().items, 0);
+    assert!(
+        segments(dir.path()).len() > 1,
+        "what was read and not acknowledged stays on disk"
+    );
+    log.acknowledge(reader.position()).unwrap();
+    assert!(log.append(Signal::Logs, 1, &payload(n)).is_ok());
+}
+
+#[test]
+fn a_dropped_record_arriving_through_memory_is_not_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dropping_log(dir.path(), 2000);
+    let mut reader = log.reader(0);
+    append_all(&log, 0..200);
+    assert!(log.take_dropped().items > 0);
+    assert!(
+        !reader.arrived(0),
+        "record 0 was in the oldest segment, dropped"
+    );
+    assert!(reader.arrived(199), "the newest was kept");
+    let (record, _) = reader.read_next().unwrap();
+    assert!(record.unwrap().seq > 0, "reading resumes after the gap");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Appends, reads through the log or the memory queue, and acknowledgements in any
+    /// order, with drop_oldest: every record is processed once or counted as dropped,
+    /// in order, and what was taken stays on disk until acknowledged.
+    #[test]
+    fn drop_oldest_accounts_for_every_record(steps in proptest::collection::vec(0u8..5, 1..400)) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dropping_log(dir.path(), 1500);
+        let mut reader = log.reader(0);
+        let (mut appended, mut taken, mut dropped) = (Vec::new(), Vec::new(), 0u64);
+        for step in steps {
+            match step {
+                0 | 1 => {
+                    let n = log.end();
+                    if log.append(Signal::Logs, 1, &payload(n)).is_ok() {
+                        appended.push(n);
+                    }
+                }
+                2 => {
+                    if let (Some(record), _) = reader.read_next().unwrap() {
+                        taken.push(record.seq);
+                    }
+                }
+                3 => {
+                    // everything taken but the last few has left
+                    let sent = taken.len().saturating_sub(3);
+                    if let Some(&below) = taken.get(sent) {
+                        log.acknowledge(below).unwrap();
+                    }
+                }
+                _ => {
+                    // the newest record arrives through the memory queue
+                    if let Some(&n) = appended.last() {
+                        if reader.position() <= n && taken.last().is_none_or(|&t| t < n) {
+                            while reader.position() < n {
+                                match reader.read_next().unwrap().0 {
+                                    Some(record) => taken.push(record.seq),
+                                    None => break,
+                                }
+                            }
+                            if reader.arrived(n) {
+                                taken.push(n);
+                            }
+                        }
+                    }
+                }
+            }
+            dropped += log.take_dropped().items;
+            for seq in taken.iter().filter(|&&seq| seq >= log.acked()) {
+                prop_assert!(on_disk(&log, *seq), "taken {} deleted", seq);
+            }
+        }
+        while let (Some(record), _) = reader.read_next().unwrap() {
+            taken.push(record.seq);
+        }
+        prop_assert!(taken.windows(2).all(|w| w[0] < w[1]), "once, in order: {:?}", taken);
+        prop_assert_eq!(taken.len() as u64 + dropped, appended.len() as u64);
+    }
+}
