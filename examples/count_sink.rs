@@ -1,7 +1,7 @@
 //! A counting sink for the load run: accepts OTLP/gRPC `Export` calls (inflating gzip or
 //! zstd and counting items with the wire walk, no decode) and Prometheus remote-write
 //! pushes (snappy `WriteRequest`s, counting samples and histogram samples), over HTTP/1.1
-//! or HTTP/2. Prints the items counted once per second and at exit (SIGTERM/SIGINT).
+//! or HTTP/2. Prints the items counted every [`REPORT_MS`] and at exit (SIGTERM/SIGINT).
 //!
 //! `cargo run --release --example count_sink -- <host:port>`
 
@@ -15,6 +15,9 @@ use sieve::model::{wire, Signal};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// How often the count is printed (the replay run reads when a backlog arrived from it).
+const REPORT_MS: u64 = 100;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let addr = std::env::args()
@@ -24,7 +27,7 @@ async fn main() {
     let items = Arc::new(AtomicU64::new(0));
     let reporter = items.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(REPORT_MS));
         loop {
             tick.tick().await;
             println!("items={}", reporter.load(Ordering::Relaxed));
