@@ -381,12 +381,33 @@ fn a_collector_file_storage_config_loads() {
         crate::storage::FsyncMode::Always,
         "the collector's `fsync: true`"
     );
+    assert_eq!(storage.when_full, crate::storage::StorageWhenFull::Refuse);
+    let config = with_storage(dir.path(), |t| {
+        t.replace(
+            "    fsync: true\n",
+            "    fsync: true\n    when_full: drop_oldest\n",
+        )
+    })
+    .unwrap();
+    let storage = config.extensions[&ComponentId::parse("file_storage/queue").unwrap()]
+        .file_storage()
+        .unwrap();
+    assert_eq!(
+        storage.when_full,
+        crate::storage::StorageWhenFull::DropOldest
+    );
 }
 
 #[test]
 fn storage_mistakes_name_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, usize, &str); 3] = [
+    let cases: [(&str, &str, usize, &str); 4] = [
+        (
+            "    fsync: true\n",
+            "    fsync: true\n    when_full: drop_newest\n",
+            5,
+            "unknown variant `drop_newest`, expected `refuse` or `drop_oldest`",
+        ),
         (
             "  extensions: [file_storage/queue]\n",
             "",
