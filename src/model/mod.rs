@@ -274,6 +274,15 @@ impl Batch {
         self.items
     }
 
+    /// The serialized requests of an encoded batch, to rewrite in place (its items
+    /// must stay the same); `None` when decoded.
+    pub fn encoded_parts_mut(&mut self) -> Option<&mut Vec<Bytes>> {
+        match &mut self.payload {
+            Payload::Encoded(parts) => Some(parts),
+            _ => None,
+        }
+    }
+
     pub fn payload(&self) -> &Payload {
         &self.payload
     }

@@ -23,6 +23,7 @@
 //! no input can make a pattern backtrack (no ReDoS).
 
 mod detectors;
+mod wire;
 
 use super::Processor;
 use crate::config::{FieldError, Secret};
@@ -418,6 +419,11 @@ impl Redactor {
     }
 
     fn summarize(&self, attributes: &mut Vec<KeyValue>, tally: Tally) {
+        attributes.extend(self.summary(tally));
+    }
+
+    /// Counts an item's detections; the attributes `summary` adds to it.
+    fn summary(&self, tally: Tally) -> Vec<KeyValue> {
         {
             let mut counts = self.counts.borrow_mut();
             for rule in &tally.detections {
@@ -427,7 +433,7 @@ impl Redactor {
         if self.config.summary == Summary::Silent
             || (tally.masked.is_empty() && tally.redacted.is_empty())
         {
-            return;
+            return Vec::new();
         }
         let int = |key: &str, n: usize| KeyValue {
             key: key.into(),
@@ -443,12 +449,15 @@ impl Redactor {
             }),
             ..Default::default()
         };
-        attributes.push(int("redaction.masked.count", tally.masked.len()));
-        attributes.push(int("redaction.redacted.count", tally.redacted.len()));
+        let mut summary = vec![
+            int("redaction.masked.count", tally.masked.len()),
+            int("redaction.redacted.count", tally.redacted.len()),
+        ];
         if self.config.summary == Summary::Debug {
-            attributes.push(text("redaction.masked.keys", &tally.masked));
-            attributes.push(text("redaction.redacted.keys", &tally.redacted));
+            summary.push(text("redaction.masked.keys", &tally.masked));
+            summary.push(text("redaction.redacted.keys", &tally.redacted));
         }
+        summary
     }
 
     /// Redacts a name or body string in place (never dropped: masked instead).
@@ -474,7 +483,42 @@ impl Redactor {
         std::mem::take(&mut self.counts.borrow_mut())
     }
 
-    /// Redacts every place in a batch where PII can hide.
+    /// Redacts a batch: on the wire when it is encoded ([`wire`]), decoded otherwise.
+    pub fn redact(&self, batch: &mut Batch) {
+        if !self.redact_encoded_parts(batch) {
+            self.redact_batch(batch);
+        }
+    }
+
+    /// Redacts every request of an encoded batch on the wire; false (and the batch as
+    /// it was, and no count kept) when the batch is decoded or a request needs the
+    /// decoded path.
+    fn redact_encoded_parts(&self, batch: &mut Batch) -> bool {
+        let signal = batch.signal();
+        let Some(parts) = batch.encoded_parts_mut() else {
+            return false;
+        };
+        let before = self.counts.take();
+        let mut rewritten = Vec::with_capacity(parts.len());
+        for part in parts.iter() {
+            match self.redact_encoded(signal, part) {
+                Ok(Some(new)) => rewritten.push(bytes::Bytes::from(new)),
+                Ok(None) => rewritten.push(part.clone()),
+                Err(wire::Fallback) => {
+                    *self.counts.borrow_mut() = before;
+                    return false;
+                }
+            }
+        }
+        *parts = rewritten;
+        let mut counts = self.counts.borrow_mut();
+        for (rule, n) in before {
+            *counts.entry(rule).or_default() += n;
+        }
+        true
+    }
+
+    /// Redacts every place in a batch where PII can hide, on its decoded form.
     pub fn redact_batch(&self, batch: &mut Batch) {
         match batch.signal() {
             crate::model::Signal::Traces => {
@@ -637,7 +681,7 @@ impl RedactionProcessor {
 
 impl Processor for RedactionProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
-        self.redactor.redact_batch(&mut batch);
+        self.redactor.redact(&mut batch);
         self.count();
         out.push(batch);
     }
