@@ -1,11 +1,16 @@
 //! Redaction throughput on log bodies through the default detector set, in MB/s, with 1%
-//! and 20% of lines holding PII. `cargo bench --bench redaction`.
+//! and 20% of lines holding PII; and on spans that mostly carry PII, decoded and on the
+//! wire. `cargo bench --bench redaction`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use sieve::model::Batch;
-use sieve::processors::redaction::{RedactionConfig, Redactor};
+use sieve::model::Signal;
+use sieve::processors::redaction::{MaskStyle, RedactionConfig, Redactor, Summary};
+
+#[path = "common/pii_request.rs"]
+mod pii_request;
 use std::time::Duration;
 
 const CLEAN: &[&str] = &[
@@ -76,5 +81,52 @@ fn redaction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, redaction);
+/// The traces pipeline's redaction (as `pipelines/traces-redaction.yaml`) on 100 spans
+/// that mostly carry PII: decoded (decode, redact, encode, as before the wire walk) and
+/// on the wire.
+fn redaction_spans(c: &mut Criterion) {
+    let redactor = Redactor::new(RedactionConfig {
+        allow_all_keys: true,
+        ignored_keys: vec!["service.name".into(), "http.route".into()],
+        blocked_key_patterns: vec!["(?i)(password|secret|api[_-]?key)".into()],
+        blocked_values: vec!["session=[A-Za-z0-9]{16,}".into()],
+        keep_private_ips: true,
+        mask_style: MaskStyle::Typed,
+        summary: Summary::Info,
+        ..Default::default()
+    })
+    .unwrap();
+    let request = pii_request::traces_request_with_pii(100);
+    let encoded = || {
+        Batch::from_request(Signal::Traces, request.clone())
+            .unwrap()
+            .batch
+    };
+    let mut group = c.benchmark_group("redaction_100_spans");
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("decoded", |b| {
+        b.iter_batched(
+            encoded,
+            |mut batch| {
+                redactor.redact_batch(&mut batch);
+                batch.to_bytes()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("wire", |b| {
+        b.iter_batched(
+            encoded,
+            |mut batch| {
+                redactor.redact(&mut batch);
+                batch.to_bytes()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, redaction, redaction_spans);
 criterion_main!(benches);

@@ -26,6 +26,118 @@ pub struct Detector {
     pub name: &'static str,
     pub pattern: &'static str,
     pub check: Option<Check>,
+    /// What a text must have for the pattern to match anywhere in it, from counts: false
+    /// means the pattern cannot match. Each is a necessary condition read off the pattern
+    /// (the digits, dots or capitals it needs), never a guess.
+    pub possible: fn(&Profile) -> bool,
+}
+
+/// What a text holds, counted in one pass, for the detectors' `possible` tests.
+pub struct Profile<'a> {
+    pub text: &'a str,
+    pub bytes: &'a [u8],
+    pub digits: u32,
+    pub dots: u32,
+    pub colons: u32,
+    pub dashes: u32,
+    pub uppercase: u32,
+    pub at: bool,
+    pub plus: bool,
+    /// A `b` or `B` (as in `bearer`).
+    pub b: bool,
+    /// Where digits stand together (counted only when there are 4 or more): the most
+    /// digits in a stretch of digits, spaces and dashes (what a card or an SSN is
+    /// written with), the most in a stretch of digits and `+-. ()` (a phone number),
+    /// and how often a dot stands between two digits (an IPv4 address has three).
+    pub digit_runs: DigitRuns,
+}
+
+/// See [`Profile::digit_runs`].
+#[derive(Default)]
+pub struct DigitRuns {
+    pub grouped: u32,
+    pub phone: u32,
+    pub dotted: u32,
+}
+
+impl Profile<'_> {
+    fn contains(&self, literal: &str) -> bool {
+        self.text.contains(literal)
+    }
+
+    /// Whether `bearer` occurs, in any ASCII case.
+    fn contains_bearer(&self) -> bool {
+        self.bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &byte)| byte | 0x20 == b'b')
+            .any(|(at, _)| {
+                self.bytes
+                    .get(at..at + 6)
+                    .is_some_and(|word| word.eq_ignore_ascii_case(b"bearer"))
+            })
+    }
+}
+
+impl DigitRuns {
+    fn of(bytes: &[u8]) -> DigitRuns {
+        let mut runs = DigitRuns::default();
+        let (mut grouped, mut phone) = (0, 0);
+        for (at, &byte) in bytes.iter().enumerate() {
+            if byte.is_ascii_digit() {
+                grouped += 1;
+                phone += 1;
+                runs.grouped = runs.grouped.max(grouped);
+                runs.phone = runs.phone.max(phone);
+                let dotted = at >= 2 && bytes[at - 1] == b'.' && bytes[at - 2].is_ascii_digit();
+                runs.dotted += u32::from(dotted);
+                continue;
+            }
+            if !matches!(byte, b' ' | b'-') {
+                grouped = 0;
+            }
+            if !matches!(byte, b' ' | b'-' | b'.' | b'(' | b')' | b'+') {
+                phone = 0;
+            }
+        }
+        runs
+    }
+}
+
+impl<'a> Profile<'a> {
+    pub fn of(text: &'a str) -> Profile<'a> {
+        let bytes = text.as_bytes();
+        let (mut digits, mut dots, mut colons, mut dashes, mut uppercase) = (0, 0, 0, 0, 0);
+        let (mut at, mut plus, mut b) = (0u32, 0u32, 0u32);
+        for &byte in bytes {
+            digits += u32::from(byte.is_ascii_digit());
+            dots += u32::from(byte == b'.');
+            colons += u32::from(byte == b':');
+            dashes += u32::from(byte == b'-');
+            uppercase += u32::from(byte.is_ascii_uppercase());
+            at += u32::from(byte == b'@');
+            plus += u32::from(byte == b'+');
+            b += u32::from(byte | 0x20 == b'b');
+        }
+        let digit_runs = if digits >= 4 {
+            DigitRuns::of(bytes)
+        } else {
+            DigitRuns::default()
+        };
+        Profile {
+            text,
+            bytes,
+            digit_runs,
+            digits,
+            dots,
+            colons,
+            dashes,
+            uppercase,
+            at: at > 0,
+            plus: plus > 0,
+            b: b > 0,
+        }
+    }
 }
 
 pub const ALL: &[Detector] = &[
@@ -33,58 +145,100 @@ pub const ALL: &[Detector] = &[
         name: "email",
         pattern: r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
         check: None,
+        possible: |p| p.at && p.dots > 0,
     },
     Detector {
         name: "credit_card",
         pattern: r"\b(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5})\b",
         check: Some(luhn_candidate),
+        possible: |p| p.digit_runs.grouped >= 13,
     },
     Detector {
         name: "ipv4",
         pattern: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
         check: Some(ipv4_candidate),
+        possible: |p| p.digit_runs.dotted >= 3,
     },
     Detector {
         name: "ipv6",
         pattern: r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)",
         check: Some(ipv6_candidate),
+        possible: |p| p.colons >= 2,
     },
     Detector {
         name: "us_ssn",
         pattern: r"\b\d{3}-\d{2}-\d{4}\b",
         check: Some(ssn_candidate),
+        possible: |p| p.digit_runs.grouped >= 9 && p.dashes >= 2,
     },
     Detector {
         name: "phone",
         pattern: r"(?:\+[1-9]\d{7,14}\b|(?:\(\d{3}\) ?|\b\d{3}[-. ])\d{3}[-. ]\d{4}\b)",
         check: None,
+        possible: |p| p.digit_runs.phone >= 10 || (p.plus && p.digit_runs.phone >= 8),
     },
     Detector {
         name: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
         check: None,
+        possible: |p| p.dots >= 2 && p.uppercase >= 1 && p.contains("eyJ"),
     },
     Detector {
         name: "bearer_token",
         pattern: r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
         check: None,
+        possible: |p| p.bytes.len() >= 15 && p.b && p.contains_bearer(),
     },
     Detector {
         name: "aws_access_key",
         pattern: r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
         check: None,
+        possible: |p| {
+            p.uppercase >= 4
+                && p.uppercase + p.digits >= 20
+                && (p.contains("AKIA") || p.contains("ASIA"))
+        },
     },
     Detector {
         name: "private_key",
         pattern: r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z]+ )*PRIVATE KEY-----",
         check: None,
+        possible: |p| p.dashes >= 10 && p.uppercase >= 20,
     },
     Detector {
         name: "iban",
         pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
         check: Some(iban_candidate),
+        possible: |p| {
+            p.bytes.len() >= 15 && p.uppercase >= 2 && p.digits >= 2 && iban_prefix(p.bytes)
+        },
     },
 ];
+
+/// Whether two uppercase letters followed by two digits (an IBAN's start) occur.
+fn iban_prefix(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| {
+        w[0].is_ascii_uppercase()
+            && w[1].is_ascii_uppercase()
+            && w[2].is_ascii_digit()
+            && w[3].is_ascii_digit()
+    })
+}
+
+/// The literals one of which every match of a user's `pattern` starts with, when the
+/// pattern has such a finite set (`session=[A-Za-z0-9]{16,}` has `session=`): a text
+/// holding none of them cannot match, and the pattern need not run on it.
+pub fn required_prefixes(pattern: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let literals = prefixes.literals()?;
+    let texts: Option<Vec<String>> = literals
+        .iter()
+        .map(|l| String::from_utf8(l.as_bytes().to_vec()).ok())
+        .collect();
+    texts.filter(|t| !t.is_empty() && t.iter().all(|l| !l.is_empty()))
+}
 
 pub fn compile(detector: &Detector) -> Regex {
     Regex::new(detector.pattern).expect("built-in patterns compile")

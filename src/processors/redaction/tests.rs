@@ -356,3 +356,113 @@ fn bearer_tokens_with_underscores_are_masked_whole() {
         "auth <bearer_token> end"
     );
 }
+
+mod prefilter {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The detectors and two user patterns, one with a literal start.
+    fn filtered() -> Redactor {
+        Redactor::new(RedactionConfig {
+            allow_all_keys: true,
+            blocked_values: vec!["session=[A-Za-z0-9]{16,}".into(), "(?i)token-[0-9]+".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// The same rules with every pattern tried on every string.
+    fn unfiltered() -> Redactor {
+        let mut redactor = filtered();
+        for rule in &mut redactor.rules {
+            rule.possible = None;
+            rule.prefixes = None;
+        }
+        redactor
+    }
+
+    fn both(text: &str) -> (Option<String>, Option<String>) {
+        let (mut a, mut b) = (Tally::default(), Tally::default());
+        (
+            filtered().redact_text(text, &mut a),
+            unfiltered().redact_text(text, &mut b),
+        )
+    }
+
+    /// The shortest text each detector finds, so a prefilter demanding one byte more
+    /// than its pattern needs fails here.
+    const SHORTEST: &[&str] = &[
+        "a@b.cc",
+        "4222222222222",
+        "1.1.1.1",
+        "::1",
+        "123-45-6789",
+        "+14155552",
+        "555-123-4567",
+        "eyJhbGci.abcde.",
+        "bearer abcdefgh",
+        "AKIAABCDEFGHIJKLMNOP",
+        "-----BEGIN PRIVATE KEY-----x-----END PRIVATE KEY-----",
+        "NO9386011117947",
+        "session=abcdefghijklmnop",
+        "ToKeN-1",
+    ];
+
+    #[test]
+    fn a_user_pattern_with_a_literal_start_needs_that_literal() {
+        assert_eq!(
+            detectors::required_prefixes("session=[A-Za-z0-9]{16,}"),
+            Some(vec!["session=".to_string()])
+        );
+        assert_eq!(
+            detectors::required_prefixes("id-(a|b)"),
+            Some(vec!["id-a".to_string(), "id-b".to_string()])
+        );
+        assert_eq!(
+            detectors::required_prefixes(".*secret"),
+            None,
+            "no literal start"
+        );
+        assert_eq!(
+            detectors::required_prefixes("x?y*"),
+            None,
+            "may match empty"
+        );
+    }
+
+    #[test]
+    fn every_detector_example_passes_the_prefilter() {
+        for (_, pii, _, near_miss) in TABLE {
+            assert_eq!(both(pii).0, both(pii).1, "{pii}");
+            assert_eq!(both(near_miss).0, both(near_miss).1, "{near_miss}");
+        }
+        for text in SHORTEST {
+            let (filtered, all) = both(text);
+            assert!(all.is_some(), "{text} is found");
+            assert_eq!(filtered, all, "{text}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The prefilter only skips patterns that cannot match: with it and without
+        /// it, any text comes out the same.
+        #[test]
+        fn the_prefilter_never_hides_a_match(
+            before in "[ -~]{0,30}",
+            pii in prop_oneof![
+                prop::sample::select(TABLE).prop_map(|row| row.1),
+                prop::sample::select(SHORTEST),
+            ],
+            after in "[ -~]{0,30}",
+            noise in "[0-9A-Fa-f .:@+()=-]{0,40}",
+        ) {
+            let text = format!("{before}{pii}{after}");
+            let (filtered, all) = both(&text);
+            prop_assert_eq!(filtered, all);
+            let (filtered, all) = both(&noise);
+            prop_assert_eq!(filtered, all);
+        }
+    }
+}

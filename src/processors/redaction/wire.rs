@@ -14,7 +14,7 @@
 //! writes — makes the walk give up on that request ([`Fallback`]), and the caller
 //! redacts it decoded instead.
 
-use super::{Action, Redactor, Tally};
+use super::{Action, KeyRule, Redactor, Tally};
 use crate::model::wire::{Fields, Value};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use prost::encoding::encode_varint;
@@ -460,18 +460,19 @@ impl Walk<'_> {
                 _ => {}
             }
         }
-        if redactor.ignored.contains(key) {
+        let rule = redactor.key_rule(key);
+        if rule == KeyRule::Ignored {
             return Ok(Rewrite::Keep);
         }
         let remove = |tally: &mut Tally| {
             tally.redacted.push(key.to_string());
             Ok(Rewrite::Remove)
         };
-        if !config.allow_all_keys && !redactor.allowed.contains(key) {
+        if rule == KeyRule::NotAllowed {
             tally.detections.push("allowed_keys");
             return remove(tally);
         }
-        if redactor.blocked_keys.is_match(key) {
+        if rule == KeyRule::Blocked {
             tally.detections.push("blocked_key_patterns");
             if config.action == Action::Drop {
                 return remove(tally);
