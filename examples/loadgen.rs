@@ -3,12 +3,14 @@
 //!
 //! * `traces` (default): one pre-encoded OTLP/gRPC request of 100 spans (the same request
 //!   as `benches/hot_path.rs`), over and over;
+//! * `traces_pii`: the same with spans like real HTTP and database spans, most carrying
+//!   PII (`benches/common/pii_request.rs`), for the redaction pipeline;
 //! * `label_explosion`: OTLP metrics from eight services, each request three metrics (a
 //!   sum, a gauge and a histogram) of 100 data points, every point a new label set
 //!   (`user_id`), cycling through 50,000 label sets per metric and service — the attack
 //!   a cardinality limiter exists for.
 //!
-//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|label_explosion]`
+//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|traces_pii|label_explosion]`
 //!
 //! Prints `sent_items=N refused_requests=N elapsed_s=F items_per_s=F`.
 
@@ -23,6 +25,9 @@ use std::time::{Duration, Instant};
 #[path = "../benches/common/request.rs"]
 mod request;
 
+#[path = "../benches/common/pii_request.rs"]
+mod pii_request;
+
 /// Spans, or data points per metric, in a request.
 const SPANS: u64 = 100;
 const LABEL_SETS: u64 = 50_000;
@@ -32,20 +37,21 @@ const SERVICES: u64 = 8;
 #[derive(Clone, Copy, PartialEq)]
 enum Workload {
     Traces,
+    TracesWithPii,
     LabelExplosion,
 }
 
 impl Workload {
     fn items_per_request(self) -> u64 {
         match self {
-            Workload::Traces => SPANS,
+            Workload::Traces | Workload::TracesWithPii => SPANS,
             Workload::LabelExplosion => 3 * SPANS,
         }
     }
 
     fn path(self) -> &'static str {
         match self {
-            Workload::Traces => sieve::model::Signal::Traces.grpc_path(),
+            Workload::Traces | Workload::TracesWithPii => sieve::model::Signal::Traces.grpc_path(),
             Workload::LabelExplosion => sieve::model::Signal::Metrics.grpc_path(),
         }
     }
@@ -145,10 +151,15 @@ async fn main() {
     let rate: Option<u64> = args.get(3).and_then(|s| s.parse().ok());
     let workload = match args.get(4).map(String::as_str) {
         Some("label_explosion") => Workload::LabelExplosion,
+        Some("traces_pii") => Workload::TracesWithPii,
         _ => Workload::Traces,
     };
     let per_request = workload.items_per_request();
-    let body = sieve::grpc::frame(false, &request::traces_request(SPANS as usize));
+    let body = match workload {
+        Workload::TracesWithPii => pii_request::traces_request_with_pii(SPANS as usize),
+        _ => request::traces_request(SPANS as usize),
+    };
+    let body = sieve::grpc::frame(false, &body);
     let next_request = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -182,7 +193,7 @@ async fn main() {
                         next += interval;
                     }
                     let body = match workload {
-                        Workload::Traces => body.clone(),
+                        Workload::Traces | Workload::TracesWithPii => body.clone(),
                         Workload::LabelExplosion => {
                             label_explosion_request(next_request.fetch_add(1, Ordering::Relaxed))
                         }
