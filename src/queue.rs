@@ -186,6 +186,20 @@ impl PipelineInput {
         self.gates.iter().any(|g| g.is_closed())
     }
 
+    /// Whether this pipeline would refuse any request now, whatever its size: a memory
+    /// limiter is closed, or its queue (`when_full: refuse`, no persistent queue) holds
+    /// its capacity of batches or its bytes. Receivers ask before reading a body, so
+    /// that refusing costs no reading, inflating or walking.
+    pub fn refuses_now(&self) -> Option<Refusal> {
+        if self.is_gated() {
+            return Some(Refusal::MemoryLimit);
+        }
+        let full = self.durable.is_none()
+            && self.when_full == WhenFull::Refuse
+            && (self.sender.is_full() || self.bytes.held() >= self.bytes.max);
+        full.then_some(Refusal::QueueFull)
+    }
+
     /// Puts `batch` on the queue without blocking; a refused batch is handed back. The
     /// queue is full at its batch capacity or its byte limit, whichever comes first.
     pub fn offer(&self, batch: Batch) -> Result<(), (Refusal, Batch)> {
@@ -309,6 +323,12 @@ impl Routes {
     /// Whether some pipeline takes this signal from the receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
         !self.targets(signal).is_empty()
+    }
+
+    /// Why a request of `signal` would be refused now, whatever it holds, if it would:
+    /// see [`PipelineInput::refuses_now`].
+    pub fn refuses_now(&self, signal: Signal) -> Option<Refusal> {
+        self.targets(signal).iter().find_map(|t| t.refuses_now())
     }
 
     /// Hands `batch` to every pipeline of its signal (fan-out). Memory gates are checked

@@ -99,6 +99,23 @@ impl ReceiverCore {
         Ok(())
     }
 
+    /// Whether a request of `signal` would be refused now whatever it holds; if so, it is
+    /// counted (by request: its items are never read) and the refusal returned, for the
+    /// receiver to answer before reading the body.
+    pub fn refuse_unread(&self, signal: Signal, transport: &str) -> Option<crate::queue::Refusal> {
+        let refusal = self.routes.read().refuses_now(signal)?;
+        let labels = RequestLabels {
+            receiver: self.id.clone(),
+            transport: transport.into(),
+            reason: refusal.reason().into(),
+        };
+        self.telemetry
+            .receiver_refused_unread_requests
+            .get_or_create(&labels)
+            .inc();
+        Some(refusal)
+    }
+
     /// Counts a request or message rejected before its items could be counted.
     pub fn count_rejected(&self, transport: &str, reason: &str) {
         let labels = RequestLabels {

@@ -12,6 +12,7 @@
 //! | `sieve_receiver_accepted_items_total` | receiver, signal | items every target pipeline took |
 //! | `sieve_receiver_refused_items_total` | receiver, signal, reason | items refused with a retryable error |
 //! | `sieve_receiver_rejected_requests_total` | receiver, transport, reason | malformed, oversized or unsupported requests |
+//! | `sieve_receiver_refused_unread_requests_total` | receiver, transport, reason | requests refused before their body was read (a pipeline full or over its memory limit): their items are never counted |
 //! | `sieve_receiver_rejected_items_total` | receiver, signal, reason | items refused as undecodable (`partial_success`, or the whole request) |
 //! | `sieve_receiver_dropped_items_total` | receiver, signal, reason | items lost without telling the sender (UDP) |
 //! | `sieve_pipeline_accepted_items_total` | pipeline | items put on the pipeline queue |
@@ -177,6 +178,7 @@ pub struct Telemetry {
     /// The families components registered at build time, by name.
     owned: Mutex<HashMap<&'static str, Box<dyn Any + Send + Sync>>>,
     pub receiver_rejected_requests: Family<RequestLabels, Counter>,
+    pub receiver_refused_unread_requests: Family<RequestLabels, Counter>,
     pub receiver_rejected_items: Family<ReceiverReasonLabels, Counter>,
     pub receiver_dropped: Family<ReceiverReasonLabels, Counter>,
     pub pipeline_refused: Family<PipelineReasonLabels, Counter>,
@@ -202,6 +204,7 @@ impl Telemetry {
         let histogram = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let t = Telemetry {
             receiver_rejected_requests: Family::default(),
+            receiver_refused_unread_requests: Family::default(),
             receiver_rejected_items: Family::default(),
             receiver_dropped: Family::default(),
             pipeline_refused: Family::default(),
@@ -226,6 +229,11 @@ impl Telemetry {
             "receiver_rejected_requests",
             "Malformed, oversized or unsupported requests",
             t.receiver_rejected_requests.clone(),
+        );
+        registry.register(
+            "receiver_refused_unread_requests",
+            "Requests refused before their body was read, a pipeline being full or over its memory limit (their items are never counted)",
+            t.receiver_refused_unread_requests.clone(),
         );
         registry.register(
             "receiver_rejected_items",

@@ -62,12 +62,22 @@ async fn a_stalled_exporter_turns_into_refusals_and_nothing_accepted_is_lost() {
     assert_eq!(grpc_status, 14, "gRPC clients get UNAVAILABLE");
     refused += 1;
     let items = |n: usize| (n * SPANS_PER_REQUEST) as f64;
+    let refused_read = sieve.metric(
+        "sieve_receiver_refused_items_total",
+        &[("reason", "queue_full")],
+    );
+    let refused_unread = sieve.metric(
+        "sieve_receiver_refused_unread_requests_total",
+        &[("reason", "queue_full")],
+    );
+    assert!(
+        refused_unread > 0.0,
+        "a full pipeline refuses at the headers"
+    );
     assert_eq!(
-        sieve.metric(
-            "sieve_receiver_refused_items_total",
-            &[("reason", "queue_full")]
-        ),
-        items(refused)
+        refused_read / SPANS_PER_REQUEST as f64 + refused_unread,
+        refused as f64,
+        "each refusal is counted once: by its items when its body was read, by request when refused before"
     );
     assert_eq!(
         sieve.metric(
@@ -423,15 +433,16 @@ async fn the_memory_limiter_refuses_before_accepting() {
     }
     assert!(
         sieve.metric(
-            "sieve_receiver_refused_items_total",
+            "sieve_receiver_refused_unread_requests_total",
             &[("reason", "memory_limit")]
-        ) >= 10.0
+        ) >= 1.0,
+        "refused before its body was read"
     );
-    assert!(
-        sieve.metric(
-            "sieve_pipeline_refused_items_total",
-            &[("reason", "memory_limit")]
-        ) >= 10.0
+    assert_eq!(
+        sieve.metric("sieve_receiver_received_items_total", &[]),
+        sieve.metric("sieve_receiver_accepted_items_total", &[])
+            + sieve.metric("sieve_receiver_refused_items_total", &[]),
+        "what was refused unread is not in the item counts"
     );
     let accepted = sieve.metric("sieve_receiver_accepted_items_total", &[]);
     sieve.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| {

@@ -90,6 +90,15 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
             format!("grpc-encoding {encoding} is not supported"),
         ));
     };
+    if let Some(refusal) = shared.core.refuse_unread(signal, "grpc") {
+        // at the headers: a full pipeline costs the client's body nothing here
+        return Err(Failure {
+            code: code::UNAVAILABLE,
+            message: refusal_message(refusal),
+            rejected_reason: None,
+            retry_after: true,
+        });
+    }
     let limit = shared
         .config()
         .protocols

@@ -151,6 +151,14 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
             format!("body larger than {limit} bytes"),
         ));
     }
+    if let Some(refusal) = shared.core.refuse_unread(signal, "http") {
+        // before the body: a full pipeline costs the client's body nothing here
+        return Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: refusal_message(refusal),
+            rejected_reason: None,
+        });
+    }
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget
