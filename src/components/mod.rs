@@ -34,12 +34,41 @@ impl crate::config::Components for Sieve {
     type Processor = ProcessorConfig;
     type Exporter = ExporterConfig;
 
-    /// A pipeline keeps one persistent queue: its exporters name one storage at most.
+    /// A pipeline keeps one persistent queue: its exporters name one storage at most. A
+    /// pipeline whose state spans batches — `tail_sampling` (whole traces),
+    /// `cardinality_limit` (series per metric), a persistent queue (one reader) — runs on
+    /// one worker: each worker has its own processors, so that state would be split.
     fn check_pipeline(
         config: &Config,
         pipeline: &crate::config::PipelineConfig,
     ) -> Result<(), (&'static str, String)> {
         use crate::config::ComponentConfig;
+        if pipeline.workers > 1 {
+            let stateful = pipeline.processors.iter().find(|id| {
+                matches!(
+                    config.processors[*id],
+                    ProcessorConfig::TailSampling(_) | ProcessorConfig::CardinalityLimit(_)
+                )
+            });
+            let storage = pipeline.exporters.iter().any(|id| {
+                config.exporters[id]
+                    .extension_references()
+                    .iter()
+                    .any(|r| r.role == "storage")
+            });
+            if let Some(id) = stateful {
+                return Err((
+                    "workers",
+                    format!("`{id}` keeps state across batches: this pipeline runs on one worker"),
+                ));
+            }
+            if storage {
+                return Err((
+                    "workers",
+                    "a pipeline with a persistent queue runs on one worker (it reads its log in order)".into(),
+                ));
+            }
+        }
         let mut storages: Vec<String> = pipeline
             .exporters
             .iter()

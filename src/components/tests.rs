@@ -435,6 +435,65 @@ fn storage_mistakes_name_the_key_and_line() {
 }
 
 #[test]
+fn workers_are_checked_naming_the_key_and_line() {
+    let config = parse(&GOOD.replace(
+        "      exporters: [debug]\n",
+        "      exporters: [debug]\n      workers: 4\n",
+    ))
+    .unwrap();
+    let id = PipelineId::parse("traces").unwrap();
+    assert_eq!(config.pipelines[&id].workers, 4);
+    assert_eq!(
+        parse(GOOD).unwrap().pipelines[&id].workers,
+        1,
+        "one by default"
+    );
+    let zero = parse(&GOOD.replace(
+        "      exporters: [debug]\n",
+        "      exporters: [debug]\n      workers: 0\n",
+    ))
+    .unwrap_err();
+    assert!(
+        zero.to_string()
+            .contains("service.pipelines.traces.workers: must be at least 1"),
+        "{zero}"
+    );
+    let stateful = parse(
+        &GOOD
+            .replace(
+                "  batch:\n",
+                "  tail_sampling:\n    policies: [{name: all, type: always_sample}]\n  batch:\n",
+            )
+            .replace("[batch]", "[tail_sampling, batch]")
+            .replace(
+                "      exporters: [debug]\n",
+                "      exporters: [debug]\n      workers: 2\n",
+            ),
+    )
+    .unwrap_err();
+    assert!(
+        stateful.to_string().contains(
+            "service.pipelines.traces.workers: `tail_sampling` keeps state across batches"
+        ),
+        "{stateful}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let durable = with_storage(dir.path(), |t| {
+        t.replace(
+            "      exporters: [otlp]\n",
+            "      exporters: [otlp]\n      workers: 2\n",
+        )
+    })
+    .unwrap_err();
+    assert!(
+        durable
+            .to_string()
+            .contains("a pipeline with a persistent queue runs on one worker"),
+        "{durable}"
+    );
+}
+
+#[test]
 fn an_unwritable_storage_directory_fails_validation_naming_the_key() {
     let error = with_storage(std::path::Path::new("/proc/sieve-no-such-dir"), |t| t).unwrap_err();
     assert!(

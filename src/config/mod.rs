@@ -329,6 +329,13 @@ struct RawPipeline {
     /// The pipeline queue.
     #[serde(default)]
     queue: QueueConfig,
+    /// Threads running this pipeline's processors, all taking from its queue (default 1).
+    #[serde(default = "one_worker")]
+    workers: usize,
+}
+
+fn one_worker() -> usize {
+    1
 }
 
 /// A pipeline, with component ids resolved.
@@ -338,6 +345,9 @@ pub struct PipelineConfig {
     pub processors: Vec<ComponentId>,
     pub exporters: Vec<ComponentId>,
     pub queue: QueueConfig,
+    /// Threads running the processors (each with its own instance of every processor),
+    /// all taking from the pipeline queue.
+    pub workers: usize,
 }
 
 /// Format of sieve's own logs.
@@ -642,6 +652,7 @@ impl Checker<'_> {
                     id.signal,
                 )?,
                 queue: raw_pipeline.queue,
+                workers: raw_pipeline.workers,
             };
             if pipeline.receivers.is_empty() || pipeline.exporters.is_empty() {
                 return Err(self.error(
@@ -651,12 +662,13 @@ impl Checker<'_> {
                 ));
             }
             for (key, value) in [
-                ("capacity", pipeline.queue.capacity),
-                ("max_size_mib", pipeline.queue.max_size_mib),
+                (&["queue", "capacity"][..], pipeline.queue.capacity),
+                (&["queue", "max_size_mib"], pipeline.queue.max_size_mib),
+                (&["workers"], pipeline.workers),
             ] {
                 if value == 0 {
                     return Err(self.error(
-                        &[&path[..], &["queue", key]].concat(),
+                        &[&path[..], key].concat(),
                         None,
                         "must be at least 1".into(),
                     ));

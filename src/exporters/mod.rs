@@ -223,7 +223,9 @@ impl Outstanding {
     }
 }
 
-/// Where a pipeline hands batches to one exporter.
+/// Where a pipeline hands batches to one exporter (each worker of the pipeline holds a
+/// clone; the exporter's queue closes when the last is dropped).
+#[derive(Clone)]
 pub struct ExporterInput {
     sender: mpsc::UnboundedSender<(Batch, Share)>,
     room: Arc<Room>,

@@ -19,7 +19,7 @@
 //! segment that nothing has read yet and counts the items in it as dropped. Segments
 //! the pipeline is still sending from are never dropped (a crash would lose them
 //! without a count): if every full segment is being sent, the append is refused.
-//! Dropped records leave a gap in the sequence numbers; the reader's [`Reading`] knows
+//! Dropped records leave a gap in the sequence numbers; the reader's position (`Reading`) knows
 //! the gaps above its position, so a dropped record that still arrives through the
 //! memory queue is not processed.
 //!

@@ -1,7 +1,13 @@
-//! One running pipeline: its queue, its worker thread running the processors, and its
+//! One running pipeline: its queue, its worker threads running the processors, and its
 //! exporters.
 //!
-//! The worker is a plain OS thread: processors are synchronous and CPU-bound, and keeping
+//! A pipeline has `workers` of them (default 1), each with its own instance of every
+//! processor, all taking from the one queue (crossbeam channels have many consumers), so
+//! stateless processors use more than one core. A batch goes whole to one worker;
+//! processors whose state spans batches (`tail_sampling`, `cardinality_limit`) and a
+//! persistent queue's in-order reading keep their pipeline on one worker (validation).
+//!
+//! Each worker is a plain OS thread: processors are synchronous and CPU-bound, and keeping
 //! them off the tokio workers keeps the async edges responsive. It waits on the pipeline
 //! queue until the next processor deadline, runs the processor chain, and hands each
 //! resulting batch to every exporter queue (waiting for room is the backpressure
@@ -43,6 +49,7 @@ use tokio::sync::watch;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Signature {
     queue: QueueConfig,
+    workers: usize,
     processors: Vec<(String, ProcessorConfig)>,
     exporters: Vec<(String, ExporterConfig)>,
     /// The `file_storage` extension its exporters name (validation allows one).
@@ -53,6 +60,7 @@ impl Signature {
     pub fn of(config: &Config, pipeline: &PipelineConfig) -> Signature {
         Signature {
             queue: pipeline.queue.clone(),
+            workers: pipeline.workers,
             processors: pipeline
                 .processors
                 .iter()
@@ -92,6 +100,7 @@ impl Signature {
     pub fn differences(&self, other: &Signature) -> Vec<&'static str> {
         [
             ("queue", self.queue != other.queue),
+            ("workers", self.workers != other.workers),
             ("processors", self.processors != other.processors),
             ("exporters", self.exporters != other.exporters),
             ("storage", self.storage != other.storage),
@@ -111,7 +120,7 @@ pub struct RunningPipeline {
     _log_queue: Option<QueueRegistration>,
     log: Option<Arc<Log>>,
     pub input: Arc<PipelineInput>,
-    worker: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterTask>,
     abort: watch::Sender<bool>,
     _queue: QueueRegistration,
@@ -119,7 +128,7 @@ pub struct RunningPipeline {
 
 /// A pipeline that no longer takes data and is draining.
 pub struct Retiring {
-    worker: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     exporters: Vec<ExporterTask>,
     abort: watch::Sender<bool>,
     _queue: QueueRegistration,
@@ -131,7 +140,8 @@ pub struct BuiltPipeline {
     id: PipelineId,
     signature: Signature,
     ledger: Arc<PipelineLedger>,
-    chain: Vec<Stage>,
+    /// One processor chain per worker.
+    chains: Vec<Vec<Stage>>,
     gates: Vec<Arc<Gate>>,
     exporters: Vec<exporters::Built<Exporter>>,
     log: Option<Arc<Log>>,
@@ -157,14 +167,18 @@ impl BuiltPipeline {
             signal: id.signal,
             telemetry,
         };
-        let (mut gates, mut chain) = (Vec::new(), Vec::new());
-        for (processor_id, config) in &signature.processors {
-            let built = config.build(&context(processor_id))?;
-            gates.extend(built.gate);
-            chain.push(Stage {
-                processor: built.processor,
-                removed: ledger.dropped.reason(config.kind()),
-            });
+        let (mut gates, mut chains) = (Vec::new(), Vec::new());
+        for _ in 0..signature.workers {
+            let mut chain = Vec::new();
+            for (processor_id, config) in &signature.processors {
+                let built = config.build(&context(processor_id))?;
+                gates.extend(built.gate);
+                chain.push(Stage {
+                    processor: built.processor,
+                    removed: ledger.dropped.reason(config.kind()),
+                });
+            }
+            chains.push(chain);
         }
         let exporters = signature
             .exporters
@@ -175,20 +189,20 @@ impl BuiltPipeline {
             id: id.clone(),
             signature,
             ledger,
-            chain,
+            chains,
             gates,
             exporters,
             log,
         })
     }
 
-    /// Starts the worker thread and the exporter tasks.
+    /// Starts the worker threads and the exporter tasks.
     pub fn start(self, telemetry: &Arc<Telemetry>) -> RunningPipeline {
         let BuiltPipeline {
             id,
             signature,
             ledger,
-            chain,
+            chains,
             gates,
             exporters,
             log,
@@ -204,25 +218,33 @@ impl BuiltPipeline {
             .map(|built| built.start(telemetry, aborted.clone()))
             .unzip();
         let retired = Arc::new(AtomicBool::new(false));
-        let durable = log
+        // validation keeps a pipeline with a persistent queue on one worker
+        let mut durable = log
             .as_ref()
             .map(|log| Durable::new(log, &name, telemetry, &retired));
         let log_queue = log.as_ref().map(|log| register_log(telemetry, &name, log));
         let log_handle = log.clone();
-        let worker = Worker {
-            queue: receiver,
-            bytes: Arc::clone(&bytes),
-            chain,
-            exporters: inputs,
-            hold_encoded,
-            ledger: Arc::clone(&ledger),
-            undecodable: ledger.dropped.reason("undecodable"),
-            durable,
-        };
-        let worker = std::thread::Builder::new()
-            .name(format!("pipeline {name}"))
-            .spawn(move || worker.run())
-            .expect("spawning a thread succeeds");
+        let workers = chains
+            .into_iter()
+            .enumerate()
+            .map(|(index, chain)| {
+                let worker = Worker {
+                    queue: receiver.clone(),
+                    bytes: Arc::clone(&bytes),
+                    chain,
+                    exporters: inputs.clone(),
+                    hold_encoded,
+                    ledger: Arc::clone(&ledger),
+                    undecodable: ledger.dropped.reason("undecodable"),
+                    durable: durable.take(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("w{index} {name}"))
+                    .spawn(move || worker.run())
+                    .expect("spawning a thread succeeds")
+            })
+            .collect();
+        drop((receiver, inputs));
         let reason = |reason: &str| PipelineReasonLabels {
             pipeline: name.clone(),
             reason: reason.into(),
@@ -255,7 +277,7 @@ impl BuiltPipeline {
             _log_queue: log_queue,
             log: log_handle,
             input: Arc::new(input),
-            worker,
+            workers,
             exporters,
             abort,
             _queue: queue,
@@ -274,14 +296,14 @@ impl RunningPipeline {
     pub fn retire(self) -> Retiring {
         self.retired.store(true, Ordering::Release);
         let RunningPipeline {
-            worker,
+            workers,
             exporters,
             abort,
             _queue,
             ..
         } = self;
         Retiring {
-            worker,
+            workers,
             exporters,
             abort,
             _queue,
@@ -366,17 +388,21 @@ impl Retiring {
     /// left (counted as dropped with `reason="shutdown"`) and waits for that to finish.
     pub async fn finish(self, deadline: tokio::time::Instant) {
         let Retiring {
-            worker,
+            workers,
             exporters,
             abort,
             _queue,
         } = self;
         let drained = async {
-            let worker = tokio::task::spawn_blocking(move || worker.join());
+            let workers = tokio::task::spawn_blocking(move || {
+                for worker in workers {
+                    let _ = worker.join();
+                }
+            });
             for exporter in exporters {
                 let _ = exporter.task.await;
             }
-            let _ = worker.await;
+            let _ = workers.await;
         };
         tokio::pin!(drained);
         if tokio::time::timeout_at(deadline, &mut drained)
@@ -668,7 +694,8 @@ impl Worker {
 impl Retiring {
     /// Whether the worker and every exporter have ended.
     pub fn is_finished(&self) -> bool {
-        self.worker.is_finished() && self.exporters.iter().all(|e| e.task.is_finished())
+        self.workers.iter().all(JoinHandle::is_finished)
+            && self.exporters.iter().all(|e| e.task.is_finished())
     }
 }
 

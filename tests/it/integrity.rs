@@ -544,3 +544,68 @@ async fn stalled_connections_from_one_address_lock_nobody_else_out() {
         );
     }
 }
+
+/// `workers: 2`: two threads, each with its own redaction and batch processor, take from
+/// one pipeline queue; several clients send at once. Every span arrives exactly once,
+/// and the books balance at every scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_deliver_everything_once_and_the_books_balance() {
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 50;
+    let sink = Sink::start().await;
+    let config = passthrough_config(
+        &sink.grpc_endpoint(),
+        "redaction, batch",
+        "",
+        "      workers: 2",
+    )
+    .replace(
+        "processors:\n",
+        "processors:\n  redaction:\n    allow_all_keys: true\n",
+    );
+    let sieve = Sieve::start(&config);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", sieve.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end().ends_with(" traces"))
+        .count();
+    assert_eq!(threads, 2, "two worker threads run the traces pipeline");
+    let http = sieve.http;
+    let senders: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            tokio::spawn(async move {
+                for n in 0..REQUESTS {
+                    let tag = client * REQUESTS + n;
+                    let (status, _, _) = post(
+                        http,
+                        "/v1/traces",
+                        "application/x-protobuf",
+                        None,
+                        traces_request(tag, 10),
+                    )
+                    .await;
+                    assert_eq!(status, 200);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+        check_books(&sieve.metrics_text());
+    }
+    let expected = CLIENTS * REQUESTS * 10;
+    sink.wait_for(Duration::from_secs(30), "every span", |r| {
+        r.span_count() >= expected
+    })
+    .await;
+    let names: BTreeSet<String> = sink.with(|r| r.span_names().into_iter().collect());
+    assert_eq!(names.len(), expected, "every span once");
+    assert_eq!(sink.with(|r| r.span_count()), expected, "no span twice");
+    sieve.wait_metric(
+        "sieve_exporter_sent_items_total",
+        &[],
+        Duration::from_secs(10),
+        |v| v == expected as f64,
+    );
+    check_books(&sieve.metrics_text());
+}
