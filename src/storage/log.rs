@@ -542,7 +542,14 @@ impl Log {
             match self.write(&mut w, signal, items, payload) {
                 Ok(seq) => break seq,
                 Err(refused) => {
-                    if !self.drop_oldest.load(Ordering::Acquire) || !self.drop_oldest_unread(&mut w)
+                    // room is made for a full log or disk, never for another error
+                    let out_of_room = match &refused {
+                        AppendError::Full => true,
+                        AppendError::Io(e) => e.kind() == io::ErrorKind::StorageFull,
+                    };
+                    if !out_of_room
+                        || !self.drop_oldest.load(Ordering::Acquire)
+                        || !self.drop_oldest_unread(&mut w)
                     {
                         return Err(refused);
                     }

@@ -277,13 +277,31 @@ async fn a_full_queue_refuses_then_recovers_on_its_own() {
 /// scrape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
-    const REQUESTS: usize = 600;
-    let sink = Sink::start().await;
     let storage = tempfile::tempdir().unwrap();
-    let small = config(&sink.grpc_endpoint(), storage.path())
+    drop_oldest_keeps_the_newest(storage.path(), 1, 600).await;
+}
+
+/// The same on a real full disk (ENOSPC on a 3 MiB tmpfs, under an 8 MiB
+/// `max_size_mib`): the oldest unread segment makes room, no client is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
+    let Some(disk) = SmallDisk::mount(3 << 20) else {
+        eprintln!("SKIPPED: this machine does not allow mounting a tmpfs");
+        return;
+    };
+    drop_oldest_keeps_the_newest(disk.0.path(), 8, 1500).await;
+}
+
+/// Sends `requests` of 100 spans to a stalled backend through a log of `max_size_mib`
+/// with `when_full: drop_oldest` in `storage`, then checks the accounting.
+async fn drop_oldest_keeps_the_newest(storage: &Path, max_size_mib: u64, requests: usize) {
+    let sink = Sink::start().await;
+    let small = config(&sink.grpc_endpoint(), storage)
         .replace(
             "    directory:",
-            "    max_size_mib: 1\n    when_full: drop_oldest\n    directory:",
+            &format!(
+                "    max_size_mib: {max_size_mib}\n    when_full: drop_oldest\n    directory:"
+            ),
         )
         .replace(
             "      exporters: [otlp]\n",
@@ -299,7 +317,7 @@ async fn a_full_queue_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
         );
     let sieve = Sieve::start(&small);
     sink.stall();
-    for tag in 0..REQUESTS {
+    for tag in 0..requests {
         assert_eq!(
             try_post(sieve.http, traces_request(tag, 100)).await,
             Some(200),
@@ -322,7 +340,7 @@ async fn a_full_queue_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
         "no client refused"
     );
     sink.resume();
-    let last = format!("r{}-s99", REQUESTS - 1);
+    let last = format!("r{}-s99", requests - 1);
     sink.wait_for(Duration::from_secs(60), "the newest request", |r| {
         r.span_names().contains(&last)
     })
@@ -337,13 +355,13 @@ async fn a_full_queue_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
         "sieve_exporter_sent_items_total",
         &[],
         Duration::from_secs(30),
-        |sent| sent + dropped(&sieve) >= (REQUESTS * 100) as f64,
+        |sent| sent + dropped(&sieve) >= (requests * 100) as f64,
     );
     crate::integrity::check_books(&sieve.metrics_text());
     let delivered: HashSet<String> = sink.with(|r| r.span_names().into_iter().collect());
     assert_eq!(
         delivered.len() as f64 + dropped(&sieve),
-        (REQUESTS * 100) as f64,
+        (requests * 100) as f64,
         "every accepted span arrived once or was counted as dropped"
     );
 }
