@@ -350,18 +350,8 @@ impl Redactor {
         let profile = detectors::Profile::of(text);
         let mut candidates = self.rules.iter().filter(|rule| rule.can_match(&profile));
         let (first, second) = (candidates.next()?, candidates.next());
-        // one possible pattern runs alone; several, through the set first
-        let matched: Vec<&Rule> = match second {
-            None => vec![first],
-            Some(_) => self
-                .set
-                .matches(text)
-                .iter()
-                .map(|i| &self.rules[i])
-                .collect(),
-        };
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        for rule in matched {
+        let mut find = |rule: &Rule| {
             for m in rule.regex.find_iter(text) {
                 if rule.check.is_none_or(|check| {
                     check(text, m.start(), m.end(), self.config.keep_private_ips)
@@ -369,6 +359,15 @@ impl Redactor {
                     spans.push((m.start(), m.end(), rule.name));
                 }
             }
+        };
+        // one possible pattern runs alone; several, through the set first
+        match second {
+            None => find(first),
+            Some(_) => self
+                .set
+                .matches(text)
+                .iter()
+                .for_each(|index| find(&self.rules[index])),
         }
         if spans.is_empty() {
             return None;
