@@ -1,7 +1,7 @@
 //! A counting sink for the load run: accepts OTLP/gRPC `Export` calls (inflating gzip or
-//! zstd and counting items with the wire walk, no decode) and Prometheus remote-write
-//! pushes (snappy `WriteRequest`s, counting samples and histogram samples), over HTTP/1.1
-//! or HTTP/2. Prints the items counted every [`REPORT_MS`] and at exit (SIGTERM/SIGINT).
+//! zstd and counting items with the wire walk, no decode), Prometheus remote-write
+//! pushes (snappy `WriteRequest`s, counting samples and histogram samples) and Loki
+//! pushes (snappy `PushRequest`s, counting entries), over HTTP/1.1 or HTTP/2. Prints the items counted every [`REPORT_MS`] and at exit (SIGTERM/SIGINT).
 //!
 //! `cargo run --release --example count_sink -- <host:port>`
 
@@ -61,6 +61,7 @@ async fn count(
     let grpc_signal = Signal::ALL
         .into_iter()
         .find(|s| s.grpc_path() == req.uri().path());
+    let loki = req.uri().path() == "/loki/api/v1/push";
     let codec = req
         .headers()
         .get("grpc-encoding")
@@ -75,6 +76,7 @@ async fn count(
         .unwrap_or_default();
     match grpc_signal {
         Some(signal) => Ok(grpc_export(signal, codec, &body, &items)),
+        None if loki => Ok(loki_push(&body, &items)),
         None => Ok(remote_write(&body, &items)),
     }
 }
@@ -108,6 +110,27 @@ fn grpc_export(
     Response::builder()
         .header("content-type", "application/grpc")
         .body(body.boxed_unsync())
+        .unwrap()
+}
+
+/// A Loki push (snappy `PushRequest`): counts its entries.
+fn loki_push(body: &[u8], items: &AtomicU64) -> Response<sieve::net::Body> {
+    use sieve::exporters::loki::push::PushRequest;
+    let request = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .ok()
+        .and_then(|raw| PushRequest::decode(raw.as_slice()).ok());
+    let Some(request) = request else {
+        return Response::builder()
+            .status(400)
+            .body(sieve::net::full("not a snappy PushRequest"))
+            .unwrap();
+    };
+    let entries: usize = request.streams.iter().map(|s| s.entries.len()).sum();
+    items.fetch_add(entries as u64, Ordering::Relaxed);
+    Response::builder()
+        .status(204)
+        .body(sieve::net::full(""))
         .unwrap()
 }
 

@@ -8,9 +8,13 @@
 //! * `label_explosion`: OTLP metrics from eight services, each request three metrics (a
 //!   sum, a gauge and a histogram) of 100 data points, every point a new label set
 //!   (`user_id`), cycling through 50,000 label sets per metric and service — the attack
-//!   a cardinality limiter exists for.
+//!   a cardinality limiter exists for;
+//! * `metrics`: the same requests over 1,000 series in all (125 label sets per service),
+//!   which a cardinality limiter lets through;
+//! * `syslog`: RFC 5424 lines of about 180 bytes, octet-counted, over 4 TCP connections
+//!   (sent counts the lines written: syslog over TCP has no acknowledgement).
 //!
-//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|traces_pii|label_explosion]`
+//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|traces_pii|label_explosion|metrics|syslog]`
 //!
 //! Prints `sent_items=N refused_requests=N elapsed_s=F items_per_s=F`.
 
@@ -31,6 +35,8 @@ mod pii_request;
 /// Spans, or data points per metric, in a request.
 const SPANS: u64 = 100;
 const LABEL_SETS: u64 = 50_000;
+/// Label sets per service in the `metrics` workload: 1,000 series in all.
+const STEADY_LABEL_SETS: u64 = 125;
 const SERVICES: u64 = 8;
 
 /// What the generator sends.
@@ -39,26 +45,30 @@ enum Workload {
     Traces,
     TracesWithPii,
     LabelExplosion,
+    Metrics,
 }
 
 impl Workload {
     fn items_per_request(self) -> u64 {
         match self {
             Workload::Traces | Workload::TracesWithPii => SPANS,
-            Workload::LabelExplosion => 3 * SPANS,
+            Workload::LabelExplosion | Workload::Metrics => 3 * SPANS,
         }
     }
 
     fn path(self) -> &'static str {
         match self {
             Workload::Traces | Workload::TracesWithPii => sieve::model::Signal::Traces.grpc_path(),
-            Workload::LabelExplosion => sieve::model::Signal::Metrics.grpc_path(),
+            Workload::LabelExplosion | Workload::Metrics => {
+                sieve::model::Signal::Metrics.grpc_path()
+            }
         }
     }
 }
 
-/// Request `n` of the label explosion: service `n % 8`, label sets from `(n / 8) * 100`.
-fn label_explosion_request(n: u64) -> Bytes {
+/// Request `n` of the metrics workloads: service `n % 8`, 100 label sets from
+/// `(n / 8) * 100`, cycling through `label_sets` per service.
+fn metrics_request(n: u64, label_sets: u64) -> Bytes {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::metrics::v1::{
@@ -75,8 +85,10 @@ fn label_explosion_request(n: u64) -> Bytes {
         ..Default::default()
     };
     let service = n % SERVICES;
-    let first = (n / SERVICES * SPANS) % LABEL_SETS;
-    let users = || (first..first + SPANS).map(|u| vec![text("user_id", format!("user-{u}"))]);
+    let first = n / SERVICES * SPANS;
+    let users = || {
+        (first..first + SPANS).map(|u| vec![text("user_id", format!("user-{}", u % label_sets))])
+    };
     let time = 1_700_000_000_000_000_000 + n;
     let number = |attributes| NumberDataPoint {
         attributes,
@@ -151,7 +163,9 @@ async fn main() {
     let rate: Option<u64> = args.get(3).and_then(|s| s.parse().ok());
     let workload = match args.get(4).map(String::as_str) {
         Some("label_explosion") => Workload::LabelExplosion,
+        Some("metrics") => Workload::Metrics,
         Some("traces_pii") => Workload::TracesWithPii,
+        Some("syslog") => return syslog(&target, seconds, rate).await,
         _ => Workload::Traces,
     };
     let per_request = workload.items_per_request();
@@ -194,9 +208,14 @@ async fn main() {
                     }
                     let body = match workload {
                         Workload::Traces | Workload::TracesWithPii => body.clone(),
-                        Workload::LabelExplosion => {
-                            label_explosion_request(next_request.fetch_add(1, Ordering::Relaxed))
-                        }
+                        Workload::LabelExplosion => metrics_request(
+                            next_request.fetch_add(1, Ordering::Relaxed),
+                            LABEL_SETS,
+                        ),
+                        Workload::Metrics => metrics_request(
+                            next_request.fetch_add(1, Ordering::Relaxed),
+                            STEADY_LABEL_SETS,
+                        ),
                     };
                     let request =
                         http::Request::post(format!("http://{target}{}", workload.path()))
@@ -239,6 +258,69 @@ async fn main() {
     println!(
         "sent_items={sent} refused_requests={} elapsed_s={elapsed:.2} items_per_s={:.0}",
         refused.load(Ordering::Relaxed),
+        sent as f64 / elapsed
+    );
+}
+
+/// One RFC 5424 line of about 180 bytes, octet-counted for TCP.
+fn syslog_frame(n: u64) -> String {
+    let line = format!(
+        "<165>1 2026-12-04T10:00:00.{:06}Z web-{:02}.example.com checkout 4242 ORDER \
+         [meta@32473 region=\"eu-west-1\" build=\"2.14.0\"] order {n} paid, 3 items, total 129.90 EUR, \
+         latency 42ms",
+        n % 1_000_000,
+        n % 16
+    );
+    format!("{} {line}", line.len())
+}
+
+/// The `syslog` workload: lines over 4 TCP connections, as fast as the receiver reads
+/// them or at `rate` lines per second in all.
+async fn syslog(target: &str, seconds: u64, rate: Option<u64>) {
+    use tokio::io::AsyncWriteExt;
+    const LINES_PER_WRITE: u64 = 100;
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for connection in 0..CONNECTIONS as u64 {
+        let (sent, target) = (sent.clone(), target.to_string());
+        let interval = rate.map(|r| {
+            Duration::from_secs_f64((LINES_PER_WRITE * CONNECTIONS as u64) as f64 / r as f64)
+        });
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(&target).await else {
+                return;
+            };
+            let mut next = Instant::now();
+            let mut n = connection;
+            while Instant::now() < deadline {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                }
+                let mut chunk = String::new();
+                for _ in 0..LINES_PER_WRITE {
+                    chunk.push_str(&syslog_frame(n));
+                    n += CONNECTIONS as u64;
+                }
+                let write = stream.write_all(chunk.as_bytes());
+                match tokio::time::timeout_at(deadline.into(), write).await {
+                    Ok(Ok(())) => {
+                        sent.fetch_add(LINES_PER_WRITE, Ordering::Relaxed);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = sent.load(Ordering::Relaxed);
+    println!(
+        "sent_items={sent} refused_requests=0 elapsed_s={elapsed:.2} items_per_s={:.0}",
         sent as f64 / elapsed
     );
 }
