@@ -5,6 +5,8 @@
 //!   as `benches/hot_path.rs`), over and over;
 //! * `traces_pii`: the same with spans like real HTTP and database spans, most carrying
 //!   PII (`benches/common/pii_request.rs`), for the redaction pipeline;
+//! * `new_traces_pii`: the same, each request new traces, one span in 50 an error (for
+//!   tail sampling);
 //! * `label_explosion`: OTLP metrics from eight services, each request three metrics (a
 //!   sum, a gauge and a histogram) of 100 data points, every point a new label set
 //!   (`user_id`), cycling through 50,000 label sets per metric and service — the attack
@@ -14,7 +16,7 @@
 //! * `syslog`: RFC 5424 lines of about 180 bytes, octet-counted, over 4 TCP connections
 //!   (sent counts the lines written: syslog over TCP has no acknowledgement).
 //!
-//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|traces_pii|label_explosion|metrics|syslog]`
+//! `cargo run --release --example loadgen -- <host:port> <seconds> [items_per_second|max] [traces|traces_pii|new_traces_pii|label_explosion|metrics|syslog]`
 //!
 //! Prints `sent_items=N refused_requests=N elapsed_s=F items_per_s=F`.
 
@@ -44,6 +46,8 @@ const SERVICES: u64 = 8;
 enum Workload {
     Traces,
     TracesWithPii,
+    /// Spans with PII, every request new traces (for tail sampling).
+    NewTracesWithPii,
     LabelExplosion,
     Metrics,
 }
@@ -51,14 +55,16 @@ enum Workload {
 impl Workload {
     fn items_per_request(self) -> u64 {
         match self {
-            Workload::Traces | Workload::TracesWithPii => SPANS,
+            Workload::Traces | Workload::TracesWithPii | Workload::NewTracesWithPii => SPANS,
             Workload::LabelExplosion | Workload::Metrics => 3 * SPANS,
         }
     }
 
     fn path(self) -> &'static str {
         match self {
-            Workload::Traces | Workload::TracesWithPii => sieve::model::Signal::Traces.grpc_path(),
+            Workload::Traces | Workload::TracesWithPii | Workload::NewTracesWithPii => {
+                sieve::model::Signal::Traces.grpc_path()
+            }
             Workload::LabelExplosion | Workload::Metrics => {
                 sieve::model::Signal::Metrics.grpc_path()
             }
@@ -165,6 +171,7 @@ async fn main() {
         Some("label_explosion") => Workload::LabelExplosion,
         Some("metrics") => Workload::Metrics,
         Some("traces_pii") => Workload::TracesWithPii,
+        Some("new_traces_pii") => Workload::NewTracesWithPii,
         Some("syslog") => return syslog(&target, seconds, rate).await,
         _ => Workload::Traces,
     };
@@ -208,6 +215,16 @@ async fn main() {
                     }
                     let body = match workload {
                         Workload::Traces | Workload::TracesWithPii => body.clone(),
+                        Workload::NewTracesWithPii => {
+                            let n = next_request.fetch_add(1, Ordering::Relaxed);
+                            sieve::grpc::frame(
+                                false,
+                                &pii_request::traces_request_with_pii_from(
+                                    SPANS as usize,
+                                    1 + n * SPANS / 2,
+                                ),
+                            )
+                        }
                         Workload::LabelExplosion => metrics_request(
                             next_request.fetch_add(1, Ordering::Relaxed),
                             LABEL_SETS,

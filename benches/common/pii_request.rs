@@ -6,7 +6,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
 fn attribute(key: &str, value: String) -> KeyValue {
@@ -55,9 +55,23 @@ fn db_attributes(i: usize) -> Vec<KeyValue> {
 /// One export request of `spans` spans, alternately an HTTP server span and the
 /// database span under it.
 pub fn traces_request_with_pii(spans: usize) -> Bytes {
+    traces_request_with_pii_from(spans, 0)
+}
+
+/// The same, its traces numbered from `first_trace` (so that each request brings new
+/// traces), every 50th span an error.
+pub fn traces_request_with_pii_from(spans: usize, first_trace: u64) -> Bytes {
     let spans = (0..spans)
         .map(|i| Span {
-            trace_id: ((i / 2) as u128 * 7919 + 1).to_be_bytes().to_vec(),
+            // spread over all 128 bits, as random ids are (samplers read the low bits)
+            trace_id: ((first_trace + (i / 2) as u64) as u128 * 7919 + 1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+                .to_be_bytes()
+                .to_vec(),
+            status: (first_trace > 0 && i % 50 == 49).then(|| Status {
+                code: 2,
+                ..Default::default()
+            }),
             span_id: (i as u64 + 1).to_be_bytes().to_vec(),
             parent_span_id: if i % 2 == 1 {
                 (i as u64).to_be_bytes().to_vec()
