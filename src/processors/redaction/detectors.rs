@@ -104,21 +104,56 @@ impl DigitRuns {
     }
 }
 
+/// The byte classes [`Profile::of`] counts (`OTHER` for the rest).
+const OTHER: usize = 0;
+const DIGIT: usize = 1;
+const DOT: usize = 2;
+const COLON: usize = 3;
+const DASH: usize = 4;
+/// An uppercase ASCII letter other than `B`.
+const UPPER: usize = 5;
+const UPPER_B: usize = 6;
+const LOWER_B: usize = 7;
+const AT: usize = 8;
+const PLUS: usize = 9;
+const CLASSES: usize = 10;
+
+/// The class of every byte.
+const CLASS_OF: [u8; 256] = {
+    let mut table = [OTHER as u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = match b {
+            b'0'..=b'9' => DIGIT,
+            b'.' => DOT,
+            b':' => COLON,
+            b'-' => DASH,
+            b'B' => UPPER_B,
+            b'A'..=b'Z' => UPPER,
+            b'b' => LOWER_B,
+            b'@' => AT,
+            b'+' => PLUS,
+            _ => OTHER,
+        } as u8;
+        byte += 1;
+    }
+    table
+};
+
 impl<'a> Profile<'a> {
     pub fn of(text: &'a str) -> Profile<'a> {
         let bytes = text.as_bytes();
-        let (mut digits, mut dots, mut colons, mut dashes, mut uppercase) = (0, 0, 0, 0, 0);
-        let (mut at, mut plus, mut b) = (0u32, 0u32, 0u32);
+        // one table lookup and one increment per byte
+        let mut counts = [0u32; CLASSES];
         for &byte in bytes {
-            digits += u32::from(byte.is_ascii_digit());
-            dots += u32::from(byte == b'.');
-            colons += u32::from(byte == b':');
-            dashes += u32::from(byte == b'-');
-            uppercase += u32::from(byte.is_ascii_uppercase());
-            at += u32::from(byte == b'@');
-            plus += u32::from(byte == b'+');
-            b += u32::from(byte | 0x20 == b'b');
+            counts[usize::from(CLASS_OF[usize::from(byte)])] += 1;
         }
+        let digits = counts[DIGIT];
+        let (dots, colons, dashes) = (counts[DOT], counts[COLON], counts[DASH]);
+        let uppercase = counts[UPPER] + counts[UPPER_B];
+        let (at, plus) = (counts[AT] > 0, counts[PLUS] > 0);
+        let b = counts[LOWER_B] + counts[UPPER_B] > 0;
         let digit_runs = if digits >= 4 {
             DigitRuns::of(bytes)
         } else {
@@ -133,9 +168,9 @@ impl<'a> Profile<'a> {
             colons,
             dashes,
             uppercase,
-            at: at > 0,
-            plus: plus > 0,
-            b: b > 0,
+            at,
+            plus,
+            b,
         }
     }
 }
