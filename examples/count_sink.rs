@@ -116,41 +116,40 @@ fn grpc_export(
 /// A Loki push (snappy `PushRequest`): counts its entries.
 fn loki_push(body: &[u8], items: &AtomicU64) -> Response<sieve::net::Body> {
     use sieve::exporters::loki::push::PushRequest;
-    let request = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .ok()
-        .and_then(|raw| PushRequest::decode(raw.as_slice()).ok());
-    let Some(request) = request else {
-        return Response::builder()
-            .status(400)
-            .body(sieve::net::full("not a snappy PushRequest"))
-            .unwrap();
-    };
-    let entries: usize = request.streams.iter().map(|s| s.entries.len()).sum();
-    items.fetch_add(entries as u64, Ordering::Relaxed);
-    Response::builder()
-        .status(204)
-        .body(sieve::net::full(""))
-        .unwrap()
+    count_snappy(body, items, |request: PushRequest| {
+        request.streams.iter().map(|s| s.entries.len()).sum()
+    })
 }
 
+/// A remote-write push (snappy `WriteRequest`): counts samples and histogram samples.
 fn remote_write(body: &[u8], items: &AtomicU64) -> Response<sieve::net::Body> {
+    count_snappy(body, items, |request: WriteRequest| {
+        request
+            .timeseries
+            .iter()
+            .map(|s| s.samples.len() + s.histograms.len())
+            .sum()
+    })
+}
+
+/// Decodes a snappy-compressed protobuf push and adds what `count` finds in it: 204, or
+/// 400 when it is not one.
+fn count_snappy<M: Message + Default>(
+    body: &[u8],
+    items: &AtomicU64,
+    count: impl FnOnce(M) -> usize,
+) -> Response<sieve::net::Body> {
     let request = snap::raw::Decoder::new()
         .decompress_vec(body)
         .ok()
-        .and_then(|raw| WriteRequest::decode(raw.as_slice()).ok());
+        .and_then(|raw| M::decode(raw.as_slice()).ok());
     let Some(request) = request else {
         return Response::builder()
             .status(400)
-            .body(sieve::net::full("not a snappy WriteRequest"))
+            .body(sieve::net::full("not a snappy protobuf push"))
             .unwrap();
     };
-    let samples: usize = request
-        .timeseries
-        .iter()
-        .map(|s| s.samples.len() + s.histograms.len())
-        .sum();
-    items.fetch_add(samples as u64, Ordering::Relaxed);
+    items.fetch_add(count(request) as u64, Ordering::Relaxed);
     Response::builder()
         .status(204)
         .body(sieve::net::full(""))

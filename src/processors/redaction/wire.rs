@@ -140,6 +140,9 @@ fn request(signal: crate::model::Signal) -> &'static Node {
     }
 }
 
+/// An `AnyValue`'s field: its number, its content and its whole record.
+type OneofField = (u32, Range<usize>, Range<usize>);
+
 /// What becomes of one field record.
 enum Rewrite {
     Keep,
@@ -343,19 +346,21 @@ impl Walk<'_> {
         })
     }
 
-    /// The one oneof field of an `AnyValue`: its number, value and record; a second one
-    /// would be merged or replaced by a decoder.
-    fn any_value_field(
-        buf: &[u8],
-        range: Range<usize>,
-    ) -> Result<Option<(u32, Value, Range<usize>)>, Fallback> {
+    /// The one oneof field of an `AnyValue` when it is length-delimited (a string, an
+    /// array, a map, bytes): its number, its content and its record; `None` for an
+    /// empty or scalar value, which redaction leaves alone. A second field would be
+    /// merged or replaced by a decoder.
+    fn any_value_field(buf: &[u8], range: Range<usize>) -> Result<Option<OneofField>, Fallback> {
         let mut found = None;
         for field in Fields::new(buf, range) {
             if found.replace(field?).is_some() {
                 return Err(Fallback);
             }
         }
-        Ok(found)
+        Ok(match found {
+            Some((number, Value::Delimited(inner), record)) => Some((number, inner, record)),
+            _ => None,
+        })
     }
 
     /// A log body: strings are masked (never removed), arrays and maps walked.
@@ -365,9 +370,7 @@ impl Walk<'_> {
         range: Range<usize>,
         tally: &mut Tally,
     ) -> Result<Rewrite, Fallback> {
-        let Some((number, Value::Delimited(inner), record)) =
-            Self::any_value_field(buf, range.clone())?
-        else {
+        let Some((number, inner, record)) = Self::any_value_field(buf, range.clone())? else {
             return Ok(Rewrite::Keep);
         };
         let rewrite = match number {
@@ -524,9 +527,7 @@ impl Walk<'_> {
         range: Range<usize>,
         tally: &mut Tally,
     ) -> Result<Rewrite, Fallback> {
-        let Some((number, Value::Delimited(inner), record)) =
-            Self::any_value_field(buf, range.clone())?
-        else {
+        let Some((number, inner, record)) = Self::any_value_field(buf, range.clone())? else {
             return Ok(Rewrite::Keep);
         };
         let rewrite = match number {
