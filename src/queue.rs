@@ -1,7 +1,13 @@
 //! The admission side of pipeline queues: how receivers hand batches to pipelines.
 //!
-//! Each pipeline has one bounded, lock-free queue (`crossbeam_channel::bounded`) between
-//! the async receivers and its synchronous worker. Receivers never block on it: they call
+//! Each pipeline has one bounded queue between the async receivers and its synchronous
+//! workers: one lock-free channel per worker (`crossbeam_channel`), whose room in batches
+//! and bytes is kept in one place ([`QueueRoom`]), so the bound is the pipeline's whatever
+//! the number of workers. A batch goes to the least busy worker, except in a metrics
+//! pipeline with several workers: there each resource's data always goes to the same
+//! worker (a batch holding several resources is divided), so the points of a series leave
+//! in the order they came and the backend does not reject them as out of order.
+//! Receivers never block on it: they call
 //! [`Routes::deliver`], which either puts the batch on every target pipeline's queue or
 //! says why not, so the receiver can answer the client with a retryable refusal
 //! (`UNAVAILABLE` / 503). A pipeline configured with `when_full: drop_newest` accepts and
@@ -14,7 +20,7 @@
 use crate::config::WhenFull;
 use crate::model::{Batch, Signal};
 use crate::telemetry::PipelineLedger;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,51 +104,146 @@ impl Durable {
     }
 }
 
-/// Bytes held by a queue, bounded by its `max_size_mib`.
+/// A pipeline queue's room: batches (its `capacity`) and bytes (its `max_size_mib`), shared
+/// by its worker queues.
 #[derive(Debug)]
-pub struct QueueBytes {
-    held: AtomicUsize,
-    max: usize,
+pub struct QueueRoom {
+    bytes: AtomicUsize,
+    batches: AtomicUsize,
+    max_bytes: usize,
+    capacity: usize,
 }
 
-impl QueueBytes {
-    pub fn new(max: usize) -> QueueBytes {
-        QueueBytes {
-            held: AtomicUsize::new(0),
-            max,
+impl QueueRoom {
+    pub fn new(capacity: usize, max_bytes: usize) -> QueueRoom {
+        QueueRoom {
+            bytes: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
+            max_bytes,
+            capacity,
         }
     }
 
-    /// Takes room for `bytes`; false when the queue would go over its limit. An empty
-    /// queue always takes one batch, however large, so no batch is refused forever.
-    fn reserve(&self, bytes: usize) -> bool {
-        self.held
+    /// Takes room for `batches` batches of `bytes` in all; false when the queue would go
+    /// over its capacity or its byte limit. An empty queue always takes what is offered,
+    /// however large, so no batch is refused forever.
+    pub(crate) fn reserve(&self, bytes: usize, batches: usize) -> bool {
+        let counted = self
+            .batches
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held == 0 || held + bytes <= self.max).then_some(held + bytes)
+                (held == 0 || held + batches <= self.capacity).then_some(held + batches)
             })
-            .is_ok()
+            .is_ok();
+        if !counted {
+            return false;
+        }
+        let fits = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held == 0 || held + bytes <= self.max_bytes).then_some(held + bytes)
+            })
+            .is_ok();
+        if !fits {
+            self.batches.fetch_sub(batches, Ordering::AcqRel);
+        }
+        fits
     }
 
-    /// Gives back the room of a batch that left the queue.
+    /// Gives back the room of one batch of `bytes` that left the queue.
     pub fn release(&self, bytes: usize) {
-        self.held.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.batches.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether the queue holds its capacity of batches or its bytes.
+    fn is_full(&self) -> bool {
+        self.batches() >= self.capacity || self.held() >= self.max_bytes
     }
 
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed)
     }
 
     pub fn max(&self) -> usize {
-        self.max
+        self.max_bytes
     }
+
+    pub fn batches(&self) -> usize {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// The channels to a pipeline's workers, and which worker a batch goes to.
+pub struct WorkerQueues {
+    senders: Vec<Sender<Queued>>,
+    /// Metrics with several workers: each resource to its own worker.
+    by_resource: bool,
+    /// Where the search for the least busy worker starts, turning.
+    next: AtomicUsize,
+}
+
+impl WorkerQueues {
+    /// One channel per worker, and the workers' ends. The channels have no bound of
+    /// their own: [`QueueRoom`] is checked before anything is sent.
+    pub fn new(signal: Signal, workers: usize) -> (WorkerQueues, Vec<Receiver<Queued>>) {
+        let (senders, receivers) = (0..workers.max(1))
+            .map(|_| crossbeam_channel::unbounded())
+            .unzip();
+        let queues = WorkerQueues {
+            senders,
+            by_resource: signal == Signal::Metrics && workers > 1,
+            next: AtomicUsize::new(0),
+        };
+        (queues, receivers)
+    }
+
+    /// The workers `batch` goes to, with the part each gets.
+    fn assign(&self, batch: Batch) -> Vec<(usize, Batch)> {
+        match self.senders.len() {
+            1 => vec![(0, batch)],
+            workers if self.by_resource => batch.shard_by_resource(workers),
+            _ => vec![(self.least_busy(), batch)],
+        }
+    }
+
+    /// The worker with the fewest batches waiting, looking from a turning start so that
+    /// idle workers share the load.
+    fn least_busy(&self) -> usize {
+        let workers = self.senders.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..workers)
+            .map(|k| (start + k) % workers)
+            .min_by_key(|&worker| self.senders[worker].len())
+            .unwrap_or(0)
+    }
+
+    fn send(&self, worker: usize, queued: Queued) -> Result<(), Queued> {
+        self.senders[worker]
+            .send(queued)
+            .map_err(|e| e.into_inner())
+    }
+}
+
+/// Joins the parts of a batch divided for several workers again.
+fn rejoin(parts: Vec<(usize, Batch)>) -> Batch {
+    let mut parts = parts.into_iter().map(|(_, part)| part);
+    let mut batch = parts
+        .next()
+        .expect("a batch divides into at least one part");
+    parts.for_each(|part| batch.merge(part));
+    batch
 }
 
 /// The sending end of a pipeline queue, shared by the receivers that feed it.
 pub struct PipelineInput {
     pub name: String,
     pub signal: Signal,
-    sender: Sender<Queued>,
-    bytes: Arc<QueueBytes>,
+    queues: WorkerQueues,
+    room: Arc<QueueRoom>,
     when_full: WhenFull,
     gates: Vec<Arc<Gate>>,
     counters: InputCounters,
@@ -153,7 +254,7 @@ impl PipelineInput {
     pub fn new(
         name: String,
         signal: Signal,
-        (sender, bytes): (Sender<Queued>, Arc<QueueBytes>),
+        (queues, room): (WorkerQueues, Arc<QueueRoom>),
         when_full: WhenFull,
         gates: Vec<Arc<Gate>>,
         counters: InputCounters,
@@ -161,8 +262,8 @@ impl PipelineInput {
         PipelineInput {
             name,
             signal,
-            sender,
-            bytes,
+            queues,
+            room,
             when_full,
             gates,
             counters,
@@ -194,9 +295,8 @@ impl PipelineInput {
         if self.is_gated() {
             return Some(Refusal::MemoryLimit);
         }
-        let full = self.durable.is_none()
-            && self.when_full == WhenFull::Refuse
-            && (self.sender.is_full() || self.bytes.held() >= self.bytes.max);
+        let full =
+            self.durable.is_none() && self.when_full == WhenFull::Refuse && self.room.is_full();
         full.then_some(Refusal::QueueFull)
     }
 
@@ -206,33 +306,51 @@ impl PipelineInput {
         if let Some(durable) = &self.durable {
             return self.offer_durable(durable, batch);
         }
-        let (items, bytes) = (batch.items(), batch.held_bytes());
+        let items = batch.items();
         let ledger = &self.counters.ledger;
         ledger.offered.add(items);
-        let queued = Queued { batch, bytes };
-        let sent = if self.bytes.reserve(bytes) {
-            self.sender
-                .try_send(queued)
-                .inspect_err(|_| self.bytes.release(bytes))
+        let parts = self.queues.assign(batch);
+        let sizes: Vec<usize> = parts.iter().map(|(_, part)| part.held_bytes()).collect();
+        if self.room.reserve(sizes.iter().sum(), parts.len()) {
+            return self.send_parts(parts, sizes);
+        }
+        if self.when_full == WhenFull::DropNewest {
+            ledger.dequeued.add(items);
+            ledger.dropped.reason("queue_full").add(items);
+            return Ok(());
+        }
+        ledger.bounced.add(items);
+        self.counters.refused_queue_full.inc_by(items as u64);
+        Err((Refusal::QueueFull, rejoin(parts)))
+    }
+
+    /// Sends the parts of an accepted batch to their workers. Workers end only when the
+    /// pipeline stops: if none takes its part, the batch comes back refused; parts that
+    /// miss their worker after another took its own are dropped and counted.
+    fn send_parts(
+        &self,
+        parts: Vec<(usize, Batch)>,
+        sizes: Vec<usize>,
+    ) -> Result<(), (Refusal, Batch)> {
+        let total = parts.len();
+        let mut missed = Vec::new();
+        for ((worker, batch), bytes) in parts.into_iter().zip(sizes) {
+            if let Err(back) = self.queues.send(worker, Queued { batch, bytes }) {
+                self.room.release(back.bytes);
+                missed.push((worker, back.batch));
+            }
+        }
+        let ledger = &self.counters.ledger;
+        let missed_items: usize = missed.iter().map(|(_, part)| part.items()).sum();
+        if missed.is_empty() {
+            Ok(())
+        } else if missed.len() == total {
+            ledger.bounced.add(missed_items);
+            Err((Refusal::Closed, rejoin(missed)))
         } else {
-            Err(TrySendError::Full(queued))
-        };
-        match sent {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) if self.when_full == WhenFull::DropNewest => {
-                ledger.dequeued.add(items);
-                ledger.dropped.reason("queue_full").add(items);
-                Ok(())
-            }
-            Err(TrySendError::Full(queued)) => {
-                ledger.bounced.add(items);
-                self.counters.refused_queue_full.inc_by(items as u64);
-                Err((Refusal::QueueFull, queued.batch))
-            }
-            Err(TrySendError::Disconnected(queued)) => {
-                ledger.bounced.add(items);
-                Err((Refusal::Closed, queued.batch))
-            }
+            ledger.dequeued.add(missed_items);
+            ledger.dropped.reason("shutdown").add(missed_items);
+            Ok(())
         }
     }
 
@@ -252,12 +370,11 @@ impl PipelineInput {
         match appended {
             Ok(seq) => {
                 batch.set_record(Some(seq));
+                // with no room it waits in the log, and the worker reads it from there
                 let bytes = batch.held_bytes();
-                if self.bytes.reserve(bytes) {
-                    if let Err(e) = self.sender.try_send(Queued { batch, bytes }) {
-                        // waits in the log; the worker reads it from there
-                        drop(e);
-                        self.bytes.release(bytes);
+                if self.room.reserve(bytes, 1) {
+                    if let Err(back) = self.queues.send(0, Queued { batch, bytes }) {
+                        self.room.release(back.bytes);
                     }
                 }
                 Ok(())
@@ -413,12 +530,13 @@ mod tests {
         crossbeam_channel::Receiver<Queued>,
         InputCounters,
     ) {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (queues, mut receivers) = WorkerQueues::new(Signal::Traces, 1);
+        let rx = receivers.pop().unwrap();
         let counters = InputCounters::default();
         let input = PipelineInput::new(
             "traces".into(),
             Signal::Traces,
-            (tx, Arc::new(QueueBytes::new(max_bytes))),
+            (queues, Arc::new(QueueRoom::new(capacity, max_bytes))),
             when_full,
             vec![],
             counters.clone(),
@@ -471,9 +589,9 @@ mod tests {
             input.offer(spans.clone()),
             Err((Refusal::QueueFull, _))
         ));
-        assert_eq!(input.bytes.held(), size * 2);
+        assert_eq!(input.room.held(), size * 2);
         let Queued { bytes, .. } = rx.recv().unwrap();
-        input.bytes.release(bytes);
+        input.room.release(bytes);
         assert!(input.offer(spans).is_ok(), "room again once one left");
     }
 
@@ -488,13 +606,13 @@ mod tests {
     #[test]
     fn closed_gate_refuses_before_any_pipeline_accepts() {
         let (open, open_rx, _) = input(4, WhenFull::Refuse);
-        let (tx, _rx) = crossbeam_channel::bounded(4);
+        let (queues, _rx) = WorkerQueues::new(Signal::Traces, 1);
         let gate = Arc::new(Gate::default());
         gate.set_closed(true);
         let gated = Arc::new(PipelineInput::new(
             "g".into(),
             Signal::Traces,
-            (tx, Arc::new(QueueBytes::new(1 << 20))),
+            (queues, Arc::new(QueueRoom::new(4, 1 << 20))),
             WhenFull::Refuse,
             vec![gate],
             InputCounters::default(),
@@ -509,6 +627,119 @@ mod tests {
             "nothing was accepted, so the batch comes back"
         );
         assert!(open_rx.is_empty());
+    }
+
+    fn two_workers(signal: Signal) -> (PipelineInput, Vec<crossbeam_channel::Receiver<Queued>>) {
+        let (queues, receivers) = WorkerQueues::new(signal, 2);
+        let input = PipelineInput::new(
+            "p".into(),
+            signal,
+            (queues, Arc::new(QueueRoom::new(100, usize::MAX))),
+            WhenFull::Refuse,
+            vec![],
+            InputCounters::default(),
+        );
+        (input, receivers)
+    }
+
+    /// An encoded metrics request with one gauge point per service.
+    fn metrics_of(services: &[&str]) -> Batch {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric::Data, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+        };
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let resources = services
+            .iter()
+            .map(|service| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![crate::model::tests::text_attribute("service.name", service)],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "up".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint::default()],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        Batch::from_request(Signal::Metrics, Batch::from_metrics(resources).to_bytes())
+            .unwrap()
+            .batch
+    }
+
+    /// The worker every batch of one service goes to.
+    fn worker_of(receivers: &[crossbeam_channel::Receiver<Queued>]) -> usize {
+        let holding: Vec<usize> = (0..2).filter(|&w| !receivers[w].is_empty()).collect();
+        assert_eq!(holding.len(), 1, "one worker got the batch");
+        receivers[holding[0]].recv().unwrap();
+        holding[0]
+    }
+
+    #[test]
+    fn metrics_of_one_resource_always_reach_the_same_worker() {
+        let (input, receivers) = two_workers(Signal::Metrics);
+        let services: Vec<String> = (0..8).map(|i| format!("service-{i}")).collect();
+        let mut workers = Vec::new();
+        for service in &services {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..10 {
+                input.offer(metrics_of(&[service])).unwrap();
+                seen.insert(worker_of(&receivers));
+            }
+            assert_eq!(seen.len(), 1, "{service} went to {seen:?}");
+            workers.push(seen.into_iter().next().unwrap());
+        }
+        assert!(
+            workers.contains(&0) && workers.contains(&1),
+            "both workers get resources"
+        );
+        // a request holding resources of both workers is divided by resource
+        let a = &services[workers.iter().position(|&w| w == 0).unwrap()];
+        let b = &services[workers.iter().position(|&w| w == 1).unwrap()];
+        let before = input.room.batches();
+        input.offer(metrics_of(&[a, b, a])).unwrap();
+        assert_eq!(
+            input.room.batches(),
+            before + 2,
+            "each part counts as a batch"
+        );
+        let zero = receivers[0].recv().unwrap().batch;
+        let one = receivers[1].recv().unwrap().batch;
+        assert_eq!((zero.items(), one.items()), (2, 1));
+        let mut zero = zero;
+        let services_in = |batch: &mut Batch| -> Vec<String> {
+            batch
+                .metrics_mut()
+                .iter()
+                .map(|r| {
+                    crate::model::any_value_text(
+                        r.resource.as_ref().unwrap().attributes[0].value.as_ref(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(services_in(&mut zero), vec![a.clone(), a.clone()]);
+    }
+
+    #[test]
+    fn traces_go_to_the_least_busy_worker() {
+        let (input, receivers) = two_workers(Signal::Traces);
+        input.offer(batch()).unwrap();
+        input.offer(batch()).unwrap();
+        assert_eq!((receivers[0].len(), receivers[1].len()), (1, 1));
+        receivers[0].recv().unwrap();
+        input.offer(batch()).unwrap();
+        assert_eq!(
+            (receivers[0].len(), receivers[1].len()),
+            (1, 1),
+            "to the idle one"
+        );
     }
 
     #[test]

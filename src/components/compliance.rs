@@ -66,11 +66,11 @@ fn drive_processor(
     };
     let undecodable = Count::default();
     let mut tally = ProcessorTally::default();
-    let mut step = |stage: &mut Stage, items_in: usize, out: Vec<Batch>, held_before: usize| {
+    let mut step = |stage: &mut Stage, items_in: usize, out: Vec<Batch>, held_before: i64| {
         let emitted: usize = out.iter().map(Batch::items).sum();
         let held = stage.processor.held_items();
         assert!(
-            emitted + held <= items_in + held_before,
+            emitted as i64 + held <= items_in as i64 + held_before,
             "{}: made items up (took {items_in}, held {held_before}, emitted {emitted}, holds {held})",
             config.kind()
         );

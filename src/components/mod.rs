@@ -34,40 +34,19 @@ impl crate::config::Components for Sieve {
     type Processor = ProcessorConfig;
     type Exporter = ExporterConfig;
 
-    /// A pipeline keeps one persistent queue: its exporters name one storage at most. A
-    /// pipeline whose state spans batches — `tail_sampling` (whole traces),
-    /// `cardinality_limit` (series per metric), a persistent queue (one reader) — runs on
-    /// one worker: each worker has its own processors, so that state would be split.
+    /// A pipeline keeps one persistent queue: its exporters name one storage at most, and
+    /// such a pipeline runs on one worker (it reads its log in order).
     fn check_pipeline(
         config: &Config,
         pipeline: &crate::config::PipelineConfig,
     ) -> Result<(), (&'static str, String)> {
         use crate::config::ComponentConfig;
-        if pipeline.workers > 1 {
-            let stateful = pipeline.processors.iter().find(|id| {
-                matches!(
-                    config.processors[*id],
-                    ProcessorConfig::TailSampling(_) | ProcessorConfig::CardinalityLimit(_)
-                )
-            });
-            let storage = pipeline.exporters.iter().any(|id| {
-                config.exporters[id]
-                    .extension_references()
-                    .iter()
-                    .any(|r| r.role == "storage")
-            });
-            if let Some(id) = stateful {
-                return Err((
-                    "workers",
-                    format!("`{id}` keeps state across batches: this pipeline runs on one worker"),
-                ));
-            }
-            if storage {
-                return Err((
-                    "workers",
-                    "a pipeline with a persistent queue runs on one worker (it reads its log in order)".into(),
-                ));
-            }
+        if pipeline.workers.is_some_and(|w| w > 1) && has_storage(config, pipeline) {
+            return Err((
+                "workers",
+                "a pipeline with a persistent queue runs on one worker (it reads its log in order)"
+                    .into(),
+            ));
         }
         let mut storages: Vec<String> = pipeline
             .exporters
@@ -92,3 +71,14 @@ impl crate::config::Components for Sieve {
 
 /// A loaded, checked configuration of sieve's components.
 pub type Config = crate::config::Config<Sieve>;
+
+/// Whether an exporter of `pipeline` names a storage (a persistent queue).
+pub fn has_storage(config: &Config, pipeline: &crate::config::PipelineConfig) -> bool {
+    use crate::config::ComponentConfig;
+    pipeline.exporters.iter().any(|id| {
+        config.exporters[id]
+            .extension_references()
+            .iter()
+            .any(|r| r.role == "storage")
+    })
+}

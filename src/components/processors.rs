@@ -74,6 +74,53 @@ impl ComponentConfig for ProcessorConfig {
 }
 
 impl ProcessorConfig {
+    /// Builds the processor for each of a pipeline's `workers`. Processors whose state
+    /// spans batches share it among the workers' instances, so that it stays exact:
+    /// `tail_sampling` divided into shards by trace id, `cardinality_limit` behind one
+    /// lock, `memory_limiter` one checker and gate. The others get an instance per worker.
+    pub fn build_for_workers(
+        &self,
+        cx: &BuildContext,
+        workers: usize,
+    ) -> Result<Vec<Built>, BuildError> {
+        let field = |e: FieldError| cx.error(&e.key, e.message);
+        let built = |processor: Box<dyn Processor>| Built {
+            processor,
+            gate: None,
+        };
+        match self {
+            ProcessorConfig::TailSampling(c) => {
+                Ok(
+                    tail_sampling::Shared::for_workers(c, workers, cx.id, cx.telemetry)
+                        .map_err(field)?
+                        .into_iter()
+                        .map(|shared| built(Box::new(shared)))
+                        .collect(),
+                )
+            }
+            ProcessorConfig::CardinalityLimit(c) => {
+                let limiter =
+                    cardinality::CardinalityLimiter::new(c.clone(), cx.id, Some(cx.telemetry))
+                        .map_err(field)?;
+                Ok(cardinality::Shared::for_workers(limiter, workers)
+                    .into_iter()
+                    .map(|shared| built(Box::new(shared)))
+                    .collect())
+            }
+            ProcessorConfig::MemoryLimiter(c) => {
+                let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
+                let mut gate = Some(gate);
+                Ok((0..workers)
+                    .map(|_| Built {
+                        processor: Box::new(processor.clone()),
+                        gate: gate.take(),
+                    })
+                    .collect())
+            }
+            _ => (0..workers).map(|_| self.build(cx)).collect(),
+        }
+    }
+
     /// Builds the processor for the pipeline in `cx`; fails when a pattern its
     /// validation accepted does not compile.
     pub fn build(&self, cx: &BuildContext) -> Result<Built, BuildError> {

@@ -329,13 +329,11 @@ struct RawPipeline {
     /// The pipeline queue.
     #[serde(default)]
     queue: QueueConfig,
-    /// Threads running this pipeline's processors, all taking from its queue (default 1).
-    #[serde(default = "one_worker")]
-    workers: usize,
-}
-
-fn one_worker() -> usize {
-    1
+    /// Threads running this pipeline's processors (default: the cores available to
+    /// sieve, as its cgroup's CPU quota and affinity allow; 1 for a pipeline with a
+    /// persistent queue).
+    #[serde(default)]
+    workers: Option<usize>,
 }
 
 /// A pipeline, with component ids resolved.
@@ -345,9 +343,9 @@ pub struct PipelineConfig {
     pub processors: Vec<ComponentId>,
     pub exporters: Vec<ComponentId>,
     pub queue: QueueConfig,
-    /// Threads running the processors (each with its own instance of every processor),
-    /// all taking from the pipeline queue.
-    pub workers: usize,
+    /// Threads running the processors, as configured (`None`: the default, see
+    /// `topology::pipeline::workers_of`).
+    pub workers: Option<usize>,
 }
 
 /// Format of sieve's own logs.
@@ -664,7 +662,7 @@ impl Checker<'_> {
             for (key, value) in [
                 (&["queue", "capacity"][..], pipeline.queue.capacity),
                 (&["queue", "max_size_mib"], pipeline.queue.max_size_mib),
-                (&["workers"], pipeline.workers),
+                (&["workers"], pipeline.workers.unwrap_or(1)),
             ] {
                 if value == 0 {
                     return Err(self.error(

@@ -476,6 +476,64 @@ impl Batch {
         }
     }
 
+    /// Divides the batch among `shards` by resource, so that every resource's data
+    /// reaches the same shard in every batch (see [`wire::shard_by_resource`]); most
+    /// batches hold one resource and go whole. Decoded traces and logs, which no caller
+    /// shards, go whole to shard 0.
+    pub fn shard_by_resource(self, shards: usize) -> Vec<(usize, Batch)> {
+        let shard_of = |resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>| {
+            let encoded = resource.map(Message::encode_to_vec).unwrap_or_default();
+            (wire::resource_hash(&encoded) % shards as u64) as usize
+        };
+        match &self.payload {
+            Payload::Encoded(chunks) => {
+                match wire::shard_by_resource(self.signal, chunks, shards) {
+                    Some(wire::Shards::Several(parts)) => parts
+                        .into_iter()
+                        .map(|(shard, parts, items)| {
+                            let mut part = Batch::from_encoded_parts(self.signal, parts, items);
+                            part.record = self.record;
+                            (shard, part)
+                        })
+                        .collect(),
+                    Some(wire::Shards::One(shard)) => vec![(shard, self)],
+                    None => vec![(0, self)],
+                }
+            }
+            Payload::Metrics(resources) => {
+                let first = resources
+                    .first()
+                    .map_or(0, |r| shard_of(r.resource.as_ref()));
+                if resources
+                    .iter()
+                    .all(|r| shard_of(r.resource.as_ref()) == first)
+                {
+                    return vec![(first, self)];
+                }
+                let Payload::Metrics(resources) = self.payload else {
+                    unreachable!("matched above")
+                };
+                let mut by_shard: Vec<(usize, Vec<ResourceMetrics>)> = Vec::new();
+                for resource in resources {
+                    let shard = shard_of(resource.resource.as_ref());
+                    match by_shard.iter_mut().find(|(s, _)| *s == shard) {
+                        Some((_, list)) => list.push(resource),
+                        None => by_shard.push((shard, vec![resource])),
+                    }
+                }
+                by_shard
+                    .into_iter()
+                    .map(|(shard, list)| {
+                        let mut part = Batch::from_metrics(list);
+                        part.record = self.record;
+                        (shard, part)
+                    })
+                    .collect()
+            }
+            Payload::Traces(_) | Payload::Logs(_) => vec![(0, self)],
+        }
+    }
+
     /// Splits off a batch with at most `max_items` items from the front, leaving the rest.
     /// Encoded batches are cut at resource boundaries without copying; a resource that
     /// must itself be cut is decoded first.

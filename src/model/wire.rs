@@ -267,6 +267,69 @@ fn records(signal: Signal, chunk: &Bytes) -> Result<Vec<Record>, WireError> {
     Ok(out)
 }
 
+/// Where a batch's resource records go when a pipeline's workers each own some of its
+/// resources: see [`shard_by_resource`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shards {
+    /// Every record goes to this shard (the batch goes whole).
+    One(usize),
+    /// Per shard that gets records: the shard, its records, their items.
+    Several(Vec<(usize, Vec<Bytes>, usize)>),
+}
+
+/// A stable hash of a resource (its encoding): equal resources from one sender go to
+/// the same shard in every request.
+pub fn resource_hash(encoded_resource: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(encoded_resource)
+}
+
+/// The bytes of a resource record's `resource` field (empty when it has none).
+fn resource_bytes(buf: &[u8], record: Range<usize>) -> Result<&[u8], WireError> {
+    let mut fields = Fields::new(buf, record);
+    while let Some(next) = fields.next_field() {
+        if let (1, Value::Delimited(resource), _) = next? {
+            return Ok(&buf[resource]);
+        }
+    }
+    Ok(&[])
+}
+
+/// Divides encoded chunks among `shards` by resource (the hash of each resource
+/// record's `resource` bytes), so that one resource's data always reaches the same
+/// shard. Items are counted only when the records go to more than one shard. `None`
+/// when a chunk does not parse.
+pub fn shard_by_resource(signal: Signal, chunks: &[Bytes], shards: usize) -> Option<Shards> {
+    let mut records = Vec::new();
+    for (at, chunk) in chunks.iter().enumerate() {
+        let mut fields = Fields::new(chunk, 0..chunk.len());
+        while let Some(next) = fields.next_field() {
+            if let (1, Value::Delimited(inner), record) = next.ok()? {
+                let shard =
+                    resource_hash(resource_bytes(chunk, inner.clone()).ok()?) % shards as u64;
+                records.push((shard as usize, at, inner, record));
+            }
+        }
+    }
+    let first = records.first().map_or(0, |r| r.0);
+    if records.iter().all(|r| r.0 == first) {
+        return Some(Shards::One(first));
+    }
+    let mut by_shard: Vec<(usize, Vec<Bytes>, usize)> = Vec::new();
+    for (shard, at, inner, record) in records {
+        let items = count_in_resource(signal, &chunks[at], inner).ok()?;
+        let bytes = chunks[at].slice(record);
+        match by_shard.iter_mut().find(|(s, _, _)| *s == shard) {
+            Some((_, parts, count)) => {
+                parts.push(bytes);
+                *count += items;
+            }
+            None => by_shard.push((shard, vec![bytes], items)),
+        }
+    }
+    Some(Shards::Several(by_shard))
+}
+
 /// Encoded chunks divided in two at a resource-record boundary.
 pub struct Split {
     pub front: Vec<Bytes>,

@@ -109,8 +109,10 @@ impl Processor for BatchProcessor {
         self.pending.as_ref().and_then(Batch::record)
     }
 
-    fn held_items(&self) -> usize {
-        self.pending.as_ref().map_or(0, |b| b.items() + b.lost())
+    fn held_items(&self) -> i64 {
+        self.pending
+            .as_ref()
+            .map_or(0, |b| (b.items() + b.lost()) as i64)
     }
 
     fn next_deadline(&self) -> Option<Instant> {

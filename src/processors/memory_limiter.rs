@@ -114,7 +114,9 @@ impl MemoryLimiterConfig {
     }
 }
 
-/// The pass-through stage; the work happens in the checker thread and the gate.
+/// The pass-through stage; the work happens in the checker thread and the gate. A
+/// pipeline's workers share one checker and gate (clones of one limiter).
+#[derive(Clone)]
 pub struct MemoryLimiter {
     _gate: Arc<Gate>,
 }

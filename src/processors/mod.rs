@@ -35,7 +35,10 @@ pub trait Processor: Send {
 
     /// Items held inside, waiting to be emitted. Items a call takes in and neither emits
     /// nor holds are counted as removed by this processor (sampled out, folded, dropped).
-    fn held_items(&self) -> usize {
+    /// An instance sharing its state with other workers' instances answers with the
+    /// balance of what its own calls put in and took out, which may be negative; the
+    /// instances' answers add up to what is held.
+    fn held_items(&self) -> i64 {
         0
     }
 
@@ -79,9 +82,9 @@ impl Stage {
             emitted += batch.items();
         }
         undecodable.add(lost);
-        let kept = emitted + lost + self.processor.held_items();
-        self.removed
-            .add((items_in + held_before).saturating_sub(kept));
+        let kept = (emitted + lost) as i64 + self.processor.held_items();
+        let removed = items_in as i64 + held_before - kept;
+        self.removed.add(usize::try_from(removed).unwrap_or(0));
         out
     }
 }

@@ -40,7 +40,7 @@
 //! | `sieve_tail_sampling_policy_decisions_total` | processor, policy, decision | each top-level policy's answer |
 //! | `sieve_tail_sampling_traces_decided_total` | processor, decision, trigger | final decisions, by what triggered them (`decided_early` among them) |
 //! | `sieve_tail_sampling_late_spans_total` | processor, decision | spans of already decided traces |
-//! | `sieve_tail_sampling_fallback_active` | processor | 1 while overload sampling on arrival is on |
+//! | `sieve_tail_sampling_fallback_active` | processor | shards (one per worker) sampling on arrival for overload; 0 when none |
 //! | `sieve_tail_sampling_fallback_activations_total` | processor | times it was switched on |
 //! | `sieve_storage_replayed_items_total` | pipeline | items read back from a persistent queue after a start |
 //! | `sieve_storage_corrupt_records_total` | pipeline | damaged persistent-queue records skipped |

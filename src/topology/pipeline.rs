@@ -1,11 +1,14 @@
 //! One running pipeline: its queue, its worker threads running the processors, and its
 //! exporters.
 //!
-//! A pipeline has `workers` of them (default 1), each with its own instance of every
-//! processor, all taking from the one queue (crossbeam channels have many consumers), so
-//! stateless processors use more than one core. A batch goes whole to one worker;
-//! processors whose state spans batches (`tail_sampling`, `cardinality_limit`) and a
-//! persistent queue's in-order reading keep their pipeline on one worker (validation).
+//! A pipeline has `workers` of them (default: the cores available, see [`workers_of`]),
+//! each with its own channel of the pipeline queue (see [`crate::queue`] for which
+//! batch goes where) and its own instance of every processor, so stateless processors use
+//! every core. A batch goes whole to one worker (a metrics batch holding several
+//! resources is divided by resource first). Processors whose state spans batches share
+//! it among the workers' instances so that it stays exact (`tail_sampling` in shards by
+//! trace id, `cardinality_limit` behind a lock); a persistent queue's in-order reading
+//! keeps its pipeline on one worker (validation).
 //!
 //! Each worker is a plain OS thread: processors are synchronous and CPU-bound, and keeping
 //! them off the tokio workers keeps the async edges responsive. It waits on the pipeline
@@ -26,7 +29,7 @@ use crate::config::{ComponentId, PipelineConfig, PipelineId, QueueConfig};
 use crate::exporters::{self, ExporterInput, ExporterTask};
 use crate::model::Batch;
 use crate::processors::{Processor, Stage};
-use crate::queue::{Gate, InputCounters, PipelineInput, QueueBytes, Queued};
+use crate::queue::{Gate, InputCounters, PipelineInput, QueueRoom, Queued, WorkerQueues};
 use crate::storage::log::{Log, LogReader};
 use crate::storage::{FileStorageConfig, Logs};
 use crate::telemetry::{
@@ -60,7 +63,7 @@ impl Signature {
     pub fn of(config: &Config, pipeline: &PipelineConfig) -> Signature {
         Signature {
             queue: pipeline.queue.clone(),
-            workers: pipeline.workers,
+            workers: workers_of(config, pipeline),
             processors: pipeline
                 .processors
                 .iter()
@@ -74,6 +77,19 @@ impl Signature {
             storage: storage_of(config, pipeline),
         }
     }
+}
+
+/// The workers a pipeline runs: as configured, else one for a pipeline with a persistent
+/// queue (one reader of its log) and otherwise the cores available to the process
+/// (`available_parallelism` follows the cgroup CPU quota and the affinity mask).
+pub fn workers_of(config: &Config, pipeline: &PipelineConfig) -> usize {
+    pipeline.workers.unwrap_or_else(|| {
+        if crate::components::has_storage(config, pipeline) {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    })
 }
 
 /// The distinct storage extensions a pipeline's exporters name.
@@ -167,18 +183,17 @@ impl BuiltPipeline {
             signal: id.signal,
             telemetry,
         };
-        let (mut gates, mut chains) = (Vec::new(), Vec::new());
-        for _ in 0..signature.workers {
-            let mut chain = Vec::new();
-            for (processor_id, config) in &signature.processors {
-                let built = config.build(&context(processor_id))?;
+        let mut gates = Vec::new();
+        let mut chains: Vec<Vec<Stage>> = (0..signature.workers).map(|_| Vec::new()).collect();
+        for (processor_id, config) in &signature.processors {
+            let instances = config.build_for_workers(&context(processor_id), signature.workers)?;
+            for (chain, built) in chains.iter_mut().zip(instances) {
                 gates.extend(built.gate);
                 chain.push(Stage {
                     processor: built.processor,
                     removed: ledger.dropped.reason(config.kind()),
                 });
             }
-            chains.push(chain);
         }
         let exporters = signature
             .exporters
@@ -208,9 +223,12 @@ impl BuiltPipeline {
             log,
         } = self;
         let name = id.to_string();
-        let (sender, receiver) = crossbeam_channel::bounded(signature.queue.capacity);
-        let bytes = Arc::new(QueueBytes::new(signature.queue.max_bytes()));
-        let queue = register_queue(telemetry, &name, &receiver, &bytes);
+        let (queues, receivers) = WorkerQueues::new(id.signal, chains.len());
+        let room = Arc::new(QueueRoom::new(
+            signature.queue.capacity,
+            signature.queue.max_bytes(),
+        ));
+        let queue = register_queue(telemetry, &name, &room);
         let hold_encoded = !exporters.iter().any(exporters::Built::decodes);
         let (abort, aborted) = watch::channel(false);
         let (inputs, exporters): (Vec<_>, Vec<_>) = exporters
@@ -226,11 +244,12 @@ impl BuiltPipeline {
         let log_handle = log.clone();
         let workers = chains
             .into_iter()
+            .zip(receivers)
             .enumerate()
-            .map(|(index, chain)| {
+            .map(|(index, (chain, queue))| {
                 let worker = Worker {
-                    queue: receiver.clone(),
-                    bytes: Arc::clone(&bytes),
+                    queue,
+                    room: Arc::clone(&room),
                     chain,
                     exporters: inputs.clone(),
                     hold_encoded,
@@ -244,7 +263,7 @@ impl BuiltPipeline {
                     .expect("spawning a thread succeeds")
             })
             .collect();
-        drop((receiver, inputs));
+        drop(inputs);
         let reason = |reason: &str| PipelineReasonLabels {
             pipeline: name.clone(),
             reason: reason.into(),
@@ -264,7 +283,7 @@ impl BuiltPipeline {
         let mut input = PipelineInput::new(
             name,
             id.signal,
-            (sender, bytes),
+            (queues, room),
             signature.queue.when_full,
             gates,
             counters,
@@ -368,17 +387,16 @@ fn register_log(telemetry: &Arc<Telemetry>, name: &str, log: &Arc<Log>) -> Queue
 fn register_queue(
     telemetry: &Arc<Telemetry>,
     name: &str,
-    receiver: &Receiver<Queued>,
-    bytes: &Arc<QueueBytes>,
+    room: &Arc<QueueRoom>,
 ) -> QueueRegistration {
-    let (probe, bytes) = (receiver.clone(), Arc::clone(bytes));
+    let room = Arc::clone(room);
     telemetry.register_queue(
         format!("pipeline:{name}"),
         Box::new(move || QueueState {
-            size: probe.len(),
-            capacity: probe.capacity().unwrap_or(0),
-            bytes: bytes.held(),
-            max_bytes: bytes.max(),
+            size: room.batches(),
+            capacity: room.capacity(),
+            bytes: room.held(),
+            max_bytes: room.max(),
         }),
     )
 }
@@ -419,7 +437,7 @@ impl Retiring {
 /// The pipeline's worker thread: queue → processors → exporter queues.
 struct Worker {
     queue: Receiver<Queued>,
-    bytes: Arc<QueueBytes>,
+    room: Arc<QueueRoom>,
     chain: Vec<Stage>,
     exporters: Vec<ExporterInput>,
     /// No exporter needs decoded messages: batches are encoded before they wait in an
@@ -553,7 +571,7 @@ impl Worker {
             };
             match received {
                 Ok(Queued { batch, bytes }) => {
-                    self.bytes.release(bytes);
+                    self.room.release(bytes);
                     self.receive(batch);
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -712,17 +730,19 @@ mod tests {
         let ledger = Arc::new(PipelineLedger::default());
         let waiting = 200_000;
         let (sender, queue) = crossbeam_channel::bounded(waiting);
+        let room = Arc::new(QueueRoom::new(usize::MAX, usize::MAX));
         let batch = crate::model::tests::traces_batch(1, 1);
         for _ in 0..waiting {
             let queued = Queued {
                 bytes: batch.held_bytes(),
                 batch: batch.clone(),
             };
+            assert!(room.reserve(queued.bytes, 1));
             sender.send(queued).unwrap();
         }
         let worker = Worker {
             queue,
-            bytes: Arc::new(QueueBytes::new(usize::MAX)),
+            room,
             chain: vec![Stage {
                 processor: Box::new(BatchProcessor::new(BatchConfig {
                     send_batch_size: usize::MAX,

@@ -809,6 +809,28 @@ fn same_layout(a: &Option<Buckets>, b: &Option<Buckets>) -> bool {
     }
 }
 
+/// One limiter for all of a pipeline's workers, behind one lock, so that its limits are
+/// exact whichever worker a point came through. A batch is decoded before the lock is
+/// taken; only the counting runs under it.
+pub struct Shared(std::sync::Arc<parking_lot::Mutex<CardinalityLimiter>>);
+
+impl Shared {
+    /// The handles of `workers` workers on `limiter`.
+    pub fn for_workers(limiter: CardinalityLimiter, workers: usize) -> Vec<Shared> {
+        let shared = std::sync::Arc::new(parking_lot::Mutex::new(limiter));
+        (0..workers.max(1))
+            .map(|_| Shared(std::sync::Arc::clone(&shared)))
+            .collect()
+    }
+}
+
+impl Processor for Shared {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        batch.metrics_mut();
+        self.0.lock().process(batch, out);
+    }
+}
+
 impl Processor for CardinalityLimiter {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         let now = Instant::now();

@@ -490,3 +490,21 @@ fn overflowed_cumulative_series_count_toward_the_total_bound() {
     );
     assert_eq!(l.tracked_series(), 3);
 }
+
+/// Workers share one limiter: series arriving through different workers count against
+/// one limit.
+#[test]
+fn workers_share_one_limit() {
+    let mut workers = Shared::for_workers(limited(3, Action::Drop), 2);
+    let mut kept = 0;
+    for (i, user) in ["u0", "u1", "u2", "u3", "u4", "u5"].iter().enumerate() {
+        let mut out = Vec::new();
+        let one = batch(
+            "a",
+            sum(vec![point(user, 1.0, 10)], AggregationTemporality::Delta),
+        );
+        workers[i % 2].process(one, &mut out);
+        kept += out.iter().map(Batch::items).sum::<usize>();
+    }
+    assert_eq!(kept, 3, "three series in all, not three per worker");
+}

@@ -21,7 +21,7 @@
 //!   When that cuts traces short of half their `decision_wait`, the load is more than
 //!   the budget can hold: new traces are then decided on arrival by the deterministic
 //!   probabilistic rule on the trace id at `fallback_sampling_percentage`, without
-//!   buffering (`sieve_tail_sampling_fallback_active` is 1), until the bytes held fall
+//!   buffering (`sieve_tail_sampling_fallback_active` counts the shards doing so, one per worker), until the bytes held fall
 //!   below half the budget. Traces already held keep buffering meanwhile.
 //! * Late spans: a span of a trace no longer held follows the decision recorded in the
 //!   decision caches ([`cache`]); without one it starts a new trace, as in the collector.
@@ -35,6 +35,7 @@ pub mod cache;
 pub mod config;
 pub mod ingest;
 pub mod policy;
+mod shared;
 
 use super::Processor;
 use crate::config::FieldError;
@@ -46,6 +47,7 @@ use cache::{id_hash, FingerprintFilter, SampledCache};
 pub use config::TailSamplingConfig;
 use ingest::{ScopeGroup, SpanFacts};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use parking_lot::Mutex;
 use policy::{
     evaluate_all, Decision, Policy, Probabilistic, SpanPredicates, TraceId, TraceSummary,
 };
@@ -53,8 +55,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
+pub use shared::Shared;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What triggered a decision.
@@ -197,7 +201,7 @@ impl Families {
             ),
             fallback_active: t.family(
                 "tail_sampling_fallback_active",
-                "1 while a tail sampler decides new traces on arrival (overload)",
+                "Shards of a tail sampler (one per worker) deciding new traces on arrival (overload)",
             ),
             fallback_activations: t.family(
                 "tail_sampling_fallback_activations",
@@ -207,11 +211,29 @@ impl Families {
     }
 }
 
+/// A shard's part of a gauge that the shards of a [`Shared`] sampler add up to.
+struct GaugePart {
+    gauge: Gauge,
+    part: i64,
+}
+
+impl GaugePart {
+    fn new(gauge: Gauge) -> GaugePart {
+        GaugePart { gauge, part: 0 }
+    }
+
+    fn set(&mut self, value: i64) {
+        self.gauge.inc_by(value - self.part);
+        self.part = value;
+    }
+}
+
 struct Metrics {
-    traces_held: Gauge,
-    spans_held: Gauge,
-    bytes_held: Gauge,
-    fallback_active: Gauge,
+    traces_held: GaugePart,
+    spans_held: GaugePart,
+    bytes_held: GaugePart,
+    /// Shards deciding new traces on arrival (1 for the whole processor on one worker).
+    fallback_active: GaugePart,
     fallback_activations: Counter,
     /// Per top-level policy, per [`Decision::ALL`].
     policy_decisions: Vec<[Counter; 5]>,
@@ -243,10 +265,10 @@ impl Metrics {
             })
         };
         Metrics {
-            traces_held: families.traces_held.get_or_create_owned(&labels),
-            spans_held: families.spans_held.get_or_create_owned(&labels),
-            bytes_held: families.bytes_held.get_or_create_owned(&labels),
-            fallback_active: families.fallback_active.get_or_create_owned(&labels),
+            traces_held: GaugePart::new(families.traces_held.get_or_create_owned(&labels)),
+            spans_held: GaugePart::new(families.spans_held.get_or_create_owned(&labels)),
+            bytes_held: GaugePart::new(families.bytes_held.get_or_create_owned(&labels)),
+            fallback_active: GaugePart::new(families.fallback_active.get_or_create_owned(&labels)),
             fallback_activations: families.fallback_activations.get_or_create_owned(&labels),
             policy_decisions: policies
                 .iter()
@@ -272,8 +294,10 @@ impl Metrics {
 
 pub struct TailSampler {
     config: TailSamplingConfig,
-    policies: Vec<Policy>,
-    predicates: SpanPredicates,
+    /// Shared by the shards of a [`Shared`] sampler: a policy's state (a rate limit's
+    /// spans this second) is the processor's, not a shard's.
+    policies: SharedPolicies,
+    predicates: Arc<SpanPredicates>,
     traces: TraceTable,
     by_arrival: VecDeque<Due>,
     by_root: VecDeque<Due>,
@@ -304,17 +328,34 @@ impl TailSampler {
         id: &str,
         telemetry: &Telemetry,
     ) -> Result<TailSampler, FieldError> {
-        let mut predicates = SpanPredicates::default();
-        let policies: Vec<Policy> = config
-            .policies
-            .iter()
-            .map(|p| Policy::compile(p, &mut predicates))
-            .collect::<Result<_, _>>()
-            .map_err(|e| FieldError::new("policies", e))?;
+        let (policies, predicates) = compile(&config)?;
+        Ok(TailSampler::shard(
+            &config, 1, id, telemetry, policies, predicates,
+        ))
+    }
+
+    /// One of `shards` samplers that divide the traces among them: each gets that share
+    /// of the budgets (`max_memory_mib`, `num_traces`, the decision caches).
+    fn shard(
+        config: &TailSamplingConfig,
+        shards: usize,
+        id: &str,
+        telemetry: &Telemetry,
+        policies: SharedPolicies,
+        predicates: Arc<SpanPredicates>,
+    ) -> TailSampler {
+        let share = |n: usize| n.div_ceil(shards);
+        let mut config = config.clone();
+        config.num_traces = share(config.num_traces);
+        config.expected_new_traces_per_sec = share(config.expected_new_traces_per_sec);
+        let caches = &mut config.decision_cache;
+        caches.sampled_cache_size = share(caches.sampled_cache_size);
+        caches.non_sampled_cache_size = share(caches.non_sampled_cache_size);
         let expected = config
             .expected_new_traces_per_sec
             .saturating_mul(config.decision_wait.as_secs() as usize);
-        Ok(TailSampler {
+        let metrics = Metrics::new(telemetry, id, &policies.lock());
+        TailSampler {
             traces: TraceTable::with_capacity_and_hasher(
                 expected.min(config.num_traces),
                 Default::default(),
@@ -324,7 +365,7 @@ impl TailSampler {
             next_generation: 0,
             bytes_held: 0,
             spans_held: 0,
-            budget_bytes: config.max_memory_mib.saturating_mul(1 << 20),
+            budget_bytes: config.max_memory_mib.saturating_mul(1 << 20) / shards,
             sampled: SampledCache::new(config.decision_cache.sampled_cache_size),
             not_sampled: FingerprintFilter::new(config.decision_cache.non_sampled_cache_size),
             fallback: None,
@@ -334,34 +375,20 @@ impl TailSampler {
             out_items: 0,
             out_record: None,
             current_record: None,
-            metrics: Metrics::new(telemetry, id, &policies),
+            metrics,
             policies,
             predicates,
             config,
-        })
+        }
     }
 
-    /// Reads every chunk of a batch, then admits its spans grouped by trace. A chunk that
-    /// does not parse (the edge check makes that a defect) is dropped whole and logged,
-    /// before anything of it is held; the other chunks go on. Like sampled-out spans, its
-    /// items are counted by the pipeline as `dropped{reason="tail_sampling"}`.
+    /// Reads every chunk of a batch ([`read_chunks`]), then admits its spans grouped by
+    /// trace.
     fn ingest(&mut self, chunks: &[Bytes], now: Instant) {
-        let mut groups = Vec::new();
-        for (at, chunk) in chunks.iter().enumerate() {
-            let mut found = Vec::new();
-            match ingest::read_request(chunk, &self.predicates, |group| found.push((at, group))) {
-                Ok(()) => groups.append(&mut found),
-                Err(error) => {
-                    let items = wire::count_items(Signal::Traces, chunk).unwrap_or(0);
-                    tracing::warn!(%error, items, "tail_sampling: dropping a malformed request");
-                }
-            }
-        }
-        for (at, mut group) in groups {
-            let mut spans = std::mem::take(&mut group.spans);
-            spans.sort_by_key(|span| span.trace_id);
-            for same_trace in spans.chunk_by(|a, b| a.trace_id == b.trace_id) {
-                self.admit(&chunks[at], &group, same_trace, now);
+        let groups = read_chunks(chunks, &self.predicates);
+        for (at, group) in &groups {
+            for same_trace in group.spans.chunk_by(|a, b| a.trace_id == b.trace_id) {
+                self.admit(&chunks[*at], group, same_trace, now);
             }
         }
     }
@@ -483,7 +510,7 @@ impl TailSampler {
         self.bytes_held -= trace.buffer.capacity() + TRACE_OVERHEAD;
         self.spans_held -= trace.summary.spans as usize;
         let now_second = now.duration_since(self.started).as_secs();
-        let outcome = evaluate_all(&mut self.policies, &id, &trace.summary, now_second);
+        let outcome = evaluate_all(&mut self.policies.lock(), &id, &trace.summary, now_second);
         for (counters, decision) in self.metrics.policy_decisions.iter().zip(&outcome.decisions) {
             let at = Decision::ALL
                 .iter()
@@ -594,16 +621,61 @@ impl TailSampler {
     }
 }
 
+/// The policies, shared by the shards of a [`Shared`] sampler.
+type SharedPolicies = Arc<Mutex<Vec<Policy>>>;
+
+/// Compiles the policies and the span predicates they ask about.
+fn compile(
+    config: &TailSamplingConfig,
+) -> Result<(SharedPolicies, Arc<SpanPredicates>), FieldError> {
+    let mut predicates = SpanPredicates::default();
+    let policies: Vec<Policy> = config
+        .policies
+        .iter()
+        .map(|p| Policy::compile(p, &mut predicates))
+        .collect::<Result<_, _>>()
+        .map_err(|e| FieldError::new("policies", e))?;
+    Ok((Arc::new(Mutex::new(policies)), Arc::new(predicates)))
+}
+
+/// Reads every chunk of a batch: its scope groups, each with its spans sorted by trace,
+/// and the chunk each came from. A chunk that does not parse (the edge check makes that
+/// a defect) is dropped whole and logged, before anything of it is held; the other
+/// chunks go on. Like sampled-out spans, its items are counted by the pipeline as
+/// `dropped{reason="tail_sampling"}`.
+fn read_chunks(chunks: &[Bytes], predicates: &SpanPredicates) -> Vec<(usize, ScopeGroup)> {
+    let mut groups = Vec::new();
+    for (at, chunk) in chunks.iter().enumerate() {
+        let mut found = Vec::new();
+        match ingest::read_request(chunk, predicates, |group| found.push((at, group))) {
+            Ok(()) => groups.append(&mut found),
+            Err(error) => {
+                let items = wire::count_items(Signal::Traces, chunk).unwrap_or(0);
+                tracing::warn!(%error, items, "tail_sampling: dropping a malformed request");
+            }
+        }
+    }
+    for (_, group) in &mut groups {
+        group.spans.sort_by_key(|span| span.trace_id);
+    }
+    groups
+}
+
+/// A batch's chunks, as the sampler reads them.
+fn chunks_of(batch: &Batch) -> Vec<Bytes> {
+    match batch.payload() {
+        Payload::Encoded(chunks) => chunks.clone(),
+        _ => vec![batch.to_bytes()],
+    }
+}
+
 impl Processor for TailSampler {
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         if batch.signal() != Signal::Traces {
             out.push(batch);
             return;
         }
-        let chunks = match batch.payload() {
-            Payload::Encoded(chunks) => chunks.clone(),
-            _ => vec![batch.to_bytes()],
-        };
+        let chunks = chunks_of(&batch);
         let now = Instant::now();
         self.current_record = batch.record();
         self.ingest(&chunks, now);
@@ -611,8 +683,8 @@ impl Processor for TailSampler {
         self.emit(out);
     }
 
-    fn held_items(&self) -> usize {
-        self.spans_held
+    fn held_items(&self) -> i64 {
+        self.spans_held as i64
     }
 
     /// The oldest arrival entry's record: entries are in arrival order, so no held

@@ -805,3 +805,85 @@ fn held_traces_keep_their_log_records_until_emitted() {
         "the emitted batch holds record 7's spans"
     );
 }
+
+/// Workers share one sampler: the spans of a trace that reach it through different
+/// workers are judged together (an error span through one worker keeps the trace's
+/// other spans, which came through the other), the budget is the processor's, and each
+/// worker's stage counts exactly what it removed.
+#[test]
+fn workers_share_whole_traces_and_their_counts_add_up() {
+    use crate::processors::Stage;
+    use crate::telemetry::Count;
+    let telemetry = Telemetry::new();
+    let errors = config(
+        "decision_wait: 1h\npolicies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}]",
+    );
+    let mut workers: Vec<Stage> = Shared::for_workers(&errors, 2, "tail", &telemetry)
+        .unwrap()
+        .into_iter()
+        .map(|shared| Stage {
+            processor: Box::new(shared),
+            removed: Count::default(),
+        })
+        .collect();
+    let error = |trace| Span {
+        status: Some(Status {
+            code: StatusCode::Error as i32,
+            ..Default::default()
+        }),
+        ..span(trace, 2)
+    };
+    let undecodable = Count::default();
+    let mut out = Vec::new();
+    // traces 0..100: root and child through worker 0; 0..50 get an error span
+    // through worker 1
+    let first: Vec<Span> = (0..100).flat_map(|t| [span(t, 0), span(t, 1)]).collect();
+    let second: Vec<Span> = (0..50).map(error).collect();
+    for (worker, spans) in [(0, first), (1, second)] {
+        let batch = batch_of(spans);
+        let items = batch.items();
+        out.extend(workers[worker].call(items, &undecodable, |p, out| p.process(batch, out)));
+    }
+    assert!(out.is_empty(), "held for decision_wait");
+    let held: i64 = workers.iter().map(|w| w.processor.held_items()).sum();
+    assert_eq!(held, 250, "the workers' balances add up to what is held");
+    // worker 1 decides everything, including what worker 0 admitted
+    out.extend(workers[1].call(0, &undecodable, |p, out| p.flush(out)));
+    let kept = spans_of(out);
+    assert_eq!(kept_traces(&kept), (0..50).collect());
+    assert_eq!(
+        kept.len(),
+        150,
+        "each kept trace is whole: root, child, error"
+    );
+    let removed: u64 = workers.iter().map(|w| w.removed.get()).sum();
+    assert_eq!(
+        removed, 100,
+        "the 50 traces without an error, two spans each"
+    );
+    assert_metric(
+        &telemetry,
+        "sieve_tail_sampling_spans_held{processor=\"tail\"} 0",
+    );
+}
+
+/// The shards divide the budget: together they hold no more traces than `num_traces`.
+#[test]
+fn shards_hold_the_processors_budget_not_one_each() {
+    let telemetry = Telemetry::new();
+    let all =
+        config("decision_wait: 1h\nnum_traces: 100\npolicies: [{name: all, type: always_sample}]");
+    let mut workers = Shared::for_workers(&all, 2, "tail", &telemetry).unwrap();
+    let mut out = Vec::new();
+    // past its share a shard decides its oldest traces early, then falls back to
+    // deciding new traces on arrival
+    for (at, chunk) in (0..1000u64).collect::<Vec<_>>().chunks(100).enumerate() {
+        let spans = chunk.iter().map(|&t| span(t, 0)).collect();
+        workers[at % 2].process(batch_of(spans), &mut out);
+    }
+    let held: i64 = workers.iter().map(|w| w.held_items()).sum();
+    assert!(
+        (51..=100).contains(&held),
+        "held {held} traces of one span: num_traces is the processor's, filled by both shards"
+    );
+}
