@@ -222,6 +222,8 @@ struct Rule {
     name: &'static str,
     regex: Regex,
     check: Option<detectors::Check>,
+    /// A hand-written finder that stands in for the regex.
+    find: Option<detectors::Finder>,
     /// Whether the pattern can match a text (`None`: always tried).
     possible: Option<fn(&detectors::Profile) -> bool>,
     /// For a user's pattern: literals one of which every match starts with.
@@ -249,13 +251,15 @@ struct Tally {
 /// The compiled redaction rules.
 pub struct Redactor {
     config: RedactionConfig,
-    /// Every rule's pattern, to learn in one pass which of them match.
+    /// The pattern of every rule without a finder, to learn in one pass which of them
+    /// match; `set_rules` maps its indices to `rules`.
     set: RegexSet,
+    set_rules: Vec<usize>,
     rules: Vec<Rule>,
     blocked_keys: RegexSet,
     /// Matches per rule since the last [`Redactor::take_counts`].
     counts: RefCell<HashMap<&'static str, u64>>,
-    key_rules: RefCell<HashMap<Box<str>, KeyRule>>,
+    key_rules: RefCell<HashMap<Box<str>, KeyRule, foldhash::fast::RandomState>>,
     allowed: HashSet<String>,
     ignored: HashSet<String>,
 }
@@ -272,6 +276,9 @@ enum KeyRule {
     /// Its value is scanned.
     Scan,
 }
+
+/// Lowercase hexadecimal digits, for hashes.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The most distinct keys whose [`KeyRule`] a redactor remembers.
 const KEY_RULES_REMEMBERED: usize = 4096;
@@ -292,6 +299,7 @@ impl Redactor {
                 name: d.name,
                 regex: detectors::compile(d),
                 check: d.check,
+                find: d.find,
                 possible: Some(d.possible),
                 prefixes: None,
             })
@@ -302,11 +310,15 @@ impl Redactor {
                 regex: Regex::new(pattern)
                     .map_err(|e| FieldError::new(format!("blocked_values.{at}"), e.to_string()))?,
                 check: None,
+                find: None,
                 possible: None,
                 prefixes: detectors::required_prefixes(pattern),
             });
         }
-        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str()))
+        let set_rules: Vec<usize> = (0..rules.len())
+            .filter(|&i| rules[i].find.is_none())
+            .collect();
+        let set = RegexSet::new(set_rules.iter().map(|&i| rules[i].regex.as_str()))
             .map_err(|e| FieldError::new("blocked_values", e.to_string()))?;
         let mut key_patterns = config.blocked_key_patterns.clone();
         if config.detectors.bearer_token {
@@ -316,10 +328,11 @@ impl Redactor {
             .map_err(|e| FieldError::new("blocked_key_patterns", e.to_string()))?;
         Ok(Redactor {
             set,
+            set_rules,
             rules,
             blocked_keys,
             counts: RefCell::new(HashMap::new()),
-            key_rules: RefCell::new(HashMap::new()),
+            key_rules: RefCell::new(HashMap::default()),
             allowed: config.allowed_keys.iter().cloned().collect(),
             ignored: config.ignored_keys.iter().cloned().collect(),
             config,
@@ -327,6 +340,13 @@ impl Redactor {
     }
 
     fn replacement(&self, rule: &str, text: &str) -> String {
+        let mut out = String::new();
+        self.push_replacement(&mut out, rule, text);
+        out
+    }
+
+    /// Appends what replaces `text`, found by `rule`, to `out`.
+    fn push_replacement(&self, out: &mut String, rule: &str, text: &str) {
         match (self.config.action, self.config.mask_style) {
             (Action::Hash, _) => {
                 let key = self
@@ -338,36 +358,63 @@ impl Redactor {
                     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
                 mac.update(text.as_bytes());
                 let digest = mac.finalize().into_bytes();
-                digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+                for byte in &digest[..8] {
+                    out.push(char::from(HEX[usize::from(byte >> 4)]));
+                    out.push(char::from(HEX[usize::from(byte & 15)]));
+                }
             }
-            (_, MaskStyle::Typed) => format!("<{rule}>"),
-            (_, MaskStyle::Stars) => "****".into(),
+            (_, MaskStyle::Typed) => {
+                out.push('<');
+                out.push_str(rule);
+                out.push('>');
+            }
+            (_, MaskStyle::Stars) => out.push_str("****"),
         }
     }
 
     /// Redacts one string; `None` when nothing matched (nothing is copied then).
     fn redact_text(&self, text: &str, tally: &mut Tally) -> Option<String> {
         let profile = detectors::Profile::of(text);
-        let mut candidates = self.rules.iter().filter(|rule| rule.can_match(&profile));
-        let (first, second) = (candidates.next()?, candidates.next());
+        let mut candidates = self
+            .rules
+            .iter()
+            .filter(|rule| rule.can_match(&profile))
+            .peekable();
+        candidates.peek()?;
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        let mut find = |rule: &Rule| {
-            for m in rule.regex.find_iter(text) {
-                if rule.check.is_none_or(|check| {
-                    check(text, m.start(), m.end(), self.config.keep_private_ips)
-                }) {
-                    spans.push((m.start(), m.end(), rule.name));
-                }
+        let mut keep = |rule: &Rule, start: usize, end: usize| {
+            if rule
+                .check
+                .is_none_or(|check| check(text, start, end, self.config.keep_private_ips))
+            {
+                spans.push((start, end, rule.name));
             }
         };
-        // one possible pattern runs alone; several, through the set first
-        match second {
-            None => find(first),
-            Some(_) => self
+        // finders run where they can match; of the regexes, one runs alone and several
+        // go through the set first
+        let (mut by_regex, mut first_by_regex) = (0, None);
+        for rule in candidates {
+            match rule.find {
+                Some(find) => find(text, &mut |start, end| keep(rule, start, end)),
+                None => {
+                    by_regex += 1;
+                    first_by_regex = first_by_regex.or(Some(rule));
+                }
+            }
+        }
+        let mut find = |rule: &Rule| {
+            for m in rule.regex.find_iter(text) {
+                keep(rule, m.start(), m.end());
+            }
+        };
+        match (by_regex, first_by_regex) {
+            (1, Some(rule)) => find(rule),
+            (0, _) => {}
+            _ => self
                 .set
                 .matches(text)
                 .iter()
-                .for_each(|index| find(&self.rules[index])),
+                .for_each(|index| find(&self.rules[self.set_rules[index]])),
         }
         if spans.is_empty() {
             return None;
@@ -380,7 +427,7 @@ impl Redactor {
                 continue;
             }
             out.push_str(&text[cursor..start]);
-            out.push_str(&self.replacement(rule, &text[start..end]));
+            self.push_replacement(&mut out, rule, &text[start..end]);
             tally.detections.push(rule);
             cursor = end;
         }
