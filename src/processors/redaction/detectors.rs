@@ -526,8 +526,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Matches as byte ranges.
+    type Found = Vec<(usize, usize)>;
+
     /// What the finder of `name` finds, and what its pattern's `find_iter` finds.
-    fn both(name: &str, text: &str) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    fn both(name: &str, text: &str) -> (Found, Found) {
         let detector = ALL.iter().find(|d| d.name == name).unwrap();
         let mut found = Vec::new();
         (detector.find.unwrap())(text, &mut |start, end| found.push((start, end)));
