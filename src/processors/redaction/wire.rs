@@ -173,9 +173,10 @@ impl<'a> Writer<'a> {
     /// The output, with everything before `record` copied to it.
     fn up_to(&mut self, record: usize) -> &mut Vec<u8> {
         let (buf, copied) = (self.buf, self.copied);
+        // room for `summary` attributes too, so a large message is not copied again
         let out = self
             .out
-            .get_or_insert_with(|| Vec::with_capacity(self.end - copied + 64));
+            .get_or_insert_with(|| Vec::with_capacity((self.end - copied) * 5 / 4 + 64));
         out.extend_from_slice(&buf[copied..record]);
         self.copied = record;
         out
