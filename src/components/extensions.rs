@@ -1,6 +1,7 @@
 //! The extensions sieve has: the `extensions:` section's config enum. An extension is
 //! added here and nowhere else outside its own folder.
 
+use crate::auth::{Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::storage::FileStorageConfig;
@@ -11,15 +12,21 @@ use serde::Deserializer;
 pub enum ExtensionConfig {
     /// A directory for persistent queues (`sending_queue.storage`).
     FileStorage(FileStorageConfig),
+    /// Bearer tokens (see [`crate::auth`]).
+    BearerTokenAuth(BearerTokenConfig),
+    /// HTTP basic authentication (see [`crate::auth`]).
+    BasicAuth(BasicAuthConfig),
 }
 
 impl ComponentConfig for ExtensionConfig {
     const SECTION: &'static str = "extensions";
-    const KINDS: &'static [&'static str] = &["file_storage"];
+    const KINDS: &'static [&'static str] = &["file_storage", "bearertokenauth", "basicauth"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "file_storage" => or_default(d).map(ExtensionConfig::FileStorage),
+            "bearertokenauth" => or_default(d).map(ExtensionConfig::BearerTokenAuth),
+            "basicauth" => or_default(d).map(ExtensionConfig::BasicAuth),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -31,12 +38,17 @@ impl ComponentConfig for ExtensionConfig {
     fn validate(&self) -> Result<(), FieldError> {
         match self {
             ExtensionConfig::FileStorage(c) => c.validate(),
+            ExtensionConfig::BearerTokenAuth(c) => c.validate(),
+            ExtensionConfig::BasicAuth(c) => c.validate(),
         }
     }
 
     fn roles(&self) -> &'static [&'static str] {
         match self {
             ExtensionConfig::FileStorage(_) => &["storage"],
+            ExtensionConfig::BearerTokenAuth(_) => &["server_auth"],
+            ExtensionConfig::BasicAuth(c) if c.htpasswd.is_some() => &["server_auth"],
+            ExtensionConfig::BasicAuth(_) => &[],
         }
     }
 }
@@ -46,6 +58,19 @@ impl ExtensionConfig {
     pub fn file_storage(&self) -> Option<&FileStorageConfig> {
         match self {
             ExtensionConfig::FileStorage(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Builds the server authenticator this is, if it is one.
+    pub fn server_authenticator(&self) -> Option<Result<Authenticator, String>> {
+        match self {
+            ExtensionConfig::BearerTokenAuth(c) => Some(Bearer::new(c).map(Authenticator::Bearer)),
+            ExtensionConfig::BasicAuth(c) => c
+                .htpasswd
+                .as_ref()
+                .map(|h| Basic::new(h).map(Authenticator::Basic)),
+            ExtensionConfig::FileStorage(_) => None,
         }
     }
 }

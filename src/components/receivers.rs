@@ -4,7 +4,8 @@
 //! outside its own folder.
 
 use crate::build::BuildError;
-use crate::config::{or_default, ComponentConfig, ComponentId, FieldError};
+use crate::components::ExtensionConfig;
+use crate::config::{or_default, ComponentConfig, ComponentId, ExtensionReference, FieldError};
 use crate::model::Signal;
 use crate::net::Handover;
 use crate::queue::Routes;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 /// The `receivers:` section, tagged by component type.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReceiverConfig {
-    Otlp(crate::receivers::otlp::OtlpReceiverConfig),
+    Otlp(Box<crate::receivers::otlp::OtlpReceiverConfig>),
     Syslog(crate::receivers::syslog::SyslogReceiverConfig),
     Kafka(Box<crate::receivers::kafka::KafkaReceiverConfig>),
 }
@@ -47,7 +48,7 @@ impl ComponentConfig for ReceiverConfig {
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
-            "otlp" => or_default(d).map(ReceiverConfig::Otlp),
+            "otlp" => or_default(d).map(|c| ReceiverConfig::Otlp(Box::new(c))),
             "syslog" => or_default(d).map(ReceiverConfig::Syslog),
             "kafka" => or_default(d).map(|c| ReceiverConfig::Kafka(Box::new(c))),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
@@ -69,6 +70,67 @@ impl ComponentConfig for ReceiverConfig {
             ReceiverConfig::Kafka(c) => c.validate(),
         }
     }
+
+    fn extension_references(&self) -> Vec<ExtensionReference> {
+        let ReceiverConfig::Otlp(c) = self else {
+            return Vec::new();
+        };
+        let protocols = &c.protocols;
+        [
+            (
+                "protocols.grpc.auth.authenticator",
+                protocols.grpc.as_ref().and_then(|g| g.auth.as_ref()),
+            ),
+            (
+                "protocols.http.auth.authenticator",
+                protocols.http.as_ref().and_then(|h| h.auth.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, auth)| {
+            auth.map(|a| ExtensionReference {
+                key,
+                id: a.authenticator.clone(),
+                role: "server_auth",
+            })
+        })
+        .collect()
+    }
+}
+
+/// The extensions of a configuration, by id.
+pub type Extensions = std::collections::BTreeMap<ComponentId, ExtensionConfig>;
+
+/// Builds the server authenticators an `otlp` receiver's protocols name.
+fn otlp_auth(
+    name: &str,
+    config: &otlp::OtlpReceiverConfig,
+    extensions: &Extensions,
+) -> Result<otlp::ProtocolAuth, BuildError> {
+    let build = |key: &str, auth: Option<&otlp::AuthConfig>| {
+        auth.map(|a| {
+            let extension = ComponentId::parse(&a.authenticator)
+                .ok()
+                .and_then(|id| extensions.get(&id))
+                .and_then(ExtensionConfig::server_authenticator)
+                .ok_or_else(|| BuildError::new(name, key, "not a server authenticator"))?;
+            extension
+                .map(std::sync::Arc::new)
+                .map_err(|e| BuildError::new(name, key, e))
+        })
+        .transpose()
+    };
+    let protocols = &config.protocols;
+    Ok(otlp::ProtocolAuth {
+        grpc: build(
+            "protocols.grpc.auth",
+            protocols.grpc.as_ref().and_then(|g| g.auth.as_ref()),
+        )?,
+        http: build(
+            "protocols.http.auth",
+            protocols.http.as_ref().and_then(|h| h.auth.as_ref()),
+        )?,
+    })
 }
 
 /// A started receiver.
@@ -88,6 +150,43 @@ pub enum PreparedReceiver {
 }
 
 impl ReceiverConfig {
+    /// Listeners on a non-loopback address with neither TLS nor an authenticator: the
+    /// protocol and the address. (Syslog carries no credentials: TLS with
+    /// `client_ca_file` is its authentication, and UDP has neither.)
+    pub fn unprotected_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let exposed = |protocol, addr: Option<SocketAddr>, protected: bool| {
+            addr.filter(|a| !a.ip().is_loopback() && !protected)
+                .map(|a| (protocol, a))
+        };
+        let listeners = match self {
+            ReceiverConfig::Otlp(c) => {
+                let (grpc, http) = (c.protocols.grpc.as_ref(), c.protocols.http.as_ref());
+                [
+                    exposed(
+                        "grpc",
+                        otlp::grpc_addr(c),
+                        grpc.is_some_and(|g| g.tls.is_some() || g.auth.is_some()),
+                    ),
+                    exposed(
+                        "http",
+                        otlp::http_addr(c),
+                        http.is_some_and(|h| h.tls.is_some() || h.auth.is_some()),
+                    ),
+                ]
+            }
+            ReceiverConfig::Syslog(c) => [
+                exposed(
+                    "tcp",
+                    syslog::tcp_addr(c),
+                    c.tcp.as_ref().is_some_and(|t| t.tls.is_some()),
+                ),
+                exposed("udp", syslog::udp_addr(c), false),
+            ],
+            ReceiverConfig::Kafka(_) => [None, None],
+        };
+        listeners.into_iter().flatten().collect()
+    }
+
     /// The addresses it is configured to listen on, TCP and UDP alike (none for a
     /// receiver that connects out).
     pub fn listen_addresses(&self) -> Vec<SocketAddr> {
@@ -105,13 +204,17 @@ impl ReceiverConfig {
         &self,
         id: &ComponentId,
         handover: &Handover,
+        extensions: &Extensions,
     ) -> Result<PreparedReceiver, BuildError> {
         let name = id.to_string();
         let failed = |e: std::io::Error| BuildError::new(&name, "", e);
         match self {
-            ReceiverConfig::Otlp(c) => OtlpReceiver::prepare(&name, c, handover)
-                .map(PreparedReceiver::Otlp)
-                .map_err(failed),
+            ReceiverConfig::Otlp(c) => {
+                let auth = otlp_auth(&name, c, extensions)?;
+                OtlpReceiver::prepare(&name, c, handover, auth)
+                    .map(PreparedReceiver::Otlp)
+                    .map_err(failed)
+            }
             ReceiverConfig::Syslog(c) => SyslogReceiver::prepare(&name, c, handover)
                 .map(PreparedReceiver::Syslog)
                 .map_err(failed),
@@ -136,13 +239,16 @@ impl RunningReceiver {
         &self,
         id: &ComponentId,
         config: &ReceiverConfig,
+        extensions: &Extensions,
     ) -> Result<PreparedReceiver, BuildError> {
         let failed = |e: std::io::Error| BuildError::new(&id.to_string(), "", e);
         match (self, config) {
-            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => r
-                .prepare_update(c)
-                .map(PreparedReceiver::Otlp)
-                .map_err(failed),
+            (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => {
+                let auth = otlp_auth(&id.to_string(), c, extensions)?;
+                r.prepare_update(c, auth)
+                    .map(PreparedReceiver::Otlp)
+                    .map_err(failed)
+            }
             (RunningReceiver::Syslog(r), ReceiverConfig::Syslog(c)) => r
                 .prepare_update(c)
                 .map(PreparedReceiver::Syslog)

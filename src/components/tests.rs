@@ -521,3 +521,122 @@ fn a_pipeline_keeps_one_storage() {
     );
     assert!(error.line.is_some(), "{error}");
 }
+
+/// The collector's documented `bearertokenauth` and `basicauth` configs, as users have
+/// them, with receivers naming them.
+const COLLECTOR_AUTH: &str = "\
+extensions:
+  bearertokenauth:
+    token: \"somerandomtoken\"
+  bearertokenauth/withscheme:
+    scheme: \"Bearer\"
+    token: \"randomtoken\"
+  basicauth/server:
+    htpasswd:
+      inline: |
+        ${env:SIEVE_TEST_BASIC_USER}:${env:SIEVE_TEST_BASIC_PASSWORD}
+  basicauth/client:
+    client_auth:
+      username: username
+      password: password
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+        auth:
+          authenticator: bearertokenauth/withscheme
+      http:
+        endpoint: 127.0.0.1:4318
+        auth:
+          authenticator: basicauth/server
+exporters:
+  debug:
+service:
+  extensions: [bearertokenauth, bearertokenauth/withscheme, basicauth/server, basicauth/client]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+";
+
+#[test]
+fn the_collectors_auth_configs_load_unchanged() {
+    std::env::set_var("SIEVE_TEST_BASIC_USER", "user");
+    std::env::set_var("SIEVE_TEST_BASIC_PASSWORD", "pass");
+    let config = parse(COLLECTOR_AUTH).unwrap();
+    use crate::config::ComponentConfig;
+    let receiver = &config.receivers[&ComponentId::parse("otlp").unwrap()];
+    let references: Vec<String> = receiver
+        .extension_references()
+        .into_iter()
+        .map(|r| format!("{}={}", r.key, r.id))
+        .collect();
+    assert_eq!(
+        references,
+        [
+            "protocols.grpc.auth.authenticator=bearertokenauth/withscheme",
+            "protocols.http.auth.authenticator=basicauth/server"
+        ]
+    );
+}
+
+#[test]
+fn an_authenticator_that_is_not_one_is_refused_naming_the_key_and_line() {
+    std::env::set_var("SIEVE_TEST_BASIC_USER", "user");
+    std::env::set_var("SIEVE_TEST_BASIC_PASSWORD", "pass");
+    let client_only = COLLECTOR_AUTH.replacen(
+        "authenticator: basicauth/server",
+        "authenticator: basicauth/client",
+        1,
+    );
+    let error = parse(&client_only).unwrap_err();
+    assert_eq!(error.line, Some(25), "{error}");
+    assert!(error.to_string().contains("auth.authenticator"), "{error}");
+    let unknown =
+        COLLECTOR_AUTH.replacen("authenticator: basicauth/server", "authenticator: oidc", 1);
+    assert!(parse(&unknown).is_err());
+    let no_token = COLLECTOR_AUTH.replacen(
+        "    token: \"somerandomtoken\"\n",
+        "    scheme: Bearer\n",
+        1,
+    );
+    let error = parse(&no_token).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("extensions.bearertokenauth.token"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("randomtoken"), "{error}");
+}
+
+#[test]
+fn listeners_beyond_loopback_without_tls_or_auth_are_named() {
+    std::env::set_var("SIEVE_TEST_BASIC_USER", "user");
+    std::env::set_var("SIEVE_TEST_BASIC_PASSWORD", "pass");
+    let otlp = ComponentId::parse("otlp").unwrap();
+    let exposed = COLLECTOR_AUTH
+        .replace("127.0.0.1:4317", "0.0.0.0:4317")
+        .replace("127.0.0.1:4318", "0.0.0.0:4318");
+    let config = parse(&exposed).unwrap();
+    assert!(
+        config.receivers[&otlp].unprotected_listeners().is_empty(),
+        "both protocols authenticate"
+    );
+    let open = exposed.replacen(
+        "        auth:\n          authenticator: basicauth/server\n",
+        "",
+        1,
+    );
+    let config = parse(&open).unwrap();
+    assert_eq!(
+        config.receivers[&otlp].unprotected_listeners(),
+        vec![("http", "0.0.0.0:4318".parse().unwrap())]
+    );
+    let config = parse(GOOD).unwrap();
+    assert!(
+        config.receivers[&otlp].unprotected_listeners().is_empty(),
+        "loopback is not exposed"
+    );
+}

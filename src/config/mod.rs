@@ -102,7 +102,7 @@ impl fmt::Display for PipelineId {
 }
 
 /// A config value that must never be printed: headers, passwords, tokens.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -621,6 +621,7 @@ impl Checker<'_> {
         let receivers = self.components(raw.receivers)?;
         let processors = self.components(raw.processors)?;
         let exporters = self.components(raw.exporters)?;
+        self.extension_references(&extensions, &receivers)?;
         self.extension_references(&extensions, &exporters)?;
         let mut pipelines = BTreeMap::new();
         for (key, raw_pipeline) in raw.service.pipelines {

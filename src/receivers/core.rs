@@ -32,6 +32,9 @@ pub struct ReceiverCore {
     telemetry: Arc<Telemetry>,
     /// Per signal, in [`Signal::ALL`] order.
     ledgers: [Arc<ReceiverLedger>; 3],
+    /// When an authentication failure was last logged, in seconds after `started`.
+    auth_logged: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl ReceiverCore {
@@ -47,6 +50,36 @@ impl ReceiverCore {
             routes: RwLock::new(routes),
             telemetry,
             ledgers,
+            auth_logged: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts a request refused for its credentials, and logs it at most every ten
+    /// seconds (the credential itself never).
+    pub fn count_unauthenticated(&self, transport: &str, failure: crate::auth::AuthFailure) {
+        use std::sync::atomic::Ordering;
+        let labels = RequestLabels {
+            receiver: self.id.clone(),
+            transport: transport.into(),
+            reason: failure.reason().into(),
+        };
+        self.telemetry
+            .family::<RequestLabels, prometheus_client::metrics::counter::Counter>(
+                "receiver_unauthenticated_requests",
+                "Requests refused for missing or invalid credentials",
+            )
+            .get_or_create(&labels)
+            .inc();
+        let now = self.started.elapsed().as_secs() + 10;
+        let last = self.auth_logged.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self
+                .auth_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(receiver = %self.id, transport, reason = failure.reason(), "refused a request without valid credentials (logged at most every 10 s; see sieve_receiver_unauthenticated_requests_total)");
         }
     }
 

@@ -5,8 +5,9 @@
 //!
 //! Receivers (only those some pipeline lists run):
 //! - unchanged and not serving TLS: kept as they are (sockets, connections, settings);
-//! - changed, or serving TLS from files: updated in place — listeners whose address
-//!   did not change are kept, and certificate files are read again (rotation);
+//! - changed (or an extension it names changed), or serving TLS or authenticating from
+//!   files: updated in place — listeners whose address did not change are kept, and
+//!   certificate and htpasswd files are read again (rotation);
 //! - new: started; a new receiver listening where a stopped one listened (a rename)
 //!   takes over that socket instead of failing to bind it;
 //! - no longer listed: stopped.
@@ -19,7 +20,7 @@
 
 use super::pipeline::Signature;
 use crate::components::Config;
-use crate::config::{ComponentId, PipelineId};
+use crate::config::{ComponentConfig, ComponentId, PipelineId};
 use std::collections::BTreeMap;
 
 /// What a reload does to one receiver.
@@ -87,12 +88,11 @@ fn receiver_changes(
     let mut changes = BTreeMap::new();
     for id in &after {
         let wanted = &new.receivers[id];
+        let reads_files = wanted.serves_tls() || !wanted.extension_references().is_empty();
         let change = match running.filter(|_| before.contains(id)) {
-            Some(old) if &old.receivers[id] == wanted && !wanted.serves_tls() => {
-                ReceiverChange::Keep
-            }
+            Some(old) if same_receiver(old, new, id) && !reads_files => ReceiverChange::Keep,
             Some(old) => ReceiverChange::Update {
-                tls_only: &old.receivers[id] == wanted,
+                tls_only: same_receiver(old, new, id),
             },
             None => ReceiverChange::Start {
                 takes_over: stopped
@@ -108,6 +108,22 @@ fn receiver_changes(
         changes.insert(id.clone(), ReceiverChange::Stop);
     }
     changes
+}
+
+/// Whether receiver `id` and the extensions it names are configured alike in both.
+fn same_receiver(old: &Config, new: &Config, id: &ComponentId) -> bool {
+    let named = |config: &Config| {
+        config.receivers[id]
+            .extension_references()
+            .into_iter()
+            .map(|r| {
+                ComponentId::parse(&r.id)
+                    .ok()
+                    .and_then(|e| config.extensions.get(&e).cloned())
+            })
+            .collect::<Vec<_>>()
+    };
+    old.receivers[id] == new.receivers[id] && named(old) == named(new)
 }
 
 /// Whether receiver `old_id` of `running` and `new_id` of `new` are configured on a

@@ -97,10 +97,10 @@ impl Topology {
             let wanted = config.receivers.get(id);
             let ready = match (change, self.receivers.get(id), wanted) {
                 (ReceiverChange::Update { .. }, Some(running), Some(wanted)) => {
-                    running.prepare_update(id, wanted)?
+                    running.prepare_update(id, wanted, &config.extensions)?
                 }
                 (ReceiverChange::Update { .. } | ReceiverChange::Start { .. }, _, Some(wanted)) => {
-                    wanted.prepare(id, &handover)?
+                    wanted.prepare(id, &handover, &config.extensions)?
                 }
                 _ => continue,
             };
@@ -168,6 +168,7 @@ impl Topology {
                 }
                 (Some(running), None) => running.set_routes(routes),
                 (None, Some(new)) => {
+                    warn_if_unprotected(id, &config.receivers[id]);
                     self.receivers.insert(
                         id.clone(),
                         RunningReceiver::start(id, new, routes, &self.telemetry),
@@ -223,5 +224,13 @@ impl Topology {
         let before = self.retiring.len();
         self.retiring.retain(|r| !r.is_finished());
         before - self.retiring.len()
+    }
+}
+
+/// Warns, when a receiver starts, about each of its listeners open beyond this machine
+/// with neither TLS nor an authenticator: anyone who can reach it can send data.
+fn warn_if_unprotected(id: &ComponentId, config: &crate::components::ReceiverConfig) {
+    for (protocol, address) in config.unprotected_listeners() {
+        tracing::warn!(receiver = %id, protocol, %address, "listening beyond loopback with neither TLS nor an authenticator: anyone who reaches this address can send data");
     }
 }

@@ -1,6 +1,7 @@
 //! sieve's integration tests, in one binary (ripgrep's layout): real clients and servers
 //! around the real `sieve` executable.
 
+mod auth;
 mod cli;
 mod fuzz_corpus;
 mod harness;

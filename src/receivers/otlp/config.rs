@@ -41,6 +41,14 @@ pub struct Protocols {
     pub http: Option<HttpServerConfig>,
 }
 
+/// `auth:` of a server protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The id of the authenticator extension.
+    pub authenticator: String,
+}
+
 /// `protocols: grpc:`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +74,9 @@ pub struct GrpcServerConfig {
     /// Serve over TLS (`cert_file`, `key_file`; `client_ca_file` requires client
     /// certificates). Plaintext when absent.
     pub tls: Option<TlsServerConfig>,
+    /// Require credentials: `authenticator` names a `bearertokenauth` or `basicauth`
+    /// extension. Requests without valid ones get `UNAUTHENTICATED` / 401.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for GrpcServerConfig {
@@ -78,6 +89,7 @@ impl Default for GrpcServerConfig {
             read_header_timeout: Duration::from_secs(10),
             max_concurrent_streams: 200,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -113,6 +125,9 @@ pub struct HttpServerConfig {
     /// Serve over TLS (`cert_file`, `key_file`; `client_ca_file` requires client
     /// certificates). Plaintext when absent.
     pub tls: Option<TlsServerConfig>,
+    /// Require credentials: `authenticator` names a `bearertokenauth` or `basicauth`
+    /// extension. Requests without valid ones get `UNAUTHENTICATED` / 401.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for HttpServerConfig {
@@ -128,6 +143,7 @@ impl Default for HttpServerConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             tls: None,
+            auth: None,
         }
     }
 }

@@ -46,6 +46,14 @@ impl Failure {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    if shared.authenticate("grpc", req.headers()).is_err() {
+        return status_response(&Failure {
+            code: code::UNAUTHENTICATED,
+            message: "missing or invalid credentials".into(),
+            rejected_reason: None,
+            retry_after: false,
+        });
+    }
     match export(&shared, req).await {
         Ok(rejected) => ok_response(rejected.as_ref()),
         Err(failure) => {

@@ -57,6 +57,9 @@ impl Failure {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let format = request_format(&req);
+    if let Err(challenge) = shared.authenticate("http", req.headers()) {
+        return unauthenticated(format.unwrap_or(Format::Protobuf), &challenge);
+    }
     match export(&shared, req).await {
         Ok(rejected) => success(format.unwrap_or(Format::Protobuf), rejected),
         Err(failure) => {
@@ -244,6 +247,25 @@ fn success(format: Format, rejected: Option<Rejected>) -> Response<Body> {
         .header("content-type", format.content_type())
         .body(net::full(body))
         .expect("static headers are valid")
+}
+
+/// 401 with the authenticator's challenge; the body says no more than that.
+fn unauthenticated(format: Format, challenge: &str) -> Response<Body> {
+    let message = "missing or invalid credentials";
+    let body = match format {
+        Format::Protobuf => {
+            grpc::status_message(code::UNAUTHENTICATED, message, None).encode_to_vec()
+        }
+        Format::Json => serde_json::json!({ "code": code::UNAUTHENTICATED, "message": message })
+            .to_string()
+            .into_bytes(),
+    };
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header("content-type", format.content_type())
+        .header("www-authenticate", challenge)
+        .body(net::full(body))
+        .expect("the challenge is a valid header value")
 }
 
 /// An error status with a `google.rpc.Status` body in the request's format.

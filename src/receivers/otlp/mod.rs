@@ -32,10 +32,11 @@ mod grpc;
 mod http;
 pub mod json;
 
-pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protocols};
+pub use config::{AuthConfig, GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, Protocols};
 
 use super::budget::Budget;
 use super::core::ReceiverCore;
+use crate::auth::Authenticator;
 use crate::model::{Rejected, Signal};
 use crate::net::parse_address;
 use crate::net::{self, Admission, Handover, Server};
@@ -61,14 +62,44 @@ use tokio_rustls::TlsAcceptor;
 /// How long clients are asked to wait after a refusal.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// The server authenticators of the two protocols, built from the extensions their
+/// `auth.authenticator` names.
+#[derive(Clone, Default)]
+pub struct ProtocolAuth {
+    pub grpc: Option<Arc<Authenticator>>,
+    pub http: Option<Arc<Authenticator>>,
+}
+
 /// What both protocol handlers share.
 struct Shared {
     core: ReceiverCore,
     config: RwLock<Arc<OtlpReceiverConfig>>,
     budget: RwLock<Budget>,
+    auth: RwLock<ProtocolAuth>,
 }
 
 impl Shared {
+    /// Checks a request's credentials when its protocol asks for them; a failure is
+    /// counted and comes back with the `WWW-Authenticate` challenge.
+    fn authenticate(
+        &self,
+        transport: &'static str,
+        headers: &hyper::HeaderMap,
+    ) -> Result<(), String> {
+        let auth = self.auth.read();
+        let authenticator = match transport {
+            "grpc" => auth.grpc.as_ref(),
+            _ => auth.http.as_ref(),
+        };
+        let Some(authenticator) = authenticator else {
+            return Ok(());
+        };
+        authenticator.check(headers).map_err(|failure| {
+            self.core.count_unauthenticated(transport, failure);
+            authenticator.challenge()
+        })
+    }
+
     fn config(&self) -> Arc<OtlpReceiverConfig> {
         Arc::clone(&self.config.read())
     }
@@ -113,6 +144,7 @@ fn admit(admission: &Admission, tls: Option<TlsAcceptor>, limits: Option<crate::
 /// Listeners bound (and TLS files loaded) for a new or changed config, not yet serving.
 pub struct Prepared {
     config: OtlpReceiverConfig,
+    auth: ProtocolAuth,
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
     grpc_tls: Option<TlsAcceptor>,
@@ -185,6 +217,7 @@ impl OtlpReceiver {
         id: &str,
         config: &OtlpReceiverConfig,
         handover: &Handover,
+        auth: ProtocolAuth,
     ) -> std::io::Result<Prepared> {
         let bind = |protocol, addr: Option<SocketAddr>| {
             addr.map(|a| handover.tcp(a).map_err(|e| bind_error(id, protocol, a, e)))
@@ -193,6 +226,7 @@ impl OtlpReceiver {
         let (grpc_tls, http_tls) = load_tls_of(id, config)?;
         Ok(Prepared {
             config: config.clone(),
+            auth,
             grpc: bind("grpc", grpc_addr(config))?,
             http: bind("http", http_addr(config))?,
             grpc_tls,
@@ -201,7 +235,11 @@ impl OtlpReceiver {
     }
 
     /// Binds only the listeners whose address changes under `config`.
-    pub fn prepare_update(&self, config: &OtlpReceiverConfig) -> std::io::Result<Prepared> {
+    pub fn prepare_update(
+        &self,
+        config: &OtlpReceiverConfig,
+        auth: ProtocolAuth,
+    ) -> std::io::Result<Prepared> {
         let id = &self.shared.core.id;
         let rebind =
             |protocol, current: Option<SocketAddr>, wanted: Option<SocketAddr>| match wanted {
@@ -214,6 +252,7 @@ impl OtlpReceiver {
         Ok(Prepared {
             grpc_tls,
             http_tls,
+            auth,
             config: config.clone(),
             grpc: rebind(
                 "grpc",
@@ -239,6 +278,7 @@ impl OtlpReceiver {
             core: ReceiverCore::new(id, routes, telemetry),
             budget: RwLock::new(Budget::new(prepared.config.in_flight_bytes())),
             config: RwLock::new(Arc::new(prepared.config.clone())),
+            auth: RwLock::new(prepared.auth.clone()),
         });
         let mut receiver = OtlpReceiver {
             grpc_admission: admission(&shared, "grpc"),
@@ -278,6 +318,7 @@ impl OtlpReceiver {
         let wants_grpc = prepared.config.protocols.grpc.is_some();
         let wants_http = prepared.config.protocols.http.is_some();
         self.admit(&prepared);
+        *self.shared.auth.write() = prepared.auth.clone();
         self.shared.set_config(prepared.config);
         if let Some(listener) = prepared.grpc {
             let server = grpc::serve(listener, Arc::clone(&self.shared), &self.grpc_admission);
