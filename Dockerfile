@@ -10,6 +10,9 @@ WORKDIR /src
 COPY . .
 # librdkafka and OpenSSL (the `kafka` feature) build from source with make, perl and gcc,
 # which this image has.
+# `sieve --version` names the commit: from the checkout when .git is in the context,
+# else from `--build-arg SIEVE_COMMIT=$(git rev-parse HEAD)`.
+ARG SIEVE_COMMIT=""
 RUN cargo build --release --locked --bin sieve
 
 FROM debian:bookworm-slim

@@ -19,7 +19,14 @@ const EXIT_BAD_CONFIG: u8 = 64;
 #[derive(Parser)]
 #[command(
     name = "sieve",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("SIEVE_COMMIT"),
+        ", tree ",
+        env!("SIEVE_TREE"),
+        ")"
+    ),
     about = "An OpenTelemetry-compatible telemetry collector"
 )]
 struct Cli {

@@ -51,7 +51,7 @@
 //! | `sieve_process_heap_bytes` | — | bytes held on the heap (what `memory_limiter` measures) |
 //! | `sieve_process_resident_bytes` | — | resident set size |
 //! | `sieve_config_reloads_total` | result | SIGHUP reloads |
-//! | `sieve_build_info` | version | always 1 |
+//! | `sieve_build_info` | version, commit, tree | always 1: the commit built from and whether the tree was `clean` |
 //!
 //! This module keeps the families every receiver, pipeline and exporter shares. The
 //! rows from `sieve_exporter_label_overflows_total` to the storage ones belong to one
@@ -154,6 +154,10 @@ struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
+    /// The commit built from (`unknown` without a git checkout or `SIEVE_COMMIT`).
+    commit: String,
+    /// `clean`, `modified` (uncommitted changes) or `unknown`.
+    tree: String,
 }
 
 /// What a queue holds, read at scrape time.
@@ -299,6 +303,8 @@ impl Telemetry {
         build
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
+                commit: env!("SIEVE_COMMIT").into(),
+                tree: env!("SIEVE_TREE").into(),
             })
             .set(1);
         registry.register("build_info", "Build information", build);

@@ -80,11 +80,26 @@ fn a_bad_config_exits_64_naming_key_and_line() {
 }
 
 #[test]
-fn version_is_printed() {
+fn version_names_the_commit_and_the_state_of_the_tree() {
     let output = Command::new(sieve_bin()).arg("--version").output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let prefix = format!("sieve {} (commit {head}, tree ", env!("CARGO_PKG_VERSION"));
+    assert!(printed.starts_with(&prefix), "{printed} (HEAD is {head})");
+    assert!(
+        printed.ends_with("tree clean)") || printed.ends_with("tree modified)"),
+        "{printed}"
+    );
+    let sieve = Sieve::start(&passthrough_config("http://127.0.0.1:1", "batch", "", ""));
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        format!("sieve {}", env!("CARGO_PKG_VERSION"))
+        sieve.metric("sieve_build_info", &[("commit", &head)]),
+        1.0,
+        "sieve_build_info names the commit"
     );
 }
 
