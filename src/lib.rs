@@ -21,6 +21,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+pub mod audit;
 pub mod auth;
 pub mod build;
 pub mod components;

@@ -47,6 +47,18 @@ enum Command {
         #[command(subcommand)]
         action: QueueCommand,
     },
+    /// Work with the configuration audit trail (`service.audit.path`).
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that no record of an audit file was edited, removed or reordered: exit 0
+    /// and the number of records when the chain holds, 1 naming the first broken line.
+    Verify { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -63,6 +75,21 @@ fn main() -> ExitCode {
     }) = &cli.command
     {
         return inspect(dir);
+    }
+    if let Some(Command::Audit {
+        action: AuditCommand::Verify { file },
+    }) = &cli.command
+    {
+        return match sieve::audit::verify(file) {
+            Ok(records) => {
+                println!("{}: {records} records, chain intact", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: chain broken at {error}", file.display());
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match &cli.config {
         Some(path) => Config::load(path),

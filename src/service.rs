@@ -4,7 +4,11 @@
 //! A reload applies `service.telemetry` too: a new metrics address is bound before the
 //! topology changes (so a taken port fails the reload with nothing changed) and served
 //! once it has; a new log level applies at once. The log encoding needs a restart.
+//!
+//! With `service.audit.path`, the start and every reload, applied or failed, append a
+//! record to the audit trail ([`crate::audit`]).
 
+use crate::audit::{AuditConfig, AuditLog, Changes, Event};
 use crate::components::Config;
 use crate::config::TelemetryConfig;
 use crate::telemetry::{self, Telemetry};
@@ -48,8 +52,16 @@ async fn run_redacted(
 
     let mut shutdown_timeout = config.shutdown_timeout;
     let mut running_telemetry = config.telemetry.clone();
+    let mut audit = open_audit(config.audit.as_ref())?;
+    let mut running = config.clone();
     let mut topology = Topology::new(telemetry.clone());
-    topology.apply(config).await?;
+    let started = topology.apply(config).await;
+    let outcome = match &started {
+        Ok(()) => Ok(Changes::between(None, &running)),
+        Err(e) => Err(running.redactor.redact(e)),
+    };
+    audit_record(&mut audit, "start", config_path.as_deref(), outcome);
+    started?;
     for (receiver, addresses) in topology.receiver_addresses() {
         tracing::info!(%receiver, ?addresses, "listening");
     }
@@ -64,8 +76,20 @@ async fn run_redacted(
                     tracing::info!("SIGHUP: running the embedded default configuration; nothing to reload");
                     continue;
                 };
-                match reload(&mut topology, path, &running_telemetry).await {
+                let reloaded = reload(&mut topology, path, &running_telemetry).await;
+                let outcome = match &reloaded {
+                    Ok((config, _)) => Ok(Changes::between(Some(&running), config)),
+                    Err(error) => Err(error.clone()),
+                };
+                audit_record(&mut audit, "reload", Some(path), outcome);
+                match reloaded {
                     Ok((config, moved_metrics)) => {
+                        if config.audit != running.audit {
+                            match open_audit(config.audit.as_ref()) {
+                                Ok(opened) => audit = opened,
+                                Err(error) => tracing::error!(%error, "the new audit trail cannot be opened; recording to the previous one"),
+                            }
+                        }
                         if let Some(listener) = moved_metrics {
                             let moved = telemetry::serve_on(listener, telemetry.clone());
                             std::mem::replace(&mut metrics_server, moved).stop().await;
@@ -81,7 +105,8 @@ async fn run_redacted(
                             tracing::warn!("service.telemetry.logs.encoding changes take effect on restart");
                         }
                         shutdown_timeout = config.shutdown_timeout;
-                        running_telemetry = config.telemetry;
+                        running_telemetry = config.telemetry.clone();
+                        running = config;
                         telemetry.record_reload(true);
                         tracing::info!(config = %path.display(), "configuration reloaded");
                     }
@@ -103,6 +128,46 @@ async fn run_redacted(
     metrics_server.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the audit trail the config asks for: a file that cannot be opened fails the
+/// start (or the reload that names it), as any resource the config asks for.
+fn open_audit(config: Option<&AuditConfig>) -> Result<Option<AuditLog>, String> {
+    config
+        .map(|c| {
+            AuditLog::open(&c.path)
+                .map_err(|e| format!("service.audit.path: cannot open {}: {e}", c.path.display()))
+        })
+        .transpose()
+}
+
+/// Appends a load's record to the audit trail, if there is one; a failure to write is
+/// logged, never fatal.
+fn audit_record(
+    log: &mut Option<AuditLog>,
+    kind: &str,
+    path: Option<&std::path::Path>,
+    result: Result<Changes, String>,
+) {
+    let Some(log) = log else {
+        return;
+    };
+    let (file, contents) = match path {
+        Some(path) => (path, std::fs::read(path).unwrap_or_default()),
+        None => (
+            std::path::Path::new("<embedded default>"),
+            crate::config::DEFAULT_CONFIG.as_bytes().to_vec(),
+        ),
+    };
+    let event = Event {
+        kind,
+        file,
+        contents: &contents,
+        result,
+    };
+    if let Err(error) = log.append(event) {
+        tracing::error!(%error, file = %log.path().display(), "cannot append to the audit trail");
+    }
 }
 
 /// Loads and applies the file; returns the config and, when the metrics address moved,

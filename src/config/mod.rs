@@ -416,6 +416,9 @@ struct RawService {
     telemetry: TelemetryConfig,
     #[serde(default = "default_shutdown_timeout", with = "duration")]
     shutdown_timeout: Duration,
+    /// The configuration audit trail (see [`crate::audit`]).
+    #[serde(default)]
+    audit: Option<crate::audit::AuditConfig>,
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -448,6 +451,8 @@ pub struct Config<C: Components> {
     pub telemetry: TelemetryConfig,
     /// How long SIGTERM waits for queues to drain (`service.shutdown_timeout`, default 10s).
     pub shutdown_timeout: Duration,
+    /// `service.audit`: where loads and reloads are recorded, if anywhere.
+    pub audit: Option<crate::audit::AuditConfig>,
     /// Keeps the values of `${..}` references out of every message about this config
     /// (start and reload failures included).
     pub redactor: expand::Redactor,
@@ -700,6 +705,7 @@ impl Checker<'_> {
             pipelines,
             telemetry,
             shutdown_timeout: raw.service.shutdown_timeout,
+            audit: raw.service.audit,
             redactor: expand::Redactor::default(),
         };
         for (id, pipeline) in &config.pipelines {

@@ -3,6 +3,7 @@
 use crate::harness::{free_port, passthrough_config, sieve_bin, Sieve};
 use crate::sink::Sink;
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn every_shipped_pipeline_validates() {
@@ -234,4 +235,82 @@ fn start_and_reload_failures_show_references_not_values() {
     assert!(log.contains("reload failed"), "{log}");
     assert!(!log.contains("192.0.2.78"), "{log}");
     assert!(log.contains("${file:"), "{log}");
+}
+
+/// The audit trail records the start, an applied reload and a failed one, with no
+/// expanded secret in it; `sieve audit verify` accepts it, and refuses it once a record
+/// is edited or removed.
+#[test]
+fn the_audit_trail_records_every_load_and_verify_catches_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, secret) = (dir.path().join("audit.log"), dir.path().join("secret"));
+    std::fs::write(&secret, "audit-secret-value").unwrap();
+    let base = passthrough_config("http://127.0.0.1:1", "batch", "", "").replace(
+        "service:\n",
+        &format!("service:\n  audit:\n    path: {}\n", audit.display()),
+    );
+    let with_secret = base.replace(
+        "    compression: gzip\n",
+        &format!(
+            "    compression: gzip\n    headers:\n      X-Scope-OrgID: ${{file:{}}}\n",
+            secret.display()
+        ),
+    );
+    let sieve = Sieve::start(&base);
+    sieve.reload_with(&with_secret, 1.0);
+    sieve.write_config(
+        &with_secret.replace("    timeout: 50ms\n", "    timeout: 50ms\n    bogus: 1\n"),
+    );
+    sieve.signal("HUP");
+    sieve.wait_metric(
+        "sieve_config_reloads_total",
+        &[("result", "failure")],
+        Duration::from_secs(20),
+        |v| v >= 1.0,
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("\"event\":\"start\"")
+            && lines[0].contains("\"added\":[\"receivers/otlp\""),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"changed\":[\"exporters/otlp\"]"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("\"result\":\"error\"") && lines[2].contains("bogus"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        !text.contains("audit-secret-value"),
+        "an expanded secret in the trail"
+    );
+    let verify = |file: &std::path::Path| {
+        Command::new(sieve_bin())
+            .args(["audit", "verify"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let intact = verify(&audit);
+    assert!(intact.status.success());
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("3 records, chain intact"));
+    let edited = dir.path().join("edited.log");
+    std::fs::write(
+        &edited,
+        text.replacen("\"result\":\"error\"", "\"result\":\"ok\"", 1),
+    )
+    .unwrap();
+    let broken = verify(&edited);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("line 3"));
+    let removed = dir.path().join("removed.log");
+    std::fs::write(&removed, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+    assert_eq!(verify(&removed).status.code(), Some(1));
 }
