@@ -15,6 +15,10 @@
 //!   purpose: credentials that passed are remembered (as a SHA-256 digest, at most
 //!   [`REMEMBERED`] of them), so a client pays it once, not per request.
 //!
+//! Client side, an HTTP exporter's `auth.authenticator` names a `bearertokenauth` (its
+//! token, or the first line of its file, read again when it changes) or a `basicauth`
+//! with `client_auth` ([`ClientAuth`]); the header is marked sensitive.
+//!
 //! A failure is `missing` (no credentials in the request) or `invalid`; receivers answer
 //! gRPC `UNAUTHENTICATED` / HTTP 401 with `WWW-Authenticate`, count it by reason and log
 //! it at most every ten seconds. No credential, token or hash appears in a log line, a
@@ -437,6 +441,115 @@ impl Basic {
         }
         self.verified.lock().put(pair, ());
         Ok(())
+    }
+}
+
+/// What an exporter's `auth.authenticator` names, resolved from `extensions:` when its
+/// pipeline is built (a change of the extension rebuilds the pipeline).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCredentials {
+    Bearer(BearerTokenConfig),
+    Basic(ClientAuthConfig),
+}
+
+/// The credential an exporter sends: a header set on every request. A bearer token from
+/// `filename` is read again when the file changes (looked at once a second at most), so
+/// the client side rotates as the server side does.
+pub struct ClientAuth {
+    header: hyper::header::HeaderName,
+    credentials: ClientCredentials,
+    current: Mutex<(
+        hyper::header::HeaderValue,
+        Option<(Option<SystemTime>, u64)>,
+        Instant,
+    )>,
+}
+
+impl ClientAuth {
+    pub fn new(credentials: &ClientCredentials) -> Result<ClientAuth, String> {
+        let header = match credentials {
+            ClientCredentials::Bearer(c) => {
+                hyper::header::HeaderName::from_bytes(c.header.as_bytes())
+                    .map_err(|_| "not a valid header name".to_string())?
+            }
+            ClientCredentials::Basic(_) => hyper::header::AUTHORIZATION,
+        };
+        let stamp = match credentials {
+            ClientCredentials::Bearer(c) => c.filename.as_deref().and_then(file_stamp),
+            ClientCredentials::Basic(_) => None,
+        };
+        let value = Self::value(credentials)?;
+        Ok(ClientAuth {
+            header,
+            credentials: credentials.clone(),
+            current: Mutex::new((value, stamp, Instant::now())),
+        })
+    }
+
+    /// The header value, marked sensitive so that it is never logged.
+    fn value(credentials: &ClientCredentials) -> Result<hyper::header::HeaderValue, String> {
+        let text = match credentials {
+            ClientCredentials::Basic(c) => {
+                let pair = format!("{}:{}", c.username, c.password.0);
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            ClientCredentials::Bearer(c) => {
+                let token = match &c.filename {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                        .lines()
+                        .map(str::trim)
+                        .find(|l| !l.is_empty())
+                        .ok_or_else(|| format!("{} holds no token", path.display()))?
+                        .to_string(),
+                    None => c
+                        .token
+                        .as_ref()
+                        .or(c.tokens.first())
+                        .map(|t| t.0.clone())
+                        .ok_or("no token")?,
+                };
+                if c.scheme.is_empty() {
+                    token
+                } else {
+                    format!("{} {token}", c.scheme)
+                }
+            }
+        };
+        let mut value = hyper::header::HeaderValue::try_from(text)
+            .map_err(|_| "the credential is not a valid header value".to_string())?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// The header to set on a request now.
+    pub fn header(&self) -> (hyper::header::HeaderName, hyper::header::HeaderValue) {
+        let mut current = self.current.lock();
+        if let ClientCredentials::Bearer(BearerTokenConfig {
+            filename: Some(path),
+            ..
+        }) = &self.credentials
+        {
+            if current.2.elapsed() >= FILE_CHECK_EVERY {
+                current.2 = Instant::now();
+                let stamp = file_stamp(path);
+                if stamp.is_some() && stamp != current.1 {
+                    match Self::value(&self.credentials) {
+                        Ok(value) => {
+                            current.0 = value;
+                            current.1 = stamp;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "bearertokenauth: keeping the previous token")
+                        }
+                    }
+                }
+            }
+        }
+        (self.header.clone(), current.0.clone())
     }
 }
 

@@ -69,15 +69,17 @@ impl ComponentConfig for ExporterConfig {
     }
 
     fn extension_references(&self) -> Vec<ExtensionReference> {
-        self.sending_queue()
-            .storage
-            .map(|id| ExtensionReference {
-                key: "sending_queue.storage",
-                id,
-                role: "storage",
-            })
-            .into_iter()
-            .collect()
+        let storage = self.sending_queue().storage.map(|id| ExtensionReference {
+            key: "sending_queue.storage",
+            id,
+            role: "storage",
+        });
+        let auth = self.auth_id().map(|id| ExtensionReference {
+            key: "auth.authenticator",
+            id: id.to_string(),
+            role: "client_auth",
+        });
+        storage.into_iter().chain(auth).collect()
     }
 }
 
@@ -92,6 +94,28 @@ impl ExporterConfig {
             ExporterConfig::Debug(c) => c.verbosity != debug::Verbosity::Basic,
             ExporterConfig::Loki(_) | ExporterConfig::PrometheusRemoteWrite(_) => true,
             ExporterConfig::Kafka(c) => c.decodes(signal),
+        }
+    }
+
+    /// The client authenticator `auth.authenticator` names, for HTTP exporters.
+    fn auth_id(&self) -> Option<&str> {
+        let auth = match self {
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.auth.as_ref(),
+            ExporterConfig::Loki(c) => c.auth.as_ref(),
+            ExporterConfig::PrometheusRemoteWrite(c) => c.auth.as_ref(),
+            ExporterConfig::Kafka(_) | ExporterConfig::Debug(_) => None,
+        };
+        auth.map(|a| a.authenticator.as_str())
+    }
+
+    /// Fills in the credentials of the extension `auth.authenticator` names, so that the
+    /// exporter can be built (and compared: a changed extension is a changed exporter).
+    pub fn resolve_auth(&mut self, extensions: &super::Extensions) {
+        match self {
+            ExporterConfig::Otlp(c) | ExporterConfig::OtlpHttp(c) => c.resolve_auth(extensions),
+            ExporterConfig::Loki(c) => c.resolve_auth(extensions),
+            ExporterConfig::PrometheusRemoteWrite(c) => c.resolve_auth(extensions),
+            ExporterConfig::Kafka(_) | ExporterConfig::Debug(_) => {}
         }
     }
 

@@ -1,7 +1,9 @@
 //! The extensions sieve has: the `extensions:` section's config enum. An extension is
 //! added here and nowhere else outside its own folder.
 
-use crate::auth::{Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig};
+use crate::auth::{
+    Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig, ClientCredentials,
+};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::storage::FileStorageConfig;
@@ -46,9 +48,12 @@ impl ComponentConfig for ExtensionConfig {
     fn roles(&self) -> &'static [&'static str] {
         match self {
             ExtensionConfig::FileStorage(_) => &["storage"],
-            ExtensionConfig::BearerTokenAuth(_) => &["server_auth"],
-            ExtensionConfig::BasicAuth(c) if c.htpasswd.is_some() => &["server_auth"],
-            ExtensionConfig::BasicAuth(_) => &[],
+            ExtensionConfig::BearerTokenAuth(_) => &["server_auth", "client_auth"],
+            ExtensionConfig::BasicAuth(c) => match (&c.htpasswd, &c.client_auth) {
+                (Some(_), Some(_)) => &["server_auth", "client_auth"],
+                (Some(_), None) => &["server_auth"],
+                (None, _) => &["client_auth"],
+            },
         }
     }
 }
@@ -59,6 +64,15 @@ impl ExtensionConfig {
         match self {
             ExtensionConfig::FileStorage(c) => Some(c),
             _ => None,
+        }
+    }
+
+    /// The credentials an exporter naming this sends, if it is a client authenticator.
+    pub fn client_credentials(&self) -> Option<ClientCredentials> {
+        match self {
+            ExtensionConfig::BearerTokenAuth(c) => Some(ClientCredentials::Bearer(c.clone())),
+            ExtensionConfig::BasicAuth(c) => c.client_auth.clone().map(ClientCredentials::Basic),
+            ExtensionConfig::FileStorage(_) => None,
         }
     }
 

@@ -22,7 +22,7 @@ mod tests;
 pub use exporters::{Exporter, ExporterConfig};
 pub use extensions::ExtensionConfig;
 pub use processors::ProcessorConfig;
-pub use receivers::{PreparedReceiver, ReceiverConfig, RunningReceiver};
+pub use receivers::{Extensions, PreparedReceiver, ReceiverConfig, RunningReceiver};
 
 /// The components of this build of sieve.
 #[derive(Clone, Debug, PartialEq)]

@@ -640,3 +640,36 @@ fn listeners_beyond_loopback_without_tls_or_auth_are_named() {
         "loopback is not exposed"
     );
 }
+
+#[test]
+fn an_exporter_names_a_client_authenticator_and_one_credential_only() {
+    std::env::set_var("SIEVE_TEST_BASIC_USER", "user");
+    std::env::set_var("SIEVE_TEST_BASIC_PASSWORD", "pass");
+    let with_auth = COLLECTOR_AUTH.replace(
+        "exporters:\n  debug:\n",
+        "exporters:\n  debug:\n  otlp:\n    endpoint: http://127.0.0.1:4317\n    auth:\n      authenticator: basicauth/client\n",
+    ).replace("exporters: [debug]", "exporters: [otlp]");
+    let config = parse(&with_auth).unwrap();
+    let id = PipelineId::parse("traces").unwrap();
+    let signature = crate::topology::pipeline::Signature::of(&config, &config.pipelines[&id]);
+    assert!(
+        format!("{signature:?}").contains("auth_extension: Some(Basic(ClientAuthConfig { username: \"username\", password: <redacted> }))"),
+        "{signature:?}"
+    );
+    let server_only = with_auth.replacen(
+        "authenticator: basicauth/client\n",
+        "authenticator: basicauth/server\n",
+        2,
+    );
+    let error = parse(&server_only).unwrap_err();
+    assert!(
+        error.to_string().contains("is not a client_auth extension"),
+        "{error}"
+    );
+    let both = with_auth.replace(
+        "    auth:\n      authenticator: basicauth/client\n",
+        "    auth:\n      authenticator: basicauth/client\n    bearer_token: x\n",
+    );
+    let error = parse(&both).unwrap_err();
+    assert!(error.to_string().contains("exporters.otlp.auth"), "{error}");
+}

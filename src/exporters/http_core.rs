@@ -62,6 +62,15 @@ macro_rules! http_exporter_config {
             /// `${file:..}`; not together with `basic_auth`.
             #[serde(default)]
             pub bearer_token: Option<$crate::config::Secret>,
+            /// The collector's client authentication: `authenticator` names a
+            /// `bearertokenauth` or `basicauth` (`client_auth`) extension whose credential
+            /// goes with every request; not together with `basic_auth` or `bearer_token`.
+            #[serde(default)]
+            pub auth: Option<$crate::receivers::otlp::AuthConfig>,
+            /// The extension `auth` names, filled in from `extensions:` when the
+            /// pipeline is built.
+            #[serde(skip)]
+            pub auth_extension: Option<$crate::auth::ClientCredentials>,
             /// Deadline of one attempt, request and response.
             #[serde(default = "default_timeout", with = "crate::config::duration")]
             pub timeout: ::std::time::Duration,
@@ -77,12 +86,27 @@ macro_rules! http_exporter_config {
             pub tls: $crate::tls::TlsClientConfig,
         }
 
+        impl $name {
+            /// Fills in the credentials of the extension `auth` names.
+            pub fn resolve_auth(
+                &mut self,
+                extensions: &$crate::components::Extensions,
+            ) {
+                self.auth_extension = self.auth.as_ref().and_then(|a| {
+                    let id = $crate::config::ComponentId::parse(&a.authenticator).ok()?;
+                    extensions.get(&id)?.client_credentials()
+                });
+            }
+        }
+
         impl $crate::exporters::http_core::HttpOptions for $name {
             fn options(&self) -> $crate::exporters::http_core::Shared<'_> {
                 $crate::exporters::http_core::Shared {
                     headers: &self.headers,
                     basic_auth: self.basic_auth.as_ref(),
                     bearer_token: self.bearer_token.as_ref(),
+                    auth: self.auth.as_ref().map(|a| a.authenticator.as_str()),
+                    auth_extension: self.auth_extension.as_ref(),
                     timeout: self.timeout,
                     retry_on_failure: &self.retry_on_failure,
                     sending_queue: &self.sending_queue,
@@ -99,6 +123,9 @@ pub struct Shared<'a> {
     pub headers: &'a BTreeMap<String, Secret>,
     pub basic_auth: Option<&'a BasicAuth>,
     pub bearer_token: Option<&'a Secret>,
+    /// The id `auth.authenticator` names.
+    pub auth: Option<&'a str>,
+    pub auth_extension: Option<&'a crate::auth::ClientCredentials>,
     pub timeout: Duration,
     pub retry_on_failure: &'a super::retry::RetryConfig,
     pub sending_queue: &'a super::SendingQueueConfig,
@@ -120,6 +147,12 @@ pub trait HttpOptions {
             return Err(FieldError::new("timeout", "must be greater than zero"));
         }
         client(o.tls, o.timeout, false).map_err(|m| FieldError::new("tls", m))?;
+        if o.auth.is_some() && (o.basic_auth.is_some() || o.bearer_token.is_some()) {
+            return Err(FieldError::new(
+                "auth",
+                "use auth, basic_auth or bearer_token, one of them",
+            ));
+        }
         validate_credentials(o.headers, o.basic_auth, o.bearer_token)
     }
 
@@ -127,9 +160,23 @@ pub trait HttpOptions {
     /// file can no longer be read.
     fn core(&self, http2_only: bool, cx: &BuildContext) -> Result<HttpCore, BuildError> {
         let o = self.options();
+        let auth = match (o.auth, o.auth_extension) {
+            (None, _) => None,
+            (Some(_), Some(credentials)) => Some(
+                crate::auth::ClientAuth::new(credentials)
+                    .map_err(|e| cx.error("auth.authenticator", e))?,
+            ),
+            (Some(id), None) => {
+                return Err(cx.error(
+                    "auth.authenticator",
+                    format!("`{id}` is not a client authenticator"),
+                ))
+            }
+        };
         Ok(HttpCore {
             client: client(o.tls, o.timeout, http2_only).map_err(|e| cx.error("tls", e))?,
             headers: header_map(o.headers, o.basic_auth, o.bearer_token),
+            auth,
             timeout: o.timeout,
         })
     }
@@ -170,6 +217,8 @@ impl Classify for PlainHttp {}
 pub struct HttpCore {
     client: HttpClient,
     headers: HeaderMap,
+    /// The credential of `auth.authenticator`, set on each request.
+    auth: Option<crate::auth::ClientAuth>,
     timeout: Duration,
 }
 
@@ -199,6 +248,10 @@ impl HttpCore {
             .body(Full::new(body))
             .map_err(transport_error)?;
         request.headers_mut().extend(self.headers.clone());
+        if let Some(auth) = &self.auth {
+            let (name, value) = auth.header();
+            request.headers_mut().insert(name, value);
+        }
         let exchange = async {
             let response = self
                 .client

@@ -72,7 +72,11 @@ impl Signature {
             exporters: pipeline
                 .exporters
                 .iter()
-                .map(|id| (id.to_string(), config.exporters[id].clone()))
+                .map(|id| {
+                    let mut exporter = config.exporters[id].clone();
+                    exporter.resolve_auth(&config.extensions);
+                    (id.to_string(), exporter)
+                })
                 .collect(),
             storage: storage_of(config, pipeline),
         }

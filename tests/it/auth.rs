@@ -13,25 +13,35 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A config whose OTLP protocols both require the authenticator `auth`, defined by
 /// `extension` (an `extensions:` entry).
 fn config(sink: &str, extension: &str, auth: &str) -> String {
+    config_with(sink, extension, auth, auth)
+}
+
+/// The same with an authenticator for each protocol.
+fn config_with(sink: &str, extensions: &str, grpc: &str, http: &str) -> String {
+    let enabled = if grpc == http {
+        grpc.to_string()
+    } else {
+        format!("{grpc}, {http}")
+    };
     format!(
         "extensions:
-{extension}
+{extensions}
 receivers:
   otlp:
     protocols:
       grpc:
         endpoint: 127.0.0.1:{{grpc}}
         auth:
-          authenticator: {auth}
+          authenticator: {grpc}
       http:
         endpoint: 127.0.0.1:{{http}}
         auth:
-          authenticator: {auth}
+          authenticator: {http}
 exporters:
   otlp:
     endpoint: {sink}
 service:
-  extensions: [{auth}]
+  extensions: [{enabled}]
   telemetry:
     metrics:
       address: 127.0.0.1:{{metrics}}
@@ -207,4 +217,85 @@ async fn basic_auth_from_an_htpasswd_file() {
     assert_eq!(refused(&sieve, "grpc", "invalid"), 1.0);
     sink.wait_for(WAIT, "three spans", |r| r.span_count() == 3)
         .await;
+}
+
+/// An agent sieve sends to a gateway sieve that requires credentials: the agent's
+/// exporters authenticate with the collector's client extensions, a bearer token over
+/// gRPC (read from a file, rotated while running) and basic auth over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_authenticates_to_a_gateway_with_client_extensions() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (server_tokens, client_token) = (dir.path().join("valid"), dir.path().join("mine"));
+    std::fs::write(&server_tokens, "gateway-token\n").unwrap();
+    std::fs::write(&client_token, "gateway-token\n").unwrap();
+    let gateway = Sieve::start(&config_with(
+        &sink.grpc_endpoint(),
+        &format!(
+            "  bearertokenauth:\n    filename: {}\n  basicauth/server:\n    htpasswd:\n      inline: \"agent:agent-pass\"",
+            server_tokens.display()
+        ),
+        "bearertokenauth",
+        "basicauth/server",
+    ));
+    let agent_config = format!(
+        "extensions:
+  bearertokenauth/client:
+    filename: {}
+  basicauth/client:
+    client_auth:
+      username: agent
+      password: agent-pass
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{http}}
+exporters:
+  otlp:
+    endpoint: http://127.0.0.1:{}
+    auth:
+      authenticator: bearertokenauth/client
+    retry_on_failure:
+      enabled: false
+  otlphttp:
+    endpoint: http://127.0.0.1:{}
+    auth:
+      authenticator: basicauth/client
+    retry_on_failure:
+      enabled: false
+service:
+  extensions: [bearertokenauth/client, basicauth/client]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp, otlphttp]
+",
+        client_token.display(),
+        gateway.grpc,
+        gateway.http
+    );
+    let agent = Sieve::start(&agent_config);
+    assert_eq!(post_with(agent.http, None).await.0, 200);
+    sink.wait_for(WAIT, "the span through both exporters", |r| {
+        r.span_count() == 2
+    })
+    .await;
+    assert_eq!(refused(&gateway, "grpc", "invalid"), 0.0);
+    assert_eq!(refused(&gateway, "http", "invalid"), 0.0);
+    // the agent's token file now holds a token the gateway does not take
+    std::fs::write(&client_token, "stale-token\n").unwrap();
+    let deadline = Instant::now() + WAIT;
+    while refused(&gateway, "grpc", "invalid") == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated client token never went out"
+        );
+        assert_eq!(post_with(agent.http, None).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!agent.log().contains("agent-pass") && !agent.log().contains("stale-token"));
 }
