@@ -452,17 +452,20 @@ pub enum ClientCredentials {
     Basic(ClientAuthConfig),
 }
 
+/// The header value an exporter sends now, and its token file as last read.
+struct Current {
+    value: hyper::header::HeaderValue,
+    stamp: Option<(Option<SystemTime>, u64)>,
+    checked: Instant,
+}
+
 /// The credential an exporter sends: a header set on every request. A bearer token from
 /// `filename` is read again when the file changes (looked at once a second at most), so
 /// the client side rotates as the server side does.
 pub struct ClientAuth {
     header: hyper::header::HeaderName,
     credentials: ClientCredentials,
-    current: Mutex<(
-        hyper::header::HeaderValue,
-        Option<(Option<SystemTime>, u64)>,
-        Instant,
-    )>,
+    current: Mutex<Current>,
 }
 
 impl ClientAuth {
@@ -482,7 +485,11 @@ impl ClientAuth {
         Ok(ClientAuth {
             header,
             credentials: credentials.clone(),
-            current: Mutex::new((value, stamp, Instant::now())),
+            current: Mutex::new(Current {
+                value,
+                stamp,
+                checked: Instant::now(),
+            }),
         })
     }
 
@@ -533,14 +540,14 @@ impl ClientAuth {
             ..
         }) = &self.credentials
         {
-            if current.2.elapsed() >= FILE_CHECK_EVERY {
-                current.2 = Instant::now();
+            if current.checked.elapsed() >= FILE_CHECK_EVERY {
+                current.checked = Instant::now();
                 let stamp = file_stamp(path);
-                if stamp.is_some() && stamp != current.1 {
+                if stamp.is_some() && stamp != current.stamp {
                     match Self::value(&self.credentials) {
                         Ok(value) => {
-                            current.0 = value;
-                            current.1 = stamp;
+                            current.value = value;
+                            current.stamp = stamp;
                         }
                         Err(error) => {
                             tracing::warn!(%error, "bearertokenauth: keeping the previous token")
@@ -549,7 +556,7 @@ impl ClientAuth {
                 }
             }
         }
-        (self.header.clone(), current.0.clone())
+        (self.header.clone(), current.value.clone())
     }
 }
 
