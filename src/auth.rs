@@ -19,10 +19,16 @@
 //! token, or the first line of its file, read again when it changes) or a `basicauth`
 //! with `client_auth` ([`ClientAuth`]); the header is marked sensitive.
 //!
+//! * `oidc`: JWTs from an OpenID Connect issuer (see [`oidc`]).
+//!
 //! A failure is `missing` (no credentials in the request) or `invalid`; receivers answer
 //! gRPC `UNAUTHENTICATED` / HTTP 401 with `WWW-Authenticate`, count it by reason and log
 //! it at most every ten seconds. No credential, token or hash appears in a log line, a
 //! metric label or an error message.
+
+mod oidc;
+
+pub use oidc::{Oidc, OidcConfig};
 
 use crate::config::{FieldError, Secret};
 use base64::Engine;
@@ -137,6 +143,9 @@ pub enum AuthFailure {
     Missing,
     /// Credentials that do not match.
     Invalid,
+    /// The authenticator cannot judge yet (an OIDC issuer's keys have not loaded): the
+    /// retryable refusal.
+    Unavailable,
 }
 
 impl AuthFailure {
@@ -144,6 +153,7 @@ impl AuthFailure {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::Invalid => "invalid",
+            AuthFailure::Unavailable => "keys_unavailable",
         }
     }
 }
@@ -152,6 +162,7 @@ impl AuthFailure {
 pub enum Authenticator {
     Bearer(Bearer),
     Basic(Basic),
+    Oidc(Oidc),
 }
 
 impl Authenticator {
@@ -160,6 +171,7 @@ impl Authenticator {
         match self {
             Authenticator::Bearer(bearer) => bearer.check(headers),
             Authenticator::Basic(basic) => basic.check(headers),
+            Authenticator::Oidc(oidc) => oidc.check(headers),
         }
     }
 
@@ -171,6 +183,7 @@ impl Authenticator {
             }
             Authenticator::Bearer(b) => format!("{} realm=\"sieve\"", b.config.scheme),
             Authenticator::Basic(_) => "Basic realm=\"sieve\"".into(),
+            Authenticator::Oidc(_) => "Bearer realm=\"sieve\"".into(),
         }
     }
 }

@@ -2,12 +2,13 @@
 //! added here and nowhere else outside its own folder.
 
 use crate::auth::{
-    Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig, ClientCredentials,
+    Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig, ClientCredentials, Oidc,
+    OidcConfig,
 };
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::storage::FileStorageConfig;
-use serde::Deserializer;
+use serde::{Deserialize, Deserializer};
 
 /// The `extensions:` section, tagged by component type.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,17 +19,21 @@ pub enum ExtensionConfig {
     BearerTokenAuth(BearerTokenConfig),
     /// HTTP basic authentication (see [`crate::auth`]).
     BasicAuth(BasicAuthConfig),
+    /// JWTs from an OpenID Connect issuer (see [`crate::auth::Oidc`]).
+    Oidc(OidcConfig),
 }
 
 impl ComponentConfig for ExtensionConfig {
     const SECTION: &'static str = "extensions";
-    const KINDS: &'static [&'static str] = &["file_storage", "bearertokenauth", "basicauth"];
+    const KINDS: &'static [&'static str] =
+        &["file_storage", "bearertokenauth", "basicauth", "oidc"];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "file_storage" => or_default(d).map(ExtensionConfig::FileStorage),
             "bearertokenauth" => or_default(d).map(ExtensionConfig::BearerTokenAuth),
             "basicauth" => or_default(d).map(ExtensionConfig::BasicAuth),
+            "oidc" => OidcConfig::deserialize(d).map(ExtensionConfig::Oidc),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -42,12 +47,14 @@ impl ComponentConfig for ExtensionConfig {
             ExtensionConfig::FileStorage(c) => c.validate(),
             ExtensionConfig::BearerTokenAuth(c) => c.validate(),
             ExtensionConfig::BasicAuth(c) => c.validate(),
+            ExtensionConfig::Oidc(c) => c.validate(),
         }
     }
 
     fn roles(&self) -> &'static [&'static str] {
         match self {
             ExtensionConfig::FileStorage(_) => &["storage"],
+            ExtensionConfig::Oidc(_) => &["server_auth"],
             ExtensionConfig::BearerTokenAuth(_) => &["server_auth", "client_auth"],
             ExtensionConfig::BasicAuth(c) => match (&c.htpasswd, &c.client_auth) {
                 (Some(_), Some(_)) => &["server_auth", "client_auth"],
@@ -72,7 +79,7 @@ impl ExtensionConfig {
         match self {
             ExtensionConfig::BearerTokenAuth(c) => Some(ClientCredentials::Bearer(c.clone())),
             ExtensionConfig::BasicAuth(c) => c.client_auth.clone().map(ClientCredentials::Basic),
-            ExtensionConfig::FileStorage(_) => None,
+            ExtensionConfig::FileStorage(_) | ExtensionConfig::Oidc(_) => None,
         }
     }
 
@@ -84,6 +91,7 @@ impl ExtensionConfig {
                 .htpasswd
                 .as_ref()
                 .map(|h| Basic::new(h).map(Authenticator::Basic)),
+            ExtensionConfig::Oidc(c) => Some(Oidc::start(c).map(Authenticator::Oidc)),
             ExtensionConfig::FileStorage(_) => None,
         }
     }

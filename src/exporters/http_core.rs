@@ -329,7 +329,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A client for one exporter; `http2_only` for gRPC. Fails on unreadable TLS files.
-fn client(
+pub(crate) fn client(
     tls: &TlsClientConfig,
     connect_timeout: Duration,
     http2_only: bool,

@@ -299,3 +299,198 @@ service:
     }
     assert!(!agent.log().contains("agent-pass") && !agent.log().contains("stale-token"));
 }
+
+/// A local OpenID Connect issuer: discovery and a JWKS, served on `listener` once
+/// started.
+async fn serve_issuer(listener: tokio::net::TcpListener, jwks: String) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let jwks = jwks.clone();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut request = vec![0u8; 4096];
+            let n = stream.read(&mut request).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]);
+            let body = if request.starts_with("GET /.well-known/openid-configuration") {
+                format!("{{\"issuer\":\"http://127.0.0.1:{port}\",\"jwks_uri\":\"http://127.0.0.1:{port}/jwks\"}}")
+            } else {
+                jwks
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// An ES256 key pair: the signing key and its JWK (`kid` as given).
+fn es256_key(kid: &str) -> (jsonwebtoken::EncodingKey, String) {
+    use base64::Engine;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = pair.public_key().as_ref();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = format!(
+        "{{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"{kid}\",\"use\":\"sig\",\"x\":\"{}\",\"y\":\"{}\"}}",
+        b64(&point[1..33]),
+        b64(&point[33..65])
+    );
+    (jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), jwk)
+}
+
+/// An RS256 key made with the `openssl` command, and its JWK.
+fn rs256_key(kid: &str, dir: &std::path::Path) -> (jsonwebtoken::EncodingKey, String) {
+    use base64::Engine;
+    let path = dir.join(format!("{kid}.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&path)
+        .arg("2048")
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let modulus = std::process::Command::new("openssl")
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(modulus.stdout).unwrap();
+    let hex = hex.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let jwk = format!(
+        "{{\"kty\":\"RSA\",\"kid\":\"{kid}\",\"alg\":\"RS256\",\"n\":\"{}\",\"e\":\"AQAB\"}}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n)
+    );
+    let pem = std::fs::read(&path).unwrap();
+    (jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(), jwk)
+}
+
+fn jwt(
+    algorithm: jsonwebtoken::Algorithm,
+    kid: &str,
+    key: &jsonwebtoken::EncodingKey,
+    issuer: &str,
+    audience: &str,
+    expires_in: i64,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut header = jsonwebtoken::Header::new(algorithm);
+    header.kid = Some(kid.into());
+    let claims = serde_json::json!({
+        "iss": issuer, "aud": audience, "sub": "svc", "exp": now + expires_in, "nbf": now - 5,
+    });
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+/// OIDC: sieve starts while the issuer is down and refuses with the retryable answer,
+/// loads the keys once the issuer is up, then takes RS256 and ES256 tokens and refuses
+/// expired ones, a wrong audience, a wrong key and `alg: none`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_tokens_from_an_issuer_that_comes_up_late() {
+    use jsonwebtoken::Algorithm::{ES256, RS256};
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let issuer_port = crate::harness::free_port();
+    let issuer = format!("http://127.0.0.1:{issuer_port}");
+    let extension =
+        format!("  oidc:\n    issuer_url: {issuer}\n    audience: sieve\n    username_claim: sub");
+    let sieve = Sieve::start(&config(&sink.grpc_endpoint(), &extension, "oidc"));
+    let (es_key, es_jwk) = es256_key("es-1");
+    let (rs_key, rs_jwk) = rs256_key("rs-1", dir.path());
+    let good = jwt(ES256, "es-1", &es_key, &issuer, "sieve", 300);
+    assert_eq!(
+        post_with(sieve.http, Some(&format!("Bearer {good}")))
+            .await
+            .0,
+        503,
+        "keys not loaded yet: the retryable refusal"
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", issuer_port))
+        .await
+        .unwrap();
+    tokio::spawn(serve_issuer(
+        listener,
+        format!("{{\"keys\":[{es_jwk},{rs_jwk}]}}"),
+    ));
+    let deadline = Instant::now() + WAIT;
+    while post_with(sieve.http, Some(&format!("Bearer {good}")))
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the keys never loaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rs = jwt(RS256, "rs-1", &rs_key, &issuer, "sieve", 300);
+    assert_eq!(
+        post_with(sieve.http, Some(&format!("Bearer {rs}"))).await.0,
+        200
+    );
+    let (other_key, _) = es256_key("es-1");
+    let unsigned = {
+        use base64::Engine;
+        let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+        format!(
+            "{}.{}.",
+            b64("{\"alg\":\"none\",\"typ\":\"JWT\"}"),
+            b64(&format!(
+                "{{\"iss\":\"{issuer}\",\"aud\":\"sieve\",\"exp\":9999999999}}"
+            ))
+        )
+    };
+    for (what, token) in [
+        (
+            "expired",
+            jwt(ES256, "es-1", &es_key, &issuer, "sieve", -600),
+        ),
+        (
+            "another audience",
+            jwt(ES256, "es-1", &es_key, &issuer, "other", 300),
+        ),
+        (
+            "another issuer",
+            jwt(ES256, "es-1", &es_key, "http://evil", "sieve", 300),
+        ),
+        (
+            "a key the issuer does not have",
+            jwt(ES256, "es-1", &other_key, &issuer, "sieve", 300),
+        ),
+        (
+            "an RS256 key used as ES256",
+            jwt(ES256, "rs-1", &es_key, &issuer, "sieve", 300),
+        ),
+        ("alg none", unsigned),
+    ] {
+        let (status, challenge) = post_with(sieve.http, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(status, 401, "{what}");
+        assert_eq!(
+            challenge.as_deref(),
+            Some("Bearer realm=\"sieve\""),
+            "{what}"
+        );
+    }
+    let port = sieve.grpc;
+    tokio::task::spawn_blocking(move || {
+        send_with_sdk(port, true, Some(&format!("Bearer {good}")), 2)
+    })
+    .await
+    .unwrap();
+    sink.wait_for(WAIT, "the spans with valid tokens", |r| r.span_count() == 4)
+        .await;
+    assert!(refused(&sieve, "http", "keys_unavailable") >= 1.0);
+    assert_eq!(refused(&sieve, "http", "invalid"), 6.0);
+}

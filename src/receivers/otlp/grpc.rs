@@ -46,12 +46,21 @@ impl Failure {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    if shared.authenticate("grpc", req.headers()).is_err() {
+    if let Err((failure, _)) = shared.authenticate("grpc", req.headers()) {
+        let unavailable = failure == crate::auth::AuthFailure::Unavailable;
         return status_response(&Failure {
-            code: code::UNAUTHENTICATED,
-            message: "missing or invalid credentials".into(),
+            code: if unavailable {
+                code::UNAVAILABLE
+            } else {
+                code::UNAUTHENTICATED
+            },
+            message: if unavailable {
+                "credentials cannot be checked yet".into()
+            } else {
+                "missing or invalid credentials".into()
+            },
             rejected_reason: None,
-            retry_after: false,
+            retry_after: unavailable,
         });
     }
     match export(&shared, req).await {

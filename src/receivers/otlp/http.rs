@@ -57,8 +57,19 @@ impl Failure {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let format = request_format(&req);
-    if let Err(challenge) = shared.authenticate("http", req.headers()) {
-        return unauthenticated(format.unwrap_or(Format::Protobuf), &challenge);
+    if let Err((failure, challenge)) = shared.authenticate("http", req.headers()) {
+        let format = format.unwrap_or(Format::Protobuf);
+        if failure == crate::auth::AuthFailure::Unavailable {
+            return error_response(
+                format,
+                &Failure {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: "credentials cannot be checked yet".into(),
+                    rejected_reason: None,
+                },
+            );
+        }
+        return unauthenticated(format, &challenge);
     }
     match export(&shared, req).await {
         Ok(rejected) => success(format.unwrap_or(Format::Protobuf), rejected),

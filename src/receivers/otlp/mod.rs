@@ -85,7 +85,7 @@ impl Shared {
         &self,
         transport: &'static str,
         headers: &hyper::HeaderMap,
-    ) -> Result<(), String> {
+    ) -> Result<(), (crate::auth::AuthFailure, String)> {
         let auth = self.auth.read();
         let authenticator = match transport {
             "grpc" => auth.grpc.as_ref(),
@@ -96,7 +96,7 @@ impl Shared {
         };
         authenticator.check(headers).map_err(|failure| {
             self.core.count_unauthenticated(transport, failure);
-            authenticator.challenge()
+            (failure, authenticator.challenge())
         })
     }
 
