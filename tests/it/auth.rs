@@ -113,21 +113,32 @@ fn refused(sieve: &Sieve, transport: &str, reason: &str) -> f64 {
     )
 }
 
+/// Writes `contents` to a file and starts sieve with `authenticator` configured by
+/// `key: <that file>` (the key may hold `{}` for the path, as in `${file:{}}`).
+fn start_with_file(
+    sink: &Sink,
+    authenticator: &str,
+    key: &str,
+    contents: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, Sieve) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(&file, contents).unwrap();
+    let setting = key.replace("{}", &file.display().to_string());
+    let extension = format!("  {authenticator}:\n    {setting}");
+    let sieve = Sieve::start(&config(&sink.grpc_endpoint(), &extension, authenticator));
+    (dir, file, sieve)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_gets_in_with_the_right_bearer_token_only() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("token");
-    std::fs::write(&secret, "t0ken-for-it").unwrap();
-    let extension = format!(
-        "  bearertokenauth:\n    token: ${{file:{}}}",
-        secret.display()
-    );
-    let sieve = Sieve::start(&config(
-        &sink.grpc_endpoint(),
-        &extension,
+    let (_dir, _, sieve) = start_with_file(
+        &sink,
         "bearertokenauth",
-    ));
+        "token: ${file:{}}",
+        "t0ken-for-it",
+    );
     for (grpc, port, transport) in [(true, sieve.grpc, "grpc"), (false, sieve.http, "http")] {
         tokio::task::spawn_blocking(move || {
             send_with_sdk(port, grpc, Some("Bearer t0ken-for-it"), 3);
@@ -156,18 +167,8 @@ async fn the_sdk_gets_in_with_the_right_bearer_token_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_token_file_takes_effect_without_a_restart() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tokens");
-    std::fs::write(&file, "first\n").unwrap();
-    let extension = format!(
-        "  bearertokenauth/rotating:\n    filename: {}",
-        file.display()
-    );
-    let sieve = Sieve::start(&config(
-        &sink.grpc_endpoint(),
-        &extension,
-        "bearertokenauth/rotating",
-    ));
+    let (_dir, file, sieve) =
+        start_with_file(&sink, "bearertokenauth/rotating", "filename: {}", "first\n");
     assert_eq!(post_with(sieve.http, Some("Bearer first")).await.0, 200);
     std::fs::write(&file, "second\n").unwrap();
     let deadline = Instant::now() + WAIT;
