@@ -457,12 +457,117 @@ impl Basic {
     }
 }
 
+/// `extensions: headers_setter:`: headers an exporter sets on each request, from the
+/// request metadata its data carries (`from_context`) or fixed (`value`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSetterConfig {
+    pub headers: Vec<HeaderSetting>,
+}
+
+/// One header of `headers_setter`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSetting {
+    /// The header to set.
+    pub key: String,
+    /// `upsert` (default: set it), `insert` (only if the request has none, e.g. from
+    /// the exporter's `headers`), `update` (only if it has one) or `delete`.
+    #[serde(default)]
+    pub action: HeaderAction,
+    /// A fixed value (a secret: use `${env:..}`).
+    pub value: Option<Secret>,
+    /// The request metadata name whose value is sent (kept by a receiver's
+    /// `include_metadata`, and past a `batch` processor only if in its `metadata_keys`).
+    pub from_context: Option<String>,
+    /// Sent when the data carries no `from_context` value; without it the header is
+    /// left unset.
+    pub default_value: Option<Secret>,
+}
+
+/// What `headers_setter` does with a header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderAction {
+    Insert,
+    Update,
+    #[default]
+    Upsert,
+    Delete,
+}
+
+impl HeadersSetterConfig {
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (at, header) in self.headers.iter().enumerate() {
+            let key = |field: &str| format!("headers.{at}.{field}");
+            hyper::header::HeaderName::from_bytes(header.key.as_bytes())
+                .map_err(|_| FieldError::new(key("key"), "not a valid header name"))?;
+            let sources =
+                usize::from(header.value.is_some()) + usize::from(header.from_context.is_some());
+            if header.action != HeaderAction::Delete && sources != 1 {
+                return Err(FieldError::new(
+                    key("value"),
+                    "set one of `value` and `from_context`",
+                ));
+            }
+            for (field, text) in [
+                ("value", &header.value),
+                ("default_value", &header.default_value),
+            ] {
+                let invalid = text
+                    .as_ref()
+                    .is_some_and(|t| hyper::header::HeaderValue::try_from(t.0.as_str()).is_err());
+                if invalid {
+                    return Err(FieldError::new(key(field), "not a valid header value"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets this extension's headers on a request carrying `metadata`.
+    fn apply(&self, headers: &mut HeaderMap, metadata: Option<&crate::model::Metadata>) {
+        for setting in &self.headers {
+            let Ok(name) = hyper::header::HeaderName::from_bytes(setting.key.as_bytes()) else {
+                continue;
+            };
+            let present = headers.contains_key(&name);
+            let wanted = match setting.action {
+                HeaderAction::Delete => {
+                    headers.remove(&name);
+                    continue;
+                }
+                HeaderAction::Insert => !present,
+                HeaderAction::Update => present,
+                HeaderAction::Upsert => true,
+            };
+            let from_context = setting
+                .from_context
+                .as_deref()
+                .and_then(|n| metadata?.get(n));
+            let value = setting
+                .value
+                .as_ref()
+                .map(|v| v.0.as_str())
+                .or(from_context)
+                .or(setting.default_value.as_ref().map(|v| v.0.as_str()));
+            if let (true, Some(Ok(mut value))) =
+                (wanted, value.map(hyper::header::HeaderValue::try_from))
+            {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
 /// What an exporter's `auth.authenticator` names, resolved from `extensions:` when its
 /// pipeline is built (a change of the extension rebuilds the pipeline).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientCredentials {
     Bearer(BearerTokenConfig),
     Basic(ClientAuthConfig),
+    Headers(HeadersSetterConfig),
 }
 
 /// The header value an exporter sends now, and its token file as last read.
@@ -488,11 +593,13 @@ impl ClientAuth {
                 hyper::header::HeaderName::from_bytes(c.header.as_bytes())
                     .map_err(|_| "not a valid header name".to_string())?
             }
-            ClientCredentials::Basic(_) => hyper::header::AUTHORIZATION,
+            ClientCredentials::Basic(_) | ClientCredentials::Headers(_) => {
+                hyper::header::AUTHORIZATION
+            }
         };
         let stamp = match credentials {
             ClientCredentials::Bearer(c) => c.filename.as_deref().and_then(file_stamp),
-            ClientCredentials::Basic(_) => None,
+            ClientCredentials::Basic(_) | ClientCredentials::Headers(_) => None,
         };
         let value = Self::value(credentials)?;
         Ok(ClientAuth {
@@ -509,6 +616,8 @@ impl ClientAuth {
     /// The header value, marked sensitive so that it is never logged.
     fn value(credentials: &ClientCredentials) -> Result<hyper::header::HeaderValue, String> {
         let text = match credentials {
+            // set per request from its metadata: see [`ClientAuth::apply`]
+            ClientCredentials::Headers(_) => String::new(),
             ClientCredentials::Basic(c) => {
                 let pair = format!("{}:{}", c.username, c.password.0);
                 format!(
@@ -545,8 +654,17 @@ impl ClientAuth {
         Ok(value)
     }
 
+    /// Sets the credential (or `headers_setter`'s headers, from `metadata`) on a request.
+    pub fn apply(&self, headers: &mut HeaderMap, metadata: Option<&crate::model::Metadata>) {
+        if let ClientCredentials::Headers(setter) = &self.credentials {
+            return setter.apply(headers, metadata);
+        }
+        let (name, value) = self.header();
+        headers.insert(name, value);
+    }
+
     /// The header to set on a request now.
-    pub fn header(&self) -> (hyper::header::HeaderName, hyper::header::HeaderValue) {
+    fn header(&self) -> (hyper::header::HeaderName, hyper::header::HeaderValue) {
         let mut current = self.current.lock();
         if let ClientCredentials::Bearer(BearerTokenConfig {
             filename: Some(path),

@@ -190,3 +190,48 @@ fn bad_htpasswd_lines_are_named_without_their_content() {
     let missing = BasicAuthConfig::default().validate().unwrap_err();
     assert!(missing.message.contains("htpasswd"));
 }
+
+#[test]
+fn headers_setter_follows_its_actions_and_falls_back_to_its_default() {
+    let config: HeadersSetterConfig = serde_yaml::from_str(
+        "headers:
+  - {key: X-Scope-OrgID, from_context: x-scope-orgid, default_value: anonymous}
+  - {key: X-Static, value: fixed, action: insert}
+  - {key: X-Only-If-Set, value: replaced, action: update}
+  - {key: X-Remove, action: delete}
+",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let metadata = crate::model::Metadata::from_pairs([("X-Scope-OrgID".into(), "team-a".into())]);
+    let mut request = headers("x-static", "from-the-exporter");
+    request.insert("x-remove", HeaderValue::from_static("gone"));
+    config.apply(&mut request, Some(&metadata));
+    assert_eq!(request["x-scope-orgid"], "team-a");
+    assert_eq!(
+        request["x-static"], "from-the-exporter",
+        "insert keeps what is there"
+    );
+    assert!(
+        !request.contains_key("x-only-if-set"),
+        "update sets only what is there"
+    );
+    assert!(!request.contains_key("x-remove"));
+    assert!(request["x-scope-orgid"].is_sensitive());
+    let mut bare = HeaderMap::new();
+    config.apply(&mut bare, None);
+    assert_eq!(bare["x-scope-orgid"], "anonymous");
+    assert_eq!(bare["x-static"], "fixed");
+}
+
+#[test]
+fn headers_setter_needs_exactly_one_source() {
+    let both: HeadersSetterConfig =
+        serde_yaml::from_str("headers: [{key: X-A, value: v, from_context: a}]").unwrap();
+    assert_eq!(both.validate().unwrap_err().key, "headers.0.value");
+    let neither: HeadersSetterConfig = serde_yaml::from_str("headers: [{key: X-A}]").unwrap();
+    assert!(neither.validate().is_err());
+    let bad_name: HeadersSetterConfig =
+        serde_yaml::from_str("headers: [{key: \"bad key\", value: v}]").unwrap();
+    assert_eq!(bad_name.validate().unwrap_err().key, "headers.0.key");
+}

@@ -2,8 +2,8 @@
 //! added here and nowhere else outside its own folder.
 
 use crate::auth::{
-    Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig, ClientCredentials, Oidc,
-    OidcConfig,
+    Authenticator, Basic, BasicAuthConfig, Bearer, BearerTokenConfig, ClientCredentials,
+    HeadersSetterConfig, Oidc, OidcConfig,
 };
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
@@ -21,12 +21,19 @@ pub enum ExtensionConfig {
     BasicAuth(BasicAuthConfig),
     /// JWTs from an OpenID Connect issuer (see [`crate::auth::Oidc`]).
     Oidc(OidcConfig),
+    /// Exporter request headers from the data's request metadata (a tenant header).
+    HeadersSetter(HeadersSetterConfig),
 }
 
 impl ComponentConfig for ExtensionConfig {
     const SECTION: &'static str = "extensions";
-    const KINDS: &'static [&'static str] =
-        &["file_storage", "bearertokenauth", "basicauth", "oidc"];
+    const KINDS: &'static [&'static str] = &[
+        "file_storage",
+        "bearertokenauth",
+        "basicauth",
+        "oidc",
+        "headers_setter",
+    ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
@@ -34,6 +41,9 @@ impl ComponentConfig for ExtensionConfig {
             "bearertokenauth" => or_default(d).map(ExtensionConfig::BearerTokenAuth),
             "basicauth" => or_default(d).map(ExtensionConfig::BasicAuth),
             "oidc" => OidcConfig::deserialize(d).map(ExtensionConfig::Oidc),
+            "headers_setter" => {
+                HeadersSetterConfig::deserialize(d).map(ExtensionConfig::HeadersSetter)
+            }
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -48,6 +58,7 @@ impl ComponentConfig for ExtensionConfig {
             ExtensionConfig::BearerTokenAuth(c) => c.validate(),
             ExtensionConfig::BasicAuth(c) => c.validate(),
             ExtensionConfig::Oidc(c) => c.validate(),
+            ExtensionConfig::HeadersSetter(c) => c.validate(),
         }
     }
 
@@ -55,6 +66,7 @@ impl ComponentConfig for ExtensionConfig {
         match self {
             ExtensionConfig::FileStorage(_) => &["storage"],
             ExtensionConfig::Oidc(_) => &["server_auth"],
+            ExtensionConfig::HeadersSetter(_) => &["client_auth"],
             ExtensionConfig::BearerTokenAuth(_) => &["server_auth", "client_auth"],
             ExtensionConfig::BasicAuth(c) => match (&c.htpasswd, &c.client_auth) {
                 (Some(_), Some(_)) => &["server_auth", "client_auth"],
@@ -79,6 +91,7 @@ impl ExtensionConfig {
         match self {
             ExtensionConfig::BearerTokenAuth(c) => Some(ClientCredentials::Bearer(c.clone())),
             ExtensionConfig::BasicAuth(c) => c.client_auth.clone().map(ClientCredentials::Basic),
+            ExtensionConfig::HeadersSetter(c) => Some(ClientCredentials::Headers(c.clone())),
             ExtensionConfig::FileStorage(_) | ExtensionConfig::Oidc(_) => None,
         }
     }
@@ -92,7 +105,7 @@ impl ExtensionConfig {
                 .as_ref()
                 .map(|h| Basic::new(h).map(Authenticator::Basic)),
             ExtensionConfig::Oidc(c) => Some(Oidc::start(c).map(Authenticator::Oidc)),
-            ExtensionConfig::FileStorage(_) => None,
+            ExtensionConfig::FileStorage(_) | ExtensionConfig::HeadersSetter(_) => None,
         }
     }
 }

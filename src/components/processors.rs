@@ -130,7 +130,21 @@ impl ProcessorConfig {
             gate: None,
         };
         Ok(match self {
-            ProcessorConfig::Batch(c) => built(Box::new(batch::BatchProcessor::new(c.clone()))),
+            ProcessorConfig::Batch(c) => {
+                let overflow: prometheus_client::metrics::family::Family<
+                    crate::telemetry::ProcessorLabels,
+                    prometheus_client::metrics::counter::Counter,
+                > = cx.telemetry.family(
+                    "batch_metadata_overflow_batches",
+                    "Batches passed on unbatched: their metadata_keys values were one combination past metadata_cardinality_limit",
+                );
+                let counter = overflow.get_or_create_owned(&crate::telemetry::ProcessorLabels {
+                    processor: cx.id.to_string(),
+                });
+                built(Box::new(
+                    batch::BatchProcessor::new(c.clone()).with_overflow_counter(counter),
+                ))
+            }
             ProcessorConfig::CardinalityLimit(c) => built(Box::new(
                 cardinality::CardinalityLimiter::new(c.clone(), cx.id, Some(cx.telemetry))
                     .map_err(field)?,

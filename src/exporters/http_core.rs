@@ -236,12 +236,14 @@ impl HttpCore {
     }
 
     /// Sends `request` (the exporter's method, URL and own headers) with `body`, adding
-    /// the shared headers and user agent, and reads the response within the deadline:
+    /// the shared headers, the user agent and `auth`'s headers (from the data's
+    /// `metadata` for `headers_setter`), and reads the response within the deadline:
     /// transport failures and the deadline are retryable errors.
     pub async fn exchange(
         &self,
         request: http::request::Builder,
         body: Bytes,
+        metadata: Option<&crate::model::Metadata>,
     ) -> Result<(Parts, http_body_util::Collected<Bytes>), ExportError> {
         let mut request = request
             .header("user-agent", concat!("sieve/", env!("CARGO_PKG_VERSION")))
@@ -249,8 +251,7 @@ impl HttpCore {
             .map_err(transport_error)?;
         request.headers_mut().extend(self.headers.clone());
         if let Some(auth) = &self.auth {
-            let (name, value) = auth.header();
-            request.headers_mut().insert(name, value);
+            auth.apply(request.headers_mut(), metadata);
         }
         let exchange = async {
             let response = self
@@ -281,9 +282,10 @@ impl HttpCore {
         &self,
         request: http::request::Builder,
         body: Bytes,
+        metadata: Option<&crate::model::Metadata>,
         classify: &impl Classify,
     ) -> Result<Bytes, ExportError> {
-        let (parts, collected) = self.exchange(request, body).await?;
+        let (parts, collected) = self.exchange(request, body, metadata).await?;
         let body = collected.to_bytes();
         if parts.status.is_success() {
             return Ok(body);

@@ -530,14 +530,22 @@ impl LokiExporter {
         let streams = self.streams(batch)?;
         for push in self.pushes(streams) {
             let (body, content_type) = self.encode(push);
-            self.send(body, content_type).await?;
+            self.send(body, content_type, batch.metadata()).await?;
         }
         Ok(Exported::default())
     }
 
-    async fn send(&self, body: Bytes, content_type: &'static str) -> Result<(), ExportError> {
+    async fn send(
+        &self,
+        body: Bytes,
+        content_type: &'static str,
+        metadata: Option<&crate::model::Metadata>,
+    ) -> Result<(), ExportError> {
         let request = Request::post(&self.config.endpoint).header("content-type", content_type);
-        self.core.post(request, body, &PlainHttp).await.map(drop)
+        self.core
+            .post(request, body, metadata, &PlainHttp)
+            .await
+            .map(drop)
     }
 }
 

@@ -237,7 +237,10 @@ impl GrpcExporter {
         if let Some(encoding) = self.compression.header_value() {
             request = request.header("grpc-encoding", encoding);
         }
-        let (parts, collected) = self.core.exchange(request, self.body(batch)).await?;
+        let (parts, collected) = self
+            .core
+            .exchange(request, self.body(batch), batch.metadata())
+            .await?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let header = |name: &str| {
             trailers
@@ -385,7 +388,7 @@ impl HttpExporter {
         }
         let body = self
             .core
-            .post(request, self.body(batch)?, &OtlpHttp)
+            .post(request, self.body(batch)?, batch.metadata(), &OtlpHttp)
             .await?;
         Ok(match self.encoding {
             Encoding::Proto => partial_success(batch.signal(), &body),

@@ -122,6 +122,50 @@ pub struct Batch {
     /// With a persistent queue: the sequence number of the oldest log record this
     /// batch holds items of, which the log keeps until the batch has left.
     record: Option<u64>,
+    /// What the request that brought the data said about itself (see [`Metadata`]).
+    metadata: Option<Metadata>,
+}
+
+/// Request metadata kept with the data (a receiver's `include_metadata`): header names,
+/// lowercase, and their values, sorted by name. A batch carries it through the
+/// processors (`batch` keeps batches of different values apart by `metadata_keys`) to
+/// the exporters, whose `headers_setter` can send a value on (a tenant header).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Metadata(std::sync::Arc<[(String, String)]>);
+
+impl Metadata {
+    /// From name and value pairs (names lowercased; the first of a repeated name wins).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Metadata {
+        let mut pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|later, first| later.0 == first.0);
+        Metadata(pairs.into())
+    }
+
+    /// The value of `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(&name))
+            .ok()
+            .map(|at| self.0[at].1.as_str())
+    }
+
+    /// Only the entries named in `names`.
+    pub fn only(&self, names: &[String]) -> Metadata {
+        Metadata::from_pairs(
+            names
+                .iter()
+                .filter_map(|n| Some((n.clone(), self.get(n)?.to_string()))),
+        )
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
 }
 
 /// Items refused from an otherwise accepted request, reported to the client as OTLP
@@ -219,6 +263,7 @@ impl Batch {
             items,
             lost: 0,
             record: None,
+            metadata: None,
         }
     }
 
@@ -230,6 +275,7 @@ impl Batch {
             items,
             lost: 0,
             record: None,
+            metadata: None,
         }
     }
 
@@ -241,6 +287,7 @@ impl Batch {
             items,
             lost: 0,
             record: None,
+            metadata: None,
         }
     }
 
@@ -252,7 +299,17 @@ impl Batch {
             items,
             lost: 0,
             record: None,
+            metadata: None,
         }
+    }
+
+    /// The request metadata this batch carries, if its receiver kept any.
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+
+    pub fn set_metadata(&mut self, metadata: Option<Metadata>) {
+        self.metadata = metadata;
     }
 
     /// The oldest log record this batch holds items of (see [`crate::storage`]).
@@ -457,6 +514,11 @@ impl Batch {
             "batches of different signals never merge"
         );
         self.record = oldest(self.record, other.record);
+        if self.metadata != other.metadata {
+            // the `batch` processor never merges different metadata; anything else that
+            // does cannot say whose the result is
+            self.metadata = None;
+        }
         if let (Payload::Encoded(a), Payload::Encoded(b)) = (&mut self.payload, &mut other.payload)
         {
             a.append(b);
@@ -493,6 +555,7 @@ impl Batch {
                         .map(|(shard, parts, items)| {
                             let mut part = Batch::from_encoded_parts(self.signal, parts, items);
                             part.record = self.record;
+                            part.metadata = self.metadata.clone();
                             (shard, part)
                         })
                         .collect(),
@@ -526,6 +589,7 @@ impl Batch {
                     .map(|(shard, list)| {
                         let mut part = Batch::from_metrics(list);
                         part.record = self.record;
+                        part.metadata = self.metadata.clone();
                         (shard, part)
                     })
                     .collect()
@@ -538,8 +602,10 @@ impl Batch {
     /// Encoded batches are cut at resource boundaries without copying; a resource that
     /// must itself be cut is decoded first.
     pub fn split_off_front(&mut self, max_items: usize) -> Batch {
+        let (record, metadata) = (self.record, self.metadata.clone());
         let mut front = self.split_front(max_items);
-        front.record = self.record;
+        front.record = record;
+        front.metadata = metadata;
         front
     }
 

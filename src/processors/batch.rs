@@ -1,15 +1,27 @@
 //! `batch`: groups data into larger batches by item count or time, as the collector's
-//! batch processor does (`send_batch_size`, `send_batch_max_size`, `timeout`).
+//! batch processor does (`send_batch_size`, `send_batch_max_size`, `timeout`,
+//! `metadata_keys`, `metadata_cardinality_limit`).
 //!
 //! Encoded batches are merged by appending their chunks and split at resource record
 //! boundaries, so a pass-through pipeline batches without decoding (see [`crate::model`]).
-//! What the processor holds is bounded by `send_batch_size` plus one incoming batch: it
-//! emits as soon as the threshold is reached.
+//! What the processor holds is bounded by `send_batch_size` plus one incoming batch per
+//! combination of metadata values: it emits as soon as the threshold is reached.
+//!
+//! With `metadata_keys`, batches of different values of those request metadata names (a
+//! tenant header a receiver kept with `include_metadata`) are never merged: each
+//! combination has its own pending batch and timeout, and what leaves carries those
+//! names and values, so an exporter's `headers_setter` can send them on. Without it,
+//! batches mix and carry no metadata, as in the collector. Past
+//! `metadata_cardinality_limit` combinations pending at once, a batch of a new one is
+//! passed on at once, unbatched but with its metadata, and counted in
+//! `sieve_batch_metadata_overflow_batches_total` — never merged under another's.
 
 use super::Processor;
 use crate::config::{duration, FieldError};
-use crate::model::Batch;
+use crate::model::{Batch, Metadata};
+use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// `processors: batch:`.
@@ -24,6 +36,13 @@ pub struct BatchConfig {
     /// How long the first item of a batch may wait before the batch is sent anyway.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Request metadata names (any case) whose values keep batches apart and go on with
+    /// them, e.g. `[x-scope-orgid]` for a tenant header kept by a receiver's
+    /// `include_metadata`. Empty: batches mix and carry no metadata.
+    pub metadata_keys: Vec<String>,
+    /// The most combinations of `metadata_keys` values pending at once; a batch of one
+    /// more is passed on unbatched (with its metadata) and counted.
+    pub metadata_cardinality_limit: usize,
 }
 
 impl Default for BatchConfig {
@@ -32,6 +51,8 @@ impl Default for BatchConfig {
             send_batch_size: 8192,
             send_batch_max_size: 0,
             timeout: Duration::from_millis(200),
+            metadata_keys: Vec::new(),
+            metadata_cardinality_limit: 1000,
         }
     }
 }
@@ -47,23 +68,51 @@ impl BatchConfig {
         if self.timeout.is_zero() {
             return Err(FieldError::new("timeout", "must be greater than zero"));
         }
+        if !self.metadata_keys.is_empty() && self.metadata_cardinality_limit == 0 {
+            return Err(FieldError::new(
+                "metadata_cardinality_limit",
+                "must be at least 1 with metadata_keys",
+            ));
+        }
         Ok(())
     }
 }
 
+/// A batch being filled, and when it goes out anyway.
+struct Pending {
+    batch: Batch,
+    deadline: Instant,
+}
+
 pub struct BatchProcessor {
     config: BatchConfig,
-    pending: Option<Batch>,
-    deadline: Option<Instant>,
+    /// Per combination of `metadata_keys` values (`None` without metadata keys).
+    pending: HashMap<Option<Metadata>, Pending>,
+    overflow: Counter,
 }
 
 impl BatchProcessor {
     pub fn new(config: BatchConfig) -> Self {
         BatchProcessor {
             config,
-            pending: None,
-            deadline: None,
+            pending: HashMap::new(),
+            overflow: Counter::default(),
         }
+    }
+
+    /// Counts batches passed on unbatched past `metadata_cardinality_limit` in `counter`.
+    pub fn with_overflow_counter(mut self, counter: Counter) -> Self {
+        self.overflow = counter;
+        self
+    }
+
+    /// The metadata a batch goes on with, which is also its batching key.
+    fn key_of(&self, batch: &Batch) -> Option<Metadata> {
+        if self.config.metadata_keys.is_empty() {
+            return None;
+        }
+        let kept = batch.metadata().map(|m| m.only(&self.config.metadata_keys));
+        Some(kept.unwrap_or_else(|| Metadata::from_pairs([])))
     }
 
     /// Emits `batch`, cut into parts of at most `send_batch_max_size` items.
@@ -75,58 +124,73 @@ impl BatchProcessor {
         out.push(batch);
     }
 
-    fn take_pending(&mut self, out: &mut Vec<Batch>) {
-        self.deadline = None;
-        if let Some(batch) = self.pending.take() {
-            self.emit(batch, out);
+    /// Emits the pending batches that are `due`.
+    fn take_pending(&mut self, out: &mut Vec<Batch>, due: impl Fn(&Pending) -> bool) {
+        let keys: Vec<Option<Metadata>> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| due(p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(pending) = self.pending.remove(&key) {
+                self.emit(pending.batch, out);
+            }
         }
     }
 }
 
 impl Processor for BatchProcessor {
-    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
-        let pending = match self.pending.take() {
-            None => {
-                self.deadline = Some(Instant::now() + self.config.timeout);
-                batch
-            }
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        let key = self.key_of(&batch);
+        batch.set_metadata(key.clone());
+        if !self.pending.contains_key(&key)
+            && self.pending.len() >= self.config.metadata_cardinality_limit.max(1)
+        {
+            self.overflow.inc();
+            self.emit(batch, out);
+            return;
+        }
+        let pending = match self.pending.remove(&key) {
+            None => Pending {
+                batch,
+                deadline: Instant::now() + self.config.timeout,
+            },
             Some(mut pending) => {
-                pending.merge(batch);
+                pending.batch.merge(batch);
                 pending
             }
         };
-        if self.config.send_batch_size > 0 && pending.items() >= self.config.send_batch_size {
-            self.deadline = None;
-            self.emit(pending, out);
+        if self.config.send_batch_size > 0 && pending.batch.items() >= self.config.send_batch_size {
+            self.emit(pending.batch, out);
         } else {
-            self.pending = Some(pending);
+            self.pending.insert(key, pending);
         }
+    }
+
+    fn oldest_record(&self) -> Option<u64> {
+        self.pending.values().filter_map(|p| p.batch.record()).min()
     }
 
     /// Items pending, and items lost from them to data that did not decode (those are
     /// counted as undecodable when the batch is emitted, not as removed here).
-    fn oldest_record(&self) -> Option<u64> {
-        self.pending.as_ref().and_then(Batch::record)
-    }
-
     fn held_items(&self) -> i64 {
         self.pending
-            .as_ref()
-            .map_or(0, |b| (b.items() + b.lost()) as i64)
+            .values()
+            .map(|p| (p.batch.items() + p.batch.lost()) as i64)
+            .sum()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.pending.values().map(|p| p.deadline).min()
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
-        if self.deadline.is_some_and(|d| d <= now) {
-            self.take_pending(out);
-        }
+        self.take_pending(out, |p| p.deadline <= now);
     }
 
     fn flush(&mut self, out: &mut Vec<Batch>) {
-        self.take_pending(out);
+        self.take_pending(out, |_| true);
     }
 }
 
@@ -140,6 +204,7 @@ mod tests {
             send_batch_size: size,
             send_batch_max_size: max,
             timeout: Duration::from_secs(1),
+            ..Default::default()
         })
     }
 
@@ -217,5 +282,84 @@ mod tests {
         p.process(traces_batch(2, 2), &mut out);
         p.flush(&mut out);
         assert_eq!(out.iter().map(Batch::items).sum::<usize>(), 4);
+    }
+
+    fn tenant_batch(tenant: Option<&str>, spans: usize) -> Batch {
+        let mut batch = traces_batch(1, spans);
+        batch.set_metadata(tenant.map(|t| {
+            Metadata::from_pairs([
+                ("X-Scope-OrgID".to_string(), t.to_string()),
+                ("user-agent".to_string(), "sdk".to_string()),
+            ])
+        }));
+        batch
+    }
+
+    fn tenant_of(batch: &Batch) -> Option<&str> {
+        batch.metadata().and_then(|m| m.get("x-scope-orgid"))
+    }
+
+    #[test]
+    fn metadata_keys_keep_tenants_apart_and_go_on_with_them() {
+        let mut p = BatchProcessor::new(BatchConfig {
+            send_batch_size: 4,
+            metadata_keys: vec!["x-scope-orgid".into()],
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        for tenant in ["a", "b", "c", "a", "b", "c"] {
+            p.process(tenant_batch(Some(tenant), 2), &mut out);
+        }
+        p.process(tenant_batch(None, 1), &mut out);
+        assert_eq!(out.len(), 3, "one full batch per tenant");
+        for batch in &out {
+            assert_eq!(batch.items(), 4);
+            let metadata = batch.metadata().unwrap();
+            assert_eq!(metadata.pairs().len(), 1, "only the metadata keys go on");
+        }
+        let mut tenants: Vec<&str> = out.iter().filter_map(tenant_of).collect();
+        tenants.sort();
+        assert_eq!(tenants, ["a", "b", "c"]);
+        p.flush(&mut out);
+        let last = out.last().unwrap();
+        assert_eq!(
+            (last.items(), tenant_of(last)),
+            (1, None),
+            "no tenant is a value too"
+        );
+    }
+
+    #[test]
+    fn without_metadata_keys_batches_mix_and_carry_none() {
+        let mut p = processor(4, 0);
+        let mut out = Vec::new();
+        p.process(tenant_batch(Some("a"), 2), &mut out);
+        p.process(tenant_batch(Some("b"), 2), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].metadata(), None);
+    }
+
+    #[test]
+    fn past_the_cardinality_limit_batches_go_on_unbatched_with_their_tenant() {
+        let overflow = Counter::default();
+        let mut p = BatchProcessor::new(BatchConfig {
+            send_batch_size: 100,
+            metadata_keys: vec!["x-scope-orgid".into()],
+            metadata_cardinality_limit: 2,
+            ..Default::default()
+        })
+        .with_overflow_counter(overflow.clone());
+        let mut out = Vec::new();
+        for tenant in ["a", "b", "c", "a", "c"] {
+            p.process(tenant_batch(Some(tenant), 1), &mut out);
+        }
+        assert_eq!(overflow.get(), 2, "c twice, unbatched");
+        assert_eq!(
+            out.iter().map(tenant_of).collect::<Vec<_>>(),
+            [Some("c"), Some("c")]
+        );
+        assert_eq!(p.held_items(), 3);
+        p.flush(&mut out);
+        assert_eq!(out.iter().map(Batch::items).sum::<usize>(), 5);
     }
 }

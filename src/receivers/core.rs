@@ -26,6 +26,47 @@ pub enum IngestError {
     Refused(Refused),
 }
 
+/// The most headers `include_metadata` keeps of one request, and the longest value kept.
+pub const METADATA_HEADERS: usize = 32;
+pub const METADATA_VALUE_BYTES: usize = 1024;
+
+/// Headers never kept as metadata: credentials, and what only the transport needs.
+const NOT_METADATA: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "connection",
+    "te",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "accept-encoding",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "grpc-timeout",
+];
+
+/// A request's headers as metadata (`include_metadata`): every header but credentials
+/// and transport ones, at most [`METADATA_HEADERS`] of them with values of at most
+/// [`METADATA_VALUE_BYTES`] in valid UTF-8 (others are left out), so what is kept per
+/// batch is bounded.
+pub fn request_metadata(headers: &hyper::HeaderMap) -> crate::model::Metadata {
+    crate::model::Metadata::from_pairs(
+        headers
+            .iter()
+            .filter(|(name, _)| !NOT_METADATA.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                let value = value
+                    .to_str()
+                    .ok()
+                    .filter(|v| v.len() <= METADATA_VALUE_BYTES)?;
+                Some((name.as_str().to_string(), value.to_string()))
+            })
+            .take(METADATA_HEADERS),
+    )
+}
+
 pub struct ReceiverCore {
     pub id: String,
     routes: RwLock<Arc<Routes>>,

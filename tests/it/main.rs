@@ -16,3 +16,4 @@ mod sink;
 mod storage;
 mod syslog;
 mod tail_sampling;
+mod tenants;

@@ -42,6 +42,8 @@ pub struct Received {
     pub logs: Vec<ResourceLogs>,
     /// Tenant header values seen, one per request.
     pub tenants: Vec<Option<String>>,
+    /// Per trace request: its tenant header and the names of its spans.
+    pub spans_by_request: Vec<(Option<String>, Vec<String>)>,
     pub requests: usize,
 }
 
@@ -179,7 +181,18 @@ impl TraceService for Service {
                 .flat_map(|s| &mut s.spans)
                 .for_each(|span| span.attributes.clear());
         }
-        self.accept(tenant, |r| r.traces.extend(spans)).await?;
+        let names = spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|span| span.name.clone())
+            .collect();
+        let request_tenant = tenant.clone();
+        self.accept(tenant, |r| {
+            r.spans_by_request.push((request_tenant, names));
+            r.traces.extend(spans)
+        })
+        .await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }

@@ -182,9 +182,15 @@ impl RemoteWriteExporter {
                 .header("content-encoding", "snappy")
                 .header("x-prometheus-remote-write-version", "0.1.0");
             let core = Arc::clone(&self.core);
+            let metadata = batch.metadata().cloned();
             sends.spawn(async move {
-                core.post(request, Bytes::from(body), &RemoteWriteAnswers)
-                    .await
+                core.post(
+                    request,
+                    Bytes::from(body),
+                    metadata.as_ref(),
+                    &RemoteWriteAnswers,
+                )
+                .await
             });
         }
         while let Some(result) = sends.join_next().await {

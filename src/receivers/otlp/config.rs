@@ -77,6 +77,9 @@ pub struct GrpcServerConfig {
     /// Require credentials: `authenticator` names a `bearertokenauth` or `basicauth`
     /// extension. Requests without valid ones get `UNAUTHENTICATED` / 401.
     pub auth: Option<AuthConfig>,
+    /// Keep the request's headers with its data (see [`crate::receivers::core::request_metadata`]),
+    /// for `batch.metadata_keys` and an exporter's `headers_setter`.
+    pub include_metadata: bool,
 }
 
 impl Default for GrpcServerConfig {
@@ -90,6 +93,7 @@ impl Default for GrpcServerConfig {
             max_concurrent_streams: 200,
             tls: None,
             auth: None,
+            include_metadata: false,
         }
     }
 }
@@ -128,6 +132,9 @@ pub struct HttpServerConfig {
     /// Require credentials: `authenticator` names a `bearertokenauth` or `basicauth`
     /// extension. Requests without valid ones get `UNAUTHENTICATED` / 401.
     pub auth: Option<AuthConfig>,
+    /// Keep the request's headers with its data (see [`crate::receivers::core::request_metadata`]),
+    /// for `batch.metadata_keys` and an exporter's `headers_setter`.
+    pub include_metadata: bool,
 }
 
 impl Default for HttpServerConfig {
@@ -144,6 +151,7 @@ impl Default for HttpServerConfig {
             logs_url_path: "/v1/logs".into(),
             tls: None,
             auth: None,
+            include_metadata: false,
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::model::{Batch, Rejected};
 use crate::net::{Admission, Body, Server};
 use crate::queue::Refusal;
 use crate::receivers::budget::{BodyError, Reservation};
-use crate::receivers::core::{IngestError, NotTaken};
+use crate::receivers::core::{request_metadata, IngestError, NotTaken};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -123,6 +123,13 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         .as_ref()
         .map_or(4, |g| g.max_recv_msg_size_mib) as usize
         * MIB;
+    let metadata = shared
+        .config()
+        .protocols
+        .grpc
+        .as_ref()
+        .is_some_and(|g| g.include_metadata)
+        .then(|| request_metadata(req.headers()));
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget
@@ -150,7 +157,10 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     } else {
         message
     };
-    let admitted = Batch::from_request(signal, message);
+    let admitted = Batch::from_request(signal, message).map(|mut admitted| {
+        admitted.batch.set_metadata(metadata);
+        admitted
+    });
     shared.core.admit(admitted).map_err(|e| match e {
         NotTaken::Invalid(invalid) => Failure::rejected(
             code::INVALID_ARGUMENT,

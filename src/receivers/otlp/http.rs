@@ -8,7 +8,7 @@ use crate::grpc::{self, code};
 use crate::model::{Batch, Rejected, Signal};
 use crate::net::{self, Admission, Body, Server};
 use crate::receivers::budget::{BodyError, Reservation};
-use crate::receivers::core::{IngestError, NotTaken};
+use crate::receivers::core::{request_metadata, IngestError, NotTaken};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -148,12 +148,12 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
             format!("content-encoding {encoding} is not supported"),
         ));
     };
-    let limit = shared
-        .config()
-        .protocols
-        .http
-        .as_ref()
-        .map_or(20 << 20, |h| h.max_request_body_size) as usize;
+    let config = shared.config();
+    let http = config.protocols.http.as_ref();
+    let limit = http.map_or(20 << 20, |h| h.max_request_body_size) as usize;
+    let metadata = http
+        .is_some_and(|h| h.include_metadata)
+        .then(|| request_metadata(req.headers()));
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -193,7 +193,11 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     let checked = match format {
         Format::Protobuf => Batch::from_request(signal, body),
         Format::Json => json::decode(signal, &body),
-    };
+    }
+    .map(|mut admitted| {
+        admitted.batch.set_metadata(metadata);
+        admitted
+    });
     shared.core.admit(checked).map_err(|e| match e {
         NotTaken::Invalid(invalid) => Failure::rejected(
             StatusCode::BAD_REQUEST,

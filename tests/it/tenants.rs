@@ -1,0 +1,140 @@
+//! Tenants end to end: a tenant header from the client reaches the backend with its own
+//! data only, through a pipeline that batches (`include_metadata` on the receiver,
+//! `batch.metadata_keys`, `headers_setter` on the exporter).
+
+use crate::harness::Sieve;
+use crate::sink::Sink;
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(sink: &str) -> String {
+    format!(
+        "extensions:
+  headers_setter:
+    headers:
+      - key: X-Scope-OrgID
+        from_context: x-scope-orgid
+        default_value: no-tenant
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{{grpc}}
+        include_metadata: true
+      http:
+        endpoint: 127.0.0.1:{{http}}
+        include_metadata: true
+processors:
+  batch:
+    send_batch_size: 40
+    timeout: 100ms
+    metadata_keys: [X-Scope-OrgID]
+exporters:
+  otlp:
+    endpoint: {sink}
+    auth:
+      authenticator: headers_setter
+service:
+  extensions: [headers_setter]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlp]
+"
+    )
+}
+
+/// Sends `spans` spans named `<tenant>-<i>` as `tenant` (no header for `None`).
+fn send(port: u16, grpc: bool, tenant: Option<&str>, spans: usize) {
+    let exporter = if grpc {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some(tenant) = tenant {
+            metadata.insert("x-scope-orgid", tenant.parse().unwrap());
+        }
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_metadata(metadata)
+            .build()
+    } else {
+        let headers = tenant
+            .map(|t| [("X-Scope-OrgID".to_string(), t.to_string())].into())
+            .unwrap_or_default();
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+            .with_headers(headers)
+            .build()
+    }
+    .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    let tracer = provider.tracer("tenants-it");
+    let name = tenant.unwrap_or("no-tenant");
+    for i in 0..spans {
+        tracer.start(format!("{name}-{i}")).end();
+    }
+    let _ = provider.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tenants_interleaved_each_reach_the_backend_under_their_own_header_only() {
+    let sink = Sink::start().await;
+    let sieve = Sieve::start(&config(&sink.grpc_endpoint()));
+    let (grpc, http) = (sieve.grpc, sieve.http);
+    let senders: Vec<_> = [
+        (Some("team-a"), true),
+        (Some("team-b"), false),
+        (Some("team-c"), true),
+        (None, false),
+    ]
+    .into_iter()
+    .map(|(tenant, over_grpc)| {
+        let tenant = tenant.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let port = if over_grpc { grpc } else { http };
+            send(port, over_grpc, tenant.as_deref(), 50)
+        })
+    })
+    .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    sink.wait_for(WAIT, "every span", |r| r.span_count() == 200)
+        .await;
+    sink.with(|received| {
+        let mut per_tenant = std::collections::BTreeMap::new();
+        for (tenant, names) in &received.spans_by_request {
+            let tenant = tenant.as_deref().expect("every request names a tenant");
+            for name in names {
+                assert!(
+                    name.starts_with(&format!("{tenant}-")),
+                    "span {name} sent under tenant {tenant}"
+                );
+            }
+            *per_tenant.entry(tenant.to_string()).or_insert(0) += names.len();
+        }
+        assert_eq!(
+            per_tenant.into_iter().collect::<Vec<_>>(),
+            [
+                ("no-tenant".to_string(), 50),
+                ("team-a".to_string(), 50),
+                ("team-b".to_string(), 50),
+                ("team-c".to_string(), 50)
+            ]
+        );
+        assert!(
+            received.spans_by_request.len() < 200,
+            "spans were batched ({} requests)",
+            received.spans_by_request.len()
+        );
+    });
+}
