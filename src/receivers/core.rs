@@ -124,6 +124,10 @@ impl ReceiverCore {
         }
     }
 
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// Whether some pipeline takes `signal`.
     pub fn accepts(&self, signal: Signal) -> bool {
         self.routes.read().accepts(signal)
@@ -230,6 +234,15 @@ impl ReceiverCore {
             self.count_rejected_items(r.signal, r.reason, r.count);
         }
         Ok(admitted.rejected)
+    }
+
+    /// Counts a request's items refused (retryably) because its tenant is over its
+    /// `tenant_limits`.
+    pub fn count_tenant_refusal(&self, signal: Signal, items: usize) {
+        self.ledger(signal)
+            .refused
+            .reason("tenant_limit")
+            .add(items);
     }
 
     /// Counts items received and then lost without the sender being told (UDP, or a

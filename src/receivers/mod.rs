@@ -9,3 +9,4 @@ pub mod core;
 pub mod kafka;
 pub mod otlp;
 pub mod syslog;
+pub mod tenants;

@@ -138,3 +138,57 @@ async fn three_tenants_interleaved_each_reach_the_backend_under_their_own_header
         );
     });
 }
+
+/// POSTs a request of `spans` spans as `tenant`; the status.
+async fn post_as(port: u16, tenant: &str, spans: usize) -> u16 {
+    let request = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .header("x-scope-orgid", tenant);
+    let body =
+        http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(0, spans)));
+    crate::harness::http_client()
+        .request(request.body(body).unwrap())
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_limit_is_refused_while_the_others_are_not() {
+    let sink = Sink::start().await;
+    let config = config(&sink.grpc_endpoint()).replace(
+        "receivers:\n  otlp:\n",
+        "receivers:\n  otlp:\n    tenant_limits:\n      metadata_key: X-Scope-OrgID\n      items_per_second: 10\n",
+    );
+    let sieve = Sieve::start(&config);
+    let mut noisy = Vec::new();
+    for _ in 0..5 {
+        noisy.push(post_as(sieve.http, "noisy", 100).await);
+        // within the others' bucket of 10 (a second's worth)
+        assert_eq!(post_as(sieve.http, "team-a", 1).await, 200);
+        assert_eq!(post_as(sieve.http, "team-b", 1).await, 200);
+    }
+    // a request larger than a full bucket goes through once and leaves it 90 in debt:
+    // at 10 a second, nothing more fits for 10 s, however slow this machine is today
+    assert_eq!(noisy[0], 200, "a full bucket lets one request through");
+    assert!(
+        noisy[1..].iter().all(|&s| s == 503),
+        "then the retryable refusal: {noisy:?}"
+    );
+    let refused = sieve.metric(
+        "sieve_receiver_tenant_refused_items_total",
+        &[("tenant", "noisy")],
+    );
+    assert_eq!(refused, 400.0);
+    assert_eq!(
+        sieve.metric(
+            "sieve_receiver_refused_items_total",
+            &[("reason", "tenant_limit")]
+        ),
+        400.0,
+        "the receiver's books count the refusal"
+    );
+    sink.wait_for(WAIT, "the admitted spans", |r| r.span_count() == 110)
+        .await;
+}

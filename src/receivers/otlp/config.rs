@@ -18,6 +18,8 @@ pub struct OtlpReceiverConfig {
     /// bodies being read and their decompressed form. Beyond it a request waits up to a
     /// second, then gets the retryable refusal. At least twice the largest request limit.
     pub max_in_flight_mib: u64,
+    /// Per-tenant admission limits (see [`crate::receivers::tenants`]).
+    pub tenant_limits: Option<crate::receivers::tenants::TenantLimitsConfig>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -25,6 +27,7 @@ impl Default for OtlpReceiverConfig {
         OtlpReceiverConfig {
             protocols: Protocols::default(),
             max_in_flight_mib: 64,
+            tenant_limits: None,
         }
     }
 }
@@ -208,6 +211,9 @@ fn validate_tls(key: &str, tls: Option<&TlsServerConfig>) -> Result<(), FieldErr
 
 impl OtlpReceiverConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(limits) = &self.tenant_limits {
+            limits.validate()?;
+        }
         let p = &self.protocols;
         if p.grpc.is_none() && p.http.is_none() {
             return Err(FieldError::new(

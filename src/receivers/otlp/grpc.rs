@@ -130,6 +130,7 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         .as_ref()
         .is_some_and(|g| g.include_metadata)
         .then(|| request_metadata(req.headers()));
+    let tenant = shared.tenant_of(req.headers());
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget
@@ -157,10 +158,19 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     } else {
         message
     };
+    let bytes = message.len();
     let admitted = Batch::from_request(signal, message).map(|mut admitted| {
         admitted.batch.set_metadata(metadata);
         admitted
     });
+    if !shared.within_tenant_limits(tenant.as_ref(), &admitted, bytes) {
+        return Err(Failure {
+            code: code::UNAVAILABLE,
+            message: "this tenant is over its limit; retry later".into(),
+            rejected_reason: None,
+            retry_after: true,
+        });
+    }
     shared.core.admit(admitted).map_err(|e| match e {
         NotTaken::Invalid(invalid) => Failure::rejected(
             code::INVALID_ARGUMENT,

@@ -154,6 +154,7 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     let metadata = http
         .is_some_and(|h| h.include_metadata)
         .then(|| request_metadata(req.headers()));
+    let tenant = shared.tenant_of(req.headers());
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -190,6 +191,7 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
             Bytes::from(inflated)
         }
     };
+    let bytes = body.len();
     let checked = match format {
         Format::Protobuf => Batch::from_request(signal, body),
         Format::Json => json::decode(signal, &body),
@@ -198,6 +200,13 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         admitted.batch.set_metadata(metadata);
         admitted
     });
+    if !shared.within_tenant_limits(tenant.as_ref(), &checked, bytes) {
+        return Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "this tenant is over its limit; retry later".into(),
+            rejected_reason: None,
+        });
+    }
     shared.core.admit(checked).map_err(|e| match e {
         NotTaken::Invalid(invalid) => Failure::rejected(
             StatusCode::BAD_REQUEST,

@@ -41,6 +41,7 @@ use crate::model::{Rejected, Signal};
 use crate::net::parse_address;
 use crate::net::{self, Admission, Handover, Server};
 use crate::queue::Routes;
+use crate::receivers::tenants::TenantLimits;
 use crate::telemetry::Telemetry;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
@@ -70,15 +71,62 @@ pub struct ProtocolAuth {
     pub http: Option<Arc<Authenticator>>,
 }
 
+/// A request's tenant and the limits it is held to.
+struct Tenant {
+    limits: Arc<TenantLimits>,
+    name: String,
+}
+
 /// What both protocol handlers share.
 struct Shared {
     core: ReceiverCore,
     config: RwLock<Arc<OtlpReceiverConfig>>,
     budget: RwLock<Budget>,
     auth: RwLock<ProtocolAuth>,
+    tenant_limits: RwLock<Option<Arc<TenantLimits>>>,
 }
 
 impl Shared {
+    /// The tenant a request's headers name, when tenant limits are on (read before the
+    /// body, which consumes the request).
+    fn tenant_of(&self, headers: &hyper::HeaderMap) -> Option<Tenant> {
+        let limits = self.tenant_limits.read().clone()?;
+        let name = limits.tenant_of(headers);
+        Some(Tenant { limits, name })
+    }
+
+    /// Whether `tenant` may bring `admitted`'s items (`bytes` uncompressed) now; a
+    /// refusal is counted in the receiver's books.
+    fn within_tenant_limits(
+        &self,
+        tenant: Option<&Tenant>,
+        admitted: &Result<crate::model::Admitted, crate::model::Invalid>,
+        bytes: usize,
+    ) -> bool {
+        let (Some(tenant), Ok(admitted)) = (tenant, admitted) else {
+            return true;
+        };
+        let (signal, items) = (admitted.batch.signal(), admitted.batch.items());
+        let allowed = tenant.limits.admit(&tenant.name, items, bytes);
+        if !allowed {
+            self.core.count_tenant_refusal(signal, items);
+        }
+        allowed
+    }
+
+    /// Builds the tenant limits of `config`, keeping the buckets when they did not change.
+    fn set_tenant_limits(&self, config: &OtlpReceiverConfig) {
+        let current = self.config();
+        let mut limits = self.tenant_limits.write();
+        if limits.is_some() && current.tenant_limits == config.tenant_limits {
+            return;
+        }
+        *limits = config
+            .tenant_limits
+            .as_ref()
+            .map(|c| Arc::new(TenantLimits::new(c, &self.core.id, self.core.telemetry())));
+    }
+
     /// Checks a request's credentials when its protocol asks for them; a failure is
     /// counted and comes back with the `WWW-Authenticate` challenge.
     fn authenticate(
@@ -279,7 +327,9 @@ impl OtlpReceiver {
             budget: RwLock::new(Budget::new(prepared.config.in_flight_bytes())),
             config: RwLock::new(Arc::new(prepared.config.clone())),
             auth: RwLock::new(prepared.auth.clone()),
+            tenant_limits: RwLock::new(None),
         });
+        shared.set_tenant_limits(&prepared.config);
         let mut receiver = OtlpReceiver {
             grpc_admission: admission(&shared, "grpc"),
             http_admission: admission(&shared, "http"),
@@ -319,6 +369,7 @@ impl OtlpReceiver {
         let wants_http = prepared.config.protocols.http.is_some();
         self.admit(&prepared);
         *self.shared.auth.write() = prepared.auth.clone();
+        self.shared.set_tenant_limits(&prepared.config);
         self.shared.set_config(prepared.config);
         if let Some(listener) = prepared.grpc {
             let server = grpc::serve(listener, Arc::clone(&self.shared), &self.grpc_admission);
