@@ -93,6 +93,10 @@ pub struct KafkaExporterConfig {
     pub sending_queue: SendingQueueConfig,
     /// Retries of failed batches.
     pub retry_on_failure: RetryConfig,
+    /// Request metadata names (a tenant header a receiver kept with `include_metadata`)
+    /// sent as record headers of every message, so a gateway's Kafka receiver can
+    /// restore them; past a `batch` processor, only names in its `metadata_keys`.
+    pub include_metadata_keys: Vec<String>,
 }
 
 impl Default for KafkaExporterConfig {
@@ -111,6 +115,7 @@ impl Default for KafkaExporterConfig {
             auth: AuthConfig::default(),
             sending_queue: SendingQueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
+            include_metadata_keys: Vec::new(),
         }
     }
 }
@@ -378,13 +383,34 @@ mod producer {
             })
         }
 
+        /// The `include_metadata_keys` the batch carries, as record headers.
+        fn record_headers(&self, batch: &Batch) -> Option<rdkafka::message::OwnedHeaders> {
+            let metadata = batch.metadata()?;
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            let mut any = false;
+            for key in &self.config.include_metadata_keys {
+                if let Some(value) = metadata.get(key) {
+                    headers = headers.insert(rdkafka::message::Header {
+                        key: key.as_str(),
+                        value: Some(value),
+                    });
+                    any = true;
+                }
+            }
+            any.then_some(headers)
+        }
+
         pub async fn export(&self, batch: &Batch) -> Result<Exported, ExportError> {
             let producer = &self.producer;
             let topic = self.config.topic(batch.signal()).topic;
             let (messages, too_large) = messages(&self.config, batch)?;
+            let headers = self.record_headers(batch);
             let mut deliveries = Vec::with_capacity(messages.len());
             for message in &messages {
                 let mut record = FutureRecord::to(&topic).payload(&message.payload);
+                if let Some(headers) = &headers {
+                    record = record.headers(headers.clone());
+                }
                 if let Some(key) = &message.key {
                     record = record.key(key);
                 }

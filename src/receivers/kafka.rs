@@ -69,6 +69,9 @@ pub struct KafkaReceiverConfig {
     pub max_message_bytes: usize,
     /// SASL and TLS.
     pub auth: AuthConfig,
+    /// Keep each message's record headers with its data as request metadata (what an
+    /// agent's `include_metadata_keys` sent: a tenant header), at most 32 of them.
+    pub include_metadata: bool,
 }
 
 impl Default for KafkaReceiverConfig {
@@ -86,6 +89,7 @@ impl Default for KafkaReceiverConfig {
             heartbeat_interval: Duration::from_secs(3),
             max_message_bytes: 16 << 20,
             auth: AuthConfig::default(),
+            include_metadata: false,
         }
     }
 }
@@ -194,7 +198,22 @@ mod consumer {
     use crate::receivers::core::{IngestError, ReceiverCore};
     use crate::telemetry::Telemetry;
     use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-    use rdkafka::message::Message;
+    use rdkafka::message::{Headers, Message};
+
+    /// A message's record headers as request metadata (UTF-8 values only, at most
+    /// [`crate::receivers::core::METADATA_HEADERS`], each at most
+    /// [`crate::receivers::core::METADATA_VALUE_BYTES`]).
+    fn record_metadata(message: &impl Message) -> crate::model::Metadata {
+        use crate::receivers::core::{METADATA_HEADERS, METADATA_VALUE_BYTES};
+        let pairs = message.headers().into_iter().flat_map(|headers| {
+            headers.iter().filter_map(|header| {
+                let value = std::str::from_utf8(header.value?).ok()?;
+                (value.len() <= METADATA_VALUE_BYTES)
+                    .then(|| (header.key.to_string(), value.to_string()))
+            })
+        });
+        crate::model::Metadata::from_pairs(pairs.take(METADATA_HEADERS))
+    }
     use std::collections::VecDeque;
     use std::sync::Arc;
     use tokio::sync::watch;
@@ -367,7 +386,10 @@ mod consumer {
             };
             let payload = message.payload().unwrap_or_default();
             match decode(*signal, topic.encoding, payload) {
-                Ok(admitted) => {
+                Ok(mut admitted) => {
+                    if config.include_metadata {
+                        admitted.batch.set_metadata(Some(record_metadata(&message)));
+                    }
                     if let Some(r) = &admitted.rejected {
                         core.count_rejected_items(r.signal, r.reason, r.count);
                     }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A tansu broker with in-memory storage; killed on drop.
-struct Tansu {
+pub struct Tansu {
     child: Child,
     port: u16,
 }
@@ -30,7 +30,7 @@ fn tansu_bin() -> PathBuf {
 }
 
 impl Tansu {
-    fn start() -> Tansu {
+    pub fn start() -> Tansu {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_bin())
@@ -55,7 +55,7 @@ impl Tansu {
         Tansu { child, port }
     }
 
-    fn create_topic(&self, name: &str, partitions: u32) {
+    pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(tansu_bin())
             .args(["topic", "create", "--broker"])
             .arg(format!("tcp://127.0.0.1:{}", self.port))
@@ -68,7 +68,7 @@ impl Tansu {
         assert!(status.success(), "topic {name} created");
     }
 
-    fn brokers(&self) -> String {
+    pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }

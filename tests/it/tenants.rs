@@ -192,3 +192,74 @@ async fn a_tenant_over_its_limit_is_refused_while_the_others_are_not() {
     sink.wait_for(WAIT, "the admitted spans", |r| r.span_count() == 110)
         .await;
 }
+
+/// The tenant survives the agent → Kafka → gateway hop: the agent sends it as a record
+/// header, the gateway's Kafka receiver restores it, and its batch and exporter use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_cross_kafka_from_agent_to_gateway() {
+    let kafka = crate::kafka::Tansu::start();
+    kafka.create_topic("tenant_spans", 2);
+    let sink = Sink::start().await;
+    let brokers = kafka.brokers();
+    let agent = Sieve::start(&format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{{grpc}}
+        include_metadata: true
+processors:
+  batch:
+    timeout: 50ms
+    metadata_keys: [x-scope-orgid]
+exporters:
+  kafka:
+    brokers: [\"{brokers}\"]
+    traces: {{topic: tenant_spans}}
+    include_metadata_keys: [x-scope-orgid]
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [kafka]
+"
+    ));
+    let gateway = Sieve::start(
+        &config(&sink.grpc_endpoint())
+            .replace(
+                "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n        include_metadata: true\n      http:\n        endpoint: 127.0.0.1:{http}\n        include_metadata: true\n",
+                &format!("receivers:\n  kafka:\n    brokers: [\"{brokers}\"]\n    group_id: tenant-gateways\n    initial_offset: earliest\n    include_metadata: true\n    traces: {{topic: tenant_spans}}\n"),
+            )
+            .replace("receivers: [otlp]", "receivers: [kafka]"),
+    );
+    let port = agent.grpc;
+    let senders: Vec<_> = ["team-a", "team-b", "team-c"]
+        .into_iter()
+        .map(|tenant| tokio::task::spawn_blocking(move || send(port, true, Some(tenant), 30)))
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    sink.wait_for(Duration::from_secs(60), "every span through Kafka", |r| {
+        r.span_count() == 90
+    })
+    .await;
+    sink.with(|received| {
+        for (tenant, names) in &received.spans_by_request {
+            let tenant = tenant.as_deref().unwrap();
+            assert_ne!(tenant, "no-tenant", "the tenant was lost on the way");
+            for name in names {
+                assert!(
+                    name.starts_with(&format!("{tenant}-")),
+                    "{name} under {tenant}"
+                );
+            }
+        }
+    });
+    // the exporter counts once the sink has answered
+    gateway.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| v == 90.0);
+}
