@@ -1,6 +1,6 @@
 //! Tenants end to end: a tenant header from the client reaches the backend with its own
-//! data only, through a pipeline that batches (`include_metadata` on the receiver,
-//! `batch.metadata_keys`, `headers_setter` on the exporter).
+//! data only, through a pipeline that holds traces and batches (`include_metadata` on the
+//! receiver, `tail_sampling`, `batch.metadata_keys`, `headers_setter` on the exporter).
 
 use crate::harness::Sieve;
 use crate::sink::Sink;
@@ -28,6 +28,9 @@ receivers:
         endpoint: 127.0.0.1:{{http}}
         include_metadata: true
 processors:
+  tail_sampling:
+    decision_wait: 200ms
+    policies: [{{name: all, type: always_sample}}]
   batch:
     send_batch_size: 40
     timeout: 100ms
@@ -45,7 +48,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [batch]
+      processors: [tail_sampling, batch]
       exporters: [otlp]
 "
     )

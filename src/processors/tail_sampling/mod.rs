@@ -40,7 +40,7 @@ mod shared;
 use super::Processor;
 use crate::config::FieldError;
 use crate::model::wire;
-use crate::model::{oldest, Batch, Payload, Signal};
+use crate::model::{oldest, Batch, Metadata, Payload, Signal};
 use crate::telemetry::{ProcessorLabels, Telemetry};
 use bytes::Bytes;
 use cache::{id_hash, FingerprintFilter, SampledCache};
@@ -123,6 +123,19 @@ struct Trace {
     root_seen: bool,
     /// The log record its first spans came from (with a persistent queue).
     first_record: Option<u64>,
+    /// The request metadata its first spans came with (a tenant), which it leaves with.
+    metadata: Option<Metadata>,
+}
+
+/// Kept data waiting to be emitted with one request metadata: whole traces, and
+/// `passing` (late or fallback spans that go straight through), with their span count
+/// and the oldest log record among them (with a persistent queue).
+#[derive(Default)]
+struct Outgoing {
+    parts: Vec<Bytes>,
+    passing: Vec<u8>,
+    items: usize,
+    record: Option<u64>,
 }
 
 /// A queued deadline.
@@ -309,15 +322,11 @@ pub struct TailSampler {
     not_sampled: FingerprintFilter,
     fallback: Option<Probabilistic>,
     started: Instant,
-    /// Kept data waiting to be emitted: whole traces, and `passing` (late or fallback
-    /// spans that go straight through), with their span count.
-    out: Vec<Bytes>,
-    passing: Vec<u8>,
-    out_items: usize,
-    /// The oldest log record of what waits to be emitted, and the record of the batch
-    /// being processed (with a persistent queue).
-    out_record: Option<u64>,
+    /// Kept data waiting to be emitted, per request metadata (tenants leave apart).
+    out: HashMap<Option<Metadata>, Outgoing>,
+    /// The log record and the request metadata of the batch being processed.
     current_record: Option<u64>,
+    current_metadata: Option<Metadata>,
     metrics: Metrics,
 }
 
@@ -370,11 +379,9 @@ impl TailSampler {
             not_sampled: FingerprintFilter::new(config.decision_cache.non_sampled_cache_size),
             fallback: None,
             started: Instant::now(),
-            out: Vec::new(),
-            passing: Vec::new(),
-            out_items: 0,
-            out_record: None,
+            out: HashMap::new(),
             current_record: None,
+            current_metadata: None,
             metrics,
             policies,
             predicates,
@@ -431,6 +438,7 @@ impl TailSampler {
             generation,
             root_seen: false,
             first_record: self.current_record,
+            metadata: self.current_metadata.clone(),
         });
         if trace.generation == generation {
             self.next_generation += 1;
@@ -476,9 +484,10 @@ impl TailSampler {
 
     /// Sends spans on without holding them.
     fn pass(&mut self, source: &[u8], group: &ScopeGroup, spans: &[SpanFacts]) {
-        ingest::encode_group(&mut self.passing, group, source, spans);
-        self.out_items += spans.len();
-        self.out_record = oldest(self.out_record, self.current_record);
+        let outgoing = self.out.entry(self.current_metadata.clone()).or_default();
+        ingest::encode_group(&mut outgoing.passing, group, source, spans);
+        outgoing.items += spans.len();
+        outgoing.record = oldest(outgoing.record, self.current_record);
     }
 
     /// Remembers a decision and counts it.
@@ -524,9 +533,10 @@ impl TailSampler {
                 Some(threshold) => stamp_threshold(&trace.buffer, threshold),
                 None => trace.buffer,
             };
-            self.out.push(Bytes::from(bytes));
-            self.out_items += trace.summary.spans as usize;
-            self.out_record = oldest(self.out_record, trace.first_record);
+            let outgoing = self.out.entry(trace.metadata).or_default();
+            outgoing.parts.push(Bytes::from(bytes));
+            outgoing.items += trace.summary.spans as usize;
+            outgoing.record = oldest(outgoing.record, trace.first_record);
         }
     }
 
@@ -587,18 +597,17 @@ impl TailSampler {
         }
     }
 
-    /// Emits what was kept as one batch and updates the gauges.
+    /// Emits what was kept, one batch per request metadata, and updates the gauges.
     fn emit(&mut self, out: &mut Vec<Batch>) {
-        if !self.passing.is_empty() {
-            self.out
-                .push(Bytes::from(std::mem::take(&mut self.passing)));
-        }
-        if !self.out.is_empty() {
-            let parts = std::mem::take(&mut self.out);
-            let mut batch = Batch::from_encoded_parts(Signal::Traces, parts, self.out_items);
-            batch.set_record(self.out_record.take());
+        for (metadata, mut outgoing) in self.out.drain() {
+            if !outgoing.passing.is_empty() {
+                outgoing.parts.push(Bytes::from(outgoing.passing));
+            }
+            let mut batch =
+                Batch::from_encoded_parts(Signal::Traces, outgoing.parts, outgoing.items);
+            batch.set_record(outgoing.record);
+            batch.set_metadata(metadata);
             out.push(batch);
-            self.out_items = 0;
         }
         self.metrics.traces_held.set(self.traces.len() as i64);
         self.metrics.spans_held.set(self.spans_held as i64);
@@ -678,6 +687,7 @@ impl Processor for TailSampler {
         let chunks = chunks_of(&batch);
         let now = Instant::now();
         self.current_record = batch.record();
+        self.current_metadata = batch.metadata().cloned();
         self.ingest(&chunks, now);
         self.enforce_budget(now);
         self.emit(out);

@@ -125,6 +125,7 @@ impl Processor for Shared {
         for (at, traces) in work.iter().enumerate().filter(|(_, w)| !w.is_empty()) {
             self.with_shard(at, |sampler| {
                 sampler.current_record = batch.record();
+                sampler.current_metadata = batch.metadata().cloned();
                 for (index, spans) in traces {
                     let (chunk, group) = &groups[*index];
                     sampler.admit(&chunks[*chunk], group, &group.spans[spans.clone()], now);

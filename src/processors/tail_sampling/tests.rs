@@ -887,3 +887,42 @@ fn shards_hold_the_processors_budget_not_one_each() {
         "held {held} traces of one span: num_traces is the processor's, filled by both shards"
     );
 }
+
+/// Kept traces leave with the request metadata (the tenant) their spans came with, one
+/// batch per tenant.
+#[test]
+fn kept_traces_leave_with_their_tenant() {
+    let (mut s, _t) = sampler(config(
+        "decision_wait: 1h\npolicies: [{name: all, type: always_sample}]",
+    ));
+    let tenant = |name: &str| {
+        crate::model::Metadata::from_pairs([("x-scope-orgid".to_string(), name.to_string())])
+    };
+    let mut out = Vec::new();
+    for (trace, name) in [(1, "a"), (2, "b"), (3, "a")] {
+        let mut batch = batch_of(vec![span(trace, 0)]);
+        batch.set_metadata(Some(tenant(name)));
+        s.process(batch, &mut out);
+    }
+    s.flush(&mut out);
+    let mut by_tenant: Vec<(String, BTreeSet<u64>)> = out
+        .into_iter()
+        .map(|batch| {
+            let name = batch
+                .metadata()
+                .unwrap()
+                .get("x-scope-orgid")
+                .unwrap()
+                .to_string();
+            (name, kept_traces(&spans_of(vec![batch])))
+        })
+        .collect();
+    by_tenant.sort();
+    assert_eq!(
+        by_tenant,
+        [
+            ("a".to_string(), BTreeSet::from([1, 3])),
+            ("b".to_string(), BTreeSet::from([2]))
+        ]
+    );
+}
