@@ -365,7 +365,9 @@ impl PipelineInput {
             crate::model::Payload::Encoded(parts) => parts.clone(),
             _ => vec![batch.to_bytes()],
         };
-        let appended = durable.log.append(self.signal, items, &parts);
+        let appended = durable
+            .log
+            .append(self.signal, items, batch.metadata(), &parts);
         self.count_dropped_to_make_room(durable.log.take_dropped());
         match appended {
             Ok(seq) => {

@@ -12,8 +12,10 @@
 //!
 //! A record is `magic (4) | version (1) | signal (1) | items (4) | seq (8) | length (4)
 //! | crc32c (4) | payload`, little-endian, the checksum over everything from `version`
-//! to the end of the payload. The payload is the encoded OTLP export request sieve
-//! accepted, so a write is a copy and a checksum.
+//! to the end of the payload. In version 2 the payload starts with the request metadata
+//! the data carries (a tenant: `count (2)` then `key length (2) | key | value length (2)
+//! | value` per entry), followed by the encoded OTLP export request sieve accepted, so
+//! a write is a copy and a checksum. Version 1 records (no metadata) are read as before.
 //!
 //! When the log is full it refuses appends, or, with `drop_oldest`, deletes its oldest
 //! segment that nothing has read yet and counts the items in it as dropped. Segments
@@ -30,7 +32,7 @@
 //! or any other garbage is just damage: nothing in a file can make sieve panic or
 //! allocate without bound. Every index is rebuilt from the segments at open.
 
-use crate::model::Signal;
+use crate::model::{Metadata, Signal};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
@@ -43,7 +45,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAGIC: [u8; 4] = *b"SVQ1";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Records written before metadata was kept: the payload is the request alone.
+const VERSION_WITHOUT_METADATA: u8 = 1;
 const HEADER_BYTES: usize = 26;
 /// A segment is closed and a new one started past this size (or an eighth of the
 /// log's limit, if smaller).
@@ -67,7 +71,51 @@ pub struct Record {
     pub seq: u64,
     pub signal: Signal,
     pub items: usize,
+    /// The request metadata the data came with (none in a version 1 record).
+    pub metadata: Option<Metadata>,
     pub payload: Bytes,
+}
+
+/// The metadata block of a version 2 payload.
+fn encode_metadata(metadata: Option<&Metadata>) -> Bytes {
+    // receivers keep values of at most 1 KiB; a longer pair could not be written
+    let fits = |(key, value): &&(String, String)| {
+        key.len() <= u16::MAX as usize && value.len() <= u16::MAX as usize
+    };
+    let pairs: Vec<&(String, String)> = metadata
+        .map_or(&[][..], Metadata::pairs)
+        .iter()
+        .filter(fits)
+        .take(u16::MAX as usize)
+        .collect();
+    let mut block = Vec::with_capacity(2 + pairs.len() * 16);
+    block.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
+    for (key, value) in pairs {
+        for text in [key, value] {
+            block.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            block.extend_from_slice(text.as_bytes());
+        }
+    }
+    Bytes::from(block)
+}
+
+/// The metadata block at the start of a version 2 payload and where the request
+/// starts; `None` when it does not parse (damage).
+fn decode_metadata(payload: &[u8]) -> Option<(Option<Metadata>, usize)> {
+    let mut at = 2;
+    let count = u16::from_le_bytes(payload.get(..2)?.try_into().ok()?) as usize;
+    let mut text = || {
+        let length = u16::from_le_bytes(payload.get(at..at + 2)?.try_into().ok()?) as usize;
+        let bytes = payload.get(at + 2..at + 2 + length)?;
+        at += 2 + length;
+        std::str::from_utf8(bytes).ok().map(str::to_string)
+    };
+    let mut pairs = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        pairs.push((text()?, text()?));
+    }
+    let metadata = (count > 0).then(|| Metadata::from_pairs(pairs));
+    Some((metadata, at))
 }
 
 /// Why an append was refused.
@@ -234,7 +282,7 @@ fn encode_header(seq: u64, signal: Signal, items: usize, payload: &[Bytes]) -> [
 /// The record at the start of `bytes`, if it checks out, and its full length.
 fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
     let header = bytes.get(..HEADER_BYTES)?;
-    if header[0..4] != MAGIC || header[4] != VERSION {
+    if header[0..4] != MAGIC || !matches!(header[4], VERSION | VERSION_WITHOUT_METADATA) {
         return None;
     }
     let signal = *Signal::ALL.get(header[5] as usize)?;
@@ -247,17 +295,23 @@ fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
     }
     let payload = bytes.get(HEADER_BYTES..HEADER_BYTES + length)?;
     let computed = crc32c::crc32c_append(crc32c::crc32c(&header[4..22]), payload);
-    (computed == crc).then(|| {
-        (
-            Record {
-                seq,
-                signal,
-                items,
-                payload: Bytes::copy_from_slice(payload),
-            },
-            HEADER_BYTES + length,
-        )
-    })
+    if computed != crc {
+        return None;
+    }
+    let (metadata, request) = match header[4] {
+        VERSION => decode_metadata(payload)?,
+        _ => (None, 0),
+    };
+    Some((
+        Record {
+            seq,
+            signal,
+            items,
+            metadata,
+            payload: Bytes::copy_from_slice(&payload[request..]),
+        },
+        HEADER_BYTES + length,
+    ))
 }
 
 /// What a segment reader met next.
@@ -529,14 +583,20 @@ impl Log {
             .map_or(Duration::ZERO, |s| s.created.elapsed().unwrap_or_default())
     }
 
-    /// Appends one record: written to the operating system before this returns, and on
-    /// disk too with `fsync: always`. Returns its sequence number.
+    /// Appends one record of `payload` (an encoded request, in parts) and the request
+    /// `metadata` it came with: written to the operating system before this returns,
+    /// and on disk too with `fsync: always`. Returns its sequence number.
     pub fn append(
         &self,
         signal: Signal,
         items: usize,
-        payload: &[Bytes],
+        metadata: Option<&Metadata>,
+        request: &[Bytes],
     ) -> Result<u64, AppendError> {
+        let payload: Vec<Bytes> = std::iter::once(encode_metadata(metadata))
+            .chain(request.iter().cloned())
+            .collect();
+        let payload = payload.as_slice();
         let mut w = self.writer.lock();
         let seq = loop {
             match self.write(&mut w, signal, items, payload) {

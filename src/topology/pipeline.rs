@@ -527,6 +527,7 @@ impl Durable {
         let mut batch =
             Batch::from_encoded_parts(record.signal, vec![record.payload], record.items);
         batch.set_record(Some(record.seq));
+        batch.set_metadata(record.metadata);
         Some(batch)
     }
 

@@ -564,6 +564,7 @@ async fn a_one_gib_backlog_drains_with_flat_memory() {
         log.append(
             sieve::model::Signal::Traces,
             1,
+            None,
             &[bytes::Bytes::from(request.encode_to_vec())],
         )
         .unwrap();

@@ -266,3 +266,61 @@ service:
     // the exporter counts once the sink has answered
     gateway.wait_metric("sieve_exporter_sent_items_total", &[], WAIT, |v| v == 90.0);
 }
+
+/// A tenant survives the persistent queue: what waited on disk through a restart leaves
+/// under its own tenant's header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_survive_the_persistent_queue_across_a_restart() {
+    let sink = Sink::start().await;
+    let storage = tempfile::tempdir().unwrap();
+    let durable = |endpoint: &str| {
+        config(endpoint)
+            .replace(
+                "extensions:\n",
+                &format!(
+                    "extensions:\n  file_storage:\n    directory: {}\n",
+                    storage.path().display()
+                ),
+            )
+            .replace(
+                "    auth:\n      authenticator: headers_setter\n",
+                "    auth:\n      authenticator: headers_setter\n    sending_queue:\n      storage: file_storage\n    retry_on_failure:\n      max_elapsed_time: 0s\n",
+            )
+            .replace("extensions: [headers_setter]", "extensions: [headers_setter, file_storage]")
+            .replace("  telemetry:\n", "  shutdown_timeout: 1s\n  telemetry:\n")
+    };
+    // nothing listens on port 1: the backend is down
+    let mut sieve = Sieve::start(&durable("http://127.0.0.1:1"));
+    let tenants = ["team-a", "team-b", "team-c"];
+    for tag in 0..30 {
+        let request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
+            .header("content-type", "application/x-protobuf")
+            .header("x-scope-orgid", tenants[tag / 10]);
+        let body =
+            http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(tag, 2)));
+        let response = crate::harness::http_client()
+            .request(request.body(body).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    sieve.signal("TERM");
+    assert!(sieve.wait_exit(WAIT).is_some_and(|s| s.success()));
+    let _next = Sieve::start(&durable(&sink.grpc_endpoint()));
+    sink.wait_for(
+        Duration::from_secs(30),
+        "every span after the restart",
+        |r| r.span_count() >= 60,
+    )
+    .await;
+    sink.with(|received| {
+        for (tenant, names) in &received.spans_by_request {
+            let tenant = tenant.as_deref().unwrap();
+            for name in names {
+                // spans are named r<tag>-s<i>; tags 0–9 are team-a's, 10–19 team-b's, …
+                let tag: usize = name[1..name.find('-').unwrap()].parse().unwrap();
+                assert_eq!(tenant, tenants[tag / 10], "span {name}");
+            }
+        }
+    });
+}
