@@ -54,6 +54,10 @@ pub struct BearerTokenConfig {
     /// A file of valid tokens, one per line, read again when it changes (checked at
     /// most once a second). Takes precedence over `token` and `tokens`.
     pub filename: Option<PathBuf>,
+    /// Tokens with a name (beyond the collector): the name is the identity of a request
+    /// presenting the token, which an `otlp` receiver's `bind_tenant` turns into its
+    /// tenant. Valid beside `token`, `tokens` and `filename`.
+    pub named_tokens: std::collections::BTreeMap<String, Secret>,
 }
 
 impl Default for BearerTokenConfig {
@@ -64,16 +68,21 @@ impl Default for BearerTokenConfig {
             token: None,
             tokens: Vec::new(),
             filename: None,
+            named_tokens: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl BearerTokenConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.filename.is_none() && self.token.is_none() && self.tokens.is_empty() {
+        if self.filename.is_none()
+            && self.token.is_none()
+            && self.tokens.is_empty()
+            && self.named_tokens.is_empty()
+        {
             return Err(FieldError::new(
                 "token",
-                "set `token`, `tokens` or `filename`",
+                "set `token`, `tokens`, `filename` or `named_tokens`",
             ));
         }
         if let Some(file) = &self.filename {
@@ -165,9 +174,13 @@ pub enum Authenticator {
     Oidc(Oidc),
 }
 
+/// Who a request authenticated as, when the authenticator can say: a `named_tokens`
+/// name, a basic-auth user, an OIDC claim.
+pub type Identity = Option<String>;
+
 impl Authenticator {
-    /// Checks a request's headers.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    /// Checks a request's headers; the identity it authenticated as.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
         match self {
             Authenticator::Bearer(bearer) => bearer.check(headers),
             Authenticator::Basic(basic) => basic.check(headers),
@@ -220,6 +233,8 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub struct Bearer {
     config: BearerTokenConfig,
     tokens: Mutex<Tokens>,
+    /// `named_tokens`: each name and its token's digest.
+    named: Vec<(String, [u8; 32])>,
 }
 
 /// The valid tokens' digests and, with a file, what it was when last read.
@@ -264,7 +279,13 @@ impl Bearer {
                 .collect(),
         };
         let file = config.filename.as_deref().and_then(file_stamp);
+        let named = config
+            .named_tokens
+            .iter()
+            .map(|(name, token)| (name.clone(), sha256(token.0.as_bytes())))
+            .collect();
         Ok(Bearer {
+            named,
             config: config.clone(),
             tokens: Mutex::new(Tokens {
                 digests,
@@ -274,17 +295,25 @@ impl Bearer {
         })
     }
 
-    fn check(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    fn check(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
         let presented = credential(headers, &self.config.header, &self.config.scheme)
             .filter(|c| !c.is_empty())
             .ok_or(AuthFailure::Missing)?;
         let digest = sha256(presented);
+        // every named token is compared, wherever the match is
+        let mut named = None;
+        for (name, token) in &self.named {
+            if digest_among(&digest, std::slice::from_ref(token)) {
+                named = Some(name.clone());
+            }
+        }
         let mut tokens = self.tokens.lock();
         self.refresh(&mut tokens);
-        if digest_among(&digest, &tokens.digests) {
-            Ok(())
-        } else {
-            Err(AuthFailure::Invalid)
+        let anonymous = digest_among(&digest, &tokens.digests);
+        match (named, anonymous) {
+            (Some(name), _) => Ok(Some(name)),
+            (None, true) => Ok(None),
+            (None, false) => Err(AuthFailure::Invalid),
         }
     }
 
@@ -321,8 +350,8 @@ pub const REMEMBERED: usize = 1024;
 /// `basicauth` on the server side.
 pub struct Basic {
     users: Users,
-    /// Digests of `user:password` pairs that passed.
-    verified: Mutex<lru::LruCache<[u8; 32], ()>>,
+    /// Digests of `user:password` pairs that passed, and the user.
+    verified: Mutex<lru::LruCache<[u8; 32], String>>,
 }
 
 /// htpasswd users and their hashes.
@@ -429,14 +458,14 @@ impl Basic {
         })
     }
 
-    fn check(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    fn check(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
         let encoded = credential(headers, "authorization", "Basic").ok_or(AuthFailure::Missing)?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|_| AuthFailure::Invalid)?;
         let pair = sha256(&decoded);
-        if self.verified.lock().get(&pair).is_some() {
-            return Ok(());
+        if let Some(user) = self.verified.lock().get(&pair) {
+            return Ok(Some(user.clone()));
         }
         let colon = decoded
             .iter()
@@ -452,8 +481,9 @@ impl Basic {
         if !known {
             return Err(AuthFailure::Invalid);
         }
-        self.verified.lock().put(pair, ());
-        Ok(())
+        let user = String::from_utf8_lossy(user).into_owned();
+        self.verified.lock().put(pair, user.clone());
+        Ok(Some(user))
     }
 }
 

@@ -123,7 +123,8 @@ impl Oidc {
         })
     }
 
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    /// Checks the token; the identity is its `username_claim` (or `sub`) when a string.
+    pub fn check(&self, headers: &HeaderMap) -> Result<super::Identity, AuthFailure> {
         let token = super::credential(headers, &self.config.attribute, "Bearer")
             .filter(|t| !t.is_empty())
             .and_then(|t| std::str::from_utf8(t).ok())
@@ -152,9 +153,14 @@ impl Oidc {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = 60;
-        jsonwebtoken::decode::<serde_json::Value>(token, key, &validation)
-            .map(drop)
-            .map_err(|_| AuthFailure::Invalid)
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation)
+            .map_err(|_| AuthFailure::Invalid)?
+            .claims;
+        let claim = self.config.username_claim.as_deref().unwrap_or("sub");
+        Ok(claims
+            .get(claim)
+            .and_then(|v| v.as_str())
+            .map(str::to_string))
     }
 
     /// Wakes the key task, at most every [`REFRESH_AT_MOST_EVERY`].

@@ -23,11 +23,11 @@ fn a_bearer_token_is_checked_with_its_scheme() {
     let auth = bearer("s3cret");
     assert_eq!(
         auth.check(&headers("authorization", "Bearer s3cret")),
-        Ok(())
+        Ok(None)
     );
     assert_eq!(
         auth.check(&headers("authorization", "bearer s3cret")),
-        Ok(())
+        Ok(None)
     );
     assert_eq!(
         auth.check(&headers("authorization", "Bearer s3cre")),
@@ -54,7 +54,7 @@ fn several_tokens_are_valid_at_once() {
     for token in ["old", "new"] {
         assert_eq!(
             auth.check(&headers("authorization", &format!("Bearer {token}"))),
-            Ok(())
+            Ok(None)
         );
     }
 }
@@ -68,7 +68,7 @@ fn a_custom_header_and_no_scheme() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(auth.check(&headers("x-api-key", "k")), Ok(()));
+    assert_eq!(auth.check(&headers("x-api-key", "k")), Ok(None));
     assert_eq!(
         auth.check(&headers("authorization", "Bearer k")),
         Err(AuthFailure::Missing)
@@ -88,7 +88,7 @@ fn a_token_file_is_read_again_when_it_changes() {
     .unwrap();
     assert_eq!(
         auth.check(&headers("authorization", "Bearer first")),
-        Ok(())
+        Ok(None)
     );
     std::fs::write(&path, "second token\n").unwrap();
     // the file is looked at once a second at most
@@ -109,7 +109,7 @@ fn a_token_file_is_read_again_when_it_changes() {
     std::thread::sleep(FILE_CHECK_EVERY + Duration::from_millis(100));
     assert_eq!(
         auth.check(&headers("authorization", "Bearer second token")),
-        Ok(()),
+        Ok(None),
         "an empty file keeps the tokens there were"
     );
 }
@@ -153,14 +153,22 @@ fn htpasswd_accepts_bcrypt_sha_ssha_and_plain_lines() {
         ("cid", "pw-ssha"),
         ("dee", "pw-plain"),
     ] {
-        assert_eq!(basic.check(&basic_header(user, password)), Ok(()), "{user}");
+        assert_eq!(
+            basic.check(&basic_header(user, password)),
+            Ok(Some(user.to_string())),
+            "{user}"
+        );
         assert_eq!(
             basic.check(&basic_header(user, "wrong")),
             Err(AuthFailure::Invalid),
             "{user}"
         );
         // again: from the remembered digests
-        assert_eq!(basic.check(&basic_header(user, password)), Ok(()), "{user}");
+        assert_eq!(
+            basic.check(&basic_header(user, password)),
+            Ok(Some(user.to_string())),
+            "{user}"
+        );
     }
     assert_eq!(
         basic.check(&basic_header("eve", "pw-plain")),
@@ -234,4 +242,23 @@ fn headers_setter_needs_exactly_one_source() {
     let bad_name: HeadersSetterConfig =
         serde_yaml::from_str("headers: [{key: \"bad key\", value: v}]").unwrap();
     assert_eq!(bad_name.validate().unwrap_err().key, "headers.0.key");
+}
+
+#[test]
+fn named_tokens_say_who_presented_them() {
+    let auth = Bearer::new(&BearerTokenConfig {
+        token: Some(Secret("shared".into())),
+        named_tokens: [
+            ("team-a".to_string(), Secret("token-a".into())),
+            ("team-b".to_string(), Secret("token-b".into())),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let check = |token: &str| auth.check(&headers("authorization", &format!("Bearer {token}")));
+    assert_eq!(check("token-b"), Ok(Some("team-b".into())));
+    assert_eq!(check("token-a"), Ok(Some("team-a".into())));
+    assert_eq!(check("shared"), Ok(None), "a token without a name");
+    assert_eq!(check("token-c"), Err(AuthFailure::Invalid));
 }

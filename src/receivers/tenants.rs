@@ -67,6 +67,44 @@ impl TenantLimitsConfig {
     }
 }
 
+/// `bind_tenant:` of the `otlp` receiver (beyond the collector): a request's tenant comes
+/// from who it authenticated as — a `bearertokenauth` `named_tokens` name, a `basicauth`
+/// user, an `oidc` `username_claim` (or `sub`) — not from what it claims. The
+/// `metadata_key` entry of its metadata (and the tenant `tenant_limits` sees) is that
+/// identity mapped by `identities`, or the identity itself when unmapped; a client's own
+/// header of that name is discarded. A request whose authenticator gives no identity
+/// has no tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BindTenantConfig {
+    /// The metadata entry that names the tenant.
+    pub metadata_key: String,
+    /// Identity → tenant.
+    pub identities: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for BindTenantConfig {
+    fn default() -> Self {
+        BindTenantConfig {
+            metadata_key: "x-scope-orgid".into(),
+            identities: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl BindTenantConfig {
+    /// The tenant of a request that authenticated as `identity`.
+    pub fn tenant_of(&self, identity: Option<&str>) -> Option<String> {
+        let identity = identity?;
+        Some(
+            self.identities
+                .get(identity)
+                .cloned()
+                .unwrap_or_else(|| identity.to_string()),
+        )
+    }
+}
+
 /// A token bucket holding `rate` tokens at most, filling at `rate` a second.
 #[derive(Clone, Copy)]
 struct Bucket {
@@ -124,12 +162,20 @@ impl TenantLimits {
         }
     }
 
-    /// The tenant a request's headers name (`none` without the header).
-    pub fn tenant_of(&self, headers: &hyper::HeaderMap) -> String {
-        headers
-            .get(self.config.metadata_key.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| "none".to_string(), str::to_string)
+    /// The tenant a request names (`none` without one): its bound tenant when
+    /// `bind_tenant` sets this limits' key, else its header.
+    pub fn tenant_of(
+        &self,
+        headers: &hyper::HeaderMap,
+        bound: Option<(&str, Option<&str>)>,
+    ) -> String {
+        let named = match bound {
+            Some((key, tenant)) if key.eq_ignore_ascii_case(&self.config.metadata_key) => tenant,
+            _ => headers
+                .get(self.config.metadata_key.as_str())
+                .and_then(|v| v.to_str().ok()),
+        };
+        named.unwrap_or("none").to_string()
     }
 
     /// Takes `items` and `bytes` from `tenant`'s buckets; false (and counted) when

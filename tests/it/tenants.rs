@@ -324,3 +324,62 @@ async fn tenants_survive_the_persistent_queue_across_a_restart() {
         }
     });
 }
+
+/// With `bind_tenant`, the tenant is who the client authenticated as: a client holding
+/// team-a's token that claims team-b's tenant still lands in team-a.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_tenant_cannot_be_claimed_by_another_team() {
+    let sink = Sink::start().await;
+    let config = config(&sink.grpc_endpoint())
+        .replace(
+            "extensions:\n",
+            "extensions:\n  bearertokenauth:\n    named_tokens:\n      team-a: token-a\n      team-b: token-b\n",
+        )
+        .replace(
+            "        include_metadata: true\n",
+            "        include_metadata: true\n        auth:\n          authenticator: bearertokenauth\n",
+        )
+        .replace(
+            "receivers:\n  otlp:\n",
+            "receivers:\n  otlp:\n    bind_tenant:\n      metadata_key: X-Scope-OrgID\n",
+        )
+        .replace("extensions: [headers_setter]", "extensions: [headers_setter, bearertokenauth]");
+    let sieve = Sieve::start(&config);
+    let post = |token: &'static str, claimed: Option<&'static str>, tag: usize| {
+        let mut request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
+            .header("content-type", "application/x-protobuf")
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(claimed) = claimed {
+            request = request.header("x-scope-orgid", claimed);
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::from(
+            crate::harness::traces_request(tag, 1),
+        ));
+        async move {
+            crate::harness::http_client()
+                .request(request.body(body).unwrap())
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post("token-a", Some("team-b"), 1).await, 200);
+    assert_eq!(post("token-b", None, 2).await, 200);
+    sink.wait_for(WAIT, "both spans", |r| r.span_count() == 2).await;
+    sink.with(|received| {
+        let mut seen: Vec<(String, Vec<String>)> = received
+            .spans_by_request
+            .iter()
+            .map(|(tenant, names)| (tenant.clone().unwrap(), names.clone()))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("team-a".to_string(), vec!["r1-s0".to_string()]),
+                ("team-b".to_string(), vec!["r2-s0".to_string()])
+            ]
+        );
+    });
+}

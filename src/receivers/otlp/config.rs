@@ -20,6 +20,9 @@ pub struct OtlpReceiverConfig {
     pub max_in_flight_mib: u64,
     /// Per-tenant admission limits (see [`crate::receivers::tenants`]).
     pub tenant_limits: Option<crate::receivers::tenants::TenantLimitsConfig>,
+    /// Binds a request's tenant to who it authenticated as (see
+    /// [`crate::receivers::tenants::BindTenantConfig`]).
+    pub bind_tenant: Option<crate::receivers::tenants::BindTenantConfig>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -28,6 +31,7 @@ impl Default for OtlpReceiverConfig {
             protocols: Protocols::default(),
             max_in_flight_mib: 64,
             tenant_limits: None,
+            bind_tenant: None,
         }
     }
 }
@@ -213,6 +217,21 @@ impl OtlpReceiverConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(limits) = &self.tenant_limits {
             limits.validate()?;
+        }
+        if self.bind_tenant.is_some() {
+            let p = &self.protocols;
+            let open = [
+                ("grpc", p.grpc.as_ref().map(|g| g.auth.is_some())),
+                ("http", p.http.as_ref().map(|h| h.auth.is_some())),
+            ]
+            .into_iter()
+            .find(|(_, authenticated)| *authenticated == Some(false));
+            if let Some((protocol, _)) = open {
+                return Err(FieldError::new(
+                    format!("protocols.{protocol}.auth"),
+                    "bind_tenant needs an authenticator on every protocol (a tenant comes from who a request is)",
+                ));
+            }
         }
         let p = &self.protocols;
         if p.grpc.is_none() && p.http.is_none() {

@@ -7,7 +7,7 @@ use crate::model::{Batch, Rejected};
 use crate::net::{Admission, Body, Server};
 use crate::queue::Refusal;
 use crate::receivers::budget::{BodyError, Reservation};
-use crate::receivers::core::{request_metadata, IngestError, NotTaken};
+use crate::receivers::core::{IngestError, NotTaken};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -46,24 +46,27 @@ impl Failure {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    if let Err((failure, _)) = shared.authenticate("grpc", req.headers()) {
-        let unavailable = failure == crate::auth::AuthFailure::Unavailable;
-        return status_response(&Failure {
-            code: if unavailable {
-                code::UNAVAILABLE
-            } else {
-                code::UNAUTHENTICATED
-            },
-            message: if unavailable {
-                "credentials cannot be checked yet".into()
-            } else {
-                "missing or invalid credentials".into()
-            },
-            rejected_reason: None,
-            retry_after: unavailable,
-        });
-    }
-    match export(&shared, req).await {
+    let identity = match shared.authenticate("grpc", req.headers()) {
+        Ok(identity) => identity,
+        Err((failure, _)) => {
+            let unavailable = failure == crate::auth::AuthFailure::Unavailable;
+            return status_response(&Failure {
+                code: if unavailable {
+                    code::UNAVAILABLE
+                } else {
+                    code::UNAUTHENTICATED
+                },
+                message: if unavailable {
+                    "credentials cannot be checked yet".into()
+                } else {
+                    "missing or invalid credentials".into()
+                },
+                rejected_reason: None,
+                retry_after: unavailable,
+            });
+        }
+    };
+    match export(&shared, req, &identity).await {
         Ok(rejected) => ok_response(rejected.as_ref()),
         Err(failure) => {
             if let Some(reason) = failure.rejected_reason {
@@ -75,7 +78,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Handles one export; on success returns the items rejected as partial success.
-async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Rejected>, Failure> {
+async fn export(
+    shared: &Shared,
+    req: Request<Incoming>,
+    identity: &crate::auth::Identity,
+) -> Result<Option<Rejected>, Failure> {
     let Some(signal) = signal_for_grpc_path(req.uri().path()) else {
         return Err(Failure::rejected(
             code::UNIMPLEMENTED,
@@ -123,14 +130,13 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
         .as_ref()
         .map_or(4, |g| g.max_recv_msg_size_mib) as usize
         * MIB;
-    let metadata = shared
+    let include = shared
         .config()
         .protocols
         .grpc
         .as_ref()
-        .is_some_and(|g| g.include_metadata)
-        .then(|| request_metadata(req.headers()));
-    let tenant = shared.tenant_of(req.headers());
+        .is_some_and(|g| g.include_metadata);
+    let (metadata, tenant) = shared.request_context(include, req.headers(), identity);
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget

@@ -8,7 +8,7 @@ use crate::grpc::{self, code};
 use crate::model::{Batch, Rejected, Signal};
 use crate::net::{self, Admission, Body, Server};
 use crate::receivers::budget::{BodyError, Reservation};
-use crate::receivers::core::{request_metadata, IngestError, NotTaken};
+use crate::receivers::core::{IngestError, NotTaken};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -57,21 +57,24 @@ impl Failure {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let format = request_format(&req);
-    if let Err((failure, challenge)) = shared.authenticate("http", req.headers()) {
-        let format = format.unwrap_or(Format::Protobuf);
-        if failure == crate::auth::AuthFailure::Unavailable {
-            return error_response(
-                format,
-                &Failure {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: "credentials cannot be checked yet".into(),
-                    rejected_reason: None,
-                },
-            );
+    let identity = match shared.authenticate("http", req.headers()) {
+        Ok(identity) => identity,
+        Err((failure, challenge)) => {
+            let format = format.unwrap_or(Format::Protobuf);
+            if failure == crate::auth::AuthFailure::Unavailable {
+                return error_response(
+                    format,
+                    &Failure {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: "credentials cannot be checked yet".into(),
+                        rejected_reason: None,
+                    },
+                );
+            }
+            return unauthenticated(format, &challenge);
         }
-        return unauthenticated(format, &challenge);
-    }
-    match export(&shared, req).await {
+    };
+    match export(&shared, req, &identity).await {
         Ok(rejected) => success(format.unwrap_or(Format::Protobuf), rejected),
         Err(failure) => {
             if let Some(reason) = failure.rejected_reason {
@@ -113,7 +116,11 @@ fn signal_for_path(shared: &Shared, path: &str) -> Option<Signal> {
 }
 
 /// Handles one export; on success returns the items rejected as partial success.
-async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Rejected>, Failure> {
+async fn export(
+    shared: &Shared,
+    req: Request<Incoming>,
+    identity: &crate::auth::Identity,
+) -> Result<Option<Rejected>, Failure> {
     let Some(signal) = signal_for_path(shared, req.uri().path()) else {
         return Err(Failure::rejected(
             StatusCode::NOT_FOUND,
@@ -151,10 +158,8 @@ async fn export(shared: &Shared, req: Request<Incoming>) -> Result<Option<Reject
     let config = shared.config();
     let http = config.protocols.http.as_ref();
     let limit = http.map_or(20 << 20, |h| h.max_request_body_size) as usize;
-    let metadata = http
-        .is_some_and(|h| h.include_metadata)
-        .then(|| request_metadata(req.headers()));
-    let tenant = shared.tenant_of(req.headers());
+    let include = http.is_some_and(|h| h.include_metadata);
+    let (metadata, tenant) = shared.request_context(include, req.headers(), identity);
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)

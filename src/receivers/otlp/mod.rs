@@ -41,6 +41,7 @@ use crate::model::{Rejected, Signal};
 use crate::net::parse_address;
 use crate::net::{self, Admission, Handover, Server};
 use crate::queue::Routes;
+use crate::receivers::core::request_metadata;
 use crate::receivers::tenants::TenantLimits;
 use crate::telemetry::Telemetry;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -87,12 +88,42 @@ struct Shared {
 }
 
 impl Shared {
-    /// The tenant a request's headers name, when tenant limits are on (read before the
-    /// body, which consumes the request).
-    fn tenant_of(&self, headers: &hyper::HeaderMap) -> Option<Tenant> {
-        let limits = self.tenant_limits.read().clone()?;
-        let name = limits.tenant_of(headers);
-        Some(Tenant { limits, name })
+    /// What a request says about itself, read from its headers before the body (which
+    /// consumes the request) once its identity is known: the metadata kept with its data
+    /// (`include_metadata`), and its tenant for `tenant_limits`. With `bind_tenant`, the
+    /// tenant entry is the identity's, whatever header the client sent.
+    fn request_context(
+        &self,
+        include_metadata: bool,
+        headers: &hyper::HeaderMap,
+        identity: &crate::auth::Identity,
+    ) -> (Option<crate::model::Metadata>, Option<Tenant>) {
+        let config = self.config();
+        let bound = config.bind_tenant.as_ref().map(|b| {
+            (
+                b.metadata_key.to_ascii_lowercase(),
+                b.tenant_of(identity.as_deref()),
+            )
+        });
+        let kept = include_metadata.then(|| request_metadata(headers));
+        let metadata = match &bound {
+            None => kept,
+            Some((key, tenant)) => {
+                let others = kept
+                    .iter()
+                    .flat_map(|m| m.pairs())
+                    .filter(|(name, _)| name != key)
+                    .cloned();
+                let own = tenant.clone().map(|t| (key.clone(), t));
+                Some(crate::model::Metadata::from_pairs(others.chain(own)))
+            }
+        };
+        let tenant = self.tenant_limits.read().clone().map(|limits| {
+            let bound = bound.as_ref().map(|(k, t)| (k.as_str(), t.as_deref()));
+            let name = limits.tenant_of(headers, bound);
+            Tenant { limits, name }
+        });
+        (metadata, tenant)
     }
 
     /// Whether `tenant` may bring `admitted`'s items (`bytes` uncompressed) now; a
@@ -133,14 +164,14 @@ impl Shared {
         &self,
         transport: &'static str,
         headers: &hyper::HeaderMap,
-    ) -> Result<(), (crate::auth::AuthFailure, String)> {
+    ) -> Result<crate::auth::Identity, (crate::auth::AuthFailure, String)> {
         let auth = self.auth.read();
         let authenticator = match transport {
             "grpc" => auth.grpc.as_ref(),
             _ => auth.http.as_ref(),
         };
         let Some(authenticator) = authenticator else {
-            return Ok(());
+            return Ok(None);
         };
         authenticator.check(headers).map_err(|failure| {
             self.core.count_unauthenticated(transport, failure);
