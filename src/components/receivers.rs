@@ -143,7 +143,7 @@ pub enum RunningReceiver {
 
 /// Listeners bound for a receiver that is new or changes.
 pub enum PreparedReceiver {
-    Otlp(otlp::Prepared),
+    Otlp(Box<otlp::Prepared>),
     Syslog(syslog::Prepared),
     #[cfg(feature = "kafka")]
     Kafka(kafka::Prepared),
@@ -212,7 +212,7 @@ impl ReceiverConfig {
             ReceiverConfig::Otlp(c) => {
                 let auth = otlp_auth(&name, c, extensions)?;
                 OtlpReceiver::prepare(&name, c, handover, auth)
-                    .map(PreparedReceiver::Otlp)
+                    .map(|p| PreparedReceiver::Otlp(Box::new(p)))
                     .map_err(failed)
             }
             ReceiverConfig::Syslog(c) => SyslogReceiver::prepare(&name, c, handover)
@@ -246,7 +246,7 @@ impl RunningReceiver {
             (RunningReceiver::Otlp(r), ReceiverConfig::Otlp(c)) => {
                 let auth = otlp_auth(&id.to_string(), c, extensions)?;
                 r.prepare_update(c, auth)
-                    .map(PreparedReceiver::Otlp)
+                    .map(|p| PreparedReceiver::Otlp(Box::new(p)))
                     .map_err(failed)
             }
             (RunningReceiver::Syslog(r), ReceiverConfig::Syslog(c)) => r
@@ -274,7 +274,7 @@ impl RunningReceiver {
         let (id, telemetry) = (id.to_string(), Arc::clone(telemetry));
         match prepared {
             PreparedReceiver::Otlp(p) => {
-                RunningReceiver::Otlp(OtlpReceiver::start(id, p, routes, telemetry))
+                RunningReceiver::Otlp(OtlpReceiver::start(id, *p, routes, telemetry))
             }
             PreparedReceiver::Syslog(p) => {
                 RunningReceiver::Syslog(SyslogReceiver::start(id, p, routes, telemetry))
@@ -288,7 +288,7 @@ impl RunningReceiver {
 
     pub async fn update(&mut self, prepared: PreparedReceiver) {
         match (self, prepared) {
-            (RunningReceiver::Otlp(r), PreparedReceiver::Otlp(p)) => r.update(p).await,
+            (RunningReceiver::Otlp(r), PreparedReceiver::Otlp(p)) => r.update(*p).await,
             (RunningReceiver::Syslog(r), PreparedReceiver::Syslog(p)) => r.update(p).await,
             #[cfg(feature = "kafka")]
             (RunningReceiver::Kafka(r), PreparedReceiver::Kafka(p)) => r.update(p).await,

@@ -352,9 +352,8 @@ async fn a_bound_tenant_cannot_be_claimed_by_another_team() {
         if let Some(claimed) = claimed {
             request = request.header("x-scope-orgid", claimed);
         }
-        let body = http_body_util::Full::new(bytes::Bytes::from(
-            crate::harness::traces_request(tag, 1),
-        ));
+        let body =
+            http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(tag, 1)));
         async move {
             crate::harness::http_client()
                 .request(request.body(body).unwrap())
@@ -366,7 +365,8 @@ async fn a_bound_tenant_cannot_be_claimed_by_another_team() {
     };
     assert_eq!(post("token-a", Some("team-b"), 1).await, 200);
     assert_eq!(post("token-b", None, 2).await, 200);
-    sink.wait_for(WAIT, "both spans", |r| r.span_count() == 2).await;
+    sink.wait_for(WAIT, "both spans", |r| r.span_count() == 2)
+        .await;
     sink.with(|received| {
         let mut seen: Vec<(String, Vec<String>)> = received
             .spans_by_request
