@@ -539,6 +539,17 @@ extensions:
     client_auth:
       username: username
       password: password
+  oidc:
+    issuer_url: http://localhost:8080/auth/realms/opentelemetry
+    audience: account
+  headers_setter:
+    headers:
+      - action: insert
+        key: X-Scope-OrgID
+        from_context: tenant_id
+      - action: upsert
+        key: User-ID
+        value: user_id
 receivers:
   otlp:
     protocols:
@@ -553,7 +564,7 @@ receivers:
 exporters:
   debug:
 service:
-  extensions: [bearertokenauth, bearertokenauth/withscheme, basicauth/server, basicauth/client]
+  extensions: [bearertokenauth, bearertokenauth/withscheme, basicauth/server, basicauth/client, oidc, headers_setter]
   pipelines:
     traces:
       receivers: [otlp]
@@ -591,10 +602,13 @@ fn an_authenticator_that_is_not_one_is_refused_naming_the_key_and_line() {
         1,
     );
     let error = parse(&client_only).unwrap_err();
-    assert_eq!(error.line, Some(25), "{error}");
+    assert_eq!(error.line, Some(36), "{error}");
     assert!(error.to_string().contains("auth.authenticator"), "{error}");
-    let unknown =
-        COLLECTOR_AUTH.replacen("authenticator: basicauth/server", "authenticator: oidc", 1);
+    let unknown = COLLECTOR_AUTH.replacen(
+        "authenticator: basicauth/server",
+        "authenticator: oidc/undefined",
+        1,
+    );
     assert!(parse(&unknown).is_err());
     let no_token = COLLECTOR_AUTH.replacen(
         "    token: \"somerandomtoken\"\n",

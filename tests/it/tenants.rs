@@ -383,3 +383,42 @@ async fn a_bound_tenant_cannot_be_claimed_by_another_team() {
         );
     });
 }
+
+/// `include_metadata` keeps who the request authenticated as (`auth.subject`), which a
+/// `headers_setter` can send on; a client's own `auth.subject` header does not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authenticated_subject_travels_with_the_data() {
+    let sink = Sink::start().await;
+    let config = config(&sink.grpc_endpoint())
+        .replace(
+            "extensions:\n",
+            "extensions:\n  basicauth/server:\n    htpasswd:\n      inline: \"ops:secret-pw\"\n",
+        )
+        .replace("from_context: x-scope-orgid", "from_context: auth.subject")
+        .replace(
+            "        include_metadata: true\n",
+            "        include_metadata: true\n        auth:\n          authenticator: basicauth/server\n",
+        )
+        .replace("metadata_keys: [X-Scope-OrgID]", "metadata_keys: [auth.subject]")
+        .replace(
+            "extensions: [headers_setter]",
+            "extensions: [headers_setter, basicauth/server]",
+        );
+    let sieve = Sieve::start(&config);
+    let request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
+        .header("content-type", "application/x-protobuf")
+        .header("authorization", "Basic b3BzOnNlY3JldC1wdw==") // ops:secret-pw
+        .header("auth.subject", "admin");
+    let body = http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(7, 1)));
+    let status = crate::harness::http_client()
+        .request(request.body(body).unwrap())
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    sink.wait_for(WAIT, "the span", |r| r.span_count() == 1)
+        .await;
+    sink.with(|received| {
+        assert_eq!(received.spans_by_request[0].0.as_deref(), Some("ops"));
+    });
+}

@@ -72,6 +72,10 @@ pub struct ProtocolAuth {
     pub http: Option<Arc<Authenticator>>,
 }
 
+/// The metadata entry `include_metadata` adds for who a request authenticated as (a
+/// client's own header of that name is replaced).
+pub const AUTH_SUBJECT: &str = "auth.subject";
+
 /// A request's tenant and the limits it is held to.
 struct Tenant {
     limits: Arc<TenantLimits>,
@@ -105,7 +109,20 @@ impl Shared {
                 b.tenant_of(identity.as_deref()),
             )
         });
-        let kept = include_metadata.then(|| request_metadata(headers));
+        let kept = include_metadata.then(|| {
+            let headers = request_metadata(headers);
+            match identity {
+                Some(subject) => crate::model::Metadata::from_pairs(
+                    headers
+                        .pairs()
+                        .iter()
+                        .filter(|(name, _)| name != AUTH_SUBJECT)
+                        .cloned()
+                        .chain([(AUTH_SUBJECT.to_string(), subject.clone())]),
+                ),
+                None => headers,
+            }
+        });
         let metadata = match &bound {
             None => kept,
             Some((key, tenant)) => {
