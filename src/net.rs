@@ -297,7 +297,7 @@ async fn accept_loop<H, F>(
                         tokio::spawn(connection.serve_tls(stream, acceptor));
                     }
                     None => {
-                        tokio::spawn(connection.serve(stream));
+                        tokio::spawn(connection.serve(stream, None));
                     }
                 }
             }
@@ -306,6 +306,25 @@ async fn accept_loop<H, F>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Who a client certificate names (mutual TLS): its subject's common name, or the whole
+/// subject when it has none. Requests of the connection carry it as an extension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity(pub Arc<str>);
+
+impl PeerIdentity {
+    /// The identity of a DER certificate, if it parses.
+    fn of(certificate: &[u8]) -> Option<PeerIdentity> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+        let subject = parsed.subject();
+        let name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok().map(str::to_string))
+            .unwrap_or_else(|| subject.to_string());
+        Some(PeerIdentity(name.into()))
+    }
 }
 
 /// One accepted connection, watched for graceful shutdown from the moment it is accepted.
@@ -326,7 +345,9 @@ where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    async fn serve<S>(self, stream: S)
+    /// Serves the connection's requests, each carrying the client certificate's
+    /// identity (mutual TLS) as a request extension.
+    async fn serve<S>(self, stream: S, peer: Option<PeerIdentity>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -340,8 +361,11 @@ where
         } = self;
         let requested = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&requested);
-        let service = hyper::service::service_fn(move |req| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             seen.store(true, Ordering::Relaxed);
+            if let Some(peer) = &peer {
+                req.extensions_mut().insert(peer.clone());
+            }
             let response = handler(req);
             async move { Ok::<_, Infallible>(response.await) }
         });
@@ -370,7 +394,15 @@ where
             }
         };
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.serve(stream).await,
+            Ok(Ok(stream)) => {
+                let peer = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| PeerIdentity::of(leaf));
+                self.serve(stream, peer).await
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
                 refused("tls_handshake");

@@ -69,7 +69,8 @@ impl TenantLimitsConfig {
 
 /// `bind_tenant:` of the `otlp` receiver (beyond the collector): a request's tenant comes
 /// from who it authenticated as — a `bearertokenauth` `named_tokens` name, a `basicauth`
-/// user, an `oidc` `username_claim` (or `sub`) — not from what it claims. The
+/// user, an `oidc` `username_claim` (or `sub`), else its client certificate's subject
+/// common name (mutual TLS) — not from what it claims. The
 /// `metadata_key` entry of its metadata (and the tenant `tenant_limits` sees) is that
 /// identity mapped by `identities`, or the identity itself when unmapped; a client's own
 /// header of that name is discarded. A request whose authenticator gives no identity

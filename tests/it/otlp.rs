@@ -500,7 +500,12 @@ async fn the_otlphttp_exporter_delivers_protobuf_with_headers() {
 
 /// Exports one span named `name` with the SDK over gRPC and TLS (verifying the server
 /// against the test CA), presenting the client certificate when `client_cert` is set.
-fn export_span_over_tls(port: u16, pki: &std::path::Path, name: &'static str, client_cert: bool) {
+pub fn export_span_over_tls(
+    port: u16,
+    pki: &std::path::Path,
+    name: &'static str,
+    client_cert: bool,
+) {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let pem = |file: &str| std::fs::read_to_string(pki.join(file)).unwrap();
     let mut tls = ClientTlsConfig::new()

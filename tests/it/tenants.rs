@@ -422,3 +422,43 @@ async fn the_authenticated_subject_travels_with_the_data() {
         assert_eq!(received.spans_by_request[0].0.as_deref(), Some("ops"));
     });
 }
+
+/// Mutual TLS as the identity: the client certificate's subject (CN=client) binds the
+/// tenant, whatever tenant header the client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_binds_its_tenant() {
+    let sink = Sink::start().await;
+    let pki = tempfile::tempdir().unwrap();
+    crate::harness::make_certificates(pki.path());
+    let file = |name: &str| pki.path().join(name).display().to_string();
+    let config = config(&sink.grpc_endpoint())
+        .replace(
+            "      http:\n        endpoint: 127.0.0.1:{http}\n        include_metadata: true\n",
+            "",
+        )
+        .replace(
+            "        endpoint: 127.0.0.1:{grpc}\n        include_metadata: true\n",
+            &format!(
+                "        endpoint: 127.0.0.1:{{grpc}}\n        include_metadata: true\n        tls:\n          cert_file: {}\n          key_file: {}\n          client_ca_file: {}\n",
+                file("server.pem"),
+                file("server.key"),
+                file("ca.pem")
+            ),
+        )
+        .replace(
+            "receivers:\n  otlp:\n",
+            "receivers:\n  otlp:\n    bind_tenant:\n      identities: {client: team-mtls}\n",
+        );
+    let sieve = Sieve::start(&config);
+    let (port, dir) = (sieve.grpc, pki.path().to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        crate::otlp::export_span_over_tls(port, &dir, "over-mtls", true)
+    })
+    .await
+    .unwrap();
+    sink.wait_for(WAIT, "the span", |r| r.span_count() == 1)
+        .await;
+    sink.with(|received| {
+        assert_eq!(received.spans_by_request[0].0.as_deref(), Some("team-mtls"));
+    });
+}

@@ -220,16 +220,29 @@ impl OtlpReceiverConfig {
         }
         if self.bind_tenant.is_some() {
             let p = &self.protocols;
+            let mutual_tls = |tls: &Option<TlsServerConfig>| {
+                tls.as_ref().is_some_and(|t| t.client_ca_file.is_some())
+            };
             let open = [
-                ("grpc", p.grpc.as_ref().map(|g| g.auth.is_some())),
-                ("http", p.http.as_ref().map(|h| h.auth.is_some())),
+                (
+                    "grpc",
+                    p.grpc
+                        .as_ref()
+                        .map(|g| g.auth.is_some() || mutual_tls(&g.tls)),
+                ),
+                (
+                    "http",
+                    p.http
+                        .as_ref()
+                        .map(|h| h.auth.is_some() || mutual_tls(&h.tls)),
+                ),
             ]
             .into_iter()
             .find(|(_, authenticated)| *authenticated == Some(false));
             if let Some((protocol, _)) = open {
                 return Err(FieldError::new(
                     format!("protocols.{protocol}.auth"),
-                    "bind_tenant needs an authenticator on every protocol (a tenant comes from who a request is)",
+                    "bind_tenant needs an authenticator or mutual TLS on every protocol (a tenant comes from who a request is)",
                 ));
             }
         }

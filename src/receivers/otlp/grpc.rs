@@ -46,7 +46,7 @@ impl Failure {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    let identity = match shared.authenticate("grpc", req.headers()) {
+    let identity = match shared.authenticate("grpc", &req) {
         Ok(identity) => identity,
         Err((failure, _)) => {
             let unavailable = failure == crate::auth::AuthFailure::Unavailable;

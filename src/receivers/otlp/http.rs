@@ -57,7 +57,7 @@ impl Failure {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let format = request_format(&req);
-    let identity = match shared.authenticate("http", req.headers()) {
+    let identity = match shared.authenticate("http", &req) {
         Ok(identity) => identity,
         Err((failure, challenge)) => {
             let format = format.unwrap_or(Format::Protobuf);

@@ -176,24 +176,32 @@ impl Shared {
     }
 
     /// Checks a request's credentials when its protocol asks for them; a failure is
-    /// counted and comes back with the `WWW-Authenticate` challenge.
-    fn authenticate(
+    /// counted and comes back with the `WWW-Authenticate` challenge. The identity is the
+    /// authenticator's, else the client certificate's (mutual TLS).
+    fn authenticate<B>(
         &self,
         transport: &'static str,
-        headers: &hyper::HeaderMap,
+        request: &hyper::Request<B>,
     ) -> Result<crate::auth::Identity, (crate::auth::AuthFailure, String)> {
+        let certificate = request
+            .extensions()
+            .get::<crate::net::PeerIdentity>()
+            .map(|peer| peer.0.to_string());
         let auth = self.auth.read();
         let authenticator = match transport {
             "grpc" => auth.grpc.as_ref(),
             _ => auth.http.as_ref(),
         };
         let Some(authenticator) = authenticator else {
-            return Ok(None);
+            return Ok(certificate);
         };
-        authenticator.check(headers).map_err(|failure| {
-            self.core.count_unauthenticated(transport, failure);
-            (failure, authenticator.challenge())
-        })
+        authenticator
+            .check(request.headers())
+            .map(|identity| identity.or(certificate))
+            .map_err(|failure| {
+                self.core.count_unauthenticated(transport, failure);
+                (failure, authenticator.challenge())
+            })
     }
 
     fn config(&self) -> Arc<OtlpReceiverConfig> {
