@@ -2,10 +2,8 @@
 //! HTTP with and without the right bearer token, basic auth from an htpasswd file, and a
 //! token file rotated while sieve runs.
 
-use crate::harness::{http_client, traces_request, Sieve};
+use crate::harness::Sieve;
 use crate::sink::Sink;
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -55,55 +53,22 @@ service:
 
 /// Sends `spans` spans through the SDK with `authorization` (if any) as a header.
 fn send_with_sdk(port: u16, grpc: bool, authorization: Option<&str>, spans: usize) {
-    let exporter = if grpc {
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        if let Some(value) = authorization {
-            metadata.insert("authorization", value.parse().unwrap());
-        }
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(format!("http://127.0.0.1:{port}"))
-            .with_metadata(metadata)
-            .build()
-    } else {
-        let headers = authorization
-            .map(|v| [("authorization".to_string(), v.to_string())].into())
-            .unwrap_or_default();
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
-            .with_headers(headers)
-            .build()
-    }
-    .unwrap();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_simple_exporter(exporter)
-        .build();
-    let tracer = provider.tracer("auth-it");
-    for i in 0..spans {
-        tracer.start(format!("span-{i}")).end();
-    }
-    let _ = provider.shutdown();
+    let header = authorization.map(|value| ("authorization", value));
+    crate::harness::sdk_send_spans(port, grpc, header, "span", spans);
 }
 
 /// POSTs a 1-span OTLP/HTTP request with `authorization`; the status and the
 /// `www-authenticate` header.
 async fn post_with(port: u16, authorization: Option<&str>) -> (u16, Option<String>) {
-    let mut request = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
-        .header("content-type", "application/x-protobuf");
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    let body = http_body_util::Full::new(bytes::Bytes::from(traces_request(0, 1)));
-    let response = http_client()
-        .request(request.body(body).unwrap())
-        .await
-        .unwrap();
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect();
+    let (status, response) = crate::harness::post_traces(port, &headers, 0, 1).await;
     let challenge = response
-        .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_string());
-    (response.status().as_u16(), challenge)
+    (status, challenge)
 }
 
 fn refused(sieve: &Sieve, transport: &str, reason: &str) -> f64 {

@@ -385,3 +385,67 @@ done
         .unwrap();
     assert!(status.success(), "openssl could not make test certificates");
 }
+
+/// Sends `spans` spans named `<prefix>-<i>` with the OpenTelemetry SDK over gRPC or
+/// HTTP, with `header` (name, value) on every export if given.
+pub fn sdk_send_spans(
+    port: u16,
+    grpc: bool,
+    header: Option<(&str, &str)>,
+    prefix: &str,
+    spans: usize,
+) {
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+    let exporter = if grpc {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some((name, value)) = header {
+            let name = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()).unwrap();
+            metadata.insert(name, value.parse().unwrap());
+        }
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_metadata(metadata)
+            .build()
+    } else {
+        let headers = header
+            .map(|(name, value)| [(name.to_string(), value.to_string())].into())
+            .unwrap_or_default();
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+            .with_headers(headers)
+            .build()
+    }
+    .unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    let tracer = provider.tracer("sieve-it");
+    for i in 0..spans {
+        tracer.start(format!("{prefix}-{i}")).end();
+    }
+    let _ = provider.shutdown();
+}
+
+/// POSTs `traces_request(tag, spans)` over OTLP/HTTP with `headers`; the status and the
+/// response headers.
+pub async fn post_traces(
+    port: u16,
+    headers: &[(&str, &str)],
+    tag: usize,
+    spans: usize,
+) -> (u16, http::HeaderMap) {
+    let mut request = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
+        .header("content-type", "application/x-protobuf");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(traces_request(tag, spans)));
+    let response = http_client()
+        .request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.headers().clone())
+}

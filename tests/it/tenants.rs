@@ -2,10 +2,8 @@
 //! data only, through a pipeline that holds traces and batches (`include_metadata` on the
 //! receiver, `tail_sampling`, `batch.metadata_keys`, `headers_setter` on the exporter).
 
-use crate::harness::Sieve;
+use crate::harness::{post_traces, Sieve};
 use crate::sink::Sink;
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -56,36 +54,8 @@ service:
 
 /// Sends `spans` spans named `<tenant>-<i>` as `tenant` (no header for `None`).
 fn send(port: u16, grpc: bool, tenant: Option<&str>, spans: usize) {
-    let exporter = if grpc {
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        if let Some(tenant) = tenant {
-            metadata.insert("x-scope-orgid", tenant.parse().unwrap());
-        }
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(format!("http://127.0.0.1:{port}"))
-            .with_metadata(metadata)
-            .build()
-    } else {
-        let headers = tenant
-            .map(|t| [("X-Scope-OrgID".to_string(), t.to_string())].into())
-            .unwrap_or_default();
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
-            .with_headers(headers)
-            .build()
-    }
-    .unwrap();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_simple_exporter(exporter)
-        .build();
-    let tracer = provider.tracer("tenants-it");
-    let name = tenant.unwrap_or("no-tenant");
-    for i in 0..spans {
-        tracer.start(format!("{name}-{i}")).end();
-    }
-    let _ = provider.shutdown();
+    let header = tenant.map(|t| ("x-scope-orgid", t));
+    crate::harness::sdk_send_spans(port, grpc, header, tenant.unwrap_or("no-tenant"), spans);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,17 +114,9 @@ async fn three_tenants_interleaved_each_reach_the_backend_under_their_own_header
 
 /// POSTs a request of `spans` spans as `tenant`; the status.
 async fn post_as(port: u16, tenant: &str, spans: usize) -> u16 {
-    let request = http::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .header("x-scope-orgid", tenant);
-    let body =
-        http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(0, spans)));
-    crate::harness::http_client()
-        .request(request.body(body).unwrap())
+    post_traces(port, &[("x-scope-orgid", tenant)], 0, spans)
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,16 +255,8 @@ async fn tenants_survive_the_persistent_queue_across_a_restart() {
     let mut sieve = Sieve::start(&durable("http://127.0.0.1:1"));
     let tenants = ["team-a", "team-b", "team-c"];
     for tag in 0..30 {
-        let request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
-            .header("content-type", "application/x-protobuf")
-            .header("x-scope-orgid", tenants[tag / 10]);
-        let body =
-            http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(tag, 2)));
-        let response = crate::harness::http_client()
-            .request(request.body(body).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
+        let headers = [("x-scope-orgid", tenants[tag / 10])];
+        assert_eq!(post_traces(sieve.http, &headers, tag, 2).await.0, 200);
     }
     sieve.signal("TERM");
     assert!(sieve.wait_exit(WAIT).is_some_and(|s| s.success()));
@@ -345,26 +299,13 @@ async fn a_bound_tenant_cannot_be_claimed_by_another_team() {
         )
         .replace("extensions: [headers_setter]", "extensions: [headers_setter, bearertokenauth]");
     let sieve = Sieve::start(&config);
-    let post = |token: &'static str, claimed: Option<&'static str>, tag: usize| {
-        let mut request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
-            .header("content-type", "application/x-protobuf")
-            .header("authorization", format!("Bearer {token}"));
-        if let Some(claimed) = claimed {
-            request = request.header("x-scope-orgid", claimed);
-        }
-        let body =
-            http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(tag, 1)));
-        async move {
-            crate::harness::http_client()
-                .request(request.body(body).unwrap())
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(post("token-a", Some("team-b"), 1).await, 200);
-    assert_eq!(post("token-b", None, 2).await, 200);
+    let claiming = [
+        ("authorization", "Bearer token-a"),
+        ("x-scope-orgid", "team-b"),
+    ];
+    assert_eq!(post_traces(sieve.http, &claiming, 1, 1).await.0, 200);
+    let plain = [("authorization", "Bearer token-b")];
+    assert_eq!(post_traces(sieve.http, &plain, 2, 1).await.0, 200);
     sink.wait_for(WAIT, "both spans", |r| r.span_count() == 2)
         .await;
     sink.with(|received| {
@@ -405,17 +346,11 @@ async fn the_authenticated_subject_travels_with_the_data() {
             "extensions: [headers_setter, basicauth/server]",
         );
     let sieve = Sieve::start(&config);
-    let request = http::Request::post(format!("http://127.0.0.1:{}/v1/traces", sieve.http))
-        .header("content-type", "application/x-protobuf")
-        .header("authorization", "Basic b3BzOnNlY3JldC1wdw==") // ops:secret-pw
-        .header("auth.subject", "admin");
-    let body = http_body_util::Full::new(bytes::Bytes::from(crate::harness::traces_request(7, 1)));
-    let status = crate::harness::http_client()
-        .request(request.body(body).unwrap())
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 200);
+    let headers = [
+        ("authorization", "Basic b3BzOnNlY3JldC1wdw=="), // ops:secret-pw
+        ("auth.subject", "admin"),
+    ];
+    assert_eq!(post_traces(sieve.http, &headers, 7, 1).await.0, 200);
     sink.wait_for(WAIT, "the span", |r| r.span_count() == 1)
         .await;
     sink.with(|received| {
