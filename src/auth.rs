@@ -19,7 +19,7 @@
 //! token, or the first line of its file, read again when it changes) or a `basicauth`
 //! with `client_auth` ([`ClientAuth`]); the header is marked sensitive.
 //!
-//! * `oidc`: JWTs from an OpenID Connect issuer (see [`oidc`]).
+//! * `oidc`: JWTs from an OpenID Connect issuer (see [`Oidc`]).
 //!
 //! A failure is `missing` (no credentials in the request) or `invalid`; receivers answer
 //! gRPC `UNAUTHENTICATED` / HTTP 401 with `WWW-Authenticate`, count it by reason and log
