@@ -787,12 +787,15 @@ impl Log {
     /// Records that everything below `seq` has left sieve: deletes the segments wholly
     /// below it and writes the `acked` file.
     pub fn acknowledge(&self, seq: u64) -> io::Result<()> {
-        if seq <= self.acked.swap(seq.max(self.acked()), Ordering::AcqRel) {
+        let advanced = seq > self.acked.fetch_max(seq, Ordering::AcqRel);
+        let mut w = self.writer.lock();
+        // everything has left: start afresh so the last segment can go too (checked on
+        // every call, so that a rotation that failed is tried again)
+        let everything_left = seq >= w.next_seq && w.segments.back().is_some_and(|s| s.bytes > 0);
+        if !advanced && !everything_left {
             return Ok(());
         }
-        let mut w = self.writer.lock();
-        let rotated = if seq >= w.next_seq && w.segments.back().is_some_and(|s| s.bytes > 0) {
-            // everything has left: start afresh so the last segment can go too
+        let rotated = if everything_left {
             self.rotate(&mut w)
         } else {
             Ok(())

@@ -465,3 +465,24 @@ fn metadata_survives_the_log_and_old_records_still_read() {
     }
     assert_eq!(read, [(0, Some(tenant)), (1, None), (2, None)]);
 }
+
+/// A rotation that fails when everything has left (the new segment cannot be created)
+/// is tried again at the next acknowledgement of the same position, so the last
+/// segment's space comes back; before, the log kept it until more data came and left.
+#[test]
+fn a_failed_rotation_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..3);
+    // a directory where the next segment would be created makes the rotation fail
+    fs::create_dir(segment_path(dir.path(), 3)).unwrap();
+    assert!(log.acknowledge(3).is_err());
+    assert!(log.size().0 > 0, "the delivered segment is still there");
+    fs::remove_dir(segment_path(dir.path(), 3)).unwrap();
+    log.acknowledge(3).unwrap();
+    assert_eq!(
+        log.size(),
+        (0, 0),
+        "the retried rotation freed the delivered segment"
+    );
+}
