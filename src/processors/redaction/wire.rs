@@ -220,6 +220,24 @@ fn put_delimited(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// Walks the length-delimited fields of the message at `range` and rewrites each as
+/// `visit` says (`None`: a field it does not look at, kept as it is).
+fn rewrite_fields(
+    buf: &[u8],
+    range: Range<usize>,
+    mut visit: impl FnMut(u32, Range<usize>) -> Result<Option<Rewrite>, Fallback>,
+) -> Result<Writer<'_>, Fallback> {
+    let mut writer = Writer::new(buf, range.clone());
+    for field in Fields::new(buf, range) {
+        if let (number, Value::Delimited(inner), record) = field? {
+            if let Some(rewrite) = visit(number, inner)? {
+                writer.apply(number, record, rewrite);
+            }
+        }
+    }
+    Ok(writer)
+}
+
 fn text(buf: &[u8], range: Range<usize>) -> Result<&str, Fallback> {
     simdutf8::compat::from_utf8(&buf[range]).map_err(|_| Fallback)
 }
@@ -283,15 +301,11 @@ impl Walk<'_> {
         range: Range<usize>,
         children: &[Child],
     ) -> Result<Option<Vec<u8>>, Fallback> {
-        let mut writer = Writer::new(buf, range.clone());
         let mut singular_seen = false;
-        for field in Fields::new(buf, range) {
-            let (number, value, record) = field?;
-            if let Value::Delimited(inner) = value {
-                let rewrite = self.child(buf, number, inner, children, &mut singular_seen)?;
-                writer.apply(number, record, rewrite);
-            }
-        }
+        let writer = rewrite_fields(buf, range, |number, inner| {
+            self.child(buf, number, inner, children, &mut singular_seen)
+                .map(Some)
+        })?;
         Ok(writer.finish())
     }
 
@@ -432,14 +446,10 @@ impl Walk<'_> {
         range: Range<usize>,
         tally: &mut Tally,
     ) -> Result<Rewrite, Fallback> {
-        let mut writer = Writer::new(buf, range.clone());
-        for field in Fields::new(buf, range) {
-            let (number, value, record) = field?;
-            if let (1, Value::Delimited(inner)) = (number, value) {
-                let rewrite = self.key_value(buf, inner, tally)?;
-                writer.apply(number, record, rewrite);
-            }
-        }
+        let writer = rewrite_fields(buf, range, |number, inner| match number {
+            1 => self.key_value(buf, inner, tally).map(Some),
+            _ => Ok(None),
+        })?;
         Ok(writer.finish_as())
     }
 
