@@ -46,7 +46,8 @@ fn context<'a>(id: &'a str, signal: Signal, telemetry: &'a Arc<Telemetry>) -> Bu
 /// Reads one component's config of type `kind` from YAML, as its section does, and
 /// validates it.
 fn parse<C: ComponentConfig>(kind: &str, yaml: &str) -> C {
-    let config = C::deserialize_kind(kind, serde_yaml::Deserializer::from_str(yaml)).unwrap();
+    let config = C::deserialize_kind(C::current_kind(kind), serde_yaml::Deserializer::from_str(yaml))
+        .unwrap();
     config.validate().unwrap();
     config
 }

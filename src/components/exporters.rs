@@ -28,21 +28,26 @@ pub enum ExporterConfig {
 impl ComponentConfig for ExporterConfig {
     const SECTION: &'static str = "exporters";
     const KINDS: &'static [&'static str] = &[
-        "otlp",
-        "otlphttp",
+        "otlp_grpc",
+        "otlp_http",
         "debug",
         "loki",
-        "prometheusremotewrite",
+        "prometheus_remote_write",
         "kafka",
+    ];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("otlp", "otlp_grpc"),
+        ("otlphttp", "otlp_http"),
+        ("prometheusremotewrite", "prometheus_remote_write"),
     ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
-            "otlp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::Otlp),
-            "otlphttp" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::OtlpHttp),
+            "otlp_grpc" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::Otlp),
+            "otlp_http" => otlp::OtlpExporterConfig::deserialize(d).map(ExporterConfig::OtlpHttp),
             "debug" => or_default(d).map(ExporterConfig::Debug),
             "loki" => loki::LokiExporterConfig::deserialize(d).map(ExporterConfig::Loki),
-            "prometheusremotewrite" => prometheus::RemoteWriteConfig::deserialize(d)
+            "prometheus_remote_write" => prometheus::RemoteWriteConfig::deserialize(d)
                 .map(ExporterConfig::PrometheusRemoteWrite),
             "kafka" => or_default(d).map(|c| ExporterConfig::Kafka(Box::new(c))),
             other => unreachable!("section checks kinds before deserializing `{other}`"),

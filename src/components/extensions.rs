@@ -29,17 +29,21 @@ impl ComponentConfig for ExtensionConfig {
     const SECTION: &'static str = "extensions";
     const KINDS: &'static [&'static str] = &[
         "file_storage",
-        "bearertokenauth",
-        "basicauth",
+        "bearer_token_auth",
+        "basic_auth",
         "oidc",
         "headers_setter",
+    ];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("bearertokenauth", "bearer_token_auth"),
+        ("basicauth", "basic_auth"),
     ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
             "file_storage" => or_default(d).map(ExtensionConfig::FileStorage),
-            "bearertokenauth" => or_default(d).map(ExtensionConfig::BearerTokenAuth),
-            "basicauth" => or_default(d).map(ExtensionConfig::BasicAuth),
+            "bearer_token_auth" => or_default(d).map(ExtensionConfig::BearerTokenAuth),
+            "basic_auth" => or_default(d).map(ExtensionConfig::BasicAuth),
             "oidc" => OidcConfig::deserialize(d).map(ExtensionConfig::Oidc),
             "headers_setter" => {
                 HeadersSetterConfig::deserialize(d).map(ExtensionConfig::HeadersSetter)

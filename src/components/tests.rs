@@ -46,6 +46,51 @@ fn the_embedded_default_loads() {
     assert_eq!(config.pipelines.len(), 3);
 }
 
+/// The collector's snake_case names and the older names they replaced load the same
+/// component; an unknown type's message lists both.
+#[test]
+fn current_names_and_their_aliases_load_the_same_components() {
+    let config = |exporter: &str, auth: &str| {
+        format!(
+            "extensions:\n  {auth}/out:\n    token: t\nreceivers:\n  otlp:\n    protocols:\n      grpc:\n\
+             exporters:\n  {exporter}/out:\n    endpoint: http://127.0.0.1:1\n    auth:\n      authenticator: {auth}/out\n\
+             service:\n  extensions: [{auth}/out]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [{exporter}/out]\n"
+        )
+    };
+    let extension = |c: &Config, kind: &str| {
+        c.extensions[&ComponentId::parse(&format!("{kind}/out")).unwrap()].clone()
+    };
+    let by_name = parse(&config("otlp_grpc", "bearer_token_auth")).unwrap();
+    let by_alias = parse(&config("otlp_grpc", "bearertokenauth")).unwrap();
+    assert_eq!(
+        extension(&by_name, "bearer_token_auth"),
+        extension(&by_alias, "bearertokenauth")
+    );
+    assert!(matches!(
+        extension(&by_name, "bearer_token_auth"),
+        ExtensionConfig::BearerTokenAuth(_)
+    ));
+    for (current, alias) in [("otlp_grpc", "otlp"), ("otlp_http", "otlphttp")] {
+        let by_name = parse(&config(current, "bearer_token_auth")).unwrap();
+        let by_alias = parse(&config(alias, "bearer_token_auth")).unwrap();
+        let exporter = |c: &Config, kind: &str| {
+            c.exporters[&ComponentId::parse(&format!("{kind}/out")).unwrap()].clone()
+        };
+        assert_eq!(exporter(&by_name, current), exporter(&by_alias, alias));
+        assert!(matches!(
+            (current, exporter(&by_name, current)),
+            ("otlp_grpc", ExporterConfig::Otlp(_)) | ("otlp_http", ExporterConfig::OtlpHttp(_))
+        ));
+    }
+    let message = parse(&GOOD.replace("  debug:\n", "  debug:\n  otlphttpx:\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("otlp_http (or otlphttp)"),
+        "{message}"
+    );
+}
+
 /// Each bad config: (replace this, with this, expected line, words the message must hold).
 const BAD: &[(&str, &str, usize, &[&str])] = &[
     (

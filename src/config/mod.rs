@@ -133,9 +133,20 @@ impl FieldError {
 pub trait ComponentConfig: Sized + Clone + fmt::Debug + PartialEq {
     /// The section's name in the YAML, e.g. `receivers`.
     const SECTION: &'static str;
-    /// Known component types, listed in error messages.
+    /// Known component types, listed in error messages: the collector's current
+    /// (snake_case) names.
     const KINDS: &'static [&'static str];
-    /// Reads the config of a component of type `kind`.
+    /// Older names still accepted, as the collector keeps them (its component renaming,
+    /// collector #14396 and contrib #45339): `(alias, current name)`.
+    const ALIASES: &'static [(&'static str, &'static str)] = &[];
+    /// The current name of the type written `kind`: itself, or what an alias stands for.
+    fn current_kind(kind: &str) -> &str {
+        Self::ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == kind)
+            .map_or(kind, |(_, current)| current)
+    }
+    /// Reads the config of a component of type `kind` (a current name).
     fn deserialize_kind<'de, D: Deserializer<'de>>(
         kind: &str,
         deserializer: D,
@@ -249,18 +260,19 @@ impl<'de, T: ComponentConfig> Deserialize<'de> for Section<T> {
                 let mut out: Vec<(ComponentId, T)> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let id = ComponentId::parse(&key).map_err(de::Error::custom)?;
-                    if !T::KINDS.contains(&id.kind.as_str()) {
+                    let kind = T::current_kind(&id.kind);
+                    if !T::KINDS.contains(&kind) {
                         return Err(de::Error::custom(format!(
                             "`{key}`: unknown {} type `{}`; known types: {}",
                             T::SECTION.trim_end_matches('s'),
                             id.kind,
-                            T::KINDS.join(", ")
+                            known_kinds::<T>()
                         )));
                     }
                     if out.iter().any(|(existing, _)| *existing == id) {
                         return Err(de::Error::custom(format!("`{key}`: defined twice")));
                     }
-                    let config = map.next_value_seed(ComponentSeed::<T>(&id.kind, PhantomData))?;
+                    let config = map.next_value_seed(ComponentSeed::<T>(kind, PhantomData))?;
                     out.push((id, config));
                 }
                 Ok(Section(out))
@@ -268,6 +280,25 @@ impl<'de, T: ComponentConfig> Deserialize<'de> for Section<T> {
         }
         deserializer.deserialize_any(SectionVisitor(PhantomData))
     }
+}
+
+/// The types of a section for an error message, aliases after the name they stand for.
+fn known_kinds<T: ComponentConfig>() -> String {
+    T::KINDS
+        .iter()
+        .map(|kind| {
+            let aliases: Vec<&str> = T::ALIASES
+                .iter()
+                .filter(|(_, current)| current == kind)
+                .map(|(alias, _)| *alias)
+                .collect();
+            match aliases.as_slice() {
+                [] => kind.to_string(),
+                _ => format!("{kind} (or {})", aliases.join(", ")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl<T: ComponentConfig> Default for Section<T> {
