@@ -46,8 +46,11 @@ fn context<'a>(id: &'a str, signal: Signal, telemetry: &'a Arc<Telemetry>) -> Bu
 /// Reads one component's config of type `kind` from YAML, as its section does, and
 /// validates it.
 fn parse<C: ComponentConfig>(kind: &str, yaml: &str) -> C {
-    let config = C::deserialize_kind(C::current_kind(kind), serde_yaml::Deserializer::from_str(yaml))
-        .unwrap();
+    let config = C::deserialize_kind(
+        C::current_kind(kind),
+        serde_yaml::Deserializer::from_str(yaml),
+    )
+    .unwrap();
     config.validate().unwrap();
     config
 }
@@ -181,6 +184,20 @@ fn every_processor_accounts_for_its_items() {
         ("batch", "send_batch_size: 25\ntimeout: 1h", Signal::Traces, trace_batches(5), 0),
         ("memory_limiter", "limit_mib: 4096", Signal::Logs, log_batches(3, 4), 0),
         ("redaction", "allow_all_keys: true", Signal::Logs, log_batches(3, 4), 0),
+        (
+            "attributes",
+            "actions: [{key: env, value: prod, action: upsert}]",
+            Signal::Traces,
+            trace_batches(3),
+            0,
+        ),
+        (
+            "resource",
+            "attributes: [{key: env, value: prod, action: upsert}]",
+            Signal::Metrics,
+            gauge_batches(3, 8),
+            0,
+        ),
         (
             "cardinality_limit",
             "limit: 10\naction: drop",

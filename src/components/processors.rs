@@ -6,7 +6,8 @@ use crate::build::{BuildContext, BuildError};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::processors::{
-    batch, cardinality, memory_limiter, redaction, tail_sampling, Built, Processor,
+    attributes, batch, cardinality, memory_limiter, redaction, resource, tail_sampling, Built,
+    Processor,
 };
 use serde::Deserializer;
 
@@ -18,6 +19,8 @@ pub enum ProcessorConfig {
     CardinalityLimit(cardinality::CardinalityConfig),
     Redaction(redaction::RedactionConfig),
     TailSampling(tail_sampling::TailSamplingConfig),
+    Attributes(attributes::AttributesConfig),
+    Resource(resource::ResourceConfig),
 }
 
 impl ProcessorConfig {
@@ -29,6 +32,8 @@ impl ProcessorConfig {
             ProcessorConfig::CardinalityLimit(_) => "cardinality_limit",
             ProcessorConfig::Redaction(_) => "redaction",
             ProcessorConfig::TailSampling(_) => "tail_sampling",
+            ProcessorConfig::Attributes(_) => "attributes",
+            ProcessorConfig::Resource(_) => "resource",
         }
     }
 }
@@ -41,6 +46,8 @@ impl ComponentConfig for ProcessorConfig {
         "redaction",
         "cardinality_limit",
         "tail_sampling",
+        "attributes",
+        "resource",
     ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
@@ -50,6 +57,8 @@ impl ComponentConfig for ProcessorConfig {
             "redaction" => or_default(d).map(ProcessorConfig::Redaction),
             "cardinality_limit" => or_default(d).map(ProcessorConfig::CardinalityLimit),
             "tail_sampling" => or_default(d).map(ProcessorConfig::TailSampling),
+            "attributes" => or_default(d).map(ProcessorConfig::Attributes),
+            "resource" => or_default(d).map(ProcessorConfig::Resource),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -58,6 +67,7 @@ impl ComponentConfig for ProcessorConfig {
         match self {
             ProcessorConfig::CardinalityLimit(_) => &[Signal::Metrics],
             ProcessorConfig::TailSampling(_) => &[Signal::Traces],
+            ProcessorConfig::Attributes(c) => c.signals(),
             _ => &Signal::ALL,
         }
     }
@@ -69,6 +79,8 @@ impl ComponentConfig for ProcessorConfig {
             ProcessorConfig::Redaction(c) => c.validate(),
             ProcessorConfig::CardinalityLimit(c) => c.validate(),
             ProcessorConfig::TailSampling(c) => c.validate(),
+            ProcessorConfig::Attributes(c) => c.validate(),
+            ProcessorConfig::Resource(c) => c.validate(),
         }
     }
 }
@@ -155,6 +167,12 @@ impl ProcessorConfig {
             )),
             ProcessorConfig::TailSampling(c) => built(Box::new(
                 tail_sampling::TailSampler::new(c.clone(), cx.id, cx.telemetry).map_err(field)?,
+            )),
+            ProcessorConfig::Attributes(c) => built(Box::new(
+                attributes::AttributesProcessor::new(c).map_err(field)?,
+            )),
+            ProcessorConfig::Resource(c) => built(Box::new(
+                resource::ResourceProcessor::new(c).map_err(field)?,
             )),
             ProcessorConfig::MemoryLimiter(c) => {
                 let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());

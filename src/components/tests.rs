@@ -85,10 +85,7 @@ fn current_names_and_their_aliases_load_the_same_components() {
     let message = parse(&GOOD.replace("  debug:\n", "  debug:\n  otlphttpx:\n"))
         .unwrap_err()
         .to_string();
-    assert!(
-        message.contains("otlp_http (or otlphttp)"),
-        "{message}"
-    );
+    assert!(message.contains("otlp_http (or otlphttp)"), "{message}");
 }
 
 /// Each bad config: (replace this, with this, expected line, words the message must hold).

@@ -5,10 +5,12 @@
 //! hands over everything it holds on [`Processor::flush`] (shutdown and reload), so data
 //! inside a processor is never lost silently.
 
+pub mod attributes;
 pub mod batch;
 pub mod cardinality;
 pub mod memory_limiter;
 pub mod redaction;
+pub mod resource;
 pub mod tail_sampling;
 
 use crate::model::Batch;
