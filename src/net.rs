@@ -291,6 +291,7 @@ async fn accept_loop<H, F>(
                     first_request: limits.read_header_timeout,
                     admission: admission.clone(),
                     _slot: slot,
+                    client: ClientAddress(peer.ip().to_canonical()),
                 };
                 match admission.as_ref().and_then(|a| a.tls.read().clone()) {
                     Some(acceptor) => {
@@ -338,7 +339,14 @@ struct Connection<H> {
     admission: Option<Arc<Admission>>,
     /// Freed when the connection ends.
     _slot: Option<Slot>,
+    /// The client's address, which the connection's requests carry as [`ClientAddress`].
+    client: ClientAddress,
 }
+
+/// The address of the client a request came from (IPv4-mapped IPv6 addresses as IPv4),
+/// a request extension of every request served here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
 
 impl<H, F> Connection<H>
 where
@@ -358,11 +366,13 @@ where
             first_request,
             admission,
             _slot,
+            client,
         } = self;
         let requested = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&requested);
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             seen.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(client);
             if let Some(peer) = &peer {
                 req.extensions_mut().insert(peer.clone());
             }

@@ -124,6 +124,9 @@ pub struct Batch {
     record: Option<u64>,
     /// What the request that brought the data said about itself (see [`Metadata`]).
     metadata: Option<Metadata>,
+    /// The address of the client that sent the data (the OTLP receivers set it), for
+    /// processors that tell clients apart by it (`k8s_attributes`' `connection`).
+    client: Option<std::net::IpAddr>,
 }
 
 /// Request metadata kept with the data (a receiver's `include_metadata`): header names,
@@ -264,6 +267,7 @@ impl Batch {
             lost: 0,
             record: None,
             metadata: None,
+            client: None,
         }
     }
 
@@ -276,6 +280,7 @@ impl Batch {
             lost: 0,
             record: None,
             metadata: None,
+            client: None,
         }
     }
 
@@ -288,6 +293,7 @@ impl Batch {
             lost: 0,
             record: None,
             metadata: None,
+            client: None,
         }
     }
 
@@ -300,6 +306,7 @@ impl Batch {
             lost: 0,
             record: None,
             metadata: None,
+            client: None,
         }
     }
 
@@ -310,6 +317,15 @@ impl Batch {
 
     pub fn set_metadata(&mut self, metadata: Option<Metadata>) {
         self.metadata = metadata;
+    }
+
+    /// The address of the client that sent this data, when one client sent all of it.
+    pub fn client(&self) -> Option<std::net::IpAddr> {
+        self.client
+    }
+
+    pub fn set_client(&mut self, client: Option<std::net::IpAddr>) {
+        self.client = client;
     }
 
     /// The oldest log record this batch holds items of (see [`crate::storage`]).
@@ -519,6 +535,9 @@ impl Batch {
             // does cannot say whose the result is
             self.metadata = None;
         }
+        if self.client != other.client {
+            self.client = None;
+        }
         if let (Payload::Encoded(a), Payload::Encoded(b)) = (&mut self.payload, &mut other.payload)
         {
             a.append(b);
@@ -556,6 +575,7 @@ impl Batch {
                             let mut part = Batch::from_encoded_parts(self.signal, parts, items);
                             part.record = self.record;
                             part.metadata = self.metadata.clone();
+                            part.client = self.client;
                             (shard, part)
                         })
                         .collect(),
@@ -590,6 +610,7 @@ impl Batch {
                         let mut part = Batch::from_metrics(list);
                         part.record = self.record;
                         part.metadata = self.metadata.clone();
+                            part.client = self.client;
                         (shard, part)
                     })
                     .collect()
@@ -606,6 +627,7 @@ impl Batch {
         let mut front = self.split_front(max_items);
         front.record = record;
         front.metadata = metadata;
+        front.client = self.client;
         front
     }
 

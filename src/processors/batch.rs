@@ -43,6 +43,12 @@ pub struct BatchConfig {
     /// The most combinations of `metadata_keys` values pending at once; a batch of one
     /// more is passed on unbatched (with its metadata) and counted.
     pub metadata_cardinality_limit: usize,
+    /// Not read from YAML: set by sieve when a later processor of the pipeline tells
+    /// clients apart by their address (`k8s_attributes` with a `connection` source), so
+    /// that batches of different clients are kept apart like `metadata_keys` values
+    /// (and count against `metadata_cardinality_limit`).
+    #[serde(skip)]
+    pub keep_clients_apart: bool,
 }
 
 impl Default for BatchConfig {
@@ -53,6 +59,7 @@ impl Default for BatchConfig {
             timeout: Duration::from_millis(200),
             metadata_keys: Vec::new(),
             metadata_cardinality_limit: 1000,
+            keep_clients_apart: false,
         }
     }
 }
@@ -78,6 +85,9 @@ impl BatchConfig {
     }
 }
 
+/// What keeps batches apart: their metadata, and their client when kept apart.
+type Key = (Option<Metadata>, Option<std::net::IpAddr>);
+
 /// A batch being filled, and when it goes out anyway.
 struct Pending {
     batch: Batch,
@@ -86,8 +96,9 @@ struct Pending {
 
 pub struct BatchProcessor {
     config: BatchConfig,
-    /// Per combination of `metadata_keys` values (`None` without metadata keys).
-    pending: HashMap<Option<Metadata>, Pending>,
+    /// Per combination of `metadata_keys` values (`None` without metadata keys) and,
+    /// with `keep_clients_apart`, client address.
+    pending: HashMap<Key, Pending>,
     overflow: Counter,
 }
 
@@ -106,13 +117,14 @@ impl BatchProcessor {
         self
     }
 
-    /// The metadata a batch goes on with, which is also its batching key.
-    fn key_of(&self, batch: &Batch) -> Option<Metadata> {
+    /// The metadata a batch goes on with, and with its client, its batching key.
+    fn key_of(&self, batch: &Batch) -> Key {
+        let client = batch.client().filter(|_| self.config.keep_clients_apart);
         if self.config.metadata_keys.is_empty() {
-            return None;
+            return (None, client);
         }
         let kept = batch.metadata().map(|m| m.only(&self.config.metadata_keys));
-        Some(kept.unwrap_or_else(|| Metadata::from_pairs([])))
+        (Some(kept.unwrap_or_else(|| Metadata::from_pairs([]))), client)
     }
 
     /// Emits `batch`, cut into parts of at most `send_batch_max_size` items.
@@ -126,7 +138,7 @@ impl BatchProcessor {
 
     /// Emits the pending batches that are `due`.
     fn take_pending(&mut self, out: &mut Vec<Batch>, due: impl Fn(&Pending) -> bool) {
-        let keys: Vec<Option<Metadata>> = self
+        let keys: Vec<Key> = self
             .pending
             .iter()
             .filter(|(_, p)| due(p))
@@ -143,7 +155,7 @@ impl BatchProcessor {
 impl Processor for BatchProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         let key = self.key_of(&batch);
-        batch.set_metadata(key.clone());
+        batch.set_metadata(key.0.clone());
         if !self.pending.contains_key(&key)
             && self.pending.len() >= self.config.metadata_cardinality_limit.max(1)
         {

@@ -137,6 +137,10 @@ async fn export(
         .as_ref()
         .is_some_and(|g| g.include_metadata);
     let (metadata, tenant) = shared.request_context(include, req.headers(), identity);
+    let client = req
+        .extensions()
+        .get::<crate::net::ClientAddress>()
+        .map(|c| c.0);
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget
@@ -167,6 +171,7 @@ async fn export(
     let bytes = message.len();
     let admitted = Batch::from_request(signal, message).map(|mut admitted| {
         admitted.batch.set_metadata(metadata);
+        admitted.batch.set_client(client);
         admitted
     });
     if !shared.within_tenant_limits(tenant.as_ref(), &admitted, bytes) {

@@ -160,6 +160,10 @@ async fn export(
     let limit = http.map_or(20 << 20, |h| h.max_request_body_size) as usize;
     let include = http.is_some_and(|h| h.include_metadata);
     let (metadata, tenant) = shared.request_context(include, req.headers(), identity);
+    let client = req
+        .extensions()
+        .get::<crate::net::ClientAddress>()
+        .map(|c| c.0);
     let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -203,6 +207,7 @@ async fn export(
     }
     .map(|mut admitted| {
         admitted.batch.set_metadata(metadata);
+        admitted.batch.set_client(client);
         admitted
     });
     if !shared.within_tenant_limits(tenant.as_ref(), &checked, bytes) {
