@@ -104,7 +104,9 @@ struct Fixed;
 
 impl sieve::config::expand::Source for Fixed {
     fn env(&self, name: &str) -> Option<String> {
-        (name.len() % 2 == 0).then(|| format!("value-of-{name}: #x"))
+        name.len()
+            .is_multiple_of(2)
+            .then(|| format!("value-of-{name}: #x"))
     }
     fn file(&self, path: &str) -> std::io::Result<String> {
         Ok(format!("{path}\n"))

@@ -192,6 +192,13 @@ fn every_processor_accounts_for_its_items() {
             0,
         ),
         (
+            "k8s_attributes",
+            "passthrough: true",
+            Signal::Logs,
+            log_batches(3, 4),
+            0,
+        ),
+        (
             "resource",
             "attributes: [{key: env, value: prod, action: upsert}]",
             Signal::Metrics,

@@ -6,8 +6,8 @@ use crate::build::{BuildContext, BuildError};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::processors::{
-    attributes, batch, cardinality, memory_limiter, redaction, resource, tail_sampling, Built,
-    Processor,
+    attributes, batch, cardinality, k8s_attributes, memory_limiter, redaction, resource,
+    tail_sampling, Built, Processor,
 };
 use serde::Deserializer;
 
@@ -21,6 +21,7 @@ pub enum ProcessorConfig {
     TailSampling(tail_sampling::TailSamplingConfig),
     Attributes(attributes::AttributesConfig),
     Resource(resource::ResourceConfig),
+    K8sAttributes(Box<k8s_attributes::K8sAttributesConfig>),
 }
 
 impl ProcessorConfig {
@@ -34,7 +35,16 @@ impl ProcessorConfig {
             ProcessorConfig::TailSampling(_) => "tail_sampling",
             ProcessorConfig::Attributes(_) => "attributes",
             ProcessorConfig::Resource(_) => "resource",
+            ProcessorConfig::K8sAttributes(_) => "k8s_attributes",
         }
+    }
+}
+
+impl ProcessorConfig {
+    /// Whether the processor reads the client's address (so batches of different
+    /// clients must not be merged before it).
+    pub fn tells_clients_apart(&self) -> bool {
+        matches!(self, ProcessorConfig::K8sAttributes(c) if c.uses_connection())
     }
 }
 
@@ -48,7 +58,9 @@ impl ComponentConfig for ProcessorConfig {
         "tail_sampling",
         "attributes",
         "resource",
+        "k8s_attributes",
     ];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[("k8sattributes", "k8s_attributes")];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
@@ -59,6 +71,7 @@ impl ComponentConfig for ProcessorConfig {
             "tail_sampling" => or_default(d).map(ProcessorConfig::TailSampling),
             "attributes" => or_default(d).map(ProcessorConfig::Attributes),
             "resource" => or_default(d).map(ProcessorConfig::Resource),
+            "k8s_attributes" => or_default(d).map(|c| ProcessorConfig::K8sAttributes(Box::new(c))),
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -81,6 +94,7 @@ impl ComponentConfig for ProcessorConfig {
             ProcessorConfig::TailSampling(c) => c.validate(),
             ProcessorConfig::Attributes(c) => c.validate(),
             ProcessorConfig::Resource(c) => c.validate(),
+            ProcessorConfig::K8sAttributes(c) => c.validate(),
         }
     }
 }
@@ -118,6 +132,18 @@ impl ProcessorConfig {
                     .into_iter()
                     .map(|shared| built(Box::new(shared)))
                     .collect())
+            }
+            ProcessorConfig::K8sAttributes(c) => {
+                Ok(k8s_attributes::K8sAttributesProcessor::for_workers(
+                    c,
+                    workers,
+                    cx.id,
+                    cx.telemetry,
+                )
+                .map_err(field)?
+                .into_iter()
+                .map(|p| built(Box::new(p)))
+                .collect())
             }
             ProcessorConfig::MemoryLimiter(c) => {
                 let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
@@ -174,6 +200,9 @@ impl ProcessorConfig {
             ProcessorConfig::Resource(c) => built(Box::new(
                 resource::ResourceProcessor::new(c).map_err(field)?,
             )),
+            ProcessorConfig::K8sAttributes(_) => {
+                return self.build_for_workers(cx, 1).map(|mut one| one.remove(0))
+            }
             ProcessorConfig::MemoryLimiter(c) => {
                 let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
                 Built {

@@ -476,7 +476,9 @@ mod properties {
     struct Anything;
     impl Source for Anything {
         fn env(&self, name: &str) -> Option<String> {
-            (name.len() % 2 == 0).then(|| format!("v: {name}\n#"))
+            name.len()
+                .is_multiple_of(2)
+                .then(|| format!("v: {name}\n#"))
         }
         fn file(&self, path: &str) -> std::io::Result<String> {
             Ok(path.repeat(2))

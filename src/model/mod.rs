@@ -610,7 +610,7 @@ impl Batch {
                         let mut part = Batch::from_metrics(list);
                         part.record = self.record;
                         part.metadata = self.metadata.clone();
-                            part.client = self.client;
+                        part.client = self.client;
                         (shard, part)
                     })
                     .collect()

@@ -431,8 +431,8 @@ fn check_utf8(bytes: &[u8]) -> Result<(), Defect> {
 /// A packed repeated field must hold whole values of its element's wire type.
 fn check_packed(element: WireType, mut bytes: &[u8]) -> Result<(), Defect> {
     match element {
-        WireType::Fixed64 if bytes.len() % 8 == 0 => Ok(()),
-        WireType::Fixed32 if bytes.len() % 4 == 0 => Ok(()),
+        WireType::Fixed64 if bytes.len().is_multiple_of(8) => Ok(()),
+        WireType::Fixed32 if bytes.len().is_multiple_of(4) => Ok(()),
         WireType::Varint => {
             while !bytes.is_empty() {
                 let (_, len) = read_varint(bytes).map_err(|_| Defect::Malformed)?;

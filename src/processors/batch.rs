@@ -124,7 +124,10 @@ impl BatchProcessor {
             return (None, client);
         }
         let kept = batch.metadata().map(|m| m.only(&self.config.metadata_keys));
-        (Some(kept.unwrap_or_else(|| Metadata::from_pairs([]))), client)
+        (
+            Some(kept.unwrap_or_else(|| Metadata::from_pairs([]))),
+            client,
+        )
     }
 
     /// Emits `batch`, cut into parts of at most `send_batch_max_size` items.
@@ -339,6 +342,42 @@ mod tests {
             (1, None),
             "no tenant is a value too"
         );
+    }
+
+    /// With `keep_clients_apart` (a later `k8s_attributes` reads the connection),
+    /// batches of different clients never merge and keep their client; without it
+    /// they merge and the result has none.
+    #[test]
+    fn clients_are_kept_apart_when_a_later_processor_needs_them() {
+        let from = |client: &str| {
+            let mut batch = traces_batch(1, 2);
+            batch.set_client(Some(client.parse().unwrap()));
+            batch
+        };
+        for keep in [true, false] {
+            let mut p = BatchProcessor::new(BatchConfig {
+                keep_clients_apart: keep,
+                ..Default::default()
+            });
+            let mut out = Vec::new();
+            for client in ["10.0.0.1", "10.0.0.2", "10.0.0.1"] {
+                p.process(from(client), &mut out);
+            }
+            p.flush(&mut out);
+            let mut clients: Vec<(Option<String>, usize)> = out
+                .iter()
+                .map(|b| (b.client().map(|c| c.to_string()), b.items()))
+                .collect();
+            clients.sort();
+            if keep {
+                assert_eq!(
+                    clients,
+                    [(Some("10.0.0.1".into()), 4), (Some("10.0.0.2".into()), 2)]
+                );
+            } else {
+                assert_eq!(clients, [(None, 6)]);
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::attributes::actions::{ActionConfig, Actions};
 use super::Processor;
 use crate::config::FieldError;
 use crate::model::wire::{Fields, Value};
-use crate::model::{Batch, Metadata, Payload};
+use crate::model::{Batch, Payload, Signal};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::encode_varint;
@@ -51,64 +51,88 @@ impl ResourceProcessor {
             actions: Actions::new("attributes", &config.attributes)?,
         })
     }
+}
 
-    /// The request `part` with every resource changed, or `None` when its framing is
-    /// not what the receivers checked (then the batch is changed decoded).
-    fn rewrite_request(&self, part: &[u8], metadata: Option<&Metadata>) -> Option<Bytes> {
-        let mut out = Vec::with_capacity(part.len() + 64);
-        for field in Fields::new(part, 0..part.len()) {
-            let (number, value, record) = field.ok()?;
-            match (number, value) {
-                (1, Value::Delimited(inner)) => {
-                    let list = self.rewrite_resource_list(&part[inner], metadata)?;
-                    put_delimited(&mut out, 1, &list);
-                }
-                _ => out.extend_from_slice(&part[record]),
+impl Processor for ResourceProcessor {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        let metadata = batch.metadata().cloned();
+        rewrite_resources(&mut batch, |resource| {
+            self.actions
+                .apply(&mut resource.attributes, metadata.as_ref())
+        });
+        out.push(batch);
+    }
+}
+
+/// Changes every resource of `batch` with `change` (a missing resource is changed as
+/// an empty one): on the wire when the batch is encoded, in place when decoded.
+pub fn rewrite_resources(batch: &mut Batch, mut change: impl FnMut(&mut Resource)) {
+    let rewritten: Option<Vec<Bytes>> = match batch.payload() {
+        Payload::Encoded(parts) => parts
+            .iter()
+            .map(|part| rewrite_request(part, &mut change))
+            .collect(),
+        _ => None,
+    };
+    if let Some(new) = rewritten {
+        if let Some(parts) = batch.encoded_parts_mut() {
+            *parts = new;
+            return;
+        }
+    }
+    let mut apply =
+        |resource: &mut Option<Resource>| change(resource.get_or_insert_with(Resource::default));
+    match batch.signal() {
+        Signal::Traces => batch
+            .traces_mut()
+            .iter_mut()
+            .for_each(|r| apply(&mut r.resource)),
+        Signal::Logs => batch
+            .logs_mut()
+            .iter_mut()
+            .for_each(|r| apply(&mut r.resource)),
+        Signal::Metrics => batch
+            .metrics_mut()
+            .iter_mut()
+            .for_each(|r| apply(&mut r.resource)),
+    }
+}
+
+/// The request `part` with every resource changed, or `None` when its framing is not
+/// what the receivers checked (then the batch is changed decoded).
+fn rewrite_request(part: &[u8], change: &mut impl FnMut(&mut Resource)) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(part.len() + 64);
+    for field in Fields::new(part, 0..part.len()) {
+        let (number, value, record) = field.ok()?;
+        match (number, value) {
+            (1, Value::Delimited(inner)) => {
+                let list = rewrite_resource_list(&part[inner], change)?;
+                put_delimited(&mut out, 1, &list);
             }
+            _ => out.extend_from_slice(&part[record]),
         }
-        Some(out.into())
     }
+    Some(out.into())
+}
 
-    /// One `ResourceSpans` / `ResourceLogs` / `ResourceMetrics`: its resource (field 1)
-    /// changed and written first, its other fields copied.
-    fn rewrite_resource_list(&self, list: &[u8], metadata: Option<&Metadata>) -> Option<Vec<u8>> {
-        let mut resource = Resource::default();
-        let mut rest = Vec::with_capacity(list.len());
-        for field in Fields::new(list, 0..list.len()) {
-            let (number, value, record) = field.ok()?;
-            match (number, value) {
-                // repeated singular sub-messages merge, as a decoder would merge them
-                (1, Value::Delimited(inner)) => resource.merge(&list[inner]).ok()?,
-                _ => rest.extend_from_slice(&list[record]),
-            }
-        }
-        self.actions.apply(&mut resource.attributes, metadata);
-        let mut out = Vec::with_capacity(rest.len() + resource.encoded_len() + 8);
-        put_delimited(&mut out, 1, &resource.encode_to_vec());
-        out.extend_from_slice(&rest);
-        Some(out)
-    }
-
-    fn apply_decoded(&self, batch: &mut Batch, metadata: Option<&Metadata>) {
-        let apply = |resource: &mut Option<Resource>| {
-            let resource = resource.get_or_insert_with(Resource::default);
-            self.actions.apply(&mut resource.attributes, metadata);
-        };
-        match batch.signal() {
-            crate::model::Signal::Traces => batch
-                .traces_mut()
-                .iter_mut()
-                .for_each(|r| apply(&mut r.resource)),
-            crate::model::Signal::Logs => batch
-                .logs_mut()
-                .iter_mut()
-                .for_each(|r| apply(&mut r.resource)),
-            crate::model::Signal::Metrics => batch
-                .metrics_mut()
-                .iter_mut()
-                .for_each(|r| apply(&mut r.resource)),
+/// One `ResourceSpans` / `ResourceLogs` / `ResourceMetrics`: its resource (field 1)
+/// changed and written first, its other fields copied.
+fn rewrite_resource_list(list: &[u8], change: &mut impl FnMut(&mut Resource)) -> Option<Vec<u8>> {
+    let mut resource = Resource::default();
+    let mut rest = Vec::with_capacity(list.len());
+    for field in Fields::new(list, 0..list.len()) {
+        let (number, value, record) = field.ok()?;
+        match (number, value) {
+            // repeated singular sub-messages merge, as a decoder would merge them
+            (1, Value::Delimited(inner)) => resource.merge(&list[inner]).ok()?,
+            _ => rest.extend_from_slice(&list[record]),
         }
     }
+    change(&mut resource);
+    let mut out = Vec::with_capacity(rest.len() + resource.encoded_len() + 8);
+    put_delimited(&mut out, 1, &resource.encode_to_vec());
+    out.extend_from_slice(&rest);
+    Some(out)
 }
 
 fn put_delimited(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
@@ -117,28 +141,10 @@ fn put_delimited(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-impl Processor for ResourceProcessor {
-    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
-        let metadata = batch.metadata().cloned();
-        let rewritten: Option<Vec<Bytes>> = match batch.payload() {
-            Payload::Encoded(parts) => parts
-                .iter()
-                .map(|part| self.rewrite_request(part, metadata.as_ref()))
-                .collect(),
-            _ => None,
-        };
-        match (rewritten, batch.encoded_parts_mut()) {
-            (Some(new), Some(parts)) => *parts = new,
-            _ => self.apply_decoded(&mut batch, metadata.as_ref()),
-        }
-        out.push(batch);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Signal;
+    use crate::model::Metadata;
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};

@@ -64,11 +64,7 @@ impl Signature {
         Signature {
             queue: pipeline.queue.clone(),
             workers: workers_of(config, pipeline),
-            processors: pipeline
-                .processors
-                .iter()
-                .map(|id| (id.to_string(), config.processors[id].clone()))
-                .collect(),
+            processors: processors_of(config, pipeline),
             exporters: pipeline
                 .exporters
                 .iter()
@@ -81,6 +77,24 @@ impl Signature {
             storage: storage_of(config, pipeline),
         }
     }
+}
+
+/// The pipeline's processors, in order; a `batch` followed by a processor that tells
+/// clients apart by address keeps their batches apart.
+fn processors_of(config: &Config, pipeline: &PipelineConfig) -> Vec<(String, ProcessorConfig)> {
+    let mut processors: Vec<(String, ProcessorConfig)> = pipeline
+        .processors
+        .iter()
+        .map(|id| (id.to_string(), config.processors[id].clone()))
+        .collect();
+    let mut client_needed = false;
+    for (_, processor) in processors.iter_mut().rev() {
+        client_needed |= processor.tells_clients_apart();
+        if let ProcessorConfig::Batch(batch) = processor {
+            batch.keep_clients_apart = client_needed;
+        }
+    }
+    processors
 }
 
 /// The workers a pipeline runs: as configured, else one for a pipeline with a persistent

@@ -312,13 +312,15 @@ impl Matcher {
                                 Text::Exact(_) => unreachable!("regexp texts are patterns"),
                             }
                         }
-                        (Some(_), MatchType::Regexp) => return Err(error(
-                            key,
-                            format!(
+                        (Some(_), MatchType::Regexp) => {
+                            return Err(error(
+                                key,
+                                format!(
                                 "`{}`: with `match_type: regexp` a value must be a string pattern",
                                 m.key
                             ),
-                        )),
+                            ))
+                        }
                     };
                     Ok((m.key.clone(), value))
                 })

@@ -457,7 +457,7 @@ pub fn luhn(digits: &[u32]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn ipv4_candidate(text: &str, start: usize, end: usize, keep_private: bool) -> bool {

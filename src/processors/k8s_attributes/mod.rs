@@ -1,0 +1,223 @@
+//! The `k8s_attributes` processor (alias `k8sattributes`), as the collector's contrib
+//! processor: finds the pod each resource came from ([`association`]) and adds the pod's
+//! metadata to the resource — namespace, pod name and uid, start time, node, the
+//! Deployment / ReplicaSet / StatefulSet / DaemonSet / Job / CronJob that owns it,
+//! container image and id, and chosen labels and annotations of the pod or its
+//! namespace. Attributes the resource already has are not overwritten.
+//!
+//! Pod metadata comes from watches of the Kubernetes API ([`watch`]) into a bounded
+//! cache of only the extracted fields ([`cache`]) — never whole API objects, which is
+//! how the collector's processor grows its heap. Before the first list completes, data
+//! goes on untagged (counted as misses) unless `wait_for_metadata` holds the first
+//! batch until it does, or until `wait_for_metadata_timeout`. Items are never held
+//! back otherwise.
+//!
+//! Like `resource`, it works on the encoded form: only each `Resource` is decoded and
+//! written again. The `connection` source reads the address of the client that sent
+//! the data; a `batch` processor placed before this one keeps the batches of different
+//! clients apart for it (see [`crate::processors::batch::BatchConfig`]).
+
+pub mod association;
+pub mod cache;
+pub mod config;
+mod watch;
+
+use super::resource::rewrite_resources;
+use super::Processor;
+use crate::config::FieldError;
+use crate::model::Batch;
+use crate::telemetry::{ProcessorLabels, Telemetry};
+use association::Association;
+use cache::{Cache, Extractor};
+pub use config::K8sAttributesConfig;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AssociationLabels {
+    processor: String,
+    source: String,
+    result: String,
+}
+
+/// What every worker's instance shares: the cache, the watches filling it, the
+/// counters.
+struct Shared {
+    cache: Option<Arc<Cache>>,
+    association: Association,
+    /// Kept so the watches run as long as a worker's instance lives.
+    watches: Option<watch::Watches>,
+    wait_until: Option<Instant>,
+    associations: Family<AssociationLabels, Counter>,
+    pods_cached: Gauge,
+    cache_bytes: Gauge,
+    processor: String,
+    passthrough: bool,
+}
+
+/// One worker's instance.
+pub struct K8sAttributesProcessor {
+    shared: Arc<Shared>,
+    waited: bool,
+}
+
+impl K8sAttributesProcessor {
+    /// Builds the processor for `workers` workers, which share one cache and one set of
+    /// watches; starts the watches (unless `passthrough`).
+    pub fn for_workers(
+        config: &K8sAttributesConfig,
+        workers: usize,
+        processor: &str,
+        telemetry: &Telemetry,
+    ) -> Result<Vec<K8sAttributesProcessor>, FieldError> {
+        let labels = ProcessorLabels {
+            processor: processor.to_string(),
+        };
+        let counter = |name: &'static str, help: &str| {
+            let family: Family<ProcessorLabels, Counter> = telemetry.family(name, help);
+            family.get_or_create_owned(&labels)
+        };
+        let gauge = |name: &'static str, help: &str| {
+            let family: Family<ProcessorLabels, Gauge> = telemetry.family(name, help);
+            family.get_or_create_owned(&labels)
+        };
+        let metrics = watch::WatchMetrics {
+            restarts: counter(
+                "k8s_attributes_watch_restarts",
+                "Kubernetes API watches that failed and started again (410 Gone included)",
+            ),
+            not_cached: counter(
+                "k8s_attributes_pods_not_cached",
+                "Pods not cached: the cache was at max_cache_mib with live pods",
+            ),
+        };
+        let (cache, watches) = if config.passthrough {
+            (None, None)
+        } else {
+            let cache = Arc::new(Cache::new(
+                config.max_cache_mib << 20,
+                config.pod_delete_grace_period,
+            ));
+            let extractor = Arc::new(Extractor::new(config));
+            let watches = watch::start(config, Arc::clone(&cache), extractor, metrics)
+                .map_err(|e| FieldError::new("auth_type", e))?;
+            (Some(cache), Some(watches))
+        };
+        let shared = Arc::new(Shared {
+            cache,
+            association: Association::new(&config.pod_association),
+            wait_until: config
+                .wait_for_metadata
+                .then(|| Instant::now() + config.wait_for_metadata_timeout),
+            watches,
+            associations: telemetry.family(
+                "k8s_attributes_associations",
+                "Resources looked up, by the source that identified the pod and result (hit, miss, no_identifier)",
+            ),
+            pods_cached: gauge(
+                "k8s_attributes_pods_cached",
+                "Pods in the cache, those in their delete grace period included",
+            ),
+            cache_bytes: gauge(
+                "k8s_attributes_cache_bytes",
+                "Estimated bytes the pod, ReplicaSet and namespace cache takes",
+            ),
+            processor: processor.to_string(),
+            passthrough: config.passthrough,
+        });
+        Ok((0..workers.max(1))
+            .map(|_| K8sAttributesProcessor {
+                shared: Arc::clone(&shared),
+                waited: false,
+            })
+            .collect())
+    }
+
+    /// With `wait_for_metadata`, the first call waits for the first list (or the
+    /// timeout); no call after it waits.
+    fn wait_for_metadata(&mut self) {
+        if std::mem::replace(&mut self.waited, true) {
+            return;
+        }
+        if let (Some(deadline), Some(watches)) = (self.shared.wait_until, &self.shared.watches) {
+            if !watches.synced.wait_until(deadline) {
+                tracing::warn!(
+                    processor = %self.shared.processor,
+                    "k8s_attributes: the first list of pods did not complete within wait_for_metadata_timeout; data goes on untagged until it does"
+                );
+            }
+        }
+    }
+
+    /// Adds what is known of the resource's pod.
+    fn tag(&self, resource: &mut Resource, client: Option<std::net::IpAddr>) {
+        let shared = &self.shared;
+        let found = shared
+            .association
+            .find(shared.cache.as_deref(), &resource.attributes, client);
+        let result = match (&found.source, &found.pod) {
+            (None, _) => "no_identifier",
+            (Some(_), Some(_)) => "hit",
+            (Some(_), None) if shared.passthrough && found.ip.is_some() => "hit",
+            (Some(_), None) => "miss",
+        };
+        shared
+            .associations
+            .get_or_create(&AssociationLabels {
+                processor: shared.processor.clone(),
+                source: found.source.map_or("none", |s| s.label()).to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        if shared.passthrough {
+            if let Some(ip) = found.ip {
+                insert(&mut resource.attributes, "k8s.pod.ip", ip.to_string());
+            }
+            return;
+        }
+        let (Some(pod), Some(cache)) = (found.pod, &shared.cache) else {
+            return;
+        };
+        let container = association::string_attribute(&resource.attributes, "k8s.container.name")
+            .map(str::to_string);
+        for (key, value) in cache.attributes(&pod, container.as_deref()) {
+            insert(&mut resource.attributes, &key, value);
+        }
+    }
+}
+
+/// Adds `key` unless the resource has it.
+fn insert(attributes: &mut Vec<KeyValue>, key: &str, value: String) {
+    if attributes.iter().any(|kv| kv.key == key) {
+        return;
+    }
+    attributes.push(KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    });
+}
+
+impl Processor for K8sAttributesProcessor {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        self.wait_for_metadata();
+        let client = batch.client();
+        rewrite_resources(&mut batch, |resource| self.tag(resource, client));
+        if let Some(cache) = &self.shared.cache {
+            let (pods, bytes) = cache.size();
+            self.shared.pods_cached.set(pods as i64);
+            self.shared.cache_bytes.set(bytes as i64);
+        }
+        out.push(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests;
