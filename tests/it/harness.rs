@@ -43,6 +43,11 @@ impl Sieve {
     /// Starts sieve on `config`, where `{grpc}`, `{http}` and `{metrics}` are replaced
     /// by free ports, and waits until `/readyz` answers 200.
     pub fn start(config: &str) -> Sieve {
+        Sieve::start_with_env(config, &[])
+    }
+
+    /// [`Sieve::start`] with these environment variables set.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Sieve {
         let dir = tempfile::tempdir().unwrap();
         let (grpc, http, metrics) = (free_port(), free_port(), free_port());
         let mut sieve = Sieve {
@@ -58,6 +63,7 @@ impl Sieve {
             .arg("--config")
             .arg(sieve.config_path())
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -6,6 +6,7 @@ mod cli;
 mod fuzz_corpus;
 mod harness;
 mod integrity;
+mod k8s;
 mod kafka;
 mod lifecycle;
 mod loki;

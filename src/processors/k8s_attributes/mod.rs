@@ -45,17 +45,57 @@ struct AssociationLabels {
     result: String,
 }
 
-/// What every worker's instance shares: the cache, the watches filling it, the
-/// counters.
+/// A cache and the watches filling it, shared by every pipeline whose processor of
+/// the same id has the same configuration (the collector runs one set of watches per
+/// pipeline; one is enough).
+struct Source {
+    cache: Arc<Cache>,
+    watches: watch::Watches,
+}
+
+/// The sources running, by processor id and configuration; an entry goes when its last
+/// user does.
+static SOURCES: parking_lot::Mutex<Vec<(String, K8sAttributesConfig, std::sync::Weak<Source>)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// The source for `config`, started unless one is running.
+fn source_for(
+    processor: &str,
+    config: &K8sAttributesConfig,
+    metrics: watch::WatchMetrics,
+) -> Result<Arc<Source>, FieldError> {
+    let mut sources = SOURCES.lock();
+    sources.retain(|(_, _, source)| source.strong_count() > 0);
+    if let Some(source) = sources
+        .iter()
+        .find(|(id, c, _)| id == processor && c == config)
+        .and_then(|(_, _, source)| source.upgrade())
+    {
+        return Ok(source);
+    }
+    let cache = Arc::new(Cache::new(
+        config.max_cache_mib << 20,
+        config.pod_delete_grace_period,
+    ));
+    let extractor = Arc::new(Extractor::new(config));
+    let watches = watch::start(config, Arc::clone(&cache), extractor, metrics)
+        .map_err(|e| FieldError::new("auth_type", e))?;
+    let source = Arc::new(Source { cache, watches });
+    sources.push((
+        processor.to_string(),
+        config.clone(),
+        Arc::downgrade(&source),
+    ));
+    Ok(source)
+}
+
+/// What every worker's instance shares: the pod source, the counters.
 struct Shared {
-    cache: Option<Arc<Cache>>,
+    /// `None` with `passthrough`.
+    source: Option<Arc<Source>>,
     association: Association,
-    /// Kept so the watches run as long as a worker's instance lives.
-    watches: Option<watch::Watches>,
     wait_until: Option<Instant>,
     associations: Family<AssociationLabels, Counter>,
-    pods_cached: Gauge,
-    cache_bytes: Gauge,
     processor: String,
     passthrough: bool,
 }
@@ -95,30 +135,6 @@ impl K8sAttributesProcessor {
                 "k8s_attributes_pods_not_cached",
                 "Pods not cached: the cache was at max_cache_mib with live pods",
             ),
-        };
-        let (cache, watches) = if config.passthrough {
-            (None, None)
-        } else {
-            let cache = Arc::new(Cache::new(
-                config.max_cache_mib << 20,
-                config.pod_delete_grace_period,
-            ));
-            let extractor = Arc::new(Extractor::new(config));
-            let watches = watch::start(config, Arc::clone(&cache), extractor, metrics)
-                .map_err(|e| FieldError::new("auth_type", e))?;
-            (Some(cache), Some(watches))
-        };
-        let shared = Arc::new(Shared {
-            cache,
-            association: Association::new(&config.pod_association),
-            wait_until: config
-                .wait_for_metadata
-                .then(|| Instant::now() + config.wait_for_metadata_timeout),
-            watches,
-            associations: telemetry.family(
-                "k8s_attributes_associations",
-                "Resources looked up, by the source that identified the pod and result (hit, miss, no_identifier)",
-            ),
             pods_cached: gauge(
                 "k8s_attributes_pods_cached",
                 "Pods in the cache, those in their delete grace period included",
@@ -126,6 +142,21 @@ impl K8sAttributesProcessor {
             cache_bytes: gauge(
                 "k8s_attributes_cache_bytes",
                 "Estimated bytes the pod, ReplicaSet and namespace cache takes",
+            ),
+        };
+        let source = match config.passthrough {
+            true => None,
+            false => Some(source_for(processor, config, metrics)?),
+        };
+        let shared = Arc::new(Shared {
+            source,
+            association: Association::new(&config.pod_association),
+            wait_until: config
+                .wait_for_metadata
+                .then(|| Instant::now() + config.wait_for_metadata_timeout),
+            associations: telemetry.family(
+                "k8s_attributes_associations",
+                "Resources looked up, by the source that identified the pod and result (hit, miss, no_identifier)",
             ),
             processor: processor.to_string(),
             passthrough: config.passthrough,
@@ -144,8 +175,8 @@ impl K8sAttributesProcessor {
         if std::mem::replace(&mut self.waited, true) {
             return;
         }
-        if let (Some(deadline), Some(watches)) = (self.shared.wait_until, &self.shared.watches) {
-            if !watches.synced.wait_until(deadline) {
+        if let (Some(deadline), Some(source)) = (self.shared.wait_until, &self.shared.source) {
+            if !source.watches.synced.wait_until(deadline) {
                 tracing::warn!(
                     processor = %self.shared.processor,
                     "k8s_attributes: the first list of pods did not complete within wait_for_metadata_timeout; data goes on untagged until it does"
@@ -157,9 +188,8 @@ impl K8sAttributesProcessor {
     /// Adds what is known of the resource's pod.
     fn tag(&self, resource: &mut Resource, client: Option<std::net::IpAddr>) {
         let shared = &self.shared;
-        let found = shared
-            .association
-            .find(shared.cache.as_deref(), &resource.attributes, client);
+        let cache = shared.source.as_ref().map(|s| &*s.cache);
+        let found = shared.association.find(cache, &resource.attributes, client);
         let result = match (&found.source, &found.pod) {
             (None, _) => "no_identifier",
             (Some(_), Some(_)) => "hit",
@@ -180,7 +210,7 @@ impl K8sAttributesProcessor {
             }
             return;
         }
-        let (Some(pod), Some(cache)) = (found.pod, &shared.cache) else {
+        let (Some(pod), Some(cache)) = (found.pod, cache) else {
             return;
         };
         let container = association::string_attribute(&resource.attributes, "k8s.container.name")
@@ -210,11 +240,6 @@ impl Processor for K8sAttributesProcessor {
         self.wait_for_metadata();
         let client = batch.client();
         rewrite_resources(&mut batch, |resource| self.tag(resource, client));
-        if let Some(cache) = &self.shared.cache {
-            let (pods, bytes) = cache.size();
-            self.shared.pods_cached.set(pods as i64);
-            self.shared.cache_bytes.set(bytes as i64);
-        }
         out.push(batch);
     }
 }

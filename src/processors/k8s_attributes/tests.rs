@@ -295,6 +295,10 @@ fn association_follows_the_rules_in_order() {
 /// overwrites, resolves the Deployment, and counts hits and misses.
 #[test]
 fn tagging_adds_what_is_missing_and_counts() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
     let telemetry = Telemetry::new();
     let cache = Arc::new(Cache::new(1 << 20, Duration::from_secs(120)));
     let extractor = Extractor::new(&config("{}"));
@@ -307,13 +311,13 @@ fn tagging_adds_what_is_missing_and_counts() {
     cache.set_replica_set("shop/checkout-7d9f8b6c5d".into(), "checkout".into());
     let processor = K8sAttributesProcessor {
         shared: Arc::new(Shared {
-            cache: Some(cache),
+            source: Some(Arc::new(Source {
+                cache,
+                watches: watch::Watches::idle(),
+            })),
             association: Association::new(&[]),
-            watches: None,
             wait_until: None,
             associations: telemetry.family("k8s_attributes_associations", "test"),
-            pods_cached: Gauge::default(),
-            cache_bytes: Gauge::default(),
             processor: "k8s_attributes".into(),
             passthrough: false,
         }),

@@ -22,6 +22,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,18 @@ pub struct WatchMetrics {
     pub restarts: Counter,
     /// Pods not cached for want of room.
     pub not_cached: Counter,
+    /// Pods cached (those in their grace period included).
+    pub pods_cached: Gauge,
+    /// The cache's estimated size.
+    pub cache_bytes: Gauge,
+}
+
+impl WatchMetrics {
+    fn observe(&self, cache: &Cache) {
+        let (pods, bytes) = cache.size();
+        self.pods_cached.set(pods as i64);
+        self.cache_bytes.set(bytes as i64);
+    }
 }
 
 /// Whether the first list of pods has completed, for `wait_for_metadata`.
@@ -64,6 +77,18 @@ impl Synced {
 pub struct Watches {
     task: tokio::task::JoinHandle<()>,
     pub synced: Arc<Synced>,
+}
+
+impl Watches {
+    /// Watches that watch nothing, for tests that fill a cache by hand (on the current
+    /// runtime).
+    #[cfg(test)]
+    pub fn idle() -> Watches {
+        Watches {
+            task: tokio::spawn(std::future::pending()),
+            synced: Arc::new(Synced::default()),
+        }
+    }
 }
 
 impl Drop for Watches {
@@ -230,6 +255,7 @@ async fn run(
         loop {
             every.tick().await;
             watched.cache.expire(Instant::now());
+            watched.metrics.observe(&watched.cache);
         }
     };
     tokio::join!(pod_watch, replica_sets, namespaces, expiry);
@@ -308,6 +334,7 @@ async fn watch_pods(api: Api<Pod>, config: watcher::Config, watched: &Watched, s
             }
             Err(error) => errors.report(&error, &watched.metrics),
         }
+        watched.metrics.observe(&watched.cache);
     }
 }
 
