@@ -199,6 +199,13 @@ fn every_processor_accounts_for_its_items() {
             0,
         ),
         (
+            "resource_detection",
+            "detectors: [env, system]",
+            Signal::Traces,
+            trace_batches(3),
+            0,
+        ),
+        (
             "resource",
             "attributes: [{key: env, value: prod, action: upsert}]",
             Signal::Metrics,

@@ -7,7 +7,7 @@ use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::processors::{
     attributes, batch, cardinality, k8s_attributes, memory_limiter, redaction, resource,
-    tail_sampling, Built, Processor,
+    resource_detection, tail_sampling, Built, Processor,
 };
 use serde::Deserializer;
 
@@ -22,6 +22,7 @@ pub enum ProcessorConfig {
     Attributes(attributes::AttributesConfig),
     Resource(resource::ResourceConfig),
     K8sAttributes(Box<k8s_attributes::K8sAttributesConfig>),
+    ResourceDetection(Box<resource_detection::ResourceDetectionConfig>),
 }
 
 impl ProcessorConfig {
@@ -36,6 +37,7 @@ impl ProcessorConfig {
             ProcessorConfig::Attributes(_) => "attributes",
             ProcessorConfig::Resource(_) => "resource",
             ProcessorConfig::K8sAttributes(_) => "k8s_attributes",
+            ProcessorConfig::ResourceDetection(_) => "resource_detection",
         }
     }
 }
@@ -59,8 +61,12 @@ impl ComponentConfig for ProcessorConfig {
         "attributes",
         "resource",
         "k8s_attributes",
+        "resource_detection",
     ];
-    const ALIASES: &'static [(&'static str, &'static str)] = &[("k8sattributes", "k8s_attributes")];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[
+        ("k8sattributes", "k8s_attributes"),
+        ("resourcedetection", "resource_detection"),
+    ];
 
     fn deserialize_kind<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
         match kind {
@@ -72,6 +78,9 @@ impl ComponentConfig for ProcessorConfig {
             "attributes" => or_default(d).map(ProcessorConfig::Attributes),
             "resource" => or_default(d).map(ProcessorConfig::Resource),
             "k8s_attributes" => or_default(d).map(|c| ProcessorConfig::K8sAttributes(Box::new(c))),
+            "resource_detection" => {
+                or_default(d).map(|c| ProcessorConfig::ResourceDetection(Box::new(c)))
+            }
             other => unreachable!("section checks kinds before deserializing `{other}`"),
         }
     }
@@ -95,6 +104,7 @@ impl ComponentConfig for ProcessorConfig {
             ProcessorConfig::Attributes(c) => c.validate(),
             ProcessorConfig::Resource(c) => c.validate(),
             ProcessorConfig::K8sAttributes(c) => c.validate(),
+            ProcessorConfig::ResourceDetection(c) => c.validate(),
         }
     }
 }
@@ -144,6 +154,13 @@ impl ProcessorConfig {
                 .into_iter()
                 .map(|p| built(Box::new(p)))
                 .collect())
+            }
+            ProcessorConfig::ResourceDetection(c) => {
+                // detect once for all workers
+                let detected = resource_detection::ResourceDetectionProcessor::new(c);
+                Ok((0..workers)
+                    .map(|_| built(Box::new(detected.clone())))
+                    .collect())
             }
             ProcessorConfig::MemoryLimiter(c) => {
                 let (processor, gate) = memory_limiter::MemoryLimiter::start(c.clone());
@@ -200,7 +217,7 @@ impl ProcessorConfig {
             ProcessorConfig::Resource(c) => built(Box::new(
                 resource::ResourceProcessor::new(c).map_err(field)?,
             )),
-            ProcessorConfig::K8sAttributes(_) => {
+            ProcessorConfig::K8sAttributes(_) | ProcessorConfig::ResourceDetection(_) => {
                 return self.build_for_workers(cx, 1).map(|mut one| one.remove(0))
             }
             ProcessorConfig::MemoryLimiter(c) => {

@@ -12,6 +12,7 @@ pub mod k8s_attributes;
 pub mod memory_limiter;
 pub mod redaction;
 pub mod resource;
+pub mod resource_detection;
 pub mod tail_sampling;
 
 use crate::model::Batch;

@@ -132,6 +132,7 @@ impl ApiServer {
         let kind = match req.uri().path() {
             "/api/v1/pods" => Kind::Pods,
             "/apis/apps/v1/replicasets" => Kind::ReplicaSets,
+            "/api/v1/nodes/node-a" if authorized => return respond(200, node("node-a")),
             _ => return respond(404, json!({"kind": "Status", "code": 404})),
         };
         let query: HashMap<String, String> = req
@@ -373,6 +374,14 @@ fn pod(name: &str, uid: &str, ip: &str, node: &str, owner: (&str, &str), app: &s
         },
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": format!("registry.example.com/shop/{app}:1.2")}]},
         "status": {"phase": "Running", "podIP": ip, "startTime": "2026-12-01T10:00:00Z"}
+    })
+}
+
+fn node(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": "node-uid-1", "resourceVersion": "1",
+                     "labels": {"topology.kubernetes.io/zone": "zone-a", "kubernetes.io/os": "linux"}}
     })
 }
 
@@ -840,4 +849,54 @@ async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone
     );
     let again = tagged(&sieve, &sink, "127.0.0.12", "traces", "after-relist", &[]).await;
     assert_eq!(again["k8s.pod.name"], "cart-0");
+}
+
+/// `resource_detection` with `env` and `k8snode` (through the same client and
+/// kubeconfig), before `k8s_attributes`, on every resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_detection_reads_the_environment_and_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let acceptor = sieve::tls::http_acceptor(&sieve::tls::TlsServerConfig {
+        cert_file: file("server.pem"),
+        key_file: file("server.key"),
+        client_ca_file: None,
+    })
+    .unwrap();
+    let api = ApiServer::start(acceptor).await;
+    let kubeconfig = api.kubeconfig(dir.path());
+    let sink = Sink::start().await;
+    let config = CONFIG
+        .replace("SINK", &sink.grpc_endpoint())
+        .replace(
+            "  k8sattributes:",
+            "  resourcedetection:
+    detectors: [env, k8snode]
+    override: false
+    k8snode:
+      auth_type: kubeConfig
+      labels: ['topology\\.kubernetes\\.io/.*']
+  k8sattributes:",
+        )
+        .replace("[batch, k8sattributes]", "[resourcedetection, batch, k8sattributes]");
+    let sieve = Sieve::start_with_env(
+        &config,
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("KUBE_NODE_NAME", "node-a"),
+            ("K8S_NODE_NAME", "node-a"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=pay%20ments"),
+        ],
+    );
+    let found = tagged(&sieve, &sink, "127.0.0.21", "traces", "svc", &[("team", "own")]).await;
+    assert_eq!(found["deployment.environment"], "prod");
+    assert_eq!(found["team"], "own", "override: false keeps the resource's own");
+    assert_eq!(found["k8s.node.name"], "node-a");
+    assert_eq!(found["k8s.node.uid"], "node-uid-1");
+    assert_eq!(found["k8s.node.label.topology.kubernetes.io/zone"], "zone-a");
+    assert!(!found.contains_key("k8s.node.label.kubernetes.io/os"));
+    let logs = tagged(&sieve, &sink, "127.0.0.21", "logs", "svc", &[]).await;
+    assert_eq!(logs["team"], "pay ments");
+    assert!(api.requests(Kind::Pods).iter().all(|r| r.authorized));
 }

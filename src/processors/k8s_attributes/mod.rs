@@ -20,7 +20,7 @@
 pub mod association;
 pub mod cache;
 pub mod config;
-mod watch;
+pub mod watch;
 
 use super::resource::rewrite_resources;
 use super::Processor;

@@ -99,14 +99,15 @@ impl Drop for Watches {
 
 /// How the client is made: checked at build (so that a missing in-cluster environment
 /// or kubeconfig is a clear error), made inside the watch task.
-enum Credentials {
+pub enum Credentials {
     InCluster,
     KubeConfig(Box<(kube::config::Kubeconfig, kube::config::KubeConfigOptions)>),
     None(http::Uri),
 }
 
 impl Credentials {
-    fn of(config: &K8sAttributesConfig) -> Result<Credentials, String> {
+    /// The credentials `auth_type` (and a kubeconfig `context`) name.
+    pub fn of(auth_type: AuthType, context: Option<String>) -> Result<Credentials, String> {
         let in_cluster = || {
             let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
                 "KUBERNETES_SERVICE_HOST is not set: not in a cluster (use `auth_type: kubeConfig` outside one)".to_string()
@@ -120,7 +121,7 @@ impl Credentials {
                 .parse::<http::Uri>()
                 .map_err(|e| format!("the in-cluster API address is not a URL: {e}"))
         };
-        match config.auth_type {
+        match auth_type {
             AuthType::ServiceAccount => in_cluster().map(|_| Credentials::InCluster),
             AuthType::None => in_cluster().map(Credentials::None),
             AuthType::KubeConfig => {
@@ -128,7 +129,7 @@ impl Credentials {
                     format!("no kubeconfig to read (KUBECONFIG or ~/.kube/config): {e}")
                 })?;
                 let options = kube::config::KubeConfigOptions {
-                    context: config.context.clone(),
+                    context,
                     ..Default::default()
                 };
                 Ok(Credentials::KubeConfig(Box::new((file, options))))
@@ -136,7 +137,8 @@ impl Credentials {
         }
     }
 
-    async fn client(&self) -> Result<Client, String> {
+    /// A client with these credentials.
+    pub async fn client(&self) -> Result<Client, String> {
         let config = match self {
             Credentials::InCluster => kube::Config::incluster().map_err(|e| e.to_string())?,
             Credentials::KubeConfig(kubeconfig) => {
@@ -158,7 +160,7 @@ pub fn start(
     extractor: Arc<Extractor>,
     metrics: WatchMetrics,
 ) -> Result<Watches, String> {
-    let credentials = Credentials::of(config)?;
+    let credentials = Credentials::of(config.auth_type, config.context.clone())?;
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "k8s_attributes needs sieve's runtime to watch the API".to_string())?;
     let synced = Arc::new(Synced::default());
