@@ -6,7 +6,7 @@
 //! * `system`: `host.name` (by `hostname_sources`: `dns`, the canonical name of the
 //!   host in `/etc/hosts`; `os`, the kernel's host name), `host.id` (`/etc/machine-id`),
 //!   `os.type`; each can be switched with `resource_attributes.<name>.enabled`;
-//! * `k8snode`: `k8s.node.name` from the variable `node_from_env_var` names, and the
+//! * `k8snode` (also by the collector's newer name `k8s_api`): `k8s.node.name` from the variable `node_from_env_var` names, and the
 //!   node's `k8s.node.uid` (and labels matching `labels`, as `k8s.node.label.<key>`)
 //!   through the Kubernetes API, with `k8s_attributes`' client.
 //!
@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The detectors sieve has.
-const DETECTORS: &[&str] = &["env", "system", "k8snode"];
+/// The detectors sieve has (`k8s_api`, the collector's newer name of `k8snode`, is the
+/// same detector).
+const DETECTORS: &[&str] = &["env", "system", "k8snode", "k8s_api"];
 
 /// `resource_detection:` as the collector writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -43,7 +45,8 @@ pub struct ResourceDetectionConfig {
     pub override_existing: bool,
     /// The `system` detector's options.
     pub system: SystemConfig,
-    /// The `k8snode` detector's options.
+    /// The `k8snode` (`k8s_api`) detector's options.
+    #[serde(alias = "k8s_api")]
     pub k8snode: K8sNodeConfig,
 }
 

@@ -879,24 +879,149 @@ async fn resource_detection_reads_the_environment_and_the_node() {
       labels: ['topology\\.kubernetes\\.io/.*']
   k8sattributes:",
         )
-        .replace("[batch, k8sattributes]", "[resourcedetection, batch, k8sattributes]");
+        .replace(
+            "[batch, k8sattributes]",
+            "[resourcedetection, batch, k8sattributes]",
+        );
     let sieve = Sieve::start_with_env(
         &config,
         &[
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
             ("KUBE_NODE_NAME", "node-a"),
             ("K8S_NODE_NAME", "node-a"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=pay%20ments"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=pay%20ments",
+            ),
         ],
     );
-    let found = tagged(&sieve, &sink, "127.0.0.21", "traces", "svc", &[("team", "own")]).await;
+    let found = tagged(
+        &sieve,
+        &sink,
+        "127.0.0.21",
+        "traces",
+        "svc",
+        &[("team", "own")],
+    )
+    .await;
     assert_eq!(found["deployment.environment"], "prod");
-    assert_eq!(found["team"], "own", "override: false keeps the resource's own");
+    assert_eq!(
+        found["team"], "own",
+        "override: false keeps the resource's own"
+    );
     assert_eq!(found["k8s.node.name"], "node-a");
     assert_eq!(found["k8s.node.uid"], "node-uid-1");
-    assert_eq!(found["k8s.node.label.topology.kubernetes.io/zone"], "zone-a");
+    assert_eq!(
+        found["k8s.node.label.topology.kubernetes.io/zone"],
+        "zone-a"
+    );
     assert!(!found.contains_key("k8s.node.label.kubernetes.io/os"));
     let logs = tagged(&sieve, &sink, "127.0.0.21", "logs", "svc", &[]).await;
     assert_eq!(logs["team"], "pay ments");
     assert!(api.requests(Kind::Pods).iter().all(|r| r.authorized));
+}
+
+/// The collector Helm chart agent's processors (its presets, rendered, unchanged) load
+/// and run. Outside a cluster the in-cluster client cannot be made: sieve starts
+/// anyway, counts the retries, and data goes on with what the other processors add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_charts_agent_processors_load_unchanged_and_run() {
+    let sink = Sink::start().await;
+    let config = std::fs::read_to_string(format!(
+        "{}/tests/data/collector-chart-agent.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("SINK", &sink.grpc_endpoint());
+    let sieve = Sieve::start_with_env(
+        &config,
+        &[
+            ("MY_POD_IP", "127.0.0.1"),
+            ("K8S_NODE_NAME", "node-a"),
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "1"),
+        ],
+    );
+    let span_attributes = [
+        ("db.table", "users"),
+        ("account_email", "jane@example.com"),
+        ("http.status_code", "200"),
+        ("key_original", "v"),
+        ("copy_key", "old"),
+    ];
+    let body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: resource(
+                "chart",
+                &[("k8s-cluster", "c1"), ("redundant-attribute", "x")],
+            ),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    name: "op".into(),
+                    attributes: span_attributes
+                        .iter()
+                        .map(|(k, v)| attribute(k, v))
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    post_from("127.0.0.1", sieve.http, "traces", body).await;
+    sink.wait_for(WAIT, "the span", |r| r.span_count() == 1)
+        .await;
+    let (resource, span) = sink.with(|r| {
+        let rs = &r.traces[0];
+        (
+            rs.resource.clone().unwrap(),
+            rs.scope_spans[0].spans[0].clone(),
+        )
+    });
+    let value = |attributes: &[KeyValue], key: &str| {
+        attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value)
+    };
+    let text = |s: &str| Some(any_value::Value::StringValue(s.into()));
+    assert_eq!(
+        value(&resource.attributes, "cloud.availability_zone"),
+        text("zone-1")
+    );
+    assert_eq!(value(&resource.attributes, "k8s.cluster.name"), text("c1"));
+    assert_eq!(value(&resource.attributes, "redundant-attribute"), None);
+    let attributes = &span.attributes;
+    assert_eq!(value(attributes, "db.table"), None);
+    assert_eq!(
+        value(attributes, "redacted_span"),
+        Some(any_value::Value::BoolValue(true))
+    );
+    assert_eq!(value(attributes, "copy_key"), text("v"));
+    assert_eq!(
+        value(attributes, "account_id"),
+        Some(any_value::Value::IntValue(2245))
+    );
+    assert_eq!(
+        value(attributes, "account_email"),
+        text("8c87b489ce35cf2e2f39f80e282cb2e804932a56a213983eeeb428407d43b52d")
+    );
+    assert_eq!(
+        value(attributes, "http.status_code"),
+        Some(any_value::Value::IntValue(200))
+    );
+    let restarts = || sieve.metric("sieve_k8s_attributes_watch_restarts_total", &[]);
+    wait_until("the client to be retried", || restarts() >= 1.0).await;
+    assert!(
+        sieve.metric(
+            "sieve_k8s_attributes_associations_total",
+            &[("result", "miss")]
+        ) >= 1.0,
+        "untagged data is counted"
+    );
 }

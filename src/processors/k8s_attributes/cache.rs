@@ -41,9 +41,49 @@ pub struct PodInfo {
     pub ip: Option<IpAddr>,
     /// Attributes from the pod alone, in the order `extract` lists them.
     pub attributes: Vec<(String, String)>,
-    /// `namespace/name` of the owning ReplicaSet, when the Deployment name is wanted.
+    /// `namespace/name` of the owning ReplicaSet, when the Deployment's name is wanted
+    /// (as `k8s.deployment.name` or `service.name`).
     pub replica_set: Option<String>,
     pub containers: Vec<Container>,
+    /// What is added at tagging time besides `attributes`.
+    pub wanted: Wanted,
+    /// What the `service.*` attributes are made of, when one is asked for.
+    pub service: Option<ServiceHints>,
+}
+
+/// The OpenTelemetry rules for `service.*` from Kubernetes metadata: `service.name` from
+/// the `resource.opentelemetry.io/service.name` annotation, the `app.kubernetes.io/name`
+/// or `/instance` label, else the owner's name (Deployment, ReplicaSet, StatefulSet,
+/// DaemonSet, CronJob, Job), the pod's, the container's; `service.version` from the
+/// annotation, the `app.kubernetes.io/version` label or the image tag;
+/// `service.namespace` the namespace; `service.instance.id`
+/// `<namespace>.<pod>.<container>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHints {
+    /// `service.name` candidates before the Deployment's name, best first.
+    pub names_first: Vec<String>,
+    /// The candidates after it.
+    pub names_then: Vec<String>,
+    pub version: Option<String>,
+    pub wanted: ServiceWanted,
+}
+
+/// The attributes added at tagging time that `extract.metadata` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wanted {
+    pub deployment_name: bool,
+    pub container_name: bool,
+    pub image_tag: bool,
+    pub cluster_uid: bool,
+}
+
+/// Which `service.*` attributes `extract.metadata` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceWanted {
+    pub name: bool,
+    pub version: bool,
+    pub namespace: bool,
+    pub instance_id: bool,
 }
 
 impl PodInfo {
@@ -64,7 +104,16 @@ impl PodInfo {
                         + 96
                 })
                 .sum::<usize>();
+        let service = self.service.as_ref().map_or(0, |s| {
+            s.names_first
+                .iter()
+                .chain(&s.names_then)
+                .chain(&s.version)
+                .map(|n| n.len() + 24)
+                .sum::<usize>()
+        });
         ENTRY_OVERHEAD
+            + service
             + self.uid.len()
             + self.name.len()
             + self.namespace.len()
@@ -81,7 +130,12 @@ pub struct Extractor {
     namespace_labels: Vec<Rule>,
     namespace_annotations: Vec<Rule>,
     excluded: Vec<Regex>,
+    /// `resource.opentelemetry.io/<attribute>` annotations become attributes.
+    otel_annotations: bool,
 }
+
+/// The annotation prefix of `extract.otel_annotations`.
+const OTEL_ANNOTATION: &str = "resource.opentelemetry.io/";
 
 /// One `labels` / `annotations` rule, compiled.
 struct Rule {
@@ -168,7 +222,23 @@ impl Extractor {
                 .iter()
                 .map(|p| super::config::whole(&p.name).expect("validated"))
                 .collect(),
+            otel_annotations: extract.otel_annotations,
         }
+    }
+
+    /// Which `service.*` attributes are wanted.
+    fn service_wanted(&self) -> ServiceWanted {
+        ServiceWanted {
+            name: self.wants("service.name"),
+            version: self.wants("service.version"),
+            namespace: self.wants("service.namespace"),
+            instance_id: self.wants("service.instance.id"),
+        }
+    }
+
+    /// Whether the cluster's uid (the `kube-system` namespace's) is wanted.
+    pub fn wants_cluster_uid(&self) -> bool {
+        self.wants("k8s.cluster.uid")
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -177,7 +247,7 @@ impl Extractor {
 
     /// Whether ReplicaSets must be watched (to name Deployments).
     pub fn wants_replica_sets(&self) -> bool {
-        self.wants("k8s.deployment.name")
+        self.wants("k8s.deployment.name") || self.wants("service.name")
     }
 
     /// Whether namespaces must be watched (their labels or annotations).
@@ -199,6 +269,14 @@ impl Extractor {
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok());
         let mut attributes = Vec::new();
+        // the pod's own word comes first: attributes are added where absent, in order
+        if self.otel_annotations {
+            for (key, value) in meta.annotations.iter().flatten() {
+                if let Some(attribute) = key.strip_prefix(OTEL_ANNOTATION) {
+                    attributes.push((attribute.to_string(), value.clone()));
+                }
+            }
+        }
         let mut put = |key: &str, value: Option<String>| {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
                 if self.wants(key) {
@@ -221,6 +299,7 @@ impl Extractor {
             pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         );
         let mut replica_set = None;
+        let service = self.service_hints(pod);
         for owner in meta.owner_references.iter().flatten() {
             let (name, uid) = (Some(owner.name.clone()), Some(owner.uid.clone()));
             match owner.kind.as_str() {
@@ -261,16 +340,69 @@ impl Extractor {
             attributes,
             replica_set,
             containers: self.containers(pod),
+            wanted: Wanted {
+                deployment_name: self.wants("k8s.deployment.name"),
+                container_name: self.wants("k8s.container.name"),
+                image_tag: self.wants("container.image.tag"),
+                cluster_uid: self.wants_cluster_uid(),
+            },
+            service,
+        })
+    }
+
+    /// The makings of `service.*` (see [`ServiceHints`]), when one is wanted.
+    fn service_hints(&self, pod: &Pod) -> Option<ServiceHints> {
+        let wanted = self.service_wanted();
+        if wanted == ServiceWanted::default() {
+            return None;
+        }
+        let meta = &pod.metadata;
+        let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).cloned();
+        let annotation = |key: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(&format!("{OTEL_ANNOTATION}{key}")))
+                .cloned()
+        };
+        let names_first = [
+            annotation("service.name"),
+            label("app.kubernetes.io/name"),
+            label("app.kubernetes.io/instance"),
+        ];
+        let owner = |kind: &str| {
+            meta.owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.kind == kind)
+                .map(|o| o.name.clone())
+        };
+        let job = owner("Job");
+        let names_then = [
+            owner("ReplicaSet"),
+            owner("StatefulSet"),
+            owner("DaemonSet"),
+            job.as_deref().and_then(cron_job_of),
+            job,
+            meta.name.clone(),
+        ];
+        Some(ServiceHints {
+            names_first: names_first.into_iter().flatten().collect(),
+            names_then: names_then.into_iter().flatten().collect(),
+            version: annotation("service.version").or_else(|| label("app.kubernetes.io/version")),
+            wanted,
         })
     }
 
     /// The containers, when a container attribute is wanted.
     fn containers(&self, pod: &Pod) -> Vec<Container> {
         let (image, id) = (
-            self.wants("container.image.name") || self.wants("container.image.tag"),
+            self.wants("container.image.name")
+                || self.wants("container.image.tag")
+                || self.wants("service.version"),
             self.wants("container.id"),
         );
-        if !image && !id {
+        let named = self.wants("k8s.container.name") || self.wants("service.instance.id");
+        if !image && !id && !named {
             return Vec::new();
         }
         let statuses = pod
@@ -291,7 +423,7 @@ impl Extractor {
                     .map_or((None, None), |(name, tag)| {
                         (
                             Some(name).filter(|_| self.wants("container.image.name")),
-                            tag.filter(|_| self.wants("container.image.tag")),
+                            tag,
                         )
                     });
                 let id = statuses
@@ -341,6 +473,43 @@ impl Extractor {
     }
 }
 
+impl ServiceHints {
+    /// Adds the wanted `service.*` attributes through `put`.
+    fn add(
+        &self,
+        pod: &PodInfo,
+        container: Option<&Container>,
+        deployment: Option<&String>,
+        put: &mut impl FnMut(&str, Option<&String>),
+    ) {
+        let wanted = self.wanted;
+        if wanted.namespace {
+            put("service.namespace", Some(&pod.namespace));
+        }
+        if wanted.name {
+            let name = self
+                .names_first
+                .first()
+                .or(deployment)
+                .or(self.names_then.first())
+                .or(container.map(|c| &c.name));
+            put("service.name", name);
+        }
+        if wanted.version {
+            put(
+                "service.version",
+                self.version
+                    .as_ref()
+                    .or(container.and_then(|c| c.image_tag.as_ref())),
+            );
+        }
+        if wanted.instance_id {
+            let id = container.map(|c| format!("{}.{}.{}", pod.namespace, pod.name, c.name));
+            put("service.instance.id", id.as_ref());
+        }
+    }
+}
+
 /// A Job's CronJob, as the collector reads it from the Job's name (`<cronjob>-<digits>`).
 fn cron_job_of(job: &str) -> Option<String> {
     let (cron_job, suffix) = job.rsplit_once('-')?;
@@ -386,6 +555,8 @@ struct Inner {
     replica_sets: HashMap<String, String>,
     /// Namespace → the attributes its rules make.
     namespaces: HashMap<String, Vec<(String, String)>>,
+    /// The `kube-system` namespace's uid, the cluster's.
+    cluster_uid: Option<String>,
     bytes: usize,
 }
 
@@ -514,6 +685,10 @@ impl Cache {
         inner.bytes += bytes;
     }
 
+    pub fn set_cluster_uid(&self, uid: String) {
+        self.inner.write().cluster_uid = Some(uid);
+    }
+
     /// The pod at `ip`.
     pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<PodInfo>> {
         let inner = self.inner.read();
@@ -534,6 +709,7 @@ impl Cache {
         if let Some(deployment) = pod
             .replica_set
             .as_ref()
+            .filter(|_| pod.wanted.deployment_name)
             .and_then(|rs| inner.replica_sets.get(rs))
         {
             out.push(("k8s.deployment.name".into(), deployment.clone()));
@@ -547,15 +723,36 @@ impl Cache {
                 [only] => Some(only),
                 _ => None,
             });
+        let mut put = |key: &str, value: Option<&String>| {
+            if let Some(value) = value {
+                out.push((key.to_string(), value.clone()));
+            }
+        };
         if let Some(c) = container {
-            let mut put = |key: &str, value: &Option<String>| {
-                if let Some(value) = value {
-                    out.push((key.to_string(), value.clone()));
-                }
-            };
-            put("container.image.name", &c.image_name);
-            put("container.image.tag", &c.image_tag);
-            put("container.id", &c.id);
+            put(
+                "k8s.container.name",
+                Some(&c.name).filter(|_| pod.wanted.container_name),
+            );
+            put("container.image.name", c.image_name.as_ref());
+            put(
+                "container.image.tag",
+                c.image_tag.as_ref().filter(|_| pod.wanted.image_tag),
+            );
+            put("container.id", c.id.as_ref());
+        }
+        put(
+            "k8s.cluster.uid",
+            inner
+                .cluster_uid
+                .as_ref()
+                .filter(|_| pod.wanted.cluster_uid),
+        );
+        if let Some(service) = &pod.service {
+            let deployment = pod
+                .replica_set
+                .as_ref()
+                .and_then(|rs| inner.replica_sets.get(rs));
+            service.add(pod, container, deployment, &mut put);
         }
         out
     }

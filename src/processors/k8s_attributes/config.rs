@@ -69,8 +69,8 @@ pub struct ExtractConfig {
     pub labels: Vec<FieldExtractConfig>,
     /// Pod or namespace annotations to add.
     pub annotations: Vec<FieldExtractConfig>,
-    /// Accepted for compatibility (the collector's `resource.opentelemetry.io/*`
-    /// annotations); no effect.
+    /// Pod annotations `resource.opentelemetry.io/<attribute>` become `<attribute>`
+    /// (and the `service.*` rules read them first), as in the collector.
     pub otel_annotations: bool,
 }
 
@@ -92,9 +92,15 @@ pub const METADATA: &[&str] = &[
     "k8s.job.name",
     "k8s.job.uid",
     "k8s.cronjob.name",
+    "k8s.container.name",
+    "k8s.cluster.uid",
     "container.image.name",
     "container.image.tag",
     "container.id",
+    "service.name",
+    "service.namespace",
+    "service.version",
+    "service.instance.id",
 ];
 
 /// The collector's default `extract.metadata`.

@@ -148,6 +148,8 @@ fn info(uid: &str, ip: &str) -> PodInfo {
         attributes: vec![("k8s.pod.name".into(), format!("pod-{uid}"))],
         replica_set: None,
         containers: Vec::new(),
+        wanted: Default::default(),
+        service: None,
     }
 }
 
@@ -377,4 +379,86 @@ fn mistakes_name_the_key() {
     );
     assert_eq!(error("context: x"), "context");
     assert!(serde_yaml::from_str::<K8sAttributesConfig>("auth_type: kubeconfig").is_err());
+}
+
+/// The collector chart's preset asks for `k8s.container.name`, `k8s.cluster.uid` and
+/// `service.*` with `otel_annotations`: the OpenTelemetry rules for each.
+#[test]
+fn service_attributes_follow_the_opentelemetry_rules() {
+    let extractor = Extractor::new(&config(
+        "extract:
+  metadata: [k8s.pod.name, k8s.container.name, k8s.cluster.uid, service.name, service.namespace,
+             service.version, service.instance.id, container.image.name]
+  otel_annotations: true",
+    ));
+    let cache = Cache::new(1 << 20, Duration::from_secs(120));
+    cache.set_cluster_uid("cluster-1".into());
+    cache.set_replica_set("shop/checkout-7d9f8b6c5d".into(), "checkout".into());
+    let mut pod = pod_json("checkout-1", "u1", "10.1.2.3");
+    let info = extractor.pod(&pod).unwrap();
+    let attributes = cache.attributes(&info, Some("app"));
+    assert_eq!(
+        text(&attributes, "k8s.container.name").as_deref(),
+        Some("app")
+    );
+    assert_eq!(
+        text(&attributes, "k8s.cluster.uid").as_deref(),
+        Some("cluster-1")
+    );
+    assert_eq!(
+        text(&attributes, "service.name").as_deref(),
+        Some("checkout"),
+        "the Deployment"
+    );
+    assert_eq!(
+        text(&attributes, "service.namespace").as_deref(),
+        Some("shop")
+    );
+    assert_eq!(
+        text(&attributes, "service.version").as_deref(),
+        Some("1.4.2"),
+        "the image tag"
+    );
+    assert_eq!(
+        text(&attributes, "service.instance.id").as_deref(),
+        Some("shop.checkout-1.app")
+    );
+    assert_eq!(
+        text(&attributes, "container.image.tag"),
+        None,
+        "not asked for"
+    );
+    // two containers and none named: no container attributes
+    let attributes = cache.attributes(&info, None);
+    assert_eq!(text(&attributes, "k8s.container.name"), None);
+    assert_eq!(text(&attributes, "service.instance.id"), None);
+
+    let labels = pod.metadata.labels.as_mut().unwrap();
+    labels.insert("app.kubernetes.io/name".into(), "checkout-svc".into());
+    labels.insert("app.kubernetes.io/version".into(), "2.0".into());
+    let annotations = pod.metadata.annotations.as_mut().unwrap();
+    annotations.insert(
+        "resource.opentelemetry.io/service.name".into(),
+        "from-annotation".into(),
+    );
+    annotations.insert("resource.opentelemetry.io/team".into(), "payments".into());
+    let info = extractor.pod(&pod).unwrap();
+    let attributes = cache.attributes(&info, Some("app"));
+    let first = |key: &str| {
+        attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        first("service.name"),
+        Some("from-annotation"),
+        "the annotation first"
+    );
+    assert_eq!(first("team"), Some("payments"));
+    assert_eq!(
+        first("service.version"),
+        Some("2.0"),
+        "the label before the tag"
+    );
 }

@@ -252,6 +252,11 @@ async fn run(
             watch_namespaces(Api::all(client.clone()), &watched).await
         }
     };
+    let cluster = async {
+        if watched.extractor.wants_cluster_uid() {
+            cluster_uid(Api::all(client.clone()), &watched).await
+        }
+    };
     let expiry = async {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -260,7 +265,7 @@ async fn run(
             watched.metrics.observe(&watched.cache);
         }
     };
-    tokio::join!(pod_watch, replica_sets, namespaces, expiry);
+    tokio::join!(pod_watch, replica_sets, namespaces, cluster, expiry);
 }
 
 /// A client, trying again (1 s doubling to a minute) until one can be made.
@@ -272,6 +277,28 @@ async fn connect(credentials: &Credentials, metrics: &WatchMetrics) -> Client {
             Err(error) => {
                 metrics.restarts.inc();
                 tracing::warn!(%error, retry_in = ?wait, "k8s_attributes cannot make a Kubernetes client");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Reads the cluster's uid (the `kube-system` namespace's), trying again (1 s doubling
+/// to a minute) until it can.
+async fn cluster_uid(api: Api<Namespace>, watched: &Watched) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match api.get("kube-system").await {
+            Ok(namespace) => {
+                if let Some(uid) = namespace.metadata.uid {
+                    watched.cache.set_cluster_uid(uid);
+                }
+                return;
+            }
+            Err(error) => {
+                watched.metrics.restarts.inc();
+                tracing::warn!(%error, retry_in = ?wait, "k8s_attributes cannot read the kube-system namespace (k8s.cluster.uid)");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(60));
             }
