@@ -16,6 +16,9 @@ ARG SIEVE_COMMIT=""
 RUN cargo build --release --locked --bin sieve
 
 FROM debian:bookworm-slim
+# ca-certificates is left unpinned on purpose: the image should take the distribution's
+# current trust store (and its security updates) at every build.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

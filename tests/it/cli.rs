@@ -33,30 +33,6 @@ fn every_shipped_pipeline_validates() {
 }
 
 #[test]
-fn the_helm_charts_config_validates() {
-    let values = std::fs::read_to_string(format!(
-        "{}/helm/sieve/values.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let values: serde_yaml::Value = serde_yaml::from_str(&values).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, values["config"].as_str().expect("a config string")).unwrap();
-    let output = Command::new(sieve_bin())
-        .args(["validate", "--config"])
-        .arg(&path)
-        .env("POD_IP", "10.0.0.7")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-#[test]
 fn a_bad_config_exits_64_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

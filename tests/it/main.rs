@@ -2,6 +2,7 @@
 //! around the real `sieve` executable.
 
 mod auth;
+mod chart;
 mod cli;
 mod fuzz_corpus;
 mod harness;

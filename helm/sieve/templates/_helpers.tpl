@@ -1,0 +1,179 @@
+{{/* The name of every object of a release. */}}
+{{- define "sieve.fullname" -}}
+{{- printf "%s-sieve" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "sieve.selectorLabels" -}}
+app.kubernetes.io/name: sieve
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sieve.labels" -}}
+{{ include "sieve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ .Values.mode }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "sieve.serviceAccountName" -}}
+{{- if or .Values.serviceAccount.create .Values.presets.kubernetesAttributes.enabled -}}
+{{ include "sieve.fullname" . }}
+{{- else -}}
+default
+{{- end -}}
+{{- end -}}
+
+{{/* The k8s_attributes processor the kubernetesAttributes preset adds. */}}
+{{- define "sieve.k8sAttributesConfig" -}}
+k8s_attributes:
+  {{- if eq .Values.mode "daemonset" }}
+  filter:
+    node_from_env_var: K8S_NODE_NAME
+  {{- end }}
+  pod_association:
+    - sources: [{from: resource_attribute, name: k8s.pod.ip}]
+    - sources: [{from: resource_attribute, name: k8s.pod.uid}]
+    - sources: [{from: connection}]
+  extract:
+    metadata:
+      - k8s.namespace.name
+      - k8s.pod.name
+      - k8s.pod.uid
+      - k8s.node.name
+      - k8s.pod.start_time
+      - k8s.deployment.name
+      - k8s.replicaset.name
+      - k8s.daemonset.name
+      - k8s.job.name
+      - k8s.cronjob.name
+      - k8s.statefulset.name
+      - k8s.container.name
+      - container.image.name
+      - container.image.tag
+    {{- if .Values.presets.kubernetesAttributes.extractAllPodLabels }}
+    labels:
+      - {tag_name: "k8s.pod.labels.$1", key_regex: "(.*)", from: pod}
+    {{- end }}
+    {{- if .Values.presets.kubernetesAttributes.extractAllPodAnnotations }}
+    annotations:
+      - {tag_name: "k8s.pod.annotations.$1", key_regex: "(.*)", from: pod}
+    {{- end }}
+{{- end -}}
+
+{{/* The configuration: .Values.config with the presets applied. */}}
+{{- define "sieve.config" -}}
+{{- $config := deepCopy .Values.config -}}
+{{- if .Values.presets.kubernetesAttributes.enabled -}}
+{{- $preset := include "sieve.k8sAttributesConfig" . | fromYaml -}}
+{{- $_ := set $config "processors" (mustMergeOverwrite $preset (default (dict) $config.processors)) -}}
+{{- range $name, $pipeline := $config.service.pipelines -}}
+{{- $processors := default (list) $pipeline.processors -}}
+{{- if not (or (has "k8s_attributes" $processors) (has "k8sattributes" $processors)) -}}
+{{- $_ := set $pipeline "processors" (prepend $processors "k8s_attributes") -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The pod template every mode runs. */}}
+{{- define "sieve.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "sieve.selectorLabels" . | nindent 4 }}
+  annotations:
+    {{- if .Values.rollOnConfigChange }}
+    checksum/config: {{ include "sieve.config" . | sha256sum }}
+    {{- end }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "sieve.serviceAccountName" . }}
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  {{- if and (eq .Values.mode "daemonset") .Values.hostNetwork }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 10001
+    runAsGroup: 10001
+    fsGroup: 10001
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: sieve
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args: ["--config", "/etc/sieve/config.yaml"]
+      env:
+        - name: POD_IP
+          valueFrom:
+            fieldRef: {fieldPath: status.podIP}
+        - name: K8S_NODE_NAME
+          valueFrom:
+            fieldRef: {fieldPath: spec.nodeName}
+        {{- range $name, $ref := .Values.secretEnv }}
+        - name: {{ $name }}
+          valueFrom:
+            secretKeyRef:
+              name: {{ $ref.secretName }}
+              key: {{ $ref.key }}
+        {{- end }}
+      ports:
+        - name: otlp-grpc
+          containerPort: 4317
+          {{- if and (eq .Values.mode "daemonset") .Values.hostPorts.enabled (not .Values.hostNetwork) }}
+          hostPort: {{ .Values.hostPorts.otlpGrpc }}
+          {{- end }}
+        - name: otlp-http
+          containerPort: 4318
+          {{- if and (eq .Values.mode "daemonset") .Values.hostPorts.enabled (not .Values.hostNetwork) }}
+          hostPort: {{ .Values.hostPorts.otlpHttp }}
+          {{- end }}
+        - name: metrics
+          containerPort: 8888
+      livenessProbe:
+        httpGet: {path: /healthz, port: metrics}
+      readinessProbe:
+        httpGet: {path: /readyz, port: metrics}
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}
+      volumeMounts:
+        - name: config
+          mountPath: /etc/sieve
+          readOnly: true
+        {{- if .Values.persistence.enabled }}
+        - name: data
+          mountPath: {{ .Values.persistence.mountPath }}
+        {{- end }}
+  volumes:
+    - name: config
+      configMap:
+        name: {{ include "sieve.fullname" . }}
+    {{- if and .Values.persistence.enabled (eq .Values.mode "daemonset") }}
+    - name: data
+      hostPath:
+        path: {{ printf "%s/%s" .Values.persistence.hostPath .Release.Name }}
+        type: DirectoryOrCreate
+    {{- else if and .Values.persistence.enabled (eq .Values.mode "deployment") }}
+    - name: data
+      emptyDir: {}
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
