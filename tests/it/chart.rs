@@ -14,7 +14,9 @@ fn tool(name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(format!("SIEVE_{}", name.to_uppercase())) {
         return path.into();
     }
-    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools").join(name);
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools")
+        .join(name);
     if tools.exists() {
         tools
     } else {
@@ -33,9 +35,12 @@ fn render(sets: &[&str]) -> Result<Vec<Value>, String> {
     for set in sets {
         command.args(["--set", set]);
     }
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("helm ({:?}) must be installed (scripts/test does): {e}", tool("helm")));
+    let output = command.output().unwrap_or_else(|e| {
+        panic!(
+            "helm ({:?}) must be installed (scripts/test does): {e}",
+            tool("helm")
+        )
+    });
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
@@ -53,7 +58,11 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn strings(value: &Value) -> Vec<String> {
     value
         .as_sequence()
-        .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -71,7 +80,11 @@ fn embedded_config(docs: &[Value]) -> Value {
         .env("POD_IP", "10.0.0.7")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}\n{text}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_yaml::from_str(text).unwrap()
 }
 
@@ -81,7 +94,10 @@ fn check_pod(workload: &Value, service_account: &str) {
     let template = &workload["spec"]["template"];
     let selector = &workload["spec"]["selector"]["matchLabels"];
     for (key, value) in selector.as_mapping().unwrap() {
-        assert_eq!(&template["metadata"]["labels"][key], value, "selector matches the pods");
+        assert_eq!(
+            &template["metadata"]["labels"][key], value,
+            "selector matches the pods"
+        );
     }
     assert!(template["metadata"]["annotations"]["checksum/config"].is_string());
     let pod = &template["spec"];
@@ -89,12 +105,18 @@ fn check_pod(workload: &Value, service_account: &str) {
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let container = &pod["containers"][0];
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["resources"]["limits"]["memory"].is_string());
     let env = container["env"].as_sequence().unwrap();
-    let node = env.iter().find(|e| e["name"] == "K8S_NODE_NAME").expect("K8S_NODE_NAME");
+    let node = env
+        .iter()
+        .find(|e| e["name"] == "K8S_NODE_NAME")
+        .expect("K8S_NODE_NAME");
     assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
 }
 
@@ -104,11 +126,19 @@ fn the_daemonset_agent_renders_with_host_ports_or_host_network() {
     let agents = kind(&docs, "DaemonSet");
     assert_eq!(agents.len(), 1);
     check_pod(agents[0], "default");
-    let ports = agents[0]["spec"]["template"]["spec"]["containers"][0]["ports"].as_sequence().unwrap();
+    let ports = agents[0]["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_sequence()
+        .unwrap();
     assert_eq!(ports[0]["hostPort"], 4317);
     assert!(kind(&docs, "Deployment").is_empty() && kind(&docs, "PodDisruptionBudget").is_empty());
-    assert!(kind(&docs, "ClusterRole").is_empty(), "no RBAC without the preset");
-    assert_eq!(kind(&docs, "Service")[0]["spec"]["internalTrafficPolicy"], "Local");
+    assert!(
+        kind(&docs, "ClusterRole").is_empty(),
+        "no RBAC without the preset"
+    );
+    assert_eq!(
+        kind(&docs, "Service")[0]["spec"]["internalTrafficPolicy"],
+        "Local"
+    );
     embedded_config(&docs);
 
     let docs = render(&["hostNetwork=true", "persistence.enabled=true"]).unwrap();
@@ -117,16 +147,27 @@ fn the_daemonset_agent_renders_with_host_ports_or_host_network() {
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     assert!(pod["containers"][0]["ports"][0]["hostPort"].is_null());
     assert_eq!(pod["volumes"][1]["hostPath"]["path"], "/var/lib/sieve/t");
-    assert_eq!(pod["containers"][0]["volumeMounts"][1]["mountPath"], "/var/lib/sieve");
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][1]["mountPath"],
+        "/var/lib/sieve"
+    );
 }
 
 #[test]
 fn the_kubernetes_attributes_preset_adds_the_processor_and_its_rbac() {
     for mode in ["daemonset", "deployment", "statefulset"] {
-        let docs = render(&[&format!("mode={mode}"), "presets.kubernetesAttributes.enabled=true"]).unwrap();
+        let docs = render(&[
+            &format!("mode={mode}"),
+            "presets.kubernetesAttributes.enabled=true",
+        ])
+        .unwrap();
         let config = embedded_config(&docs);
         for (name, pipeline) in config["service"]["pipelines"].as_mapping().unwrap() {
-            assert_eq!(strings(&pipeline["processors"])[0], "k8s_attributes", "{name:?} in {mode}");
+            assert_eq!(
+                strings(&pipeline["processors"])[0],
+                "k8s_attributes",
+                "{name:?} in {mode}"
+            );
         }
         let processor = &config["processors"]["k8s_attributes"];
         assert_eq!(
@@ -136,16 +177,32 @@ fn the_kubernetes_attributes_preset_adds_the_processor_and_its_rbac() {
         );
         let account = kind(&docs, "ServiceAccount");
         assert_eq!(account.len(), 1);
-        let rules = kind(&docs, "ClusterRole")[0]["rules"].as_sequence().unwrap();
-        let granted: Vec<String> = rules.iter().flat_map(|r| strings(&r["resources"])).collect();
+        let rules = kind(&docs, "ClusterRole")[0]["rules"]
+            .as_sequence()
+            .unwrap();
+        let granted: Vec<String> = rules
+            .iter()
+            .flat_map(|r| strings(&r["resources"]))
+            .collect();
         for resource in ["pods", "namespaces", "replicasets", "nodes"] {
-            assert!(granted.contains(&resource.to_string()), "{resource} in {rules:?}");
+            assert!(
+                granted.contains(&resource.to_string()),
+                "{resource} in {rules:?}"
+            );
         }
-        assert!(rules.iter().all(|r| strings(&r["verbs"]) == ["get", "list", "watch"]));
+        assert!(rules
+            .iter()
+            .all(|r| strings(&r["verbs"]) == ["get", "list", "watch"]));
         let binding = kind(&docs, "ClusterRoleBinding")[0];
-        assert_eq!(binding["subjects"][0]["name"], account[0]["metadata"]["name"]);
+        assert_eq!(
+            binding["subjects"][0]["name"],
+            account[0]["metadata"]["name"]
+        );
         assert_eq!(binding["subjects"][0]["namespace"], "observability");
-        let workload = docs.iter().find(|d| d["spec"]["template"].is_mapping()).unwrap();
+        let workload = docs
+            .iter()
+            .find(|d| d["spec"]["template"].is_mapping())
+            .unwrap();
         check_pod(workload, account[0]["metadata"]["name"].as_str().unwrap());
     }
 }
@@ -156,22 +213,46 @@ fn the_gateway_modes_render_a_service_an_hpa_and_a_pdb() {
     let gateway = kind(&docs, "Deployment");
     assert_eq!(gateway.len(), 1);
     check_pod(gateway[0], "default");
-    assert!(gateway[0]["spec"]["replicas"].is_null(), "the HPA owns the replica count");
-    assert!(gateway[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"].is_null());
+    assert!(
+        gateway[0]["spec"]["replicas"].is_null(),
+        "the HPA owns the replica count"
+    );
+    assert!(
+        gateway[0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"].is_null()
+    );
     let hpa = kind(&docs, "HorizontalPodAutoscaler")[0];
-    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], gateway[0]["metadata"]["name"]);
-    assert_eq!(kind(&docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        gateway[0]["metadata"]["name"]
+    );
+    assert_eq!(
+        kind(&docs, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"],
+        1
+    );
     let service = kind(&docs, "Service")[0];
     assert!(service["spec"]["internalTrafficPolicy"].is_null());
-    let ports: Vec<i64> = service["spec"]["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_i64().unwrap()).collect();
+    let ports: Vec<i64> = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
     assert_eq!(ports, [4317, 4318, 8888]);
     embedded_config(&docs);
 
-    let docs = render(&["mode=statefulset", "persistence.enabled=true", "persistence.size=20Gi"]).unwrap();
+    let docs = render(&[
+        "mode=statefulset",
+        "persistence.enabled=true",
+        "persistence.size=20Gi",
+    ])
+    .unwrap();
     let tier = kind(&docs, "StatefulSet")[0];
     check_pod(tier, "default");
     assert_eq!(tier["spec"]["replicas"], 2);
-    assert_eq!(tier["spec"]["serviceName"], kind(&docs, "Service")[0]["metadata"]["name"]);
+    assert_eq!(
+        tier["spec"]["serviceName"],
+        kind(&docs, "Service")[0]["metadata"]["name"]
+    );
     let claim = &tier["spec"]["volumeClaimTemplates"][0];
     assert_eq!(claim["metadata"]["name"], "data");
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");
@@ -186,7 +267,9 @@ fn without_rolling_the_config_change_is_left_to_sighup_and_a_bad_mode_is_refused
     assert!(annotations["checksum/config"].is_null());
     let rolled = |config: &str| {
         let docs = render(&[config]).unwrap();
-        kind(&docs, "DaemonSet")[0]["spec"]["template"]["metadata"]["annotations"]["checksum/config"].clone()
+        kind(&docs, "DaemonSet")[0]["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/config"]
+            .clone()
     };
     assert_ne!(
         rolled("config.processors.batch.timeout=1s"),
@@ -194,17 +277,30 @@ fn without_rolling_the_config_change_is_left_to_sighup_and_a_bad_mode_is_refused
         "a changed config changes the checksum"
     );
     let error = render(&["mode=sidecar"]).unwrap_err();
-    assert!(error.contains("mode must be daemonset, deployment or statefulset"), "{error}");
+    assert!(
+        error.contains("mode must be daemonset, deployment or statefulset"),
+        "{error}"
+    );
 }
 
 #[test]
 fn helm_lint_passes_in_every_mode() {
     for mode in ["daemonset", "deployment", "statefulset"] {
         let output = Command::new(tool("helm"))
-            .args(["lint", "--strict", &chart(), "--set", &format!("mode={mode}")])
+            .args([
+                "lint",
+                "--strict",
+                &chart(),
+                "--set",
+                &format!("mode={mode}"),
+            ])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{mode}: {}", String::from_utf8_lossy(&output.stdout));
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
     }
 }
 
@@ -214,7 +310,11 @@ fn the_dockerfile_passes_hadolint() {
         .arg(format!("{}/Dockerfile", env!("CARGO_MANIFEST_DIR")))
         .output()
         .unwrap_or_else(|e| panic!("hadolint must be installed (scripts/test does): {e}"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// The sidecar example is valid YAML whose config sieve accepts, listening on the pod's
@@ -231,9 +331,14 @@ fn the_sidecar_example_validates() {
         .collect();
     let config = embedded_config(&docs);
     for protocol in ["grpc", "http"] {
-        let endpoint = config["receivers"]["otlp"]["protocols"][protocol]["endpoint"].as_str().unwrap();
+        let endpoint = config["receivers"]["otlp"]["protocols"][protocol]["endpoint"]
+            .as_str()
+            .unwrap();
         assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
     }
     let pod = &kind(&docs, "Deployment")[0]["spec"]["template"]["spec"];
-    assert_eq!(pod["initContainers"][0]["restartPolicy"], "Always", "a native sidecar");
+    assert_eq!(
+        pod["initContainers"][0]["restartPolicy"], "Always",
+        "a native sidecar"
+    );
 }

@@ -35,6 +35,7 @@ const WAIT: Duration = Duration::from_secs(20);
 enum Kind {
     Pods,
     ReplicaSets,
+    Namespaces,
 }
 
 /// One request the double answered.
@@ -132,6 +133,7 @@ impl ApiServer {
         let kind = match req.uri().path() {
             "/api/v1/pods" => Kind::Pods,
             "/apis/apps/v1/replicasets" => Kind::ReplicaSets,
+            "/api/v1/namespaces" => Kind::Namespaces,
             "/api/v1/nodes/node-a" if authorized => return respond(200, node("node-a")),
             _ => return respond(404, json!({"kind": "Status", "code": 404})),
         };
@@ -180,6 +182,7 @@ impl ApiServer {
         let (list_kind, api_version) = match kind {
             Kind::Pods => ("PodList", "v1"),
             Kind::ReplicaSets => ("ReplicaSetList", "apps/v1"),
+            Kind::Namespaces => ("NamespaceList", "v1"),
         };
         respond(
             200,
@@ -377,6 +380,11 @@ fn pod(name: &str, uid: &str, ip: &str, node: &str, owner: (&str, &str), app: &s
     })
 }
 
+fn namespace(name: &str, team: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": name, "uid": format!("{name}-uid"), "labels": {"team": team}}})
+}
+
 fn node(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
@@ -569,7 +577,7 @@ processors:
     extract:
       metadata: [k8s.namespace.name, k8s.pod.name, k8s.pod.uid, k8s.pod.start_time, k8s.node.name,
                  k8s.deployment.name, k8s.statefulset.name, container.image.name, container.image.tag]
-      labels: [{key: app}]
+      labels: [{key: app}, {key: team, from: namespace}]
     pod_delete_grace_period: 2s
 exporters:
   otlp:
@@ -597,6 +605,7 @@ async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone
     .unwrap();
     let api = ApiServer::start(acceptor).await;
     api.apply(Kind::ReplicaSets, replica_set("checkout-7d9", "checkout"));
+    api.apply(Kind::Namespaces, namespace("shop", "payments"));
     api.apply(
         Kind::Pods,
         pod(
@@ -661,7 +670,23 @@ async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone
     );
 
     // every signal, from each pod's address, through the batch processor
-    let a = tagged(&sieve, &sink, "127.0.0.11", "traces", "checkout", &[]).await;
+    // the ReplicaSets' and namespaces' watches run beside the pods': poll until they too
+    // have listed
+    let mut a = BTreeMap::new();
+    for attempt in 0..100 {
+        a = tagged(
+            &sieve,
+            &sink,
+            "127.0.0.11",
+            "traces",
+            &format!("checkout-{attempt}"),
+            &[],
+        )
+        .await;
+        if a.contains_key("k8s.deployment.name") && a.contains_key("k8s.namespace.labels.team") {
+            break;
+        }
+    }
     assert_eq!(a["k8s.pod.name"], "checkout-7d9-a");
     assert_eq!(a["k8s.pod.uid"], "uid-a");
     assert_eq!(a["k8s.namespace.name"], "shop");
@@ -672,6 +697,10 @@ async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone
     );
     assert_eq!(a["k8s.pod.start_time"], "2026-12-01T10:00:00Z");
     assert_eq!(a["k8s.pod.labels.app"], "checkout");
+    assert_eq!(
+        a["k8s.namespace.labels.team"], "payments",
+        "from the namespaces' watch"
+    );
     assert_eq!(
         a["container.image.name"],
         "registry.example.com/shop/checkout"

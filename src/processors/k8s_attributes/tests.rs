@@ -462,3 +462,57 @@ fn service_attributes_follow_the_opentelemetry_rules() {
         "the label before the tag"
     );
 }
+
+/// `wait_for_metadata`: the first batch waits for the first list, at most until the
+/// timeout; once the list is done nothing waits.
+#[test]
+fn wait_for_metadata_holds_the_first_batch_until_the_list_or_the_timeout() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let telemetry = Telemetry::new();
+    let processor = |deadline: Instant| {
+        let source = Arc::new(Source {
+            cache: Arc::new(Cache::new(1 << 20, Duration::from_secs(120))),
+            watches: watch::Watches::idle(),
+        });
+        K8sAttributesProcessor {
+            shared: Arc::new(Shared {
+                source: Some(source),
+                association: Association::new(&[]),
+                wait_until: Some(deadline),
+                associations: telemetry.family("k8s_attributes_associations", "test"),
+                processor: "k8s_attributes".into(),
+                passthrough: false,
+            }),
+            waited: false,
+        }
+    };
+    let batch = || crate::model::tests::traces_batch(1, 2);
+    let start = Instant::now();
+    let mut never_listed = processor(start + Duration::from_millis(200));
+    let mut out = Vec::new();
+    never_listed.process(batch(), &mut out);
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "waited for the timeout"
+    );
+    assert_eq!(out.len(), 1, "then went on untagged");
+
+    let mut listed = processor(Instant::now() + Duration::from_secs(3600));
+    let source = listed.shared.source.as_ref().unwrap();
+    source.watches.synced.set();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        listed.process(batch(), &mut out);
+        listed.process(batch(), &mut out);
+        done.send(out.len()).unwrap();
+    });
+    assert_eq!(
+        finished.recv_timeout(Duration::from_secs(30)),
+        Ok(2),
+        "a listed cache holds nothing back"
+    );
+}

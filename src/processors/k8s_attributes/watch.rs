@@ -56,7 +56,7 @@ pub struct Synced {
 }
 
 impl Synced {
-    fn set(&self) {
+    pub(super) fn set(&self) {
         *self.done.lock() = true;
         self.changed.notify_all();
     }
