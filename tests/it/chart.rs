@@ -30,8 +30,16 @@ fn chart() -> String {
 
 /// `helm template` with `--set` values: the manifests, or helm's error.
 fn render(sets: &[&str]) -> Result<Vec<Value>, String> {
+    render_with(None, sets)
+}
+
+/// `helm template` with a values file and `--set` values.
+fn render_with(values: Option<&std::path::Path>, sets: &[&str]) -> Result<Vec<Value>, String> {
     let mut command = Command::new(tool("helm"));
     command.args(["template", "t", &chart(), "--namespace", "observability"]);
+    if let Some(values) = values {
+        command.arg("--values").arg(values);
+    }
     for set in sets {
         command.args(["--set", set]);
     }
@@ -341,4 +349,71 @@ fn the_sidecar_example_validates() {
         pod["initContainers"][0]["restartPolicy"], "Always",
         "a native sidecar"
     );
+}
+
+/// A config with a persistent queue gets storage at its `file_storage` directory without
+/// further settings: a claim per pod for a statefulset, a host directory for an agent.
+#[test]
+fn a_file_storage_extension_gets_its_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    // a directory that exists here, so that `sieve validate` accepts it
+    let queue = dir.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    std::fs::write(
+        &values,
+        format!(
+            "config:
+  extensions:
+    file_storage/queue:
+      directory: {}
+  receivers:
+    otlp:
+      protocols:
+        grpc:
+          endpoint: ${{env:POD_IP}}:4317
+  exporters:
+    otlp:
+      endpoint: http://backend:4317
+      sending_queue:
+        storage: file_storage/queue
+  service:
+    extensions: [file_storage/queue]
+    pipelines:
+      traces:
+        receivers: [otlp]
+        exporters: [otlp]
+",
+            queue.display()
+        ),
+    )
+    .unwrap();
+    for mode in ["statefulset", "daemonset"] {
+        let docs = render_with(Some(&values), &[&format!("mode={mode}")]).unwrap();
+        embedded_config(&docs);
+        let workload = docs
+            .iter()
+            .find(|d| d["spec"]["template"].is_mapping())
+            .unwrap();
+        let container = &workload["spec"]["template"]["spec"]["containers"][0];
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "data")
+            .unwrap_or_else(|| panic!("{mode}: no data volume"));
+        assert_eq!(mount["mountPath"].as_str(), queue.to_str());
+        match mode {
+            "statefulset" => assert_eq!(
+                workload["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+                "data"
+            ),
+            _ => assert_eq!(
+                workload["spec"]["template"]["spec"]["volumes"][1]["hostPath"]["path"],
+                "/var/lib/sieve/t"
+            ),
+        }
+    }
+    let without = render(&["mode=statefulset"]).unwrap();
+    assert!(kind(&without, "StatefulSet")[0]["spec"]["volumeClaimTemplates"].is_null());
 }

@@ -76,6 +76,25 @@ k8s_attributes:
 {{- toYaml $config -}}
 {{- end -}}
 
+{{/* Where persistent queues live: the directory of the config's file_storage
+extension (its default when it names none), else persistence.mountPath when
+persistence is enabled; empty: no storage. */}}
+{{- define "sieve.storageDirectory" -}}
+{{- $directory := "" -}}
+{{- range $id, $extension := (default (dict) .Values.config.extensions) -}}
+{{- if and (not $directory) (or (eq $id "file_storage") (hasPrefix "file_storage/" $id)) -}}
+{{- $directory = "/var/lib/sieve/file_storage" -}}
+{{- if and $extension $extension.directory -}}
+{{- $directory = $extension.directory -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not $directory) .Values.persistence.enabled -}}
+{{- $directory = .Values.persistence.mountPath -}}
+{{- end -}}
+{{- $directory -}}
+{{- end -}}
+
 {{/* The pod template every mode runs. */}}
 {{- define "sieve.podTemplate" -}}
 metadata:
@@ -147,20 +166,21 @@ spec:
         - name: config
           mountPath: /etc/sieve
           readOnly: true
-        {{- if .Values.persistence.enabled }}
+        {{- with include "sieve.storageDirectory" . }}
         - name: data
-          mountPath: {{ .Values.persistence.mountPath }}
+          mountPath: {{ . }}
         {{- end }}
   volumes:
     - name: config
       configMap:
         name: {{ include "sieve.fullname" . }}
-    {{- if and .Values.persistence.enabled (eq .Values.mode "daemonset") }}
+    {{- $storage := include "sieve.storageDirectory" . }}
+    {{- if and $storage (eq .Values.mode "daemonset") }}
     - name: data
       hostPath:
         path: {{ printf "%s/%s" .Values.persistence.hostPath .Release.Name }}
         type: DirectoryOrCreate
-    {{- else if and .Values.persistence.enabled (eq .Values.mode "deployment") }}
+    {{- else if and $storage (eq .Values.mode "deployment") }}
     - name: data
       emptyDir: {}
     {{- end }}

@@ -407,3 +407,39 @@ async fn watch_namespaces(api: Api<Namespace>, watched: &Watched) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `filter` becomes the pod watch's selectors, in the API's syntax.
+    #[test]
+    fn the_filter_becomes_label_and_field_selectors() {
+        let config: K8sAttributesConfig = serde_yaml::from_str(
+            "filter:
+  node: node-a
+  labels:
+    - {key: app, value: checkout}
+    - {key: tier, value: debug, op: not-equals}
+    - {key: team, op: exists}
+    - {key: canary, op: does-not-exist}
+  fields:
+    - {key: status.phase, value: Running}
+    - {key: metadata.namespace, value: kube-system, op: not-equals}",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let watch = pod_watch_config(&config);
+        assert_eq!(
+            watch.label_selector.as_deref(),
+            Some("app=checkout,tier!=debug,team,!canary")
+        );
+        assert_eq!(
+            watch.field_selector.as_deref(),
+            Some("status.phase=Running,metadata.namespace!=kube-system,spec.nodeName=node-a")
+        );
+        let unfiltered = pod_watch_config(&K8sAttributesConfig::default());
+        assert_eq!(unfiltered.label_selector, None);
+        assert_eq!(unfiltered.field_selector, None);
+    }
+}
