@@ -418,6 +418,8 @@ pub fn any_value(yaml: &serde_yaml::Value) -> Result<AnyValue, String> {
     Ok(AnyValue { value: Some(value) })
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// The collector's hasher: a string's bytes, a bool as one byte, an int or a double as
 /// 8 little-endian bytes; the value becomes the hex SHA-256 digest (empty for other
 /// types).
@@ -433,10 +435,12 @@ fn hash(value: &mut Option<AnyValue>) {
     let digest = if bytes.is_empty() {
         String::new()
     } else {
-        sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut hex = String::with_capacity(64);
+        for byte in sha2::Sha256::digest(&bytes) {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        hex
     };
     *value = Some(string(&digest));
 }
