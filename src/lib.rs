@@ -33,6 +33,7 @@ pub mod kafka;
 pub mod memory;
 pub mod model;
 pub mod net;
+pub mod ottl;
 pub mod processors;
 pub mod queue;
 pub mod receivers;

@@ -206,6 +206,13 @@ fn every_processor_accounts_for_its_items() {
             0,
         ),
         (
+            "filter",
+            "logs: {log_record: ['IsMatch(body, \"jane\")']}",
+            Signal::Logs,
+            log_batches(3, 4),
+            12,
+        ),
+        (
             "resource",
             "attributes: [{key: env, value: prod, action: upsert}]",
             Signal::Metrics,

@@ -6,7 +6,7 @@ use crate::build::{BuildContext, BuildError};
 use crate::config::{or_default, ComponentConfig, FieldError};
 use crate::model::Signal;
 use crate::processors::{
-    attributes, batch, cardinality, k8s_attributes, memory_limiter, redaction, resource,
+    attributes, batch, cardinality, filter, k8s_attributes, memory_limiter, redaction, resource,
     resource_detection, tail_sampling, Built, Processor,
 };
 use serde::Deserializer;
@@ -23,6 +23,7 @@ pub enum ProcessorConfig {
     Resource(resource::ResourceConfig),
     K8sAttributes(Box<k8s_attributes::K8sAttributesConfig>),
     ResourceDetection(Box<resource_detection::ResourceDetectionConfig>),
+    Filter(filter::FilterConfig),
 }
 
 impl ProcessorConfig {
@@ -38,6 +39,8 @@ impl ProcessorConfig {
             ProcessorConfig::Resource(_) => "resource",
             ProcessorConfig::K8sAttributes(_) => "k8s_attributes",
             ProcessorConfig::ResourceDetection(_) => "resource_detection",
+            // the reason the collector's filter counts its drops under
+            ProcessorConfig::Filter(_) => "filtered",
         }
     }
 }
@@ -62,6 +65,7 @@ impl ComponentConfig for ProcessorConfig {
         "resource",
         "k8s_attributes",
         "resource_detection",
+        "filter",
     ];
     const ALIASES: &'static [(&'static str, &'static str)] = &[
         ("k8sattributes", "k8s_attributes"),
@@ -78,6 +82,7 @@ impl ComponentConfig for ProcessorConfig {
             "attributes" => or_default(d).map(ProcessorConfig::Attributes),
             "resource" => or_default(d).map(ProcessorConfig::Resource),
             "k8s_attributes" => or_default(d).map(|c| ProcessorConfig::K8sAttributes(Box::new(c))),
+            "filter" => or_default(d).map(ProcessorConfig::Filter),
             "resource_detection" => {
                 or_default(d).map(|c| ProcessorConfig::ResourceDetection(Box::new(c)))
             }
@@ -105,6 +110,7 @@ impl ComponentConfig for ProcessorConfig {
             ProcessorConfig::Resource(c) => c.validate(),
             ProcessorConfig::K8sAttributes(c) => c.validate(),
             ProcessorConfig::ResourceDetection(c) => c.validate(),
+            ProcessorConfig::Filter(c) => c.validate(),
         }
     }
 }
@@ -217,6 +223,9 @@ impl ProcessorConfig {
             ProcessorConfig::Resource(c) => built(Box::new(
                 resource::ResourceProcessor::new(c).map_err(field)?,
             )),
+            ProcessorConfig::Filter(c) => {
+                built(Box::new(filter::FilterProcessor::new(c).map_err(field)?))
+            }
             ProcessorConfig::K8sAttributes(_) | ProcessorConfig::ResourceDetection(_) => {
                 return self.build_for_workers(cx, 1).map(|mut one| one.remove(0))
             }

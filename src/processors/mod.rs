@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod cardinality;
+pub mod filter;
 pub mod k8s_attributes;
 pub mod memory_limiter;
 pub mod redaction;
