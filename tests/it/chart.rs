@@ -155,6 +155,15 @@ fn the_daemonset_agent_renders_with_host_ports_or_host_network() {
     assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     assert!(pod["containers"][0]["ports"][0]["hostPort"].is_null());
     assert_eq!(pod["volumes"][1]["hostPath"]["path"], "/var/lib/sieve/t");
+    let owner = &pod["initContainers"][0];
+    assert_eq!(
+        strings(&owner["command"]),
+        ["chown", "10001:10001", "/data"]
+    );
+    assert_eq!(
+        strings(&owner["securityContext"]["capabilities"]["add"]),
+        ["CHOWN"]
+    );
     assert_eq!(
         pod["containers"][0]["volumeMounts"][1]["mountPath"],
         "/var/lib/sieve"
@@ -257,10 +266,11 @@ fn the_gateway_modes_render_a_service_an_hpa_and_a_pdb() {
     let tier = kind(&docs, "StatefulSet")[0];
     check_pod(tier, "default");
     assert_eq!(tier["spec"]["replicas"], 2);
-    assert_eq!(
-        tier["spec"]["serviceName"],
-        kind(&docs, "Service")[0]["metadata"]["name"]
-    );
+    let governing = kind(&docs, "Service")
+        .into_iter()
+        .find(|s| s["spec"]["clusterIP"] == "None")
+        .expect("a headless Service");
+    assert_eq!(tier["spec"]["serviceName"], governing["metadata"]["name"]);
     let claim = &tier["spec"]["volumeClaimTemplates"][0];
     assert_eq!(claim["metadata"]["name"], "data");
     assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "20Gi");

@@ -372,6 +372,7 @@ fn pod(name: &str, uid: &str, ip: &str, node: &str, owner: (&str, &str), app: &s
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "name": name, "namespace": "shop", "uid": uid,
+            "creationTimestamp": "2026-12-01T09:59:00Z",
             "labels": {"app": app},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.0, "name": owner.1, "uid": format!("{}-uid", owner.1), "controller": true}]
         },
@@ -695,7 +696,7 @@ async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone
         a["k8s.deployment.name"], "checkout",
         "named through the ReplicaSet"
     );
-    assert_eq!(a["k8s.pod.start_time"], "2026-12-01T10:00:00Z");
+    assert_eq!(a["k8s.pod.start_time"], "2026-12-01T09:59:00Z");
     assert_eq!(a["k8s.pod.labels.app"], "checkout");
     assert_eq!(
         a["k8s.namespace.labels.team"], "payments",

@@ -120,6 +120,24 @@ spec:
     runAsGroup: 10001
     fsGroup: 10001
     seccompProfile: {type: RuntimeDefault}
+  {{- if and (include "sieve.storageDirectory" .) (eq .Values.mode "daemonset") }}
+  initContainers:
+    # a hostPath is created root-owned and fsGroup does not apply to it: hand the queue
+    # directory to sieve's user, with only the capability that takes
+    - name: storage-owner
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      command: ["chown", "10001:10001", "/data"]
+      securityContext:
+        runAsUser: 0
+        runAsNonRoot: false
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL], add: [CHOWN]}
+      volumeMounts:
+        - name: data
+          mountPath: /data
+  {{- end }}
   containers:
     - name: sieve
       image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"

@@ -2,7 +2,7 @@
 //! properties (its `filterconfig.MatchProperties`). Every property given must match for
 //! an item to match; within one property's list, any entry may. `match_type: strict`
 //! compares exactly; `regexp` finds the pattern anywhere in the text (anchor it with
-//! `^...$` to match whole values), and matches string values only.
+//! `^...$` to match whole values), over the text of string, boolean and number values.
 
 use crate::config::FieldError;
 use crate::model::Signal;
@@ -51,7 +51,7 @@ pub struct AttributeMatch {
 pub struct LibraryMatch {
     /// The scope name.
     pub name: String,
-    /// The version it must have (exactly); absent: any.
+    /// The version it must have (as `match_type` reads it); absent: any.
     #[serde(default)]
     pub version: Option<String>,
 }
@@ -230,10 +230,14 @@ impl ValueMatch {
         match self {
             ValueMatch::Present => true,
             ValueMatch::Equal(expected) => value == Some(expected),
-            ValueMatch::Pattern(pattern) => matches!(
-                value.and_then(|v| v.value.as_ref()),
-                Some(Value::StringValue(s)) if pattern.is_match(s)
-            ),
+            // the collector matches the text of strings, booleans and numbers
+            ValueMatch::Pattern(pattern) => match value.and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => pattern.is_match(s),
+                Some(Value::BoolValue(_) | Value::IntValue(_) | Value::DoubleValue(_)) => {
+                    pattern.is_match(&crate::model::any_value_text(value))
+                }
+                _ => false,
+            },
         }
     }
 }
@@ -274,7 +278,7 @@ pub struct Matcher {
     metric_names: Option<Texts>,
     attributes: Vec<(String, ValueMatch)>,
     resources: Vec<(String, ValueMatch)>,
-    libraries: Vec<(Text, Option<String>)>,
+    libraries: Vec<(Text, Option<Text>)>,
 }
 
 impl Matcher {
@@ -355,7 +359,14 @@ impl Matcher {
             libraries: config
                 .libraries
                 .iter()
-                .map(|l| Ok((text("libraries", &l.name)?, l.version.clone())))
+                .map(|l| {
+                    let version = l
+                        .version
+                        .as_deref()
+                        .map(|v| text("libraries", v))
+                        .transpose()?;
+                    Ok((text("libraries", &l.name)?, version))
+                })
                 .collect::<Result<_, FieldError>>()?,
         };
         if matcher.is_empty() {
@@ -419,7 +430,7 @@ impl Matcher {
             || item.scope.is_some_and(|scope| {
                 self.libraries.iter().any(|(name, version)| {
                     name.matches(&scope.name)
-                        && version.as_ref().is_none_or(|v| *v == scope.version)
+                        && version.as_ref().is_none_or(|v| v.matches(&scope.version))
                 })
             });
         text_of(&self.services, service)

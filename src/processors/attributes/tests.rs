@@ -3,6 +3,7 @@
 //! touches.
 
 use super::*;
+use matching::{Item, ItemKind, MatchConfig, Matcher};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -271,4 +272,38 @@ fn match_properties_limit_the_signals() {
     assert!(error.unwrap().contains("not a regular expression"));
     let (_, error) = signals("include: {match_type: strict, span_kinds: [SERVERISH]}");
     assert!(error.unwrap().contains("not a span kind"));
+}
+
+/// `regexp` reads the text of numbers and booleans, as the collector does, and applies
+/// to a library's version too.
+#[test]
+fn regexp_matches_the_text_of_numbers_and_library_versions() {
+    let config: MatchConfig = serde_yaml::from_str(
+        "{match_type: regexp, attributes: [{key: code, value: '^5'}], libraries: [{name: '^io\\.', version: '^1\\.'}]}",
+    )
+    .unwrap();
+    let matcher = Matcher::new("include", &config).unwrap();
+    let code = |value: i64| KeyValue {
+        key: "code".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    };
+    let library = |version: &str| InstrumentationScope {
+        name: "io.jdbc".into(),
+        version: version.into(),
+        ..Default::default()
+    };
+    let item = |attributes: &[KeyValue], scope: &InstrumentationScope| {
+        matcher.matches(&Item {
+            resource: &[],
+            scope: Some(scope),
+            attributes,
+            kind: ItemKind::Span { name: "a", kind: 1 },
+        })
+    };
+    assert!(item(&[code(503)], &library("1.4")));
+    assert!(!item(&[code(200)], &library("1.4")));
+    assert!(!item(&[code(503)], &library("2.0")));
 }

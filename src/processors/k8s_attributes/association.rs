@@ -105,8 +105,6 @@ pub struct Association(Vec<Vec<Source>>);
 pub struct Found {
     pub pod: Option<Arc<PodInfo>>,
     pub source: Option<Source>,
-    /// The IP the rule read, if it read one (the `passthrough` value).
-    pub ip: Option<IpAddr>,
 }
 
 impl Association {
@@ -152,23 +150,17 @@ impl Association {
             let Some(identifiers) = identifiers else {
                 continue;
             };
-            let ip = identifiers.iter().find_map(|i| match i {
-                Identifier::Ip(ip) => Some(*ip),
-                Identifier::Uid(_) => None,
-            });
             let pod = cache
                 .and_then(|cache| identifiers[0].find(cache))
                 .filter(|pod| identifiers[1..].iter().all(|i| i.names(pod)));
             return Found {
                 pod,
                 source: Some(rule[0]),
-                ip,
             };
         }
         Found {
             pod: None,
             source: None,
-            ip: None,
         }
     }
 }

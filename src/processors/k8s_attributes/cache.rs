@@ -25,6 +25,8 @@ const ENTRY_OVERHEAD: usize = 160;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
     pub name: String,
+    /// An init container (a native sidecar runs as one).
+    pub init: bool,
     pub image_name: Option<String>,
     pub image_tag: Option<String>,
     pub id: Option<String>,
@@ -38,7 +40,11 @@ pub struct PodInfo {
     pub uid: String,
     pub name: String,
     pub namespace: String,
+    /// The IP the pod is found by: none for a pod on the host's network (its IP is the
+    /// node's, shared with every such pod) or a finished one (its IP goes to others).
     pub ip: Option<IpAddr>,
+    /// When the pod was created (seconds), which decides between two pods claiming one IP.
+    pub created: i64,
     /// Attributes from the pod alone, in the order `extract` lists them.
     pub attributes: Vec<(String, String)>,
     /// `namespace/name` of the owning ReplicaSet, when the Deployment's name is wanted
@@ -52,8 +58,8 @@ pub struct PodInfo {
 }
 
 /// The OpenTelemetry rules for `service.*` from Kubernetes metadata: `service.name` from
-/// the `resource.opentelemetry.io/service.name` annotation, the `app.kubernetes.io/name`
-/// or `/instance` label, else the owner's name (Deployment, ReplicaSet, StatefulSet,
+/// the `resource.opentelemetry.io/service.name` annotation, the `app.kubernetes.io/instance`
+/// or `/name` label, else the owner's name (Deployment, ReplicaSet, StatefulSet,
 /// DaemonSet, CronJob, Job), the pod's, the container's; `service.version` from the
 /// annotation, the `app.kubernetes.io/version` label or the image tag;
 /// `service.namespace` the namespace; `service.instance.id`
@@ -265,9 +271,15 @@ impl Extractor {
         }
         let namespace = meta.namespace.clone().unwrap_or_default();
         let status = pod.status.as_ref();
-        let ip = status
+        let pod_ip: Option<IpAddr> = status
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok());
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let finished = status
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+        let ip = pod_ip.filter(|_| !host_network && !finished);
+        let created = meta.creation_timestamp.as_ref();
         let mut attributes = Vec::new();
         // the pod's own word comes first: attributes are added where absent, in order
         if self.otel_annotations {
@@ -287,13 +299,9 @@ impl Extractor {
         put("k8s.namespace.name", Some(namespace.clone()));
         put("k8s.pod.name", Some(name.clone()));
         put("k8s.pod.uid", Some(uid.clone()));
-        put(
-            "k8s.pod.start_time",
-            status
-                .and_then(|s| s.start_time.as_ref())
-                .map(|t| t.0.to_string()),
-        );
-        put("k8s.pod.ip", ip.map(|ip: IpAddr| ip.to_string()));
+        // the collector's start time is the pod's creation
+        put("k8s.pod.start_time", created.map(|t| t.0.to_string()));
+        put("k8s.pod.ip", pod_ip.map(|ip| ip.to_string()));
         put(
             "k8s.node.name",
             pod.spec.as_ref().and_then(|s| s.node_name.clone()),
@@ -337,6 +345,7 @@ impl Extractor {
             name,
             namespace,
             ip,
+            created: created.map_or(0, |t| t.0.as_second()),
             attributes,
             replica_set,
             containers: self.containers(pod),
@@ -366,8 +375,8 @@ impl Extractor {
         };
         let names_first = [
             annotation("service.name"),
-            label("app.kubernetes.io/name"),
             label("app.kubernetes.io/instance"),
+            label("app.kubernetes.io/name"),
         ];
         let owner = |kind: &str| {
             meta.owner_references
@@ -405,16 +414,24 @@ impl Extractor {
         if !image && !id && !named {
             return Vec::new();
         }
-        let statuses = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref());
+        let status = pod.status.as_ref();
         let Some(spec) = pod.spec.as_ref() else {
             return Vec::new();
         };
-        spec.containers
+        let regular = spec
+            .containers
             .iter()
-            .map(|container| {
+            .map(|c| (c, false, status.and_then(|s| s.container_statuses.as_ref())));
+        let init = spec.init_containers.iter().flatten().map(|c| {
+            (
+                c,
+                true,
+                status.and_then(|s| s.init_container_statuses.as_ref()),
+            )
+        });
+        regular
+            .chain(init)
+            .map(|(container, init, statuses)| {
                 let (image_name, image_tag) = container
                     .image
                     .as_deref()
@@ -433,6 +450,7 @@ impl Extractor {
                     .map(|id| id.split_once("://").map_or(id, |(_, id)| id).to_string());
                 Container {
                     name: container.name.clone(),
+                    init,
                     image_name,
                     image_tag,
                     id,
@@ -510,6 +528,16 @@ impl ServiceHints {
     }
 }
 
+/// What a namespace's entry costs.
+fn namespace_bytes(name: &str, attributes: &[(String, String)]) -> usize {
+    name.len()
+        + 64
+        + attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 48)
+            .sum::<usize>()
+}
+
 /// A Job's CronJob, as the collector reads it from the Job's name (`<cronjob>-<digits>`).
 fn cron_job_of(job: &str) -> Option<String> {
     let (cron_job, suffix) = job.rsplit_once('-')?;
@@ -550,7 +578,9 @@ struct Inner {
     pods: HashMap<String, Entry>,
     by_ip: HashMap<IpAddr, String>,
     /// Deleted pods by uid, in the order their grace periods end.
-    deleted: VecDeque<(Instant, String)>,
+    /// Deleted pods (when their grace ends, when they were deleted, uid), in the order
+    /// their grace periods end; an entry is stale when the pod came back since.
+    deleted: VecDeque<(Instant, Instant, String)>,
     /// ReplicaSet `namespace/name` → Deployment name.
     replica_sets: HashMap<String, String>,
     /// Namespace → the attributes its rules make.
@@ -589,6 +619,13 @@ impl Cache {
         let mut inner = self.inner.write();
         inner.expire(now);
         let bytes = pod.bytes();
+        let replaced = inner.pods.get(&pod.uid).map_or(0, |e| e.bytes);
+        if inner.bytes - replaced + bytes > self.max_bytes
+            && inner.bytes - replaced - inner.deleted_bytes(&pod.uid) + bytes > self.max_bytes
+        {
+            // evicting every deleted pod would not make room: evict none
+            return Stored::NoRoom;
+        }
         let replaced = loop {
             let replaced = inner.pods.get(&pod.uid).map_or(0, |e| e.bytes);
             if inner.bytes - replaced + bytes <= self.max_bytes {
@@ -604,7 +641,14 @@ impl Cache {
             }
         }
         if let Some(ip) = pod.ip {
-            inner.by_ip.insert(ip, pod.uid.clone());
+            // of two live pods claiming an IP, the newer keeps it
+            let holder = inner.by_ip.get(&ip).and_then(|uid| inner.pods.get(uid));
+            let older_or_gone = holder.is_none_or(|held| {
+                held.pod.uid == pod.uid || held.deleted.is_some() || held.pod.created <= pod.created
+            });
+            if older_or_gone {
+                inner.by_ip.insert(ip, pod.uid.clone());
+            }
         }
         inner.bytes = inner.bytes - replaced + bytes;
         let uid = pod.uid.clone();
@@ -626,7 +670,8 @@ impl Cache {
         if let Some(entry) = inner.pods.get_mut(uid) {
             if entry.deleted.is_none() {
                 entry.deleted = Some(now);
-                inner.deleted.push_back((now + self.grace, uid.to_string()));
+                let end = now.checked_add(self.grace).unwrap_or(now);
+                inner.deleted.push_back((end, now, uid.to_string()));
             }
         }
     }
@@ -670,11 +715,34 @@ impl Cache {
         }
     }
 
+    /// Forgets the ReplicaSets not in `present` (after a relist).
+    pub fn retain_replica_sets(&self, present: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = (self.inner.read().replica_sets.keys())
+            .filter(|key| !present.contains(*key))
+            .cloned()
+            .collect();
+        gone.iter().for_each(|key| self.remove_replica_set(key));
+    }
+
+    pub fn remove_namespace(&self, name: &str) {
+        let mut inner = self.inner.write();
+        if let Some(old) = inner.namespaces.remove(name) {
+            inner.bytes -= namespace_bytes(name, &old);
+        }
+    }
+
+    /// Forgets the namespaces not in `present` (after a relist).
+    pub fn retain_namespaces(&self, present: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = (self.inner.read().namespaces.keys())
+            .filter(|name| !present.contains(*name))
+            .cloned()
+            .collect();
+        gone.iter().for_each(|name| self.remove_namespace(name));
+    }
+
     pub fn set_namespace(&self, name: String, attributes: Vec<(String, String)>) {
         let mut inner = self.inner.write();
-        let size = |name: &str, a: &[(String, String)]| {
-            name.len() + 64 + a.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
-        };
+        let size = namespace_bytes;
         let bytes = size(&name, &attributes);
         if inner.bytes + bytes > self.max_bytes && !inner.namespaces.contains_key(&name) {
             return;
@@ -717,12 +785,15 @@ impl Cache {
         if let Some(attributes) = inner.namespaces.get(&pod.namespace) {
             out.extend(attributes.iter().cloned());
         }
-        let container = container
-            .and_then(|name| pod.containers.iter().find(|c| c.name == name))
-            .or(match pod.containers.as_slice() {
-                [only] => Some(only),
-                _ => None,
-            });
+        // a container named but not found gets nothing; without a name, a pod's only
+        // (regular) container is the one
+        let container = match container {
+            Some(name) => pod.containers.iter().find(|c| c.name == name),
+            None => {
+                let mut regular = pod.containers.iter().filter(|c| !c.init);
+                regular.next().filter(|_| regular.next().is_none())
+            }
+        };
         let mut put = |key: &str, value: Option<&String>| {
             if let Some(value) = value {
                 out.push((key.to_string(), value.clone()));
@@ -766,32 +837,47 @@ impl Cache {
 
 impl Inner {
     fn expire(&mut self, now: Instant) {
-        while self.deleted.front().is_some_and(|(end, _)| *end <= now) {
-            let (_, uid) = self.deleted.pop_front().expect("checked");
-            self.remove_deleted(&uid);
+        while self.deleted.front().is_some_and(|(end, ..)| *end <= now) {
+            let (_, deleted, uid) = self.deleted.pop_front().expect("checked");
+            self.remove_deleted(&uid, deleted);
         }
     }
 
+    /// Removes the pod whose grace period ends first; false when none is left.
     fn evict_oldest_deleted(&mut self) -> bool {
-        match self.deleted.pop_front() {
-            Some((_, uid)) => {
-                self.remove_deleted(&uid);
-                true
+        while let Some((_, deleted, uid)) = self.deleted.pop_front() {
+            if self.remove_deleted(&uid, deleted) {
+                return true;
             }
-            None => false,
         }
+        false
     }
 
-    /// Removes a pod if it is still deleted (it may have come back under its uid).
-    fn remove_deleted(&mut self, uid: &str) {
-        if self.pods.get(uid).is_none_or(|e| e.deleted.is_none()) {
-            return;
+    /// The bytes of the deleted pods other than `except`.
+    fn deleted_bytes(&self, except: &str) -> usize {
+        self.pods
+            .iter()
+            .filter(|(uid, e)| e.deleted.is_some() && uid.as_str() != except)
+            .map(|(_, e)| e.bytes)
+            .sum()
+    }
+
+    /// Removes a pod if it is still the deletion `deleted` (it may have come back under
+    /// its uid, and gone again); says whether it did.
+    fn remove_deleted(&mut self, uid: &str, deleted: Instant) -> bool {
+        if self
+            .pods
+            .get(uid)
+            .is_none_or(|e| e.deleted != Some(deleted))
+        {
+            return false;
         }
         let entry = self.pods.remove(uid).expect("checked");
         self.bytes -= entry.bytes;
         if let Some(ip) = entry.pod.ip {
             self.forget_ip(ip, uid);
         }
+        true
     }
 
     /// Drops `ip` from the index if it still leads to `uid`.

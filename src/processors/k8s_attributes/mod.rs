@@ -74,7 +74,7 @@ fn source_for(
         return Ok(source);
     }
     let cache = Arc::new(Cache::new(
-        config.max_cache_mib << 20,
+        config.max_cache_mib.saturating_mul(1 << 20),
         config.pod_delete_grace_period,
     ));
     let extractor = Arc::new(Extractor::new(config));
@@ -153,7 +153,8 @@ impl K8sAttributesProcessor {
             association: Association::new(&config.pod_association),
             wait_until: config
                 .wait_for_metadata
-                .then(|| Instant::now() + config.wait_for_metadata_timeout),
+                .then(|| Instant::now().checked_add(config.wait_for_metadata_timeout))
+                .flatten(),
             associations: telemetry.family(
                 "k8s_attributes_associations",
                 "Resources looked up, by the source that identified the pod and result (hit, miss, no_identifier)",
@@ -193,7 +194,7 @@ impl K8sAttributesProcessor {
         let result = match (&found.source, &found.pod) {
             (None, _) => "no_identifier",
             (Some(_), Some(_)) => "hit",
-            (Some(_), None) if shared.passthrough && found.ip.is_some() => "hit",
+            (Some(_), None) if shared.passthrough && client.is_some() => "hit",
             (Some(_), None) => "miss",
         };
         shared
@@ -205,7 +206,8 @@ impl K8sAttributesProcessor {
             })
             .inc();
         if shared.passthrough {
-            if let Some(ip) = found.ip {
+            // as the collector: the connection's address only
+            if let Some(ip) = client {
                 insert(&mut resource.attributes, "k8s.pod.ip", ip.to_string());
             }
             return;

@@ -12,7 +12,7 @@ const POD: &str = r#"{
   "apiVersion": "v1", "kind": "Pod",
   "metadata": {
     "name": "checkout-7d9f8b6c5d-x2x4z", "namespace": "shop", "uid": "11111111-aaaa",
-    "resourceVersion": "100",
+    "resourceVersion": "100", "creationTimestamp": "2026-12-01T09:59:58Z",
     "labels": {"app": "checkout", "team": "payments", "pod-template-hash": "7d9f8b6c5d"},
     "annotations": {"owner": "jane", "kubectl.kubernetes.io/restartedAt": "x"},
     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-7d9f8b6c5d", "uid": "rs-uid", "controller": true}]
@@ -68,7 +68,8 @@ fn a_pod_keeps_only_what_extract_names() {
     assert_eq!(text(a, "k8s.pod.name").as_deref(), Some("checkout-1"));
     assert_eq!(
         text(a, "k8s.pod.start_time").as_deref(),
-        Some("2026-12-01T10:00:00Z")
+        Some("2026-12-01T09:59:58Z"),
+        "the creation, as the collector"
     );
     assert_eq!(text(a, "k8s.node.name").as_deref(), Some("node-a"));
     assert_eq!(
@@ -145,6 +146,7 @@ fn info(uid: &str, ip: &str) -> PodInfo {
         name: format!("pod-{uid}"),
         namespace: "ns".into(),
         ip: Some(ip.parse().unwrap()),
+        created: 0,
         attributes: vec![("k8s.pod.name".into(), format!("pod-{uid}"))],
         replica_set: None,
         containers: Vec::new(),
@@ -514,5 +516,103 @@ fn wait_for_metadata_holds_the_first_batch_until_the_list_or_the_timeout() {
         finished.recv_timeout(Duration::from_secs(30)),
         Ok(2),
         "a listed cache holds nothing back"
+    );
+}
+
+/// Pods on the host's network share the node's IP and finished pods give theirs up:
+/// neither is found by IP; of two live pods claiming one IP, the newer keeps it.
+#[test]
+fn only_live_pods_of_their_own_network_are_found_by_ip() {
+    let extractor = Extractor::new(&config("{}"));
+    let mut host = pod_json("node-exporter-1", "h", "10.0.0.5");
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    assert_eq!(extractor.pod(&host).unwrap().ip, None);
+    let mut done = pod_json("job-1", "j", "10.0.0.6");
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    assert_eq!(extractor.pod(&done).unwrap().ip, None);
+
+    let cache = Cache::new(1 << 20, Duration::from_secs(120));
+    let now = Instant::now();
+    let ip: IpAddr = "10.0.0.7".parse().unwrap();
+    let aged = |uid: &str, created: i64| PodInfo {
+        created,
+        ..info(uid, "10.0.0.7")
+    };
+    cache.upsert(aged("new", 200), now);
+    cache.upsert(aged("stale", 100), now);
+    assert_eq!(
+        cache.by_ip(ip).unwrap().uid,
+        "new",
+        "an older pod's update does not take the IP"
+    );
+    cache.delete("new", now);
+    cache.upsert(aged("stale", 100), now);
+    assert_eq!(
+        cache.by_ip(ip).unwrap().uid,
+        "stale",
+        "a deleted holder gives way"
+    );
+}
+
+/// A container named by `k8s.container.name` that the pod lacks gets nothing (never the
+/// only container's image); a native sidecar (an init container) is found by name.
+#[test]
+fn a_named_container_is_found_or_nothing_is_added() {
+    let extractor = Extractor::new(&config(
+        "extract: {metadata: [k8s.pod.name, k8s.container.name, container.image.name]}",
+    ));
+    let mut pod = pod_json("p", "u", "10.0.0.8");
+    let spec = pod.spec.as_mut().unwrap();
+    spec.containers.truncate(1);
+    spec.init_containers = Some(vec![k8s_openapi::api::core::v1::Container {
+        name: "istio-proxy".into(),
+        image: Some("istio/proxyv2:1.22".into()),
+        ..Default::default()
+    }]);
+    let info = extractor.pod(&pod).unwrap();
+    let cache = Cache::new(1 << 20, Duration::from_secs(120));
+    let named = |name: Option<&str>, key: &str| text(&cache.attributes(&info, name), key);
+    assert_eq!(
+        named(Some("istio-proxy"), "container.image.name").as_deref(),
+        Some("istio/proxyv2")
+    );
+    assert_eq!(named(Some("missing"), "container.image.name"), None);
+    assert_eq!(named(Some("missing"), "k8s.container.name"), None);
+    assert_eq!(
+        named(None, "k8s.container.name").as_deref(),
+        Some("app"),
+        "the only regular container"
+    );
+}
+
+/// A pod deleted, back under its uid, and deleted again keeps its second grace period
+/// whole; a pod that would not fit even with every deleted pod gone evicts none.
+#[test]
+fn grace_periods_belong_to_each_deletion_and_eviction_is_not_wasted() {
+    let cache = Cache::new(1 << 20, Duration::from_secs(10));
+    let start = Instant::now();
+    cache.upsert(info("p", "10.0.0.1"), start);
+    cache.delete("p", start);
+    cache.upsert(info("p", "10.0.0.1"), start + Duration::from_secs(5));
+    cache.delete("p", start + Duration::from_secs(8));
+    cache.expire(start + Duration::from_secs(11));
+    assert!(
+        cache.by_uid("p").is_some(),
+        "the first deletion's end does not end the second"
+    );
+    cache.expire(start + Duration::from_secs(19));
+    assert!(cache.by_uid("p").is_none());
+
+    let small = info("s", "10.0.1.1");
+    let room = 2 * (small.attributes[0].1.len() + 400);
+    let cache = Cache::new(room, Duration::from_secs(120));
+    cache.upsert(small, start);
+    cache.delete("s", start);
+    let mut huge = info("h", "10.0.1.2");
+    huge.attributes.push(("big".into(), "x".repeat(room * 2)));
+    assert_eq!(cache.upsert(huge, start), Stored::NoRoom);
+    assert!(
+        cache.by_uid("s").is_some(),
+        "the deleted pod was not evicted for nothing"
     );
 }

@@ -372,10 +372,14 @@ async fn watch_replica_sets(api: Api<ReplicaSet>, watched: &Watched) {
         .default_backoff()
         .boxed();
     let mut errors = ErrorLog::new("replicasets");
+    let mut listed: Option<HashSet<String>> = None;
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(rs) | Event::InitApply(rs)) => {
                 if let Some((key, deployment)) = watched.extractor.replica_set(&rs) {
+                    if let Some(seen) = listed.as_mut() {
+                        seen.insert(key.clone());
+                    }
                     watched.cache.set_replica_set(key, deployment);
                 }
             }
@@ -384,7 +388,13 @@ async fn watch_replica_sets(api: Api<ReplicaSet>, watched: &Watched) {
                     watched.cache.remove_replica_set(&key);
                 }
             }
-            Ok(Event::Init | Event::InitDone) => {}
+            Ok(Event::Init) => listed = Some(HashSet::new()),
+            // ReplicaSets deleted while the watch was down are not in the new list
+            Ok(Event::InitDone) => {
+                if let Some(seen) = listed.take() {
+                    watched.cache.retain_replica_sets(&seen);
+                }
+            }
             Err(error) => errors.report(&error, &watched.metrics),
         }
     }
@@ -395,14 +405,28 @@ async fn watch_namespaces(api: Api<Namespace>, watched: &Watched) {
         .default_backoff()
         .boxed();
     let mut errors = ErrorLog::new("namespaces");
+    let mut listed: Option<HashSet<String>> = None;
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(ns) | Event::InitApply(ns)) => {
                 if let Some((name, attributes)) = watched.extractor.namespace(&ns) {
+                    if let Some(seen) = listed.as_mut() {
+                        seen.insert(name.clone());
+                    }
                     watched.cache.set_namespace(name, attributes);
                 }
             }
-            Ok(Event::Delete(_) | Event::Init | Event::InitDone) => {}
+            Ok(Event::Delete(ns)) => {
+                if let Some(name) = &ns.metadata.name {
+                    watched.cache.remove_namespace(name);
+                }
+            }
+            Ok(Event::Init) => listed = Some(HashSet::new()),
+            Ok(Event::InitDone) => {
+                if let Some(seen) = listed.take() {
+                    watched.cache.retain_namespaces(&seen);
+                }
+            }
             Err(error) => errors.report(&error, &watched.metrics),
         }
     }
