@@ -14,7 +14,7 @@ use crate::model::{Batch, Signal};
 use crate::ottl::{Condition, Context, Field, Item, Val};
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric, NumberDataPoint};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::Event, Span};
 use serde::Deserialize;
@@ -223,114 +223,62 @@ pub struct Point<'a> {
 
 /// Keeps the data points `keep` says to keep; says whether any is left.
 fn retain_points(metric: &mut Metric, keep: impl Fn(&Metric, Point) -> bool) -> bool {
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
     let Some(mut data) = metric.data.take() else {
         return true;
     };
+    // the metric without its points, for conditions on its name, type and unit
     let shell = Metric {
-        data: None,
-        ..metric.clone_shell()
+        name: metric.name.clone(),
+        description: metric.description.clone(),
+        unit: metric.unit.clone(),
+        data: Some(type_only(&data)),
+        metadata: Vec::new(),
     };
     let left = match &mut data {
-        Data::Gauge(g) => {
-            g.data_points.retain(|p| {
-                let (value_int, value_double) = match p.value {
-                    Some(Number::AsInt(i)) => (Some(i), None),
-                    Some(Number::AsDouble(d)) => (None, Some(d)),
-                    None => (None, None),
-                };
-                keep(
-                    &shell,
-                    Point {
-                        attributes: &p.attributes,
-                        time: p.time_unix_nano,
-                        value_int,
-                        value_double,
-                    },
-                )
-            });
-            g.data_points.len()
-        }
-        Data::Sum(s) => {
-            s.data_points.retain(|p| {
-                let (value_int, value_double) = match p.value {
-                    Some(Number::AsInt(i)) => (Some(i), None),
-                    Some(Number::AsDouble(d)) => (None, Some(d)),
-                    None => (None, None),
-                };
-                keep(
-                    &shell,
-                    Point {
-                        attributes: &p.attributes,
-                        time: p.time_unix_nano,
-                        value_int,
-                        value_double,
-                    },
-                )
-            });
-            s.data_points.len()
-        }
-        Data::Histogram(h) => {
-            h.data_points.retain(|p| {
-                keep(
-                    &shell,
-                    Point {
-                        attributes: &p.attributes,
-                        time: p.time_unix_nano,
-                        value_int: None,
-                        value_double: None,
-                    },
-                )
-            });
-            h.data_points.len()
-        }
-        Data::ExponentialHistogram(h) => {
-            h.data_points.retain(|p| {
-                keep(
-                    &shell,
-                    Point {
-                        attributes: &p.attributes,
-                        time: p.time_unix_nano,
-                        value_int: None,
-                        value_double: None,
-                    },
-                )
-            });
-            h.data_points.len()
-        }
-        Data::Summary(s) => {
-            s.data_points.retain(|p| {
-                keep(
-                    &shell,
-                    Point {
-                        attributes: &p.attributes,
-                        time: p.time_unix_nano,
-                        value_int: None,
-                        value_double: None,
-                    },
-                )
-            });
-            s.data_points.len()
-        }
+        Data::Gauge(g) => retain(&mut g.data_points, |p| keep(&shell, number_point(p))),
+        Data::Sum(s) => retain(&mut s.data_points, |p| keep(&shell, number_point(p))),
+        Data::Histogram(h) => retain(&mut h.data_points, |p| {
+            keep(&shell, plain_point(&p.attributes, p.time_unix_nano))
+        }),
+        Data::ExponentialHistogram(h) => retain(&mut h.data_points, |p| {
+            keep(&shell, plain_point(&p.attributes, p.time_unix_nano))
+        }),
+        Data::Summary(s) => retain(&mut s.data_points, |p| {
+            keep(&shell, plain_point(&p.attributes, p.time_unix_nano))
+        }),
     };
     metric.data = Some(data);
     left > 0
 }
 
-/// A metric without its data, for conditions on its name, type and unit.
-trait CloneShell {
-    fn clone_shell(&self) -> Metric;
+/// Keeps what `keep` says; the number left.
+fn retain<T>(points: &mut Vec<T>, keep: impl FnMut(&T) -> bool) -> usize {
+    points.retain(keep);
+    points.len()
 }
 
-impl CloneShell for Metric {
-    fn clone_shell(&self) -> Metric {
-        Metric {
-            name: self.name.clone(),
-            description: self.description.clone(),
-            unit: self.unit.clone(),
-            data: self.data.as_ref().map(type_only),
-            metadata: Vec::new(),
-        }
+/// A data point without a single value (histograms, summaries).
+fn plain_point(attributes: &[KeyValue], time: u64) -> Point<'_> {
+    Point {
+        attributes,
+        time,
+        value_int: None,
+        value_double: None,
+    }
+}
+
+fn number_point(point: &NumberDataPoint) -> Point<'_> {
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
+    let (value_int, value_double) = match point.value {
+        Some(Number::AsInt(i)) => (Some(i), None),
+        Some(Number::AsDouble(d)) => (None, Some(d)),
+        None => (None, None),
+    };
+    Point {
+        attributes: &point.attributes,
+        time: point.time_unix_nano,
+        value_int,
+        value_double,
     }
 }
 
