@@ -294,6 +294,27 @@ fn without_rolling_the_config_change_is_left_to_sighup_and_a_bad_mode_is_refused
         rolled("config.processors.batch.timeout=2s"),
         "a changed config changes the checksum"
     );
+    // the probes follow the self-metrics address; a named k8s_attributes is not doubled
+    let docs = render(&[
+        "config.service.telemetry.metrics.address=${env:POD_IP}:9464",
+        "presets.kubernetesAttributes.enabled=true",
+        "config.processors.k8s_attributes/mine.passthrough=true",
+        "config.service.pipelines.logs.processors={k8s_attributes/mine,batch}",
+    ])
+    .unwrap();
+    let container = &kind(&docs, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    let metrics = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .unwrap();
+    assert_eq!(metrics["containerPort"], 9464);
+    let config = embedded_config(&docs);
+    assert_eq!(
+        strings(&config["service"]["pipelines"]["logs"]["processors"]),
+        ["k8s_attributes/mine", "batch"]
+    );
     let error = render(&["mode=sidecar"]).unwrap_err();
     assert!(
         error.contains("mode must be daemonset, deployment or statefulset"),

@@ -68,7 +68,13 @@ k8s_attributes:
 {{- $_ := set $config "processors" (mustMergeOverwrite $preset (default (dict) $config.processors)) -}}
 {{- range $name, $pipeline := $config.service.pipelines -}}
 {{- $processors := default (list) $pipeline.processors -}}
-{{- if not (or (has "k8s_attributes" $processors) (has "k8sattributes" $processors)) -}}
+{{- $present := false -}}
+{{- range $processors -}}
+{{- if regexMatch "^k8s_?attributes(/.*)?$" . -}}
+{{- $present = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $present -}}
 {{- $_ := set $pipeline "processors" (prepend $processors "k8s_attributes") -}}
 {{- end -}}
 {{- end -}}
@@ -93,6 +99,17 @@ persistence is enabled; empty: no storage. */}}
 {{- $directory = .Values.persistence.mountPath -}}
 {{- end -}}
 {{- $directory -}}
+{{- end -}}
+
+{{/* The port of sieve's self-metrics and health endpoints (the config's
+service.telemetry.metrics.address), which the probes use; 8888 when it names none. */}}
+{{- define "sieve.metricsPort" -}}
+{{- $address := "" -}}
+{{- with .Values.config.service -}}{{- with .telemetry -}}{{- with .metrics -}}
+{{- $address = default "" .address -}}
+{{- end -}}{{- end -}}{{- end -}}
+{{- $port := regexFind "[0-9]+$" (toString $address) -}}
+{{- default "8888" $port -}}
 {{- end -}}
 
 {{/* The pod template every mode runs. */}}
@@ -169,7 +186,7 @@ spec:
           hostPort: {{ .Values.hostPorts.otlpHttp }}
           {{- end }}
         - name: metrics
-          containerPort: 8888
+          containerPort: {{ include "sieve.metricsPort" . }}
       livenessProbe:
         httpGet: {path: /healthz, port: metrics}
       readinessProbe:
