@@ -186,40 +186,44 @@ impl K8sAttributesProcessor {
         }
     }
 
-    /// Adds what is known of the resource's pod.
-    fn tag(&self, resource: &mut Resource, client: Option<std::net::IpAddr>) {
+    /// Adds what is known of the resource's pod, if `budget` (bytes the batch may still
+    /// grow by) allows; says which source identified it and how the lookup went.
+    fn tag(
+        &self,
+        resource: &mut Resource,
+        client: Option<std::net::IpAddr>,
+        budget: &mut usize,
+    ) -> (&'static str, &'static str) {
         let shared = &self.shared;
         let cache = shared.source.as_ref().map(|s| &*s.cache);
         let found = shared.association.find(cache, &resource.attributes, client);
-        let result = match (&found.source, &found.pod) {
-            (None, _) => "no_identifier",
-            (Some(_), Some(_)) => "hit",
-            (Some(_), None) if shared.passthrough && client.is_some() => "hit",
-            (Some(_), None) => "miss",
-        };
-        shared
-            .associations
-            .get_or_create(&AssociationLabels {
-                processor: shared.processor.clone(),
-                source: found.source.map_or("none", |s| s.label()).to_string(),
-                result: result.to_string(),
-            })
-            .inc();
-        if shared.passthrough {
+        let source = found.source.map_or("none", |s| s.label());
+        let additions: Vec<(String, String)> = match (shared.passthrough, found.pod, cache) {
             // as the collector: the connection's address only
-            if let Some(ip) = client {
-                insert(&mut resource.attributes, "k8s.pod.ip", ip.to_string());
+            (true, ..) => client
+                .map(|ip| vec![("k8s.pod.ip".to_string(), ip.to_string())])
+                .unwrap_or_default(),
+            (false, Some(pod), Some(cache)) => {
+                let container =
+                    association::string_attribute(&resource.attributes, "k8s.container.name");
+                cache.attributes(&pod, container)
             }
-            return;
-        }
-        let (Some(pod), Some(cache)) = (found.pod, cache) else {
-            return;
+            _ => Vec::new(),
         };
-        let container = association::string_attribute(&resource.attributes, "k8s.container.name")
-            .map(str::to_string);
-        for (key, value) in cache.attributes(&pod, container.as_deref()) {
+        let result = match (&found.source, additions.is_empty()) {
+            (None, _) => "no_identifier",
+            (Some(_), true) => "miss",
+            (Some(_), false) => "hit",
+        };
+        let growth: usize = additions.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        if growth > *budget {
+            return (source, "over_budget");
+        }
+        *budget -= growth;
+        for (key, value) in additions {
             insert(&mut resource.attributes, &key, value);
         }
+        (source, result)
     }
 }
 
@@ -237,11 +241,40 @@ fn insert(attributes: &mut Vec<KeyValue>, key: &str, value: String) {
     });
 }
 
+/// How much a batch may grow by the attributes added: twice its encoded size, and 1 MiB.
+/// A real batch has a resource per pod and grows far less; a request of many tiny
+/// resources (each an item of a few bytes) would otherwise grow a hundredfold.
+fn growth_budget(batch: &Batch) -> usize {
+    batch
+        .encoded_len()
+        .saturating_mul(2)
+        .saturating_add(1 << 20)
+}
+
 impl Processor for K8sAttributesProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         self.wait_for_metadata();
         let client = batch.client();
-        rewrite_resources(&mut batch, |resource| self.tag(resource, client));
+        let mut budget = growth_budget(&batch);
+        // lookups are counted once per batch and outcome, not per resource
+        let mut lookups: Vec<((&str, &str), u64)> = Vec::new();
+        rewrite_resources(&mut batch, |resource| {
+            let outcome = self.tag(resource, client, &mut budget);
+            match lookups.iter_mut().find(|(o, _)| *o == outcome) {
+                Some((_, n)) => *n += 1,
+                None => lookups.push((outcome, 1)),
+            }
+        });
+        for ((source, result), n) in lookups {
+            self.shared
+                .associations
+                .get_or_create(&AssociationLabels {
+                    processor: self.shared.processor.clone(),
+                    source: source.to_string(),
+                    result: result.to_string(),
+                })
+                .inc_by(n);
+        }
         out.push(batch);
     }
 }

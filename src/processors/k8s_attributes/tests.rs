@@ -331,7 +331,13 @@ fn tagging_adds_what_is_missing_and_counts() {
         attributes: resource_with(&[("k8s.namespace.name", "kept")]),
         ..Default::default()
     };
-    processor.tag(&mut resource, Some("10.1.2.3".parse().unwrap()));
+    let mut budget = usize::MAX;
+    let outcome = processor.tag(
+        &mut resource,
+        Some("10.1.2.3".parse().unwrap()),
+        &mut budget,
+    );
+    assert_eq!(outcome, ("connection", "hit"));
     let text =
         |key: &str| association::string_attribute(&resource.attributes, key).map(str::to_string);
     assert_eq!(
@@ -343,14 +349,70 @@ fn tagging_adds_what_is_missing_and_counts() {
     assert_eq!(text("k8s.deployment.name").as_deref(), Some("checkout"));
     assert_eq!(text("k8s.node.name").as_deref(), Some("node-a"));
     let mut other = Resource::default();
-    processor.tag(&mut other, Some("10.9.9.9".parse().unwrap()));
+    let outcome = processor.tag(&mut other, Some("10.9.9.9".parse().unwrap()), &mut budget);
+    assert_eq!(outcome, ("connection", "miss"));
     assert!(other.attributes.is_empty());
+
+    // a batch may grow only so much: past its budget, resources go on untagged, counted
+    let mut small = 40;
+    let mut third = Resource::default();
+    let outcome = processor.tag(&mut third, Some("10.1.2.3".parse().unwrap()), &mut small);
+    assert_eq!(outcome, ("connection", "over_budget"));
+    assert!(third.attributes.is_empty());
+    assert_eq!(small, 40);
+
+    // through `process`, counted once per batch and outcome
+    let mut processor = processor;
+    let mut batch = crate::model::tests::traces_batch(3, 1);
+    batch.set_client(Some("10.1.2.3".parse().unwrap()));
+    let mut out = Vec::new();
+    processor.process(batch, &mut out);
     let metrics = telemetry.encode();
-    assert!(metrics.contains(r#"sieve_k8s_attributes_associations_total{processor="k8s_attributes",source="connection",result="hit"} 1"#), "{metrics}");
     assert!(
-        metrics.contains(r#"source="connection",result="miss"} 1"#),
+        metrics.contains(r#"sieve_k8s_attributes_associations_total{processor="k8s_attributes",source="connection",result="hit"} 3"#),
         "{metrics}"
     );
+}
+
+/// A request of many tiny resources cannot make a batch grow a hundredfold.
+#[test]
+fn the_growth_of_a_batch_is_bounded() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let telemetry = Telemetry::new();
+    let cache = Arc::new(Cache::new(1 << 20, Duration::from_secs(120)));
+    let mut pod = info("p", "10.1.2.3");
+    pod.attributes
+        .push(("k8s.pod.labels.blob".into(), "x".repeat(40_000)));
+    cache.upsert(pod, Instant::now());
+    let mut processor = K8sAttributesProcessor {
+        shared: Arc::new(Shared {
+            source: Some(Arc::new(Source {
+                cache,
+                watches: watch::Watches::idle(),
+            })),
+            association: Association::new(&[]),
+            wait_until: None,
+            associations: telemetry.family("k8s_attributes_associations", "test"),
+            processor: "k8s_attributes".into(),
+            passthrough: false,
+        }),
+        waited: false,
+    };
+    // 200 resources of one span each, every one of which would get 40 KB
+    let mut batch = crate::model::tests::traces_batch(200, 1);
+    batch.set_client(Some("10.1.2.3".parse().unwrap()));
+    let before = batch.encoded_len();
+    let mut out = Vec::new();
+    processor.process(batch, &mut out);
+    let after = out[0].encoded_len();
+    assert!(
+        after <= before * 3 + (1 << 20) + 40_100,
+        "{before} → {after}"
+    );
+    assert!(telemetry.encode().contains(r#"result="over_budget"}"#));
 }
 
 #[test]
