@@ -1,11 +1,13 @@
 //! The attribute processors on one request of 100 realistic spans (~470 bytes each),
 //! as receivers hand it on: `resource` rewriting only the resource on the wire (what
 //! `k8s_attributes` and `resource_detection` also do per batch), and `attributes`
-//! changing every span decoded. `cargo bench --bench attributes`.
+//! changing every span decoded, and `filter` evaluating two OTTL conditions on every
+//! span (decoded). `cargo bench --bench attributes`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use sieve::model::{Batch, Signal};
 use sieve::processors::attributes::{AttributesConfig, AttributesProcessor};
+use sieve::processors::filter::{FilterConfig, FilterProcessor};
 use sieve::processors::resource::{ResourceConfig, ResourceProcessor};
 use sieve::processors::Processor;
 
@@ -70,6 +72,25 @@ include: {match_type: strict, span_names: ['GET /api/v1/items/{id} #1']}",
             |batch| {
                 let mut out = Vec::with_capacity(1);
                 every.process(batch, &mut out);
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let config: FilterConfig = serde_yaml::from_str(
+        r#"traces:
+  span:
+    - 'attributes["http.route"] == "/healthz"'
+    - 'IsMatch(name, "^health") or (kind == SPAN_KIND_INTERNAL and status.code != STATUS_CODE_ERROR)'"#,
+    )
+    .unwrap();
+    let mut filter = FilterProcessor::new(&config).unwrap();
+    group.bench_function("filter_two_conditions_keeps_all", |b| {
+        b.iter_batched(
+            batch,
+            |batch| {
+                let mut out = Vec::with_capacity(1);
+                filter.process(batch, &mut out);
                 out
             },
             BatchSize::SmallInput,
