@@ -888,6 +888,35 @@ impl CloneShell for opentelemetry_proto::tonic::metrics::v1::ScopeMetrics {
     }
 }
 
+/// A log severity's number from its OpenTelemetry name (`TRACE`, `INFO`, `WARN2`, ...
+/// `FATAL4`, in any case; `UNSPECIFIED` is 0), as the log data model numbers them.
+pub fn severity_number(name: &str) -> Option<i32> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "UNSPECIFIED" {
+        return Some(0);
+    }
+    let (base, step) = match upper.find(|c: char| c.is_ascii_digit()) {
+        Some(at) => (
+            &upper[..at],
+            upper[at..]
+                .parse::<i32>()
+                .ok()
+                .filter(|s| (2..=4).contains(s))?,
+        ),
+        None => (upper.as_str(), 1),
+    };
+    let first = match base {
+        "TRACE" => 1,
+        "DEBUG" => 5,
+        "INFO" => 9,
+        "WARN" => 13,
+        "ERROR" => 17,
+        "FATAL" => 21,
+        _ => return None,
+    };
+    Some(first + step - 1)
+}
+
 /// An attribute value as text: strings as they are, bytes in base64, arrays as `[a,b]`,
 /// maps as `{k=v}`. Used wherever OTLP values become labels.
 pub fn any_value_text(value: Option<&AnyValue>) -> String {

@@ -589,27 +589,8 @@ fn enum_value(name: &str) -> Option<i64> {
         }
     }
     let severity = name.strip_prefix("SEVERITY_NUMBER_")?;
-    if severity == "UNSPECIFIED" {
-        return Some(0);
-    }
-    let (base, step) = match severity.find(|c: char| c.is_ascii_digit()) {
-        Some(at) => (
-            &severity[..at],
-            severity[at..]
-                .parse::<i64>()
-                .ok()
-                .filter(|s| (2..=4).contains(s))?,
-        ),
-        None => (severity, 1),
-    };
-    let first = match base {
-        "TRACE" => 1,
-        "DEBUG" => 5,
-        "INFO" => 9,
-        "WARN" => 13,
-        "ERROR" => 17,
-        "FATAL" => 21,
-        _ => return None,
-    };
-    Some(first + step - 1)
+    // the enum's names are uppercase
+    (severity == severity.to_ascii_uppercase())
+        .then(|| crate::model::severity_number(severity).map(i64::from))
+        .flatten()
 }

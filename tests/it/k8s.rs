@@ -89,6 +89,20 @@ fn line(kind: &str, object: &Value) -> Bytes {
 }
 
 impl ApiServer {
+    /// A double serving HTTPS with a certificate made in `dir` (where its kubeconfig
+    /// finds the CA).
+    async fn start_in(dir: &std::path::Path) -> ApiServer {
+        make_certificates(dir);
+        let file = |name: &str| dir.join(name).display().to_string();
+        let acceptor = sieve::tls::http_acceptor(&sieve::tls::TlsServerConfig {
+            cert_file: file("server.pem"),
+            key_file: file("server.key"),
+            client_ca_file: None,
+        })
+        .unwrap();
+        ApiServer::start(acceptor).await
+    }
+
     async fn start(acceptor: tokio_rustls::TlsAcceptor) -> ApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -596,15 +610,7 @@ service:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone() {
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
-    let file = |name: &str| dir.path().join(name).display().to_string();
-    let acceptor = sieve::tls::http_acceptor(&sieve::tls::TlsServerConfig {
-        cert_file: file("server.pem"),
-        key_file: file("server.key"),
-        client_ca_file: None,
-    })
-    .unwrap();
-    let api = ApiServer::start(acceptor).await;
+    let api = ApiServer::start_in(dir.path()).await;
     api.apply(Kind::ReplicaSets, replica_set("checkout-7d9", "checkout"));
     api.apply(Kind::Namespaces, namespace("shop", "payments"));
     api.apply(
@@ -886,15 +892,7 @@ async fn pods_are_found_by_connection_through_list_watch_bookmark_break_and_gone
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_detection_reads_the_environment_and_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    make_certificates(dir.path());
-    let file = |name: &str| dir.path().join(name).display().to_string();
-    let acceptor = sieve::tls::http_acceptor(&sieve::tls::TlsServerConfig {
-        cert_file: file("server.pem"),
-        key_file: file("server.key"),
-        client_ca_file: None,
-    })
-    .unwrap();
-    let api = ApiServer::start(acceptor).await;
+    let api = ApiServer::start_in(dir.path()).await;
     let kubeconfig = api.kubeconfig(dir.path());
     let sink = Sink::start().await;
     let config = CONFIG

@@ -77,7 +77,7 @@ impl TryFrom<serde_yaml::Value> for Severity {
     fn try_from(value: serde_yaml::Value) -> Result<Severity, String> {
         let number = match &value {
             serde_yaml::Value::Number(n) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
-            serde_yaml::Value::String(name) => severity_by_name(name),
+            serde_yaml::Value::String(name) => crate::model::severity_number(name),
             _ => None,
         };
         number
@@ -87,30 +87,6 @@ impl TryFrom<serde_yaml::Value> for Severity {
                 format!("{value:?} is not a severity: a number 1–24 or a name like INFO or WARN2")
             })
     }
-}
-
-fn severity_by_name(name: &str) -> Option<i32> {
-    let upper = name.trim().to_ascii_uppercase();
-    let (base, step) = match upper.find(|c: char| c.is_ascii_digit()) {
-        Some(at) => (
-            &upper[..at],
-            upper[at..]
-                .parse::<i32>()
-                .ok()
-                .filter(|s| (1..=4).contains(s))?,
-        ),
-        None => (upper.as_str(), 1),
-    };
-    let first = match base {
-        "TRACE" => 1,
-        "DEBUG" => 5,
-        "INFO" => 9,
-        "WARN" => 13,
-        "ERROR" => 17,
-        "FATAL" => 21,
-        _ => return None,
-    };
-    Some(first + step - 1)
 }
 
 /// `include:` or `exclude:`.

@@ -205,6 +205,29 @@ fn the_cache_is_bounded_in_bytes() {
     assert!(cache.size().1 <= room);
 }
 
+/// The processor over a cache filled by hand (watches that watch nothing; call it
+/// inside a runtime).
+fn over(
+    cache: Arc<Cache>,
+    telemetry: &Telemetry,
+    wait_until: Option<Instant>,
+) -> K8sAttributesProcessor {
+    K8sAttributesProcessor {
+        shared: Arc::new(Shared {
+            source: Some(Arc::new(Source {
+                cache,
+                watches: watch::Watches::idle(),
+            })),
+            association: Association::new(&[]),
+            wait_until,
+            associations: telemetry.family("k8s_attributes_associations", "test"),
+            processor: "k8s_attributes".into(),
+            passthrough: false,
+        }),
+        waited: false,
+    }
+}
+
 fn resource_with(attributes: &[(&str, &str)]) -> Vec<KeyValue> {
     let mut list = Vec::new();
     for (k, v) in attributes {
@@ -313,20 +336,7 @@ fn tagging_adds_what_is_missing_and_counts() {
         Instant::now(),
     );
     cache.set_replica_set("shop/checkout-7d9f8b6c5d".into(), "checkout".into());
-    let processor = K8sAttributesProcessor {
-        shared: Arc::new(Shared {
-            source: Some(Arc::new(Source {
-                cache,
-                watches: watch::Watches::idle(),
-            })),
-            association: Association::new(&[]),
-            wait_until: None,
-            associations: telemetry.family("k8s_attributes_associations", "test"),
-            processor: "k8s_attributes".into(),
-            passthrough: false,
-        }),
-        waited: false,
-    };
+    let processor = over(cache, &telemetry, None);
     let mut resource = Resource {
         attributes: resource_with(&[("k8s.namespace.name", "kept")]),
         ..Default::default()
@@ -387,20 +397,7 @@ fn the_growth_of_a_batch_is_bounded() {
     pod.attributes
         .push(("k8s.pod.labels.blob".into(), "x".repeat(40_000)));
     cache.upsert(pod, Instant::now());
-    let mut processor = K8sAttributesProcessor {
-        shared: Arc::new(Shared {
-            source: Some(Arc::new(Source {
-                cache,
-                watches: watch::Watches::idle(),
-            })),
-            association: Association::new(&[]),
-            wait_until: None,
-            associations: telemetry.family("k8s_attributes_associations", "test"),
-            processor: "k8s_attributes".into(),
-            passthrough: false,
-        }),
-        waited: false,
-    };
+    let mut processor = over(cache, &telemetry, None);
     // 200 resources of one span each, every one of which would get 40 KB
     let mut batch = crate::model::tests::traces_batch(200, 1);
     batch.set_client(Some("10.1.2.3".parse().unwrap()));
@@ -537,21 +534,11 @@ fn wait_for_metadata_holds_the_first_batch_until_the_list_or_the_timeout() {
     let _in_runtime = runtime.enter();
     let telemetry = Telemetry::new();
     let processor = |deadline: Instant| {
-        let source = Arc::new(Source {
-            cache: Arc::new(Cache::new(1 << 20, Duration::from_secs(120))),
-            watches: watch::Watches::idle(),
-        });
-        K8sAttributesProcessor {
-            shared: Arc::new(Shared {
-                source: Some(source),
-                association: Association::new(&[]),
-                wait_until: Some(deadline),
-                associations: telemetry.family("k8s_attributes_associations", "test"),
-                processor: "k8s_attributes".into(),
-                passthrough: false,
-            }),
-            waited: false,
-        }
+        over(
+            Arc::new(Cache::new(1 << 20, Duration::from_secs(120))),
+            &telemetry,
+            Some(deadline),
+        )
     };
     let batch = || crate::model::tests::traces_batch(1, 2);
     let start = Instant::now();
