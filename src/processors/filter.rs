@@ -64,8 +64,11 @@ pub struct LogsConditions {
 pub struct FilterConfig {
     /// `propagate` (default), `ignore` or `silent`.
     pub error_mode: ErrorMode,
+    /// Conditions on spans (`span`) and span events (`spanevent`).
     pub traces: TracesConditions,
+    /// Conditions on metrics (`metric`) and data points (`datapoint`).
     pub metrics: MetricsConditions,
+    /// Conditions on log records (`log_record`).
     pub logs: LogsConditions,
 }
 
