@@ -8,7 +8,7 @@
 //! bytes, never decoded. A batch already decoded by an earlier processor is changed in
 //! place.
 
-use super::attributes::actions::{ActionConfig, Actions};
+use super::attributes::actions::{ActionConfig, Actions, Context};
 use super::Processor;
 use crate::config::FieldError;
 use crate::model::wire::{Fields, Value};
@@ -56,9 +56,12 @@ impl ResourceProcessor {
 impl Processor for ResourceProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         let metadata = batch.metadata().cloned();
+        let context = Context {
+            metadata: metadata.as_ref(),
+            client: batch.client(),
+        };
         rewrite_resources(&mut batch, |resource| {
-            self.actions
-                .apply(&mut resource.attributes, metadata.as_ref())
+            self.actions.apply(&mut resource.attributes, context)
         });
         out.push(batch);
     }

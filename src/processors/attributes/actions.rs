@@ -6,7 +6,8 @@
 //! Values come from the config (`value`, typed as YAML types it: string, int, double,
 //! bool, list, map), from another attribute of the same list (`from_attribute`), or from
 //! the request the data came in (`from_context`: `metadata.<header>`, kept by a
-//! receiver's `include_metadata`, and `auth.subject`, the authenticated identity), with
+//! receiver's `include_metadata`, `auth.subject`, the authenticated identity, and
+//! `client.address`, the sender's address), with
 //! `default_value` when the source has none.
 
 use crate::config::FieldError;
@@ -105,7 +106,7 @@ pub struct ActionConfig {
 enum Source {
     Value(AnyValue),
     Attribute(String),
-    Context(String),
+    Context(ContextValue),
     Nothing,
 }
 
@@ -146,8 +147,21 @@ enum Action {
 #[derive(Debug)]
 pub struct Actions(Vec<Action>);
 
-/// The request values `from_context` reads.
-pub type Context<'a> = Option<&'a Metadata>;
+/// The request values `from_context` reads: its kept metadata and its client's address.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Context<'a> {
+    pub metadata: Option<&'a Metadata>,
+    pub client: Option<std::net::IpAddr>,
+}
+
+/// A value of the request.
+#[derive(Debug)]
+enum ContextValue {
+    /// A metadata name (lowercase).
+    Metadata(String),
+    /// The address of the client that sent the data.
+    ClientAddress,
+}
 
 impl Actions {
     /// Compiles `configs`, the list at `field` (`actions` or `attributes`), naming the
@@ -329,28 +343,36 @@ impl Source {
                 let at = position(attributes, key)?;
                 attributes[at].value.clone()
             }
-            Source::Context(name) => context?.get(name).map(string),
+            Source::Context(ContextValue::Metadata(name)) => {
+                context.metadata?.get(name).map(string)
+            }
+            Source::Context(ContextValue::ClientAddress) => {
+                context.client.map(|ip| string(&ip.to_string()))
+            }
             Source::Nothing => None,
         }
     }
 }
 
-/// The metadata name a `from_context` key reads: `metadata.<header>`, `auth.subject`,
-/// or (as the collector falls back) a bare header name.
-fn context_key(key: &str) -> Result<String, String> {
-    if key == crate::receivers::otlp::AUTH_SUBJECT {
-        return Ok(key.to_string());
+/// What a `from_context` key reads: `client.address`, `auth.subject`,
+/// `metadata.<header>`, or (as the collector falls back) a bare header name.
+fn context_key(key: &str) -> Result<ContextValue, String> {
+    if key == "client.address" {
+        return Ok(ContextValue::ClientAddress);
     }
-    if key.starts_with("auth.") || key == "client.address" {
+    if key == crate::receivers::otlp::AUTH_SUBJECT {
+        return Ok(ContextValue::Metadata(key.to_string()));
+    }
+    if key.starts_with("auth.") {
         return Err(format!(
-            "`from_context: {key}`: sieve keeps `metadata.<header>` and `auth.subject` with the data, not `{key}`"
+            "`from_context: {key}`: of the authentication, sieve keeps `auth.subject` with the data, not `{key}`"
         ));
     }
     let header = key.strip_prefix("metadata.").unwrap_or(key);
     if header.is_empty() {
         return Err("`from_context` needs a name, e.g. `metadata.x-tenant`".into());
     }
-    Ok(header.to_ascii_lowercase())
+    Ok(ContextValue::Metadata(header.to_ascii_lowercase()))
 }
 
 fn kind_name(kind: ActionKind) -> &'static str {

@@ -12,8 +12,8 @@ pub mod matching;
 
 use super::Processor;
 use crate::config::FieldError;
-use crate::model::{Batch, Metadata, Signal};
-use actions::{ActionConfig, Actions};
+use crate::model::{Batch, Signal};
+use actions::{ActionConfig, Actions, Context};
 use matching::{Item, ItemKind, MatchConfig, Matcher};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
@@ -91,7 +91,7 @@ impl AttributesProcessor {
             && !self.exclude.as_ref().is_some_and(|m| m.matches(item))
     }
 
-    fn spans(&self, batch: &mut Batch, metadata: Option<&Metadata>) {
+    fn spans(&self, batch: &mut Batch, context: Context) {
         for rs in batch.traces_mut() {
             let resource = resource_attributes(&rs.resource);
             for ss in &mut rs.scope_spans {
@@ -106,14 +106,14 @@ impl AttributesProcessor {
                         },
                     };
                     if self.selects(&item) {
-                        self.actions.apply(&mut span.attributes, metadata);
+                        self.actions.apply(&mut span.attributes, context);
                     }
                 }
             }
         }
     }
 
-    fn logs(&self, batch: &mut Batch, metadata: Option<&Metadata>) {
+    fn logs(&self, batch: &mut Batch, context: Context) {
         for rl in batch.logs_mut() {
             let resource = resource_attributes(&rl.resource);
             for sl in &mut rl.scope_logs {
@@ -129,7 +129,7 @@ impl AttributesProcessor {
                         },
                     };
                     if self.selects(&item) {
-                        self.actions.apply(&mut record.attributes, metadata);
+                        self.actions.apply(&mut record.attributes, context);
                     }
                 }
             }
@@ -138,7 +138,7 @@ impl AttributesProcessor {
 
     /// Metrics are selected whole (by name and resource); the actions change the
     /// attributes of each of their data points.
-    fn metrics(&self, batch: &mut Batch, metadata: Option<&Metadata>) {
+    fn metrics(&self, batch: &mut Batch, context: Context) {
         for rm in batch.metrics_mut() {
             let resource = resource_attributes(&rm.resource);
             for sm in &mut rm.scope_metrics {
@@ -151,7 +151,7 @@ impl AttributesProcessor {
                     };
                     if self.selects(&item) {
                         for attributes in point_attributes(metric.data.as_mut()) {
-                            self.actions.apply(attributes, metadata);
+                            self.actions.apply(attributes, context);
                         }
                     }
                 }
@@ -201,10 +201,14 @@ fn point_attributes(data: Option<&mut Data>) -> Vec<&mut Vec<KeyValue>> {
 impl Processor for AttributesProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         let metadata = batch.metadata().cloned();
+        let context = Context {
+            metadata: metadata.as_ref(),
+            client: batch.client(),
+        };
         match batch.signal() {
-            Signal::Traces => self.spans(&mut batch, metadata.as_ref()),
-            Signal::Logs => self.logs(&mut batch, metadata.as_ref()),
-            Signal::Metrics => self.metrics(&mut batch, metadata.as_ref()),
+            Signal::Traces => self.spans(&mut batch, context),
+            Signal::Logs => self.logs(&mut batch, context),
+            Signal::Metrics => self.metrics(&mut batch, context),
         }
         out.push(batch);
     }

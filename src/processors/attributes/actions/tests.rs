@@ -50,6 +50,9 @@ const CASES: &[(&str, &str, &str, bool)] = &[
     ("[{key: tenant_id, from_context: metadata.x-tenant, default_value: default-tenant, action: upsert}]", "{}", "{tenant_id: default-tenant}", false),
     ("[{key: tenant_id, from_context: X-Tenant, action: upsert}]", "{}", "{tenant_id: acme}", true),
     ("[{key: tenant_id, from_context: metadata.x-other, action: upsert}]", "{}", "{}", true),
+    // from_context: the client's address
+    ("[{key: net.peer.ip, from_context: client.address, action: insert}]", "{}", "{net.peer.ip: 10.1.2.3}", true),
+    ("[{key: net.peer.ip, from_context: client.address, action: insert}]", "{}", "{}", false),
     // delete: by key and by pattern
     ("[{key: db.table, action: delete}]", "{db.table: users, db.system: pg}", "{db.system: pg}", false),
     ("[{pattern: '^account_', action: delete}]", "{account_password: x, account_email: y, user: z}", "{user: z}", false),
@@ -92,7 +95,11 @@ fn each_action_does_what_the_collector_documents() {
         let actions =
             actions(list).unwrap_or_else(|e| panic!("case {at}: {}: {}", e.key, e.message));
         let mut attrs = attributes(before);
-        actions.apply(&mut attrs, with_metadata.then_some(&metadata));
+        let context = Context {
+            metadata: with_metadata.then_some(&metadata),
+            client: with_metadata.then(|| "10.1.2.3".parse().unwrap()),
+        };
+        actions.apply(&mut attrs, context);
         attrs.sort_by(|a, b| a.key.cmp(&b.key));
         assert_eq!(attrs, attributes(after), "case {at}: {list} on {before}");
     }
@@ -142,10 +149,6 @@ const REFUSED: &[(&str, &str)] = &[
         "`converted_type` does not go",
     ),
     ("[{key: a, action: explode}]", "unknown action `explode`"),
-    (
-        "[{key: a, action: upsert, from_context: client.address}]",
-        "not `client.address`",
-    ),
     (
         "[{key: a, action: upsert, from_context: auth.groups}]",
         "not `auth.groups`",
