@@ -365,9 +365,10 @@ impl PipelineInput {
             crate::model::Payload::Encoded(parts) => parts.clone(),
             _ => vec![batch.to_bytes()],
         };
-        let appended = durable
-            .log
-            .append(self.signal, items, batch.metadata(), &parts);
+        let appended =
+            durable
+                .log
+                .append(self.signal, items, batch.metadata(), batch.client(), &parts);
         self.count_dropped_to_make_room(durable.log.take_dropped());
         match appended {
             Ok(seq) => {

@@ -15,7 +15,9 @@
 //! to the end of the payload. In version 2 the payload starts with the request metadata
 //! the data carries (a tenant: `count (2)` then `key length (2) | key | value length (2)
 //! | value` per entry), followed by the encoded OTLP export request sieve accepted, so
-//! a write is a copy and a checksum. Version 1 records (no metadata) are read as before.
+//! a write is a copy and a checksum. Version 3, written now, puts the address of the
+//! client that sent the data between the two (`0`, or `4` and 4 bytes, or `6` and 16
+//! bytes). Version 2 (no client) and version 1 records (no metadata) are read as before.
 //!
 //! When the log is full it refuses appends, or, with `drop_oldest`, deletes its oldest
 //! segment that nothing has read yet and counts the items in it as dropped. Segments
@@ -45,7 +47,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAGIC: [u8; 4] = *b"SVQ1";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Records written before the client's address was kept: metadata, then the request.
+const VERSION_WITHOUT_CLIENT: u8 = 2;
 /// Records written before metadata was kept: the payload is the request alone.
 const VERSION_WITHOUT_METADATA: u8 = 1;
 const HEADER_BYTES: usize = 26;
@@ -73,6 +77,8 @@ pub struct Record {
     pub items: usize,
     /// The request metadata the data came with (none in a version 1 record).
     pub metadata: Option<Metadata>,
+    /// The address of the client that sent it (none before version 3).
+    pub client: Option<std::net::IpAddr>,
     pub payload: Bytes,
 }
 
@@ -97,6 +103,31 @@ fn encode_metadata(metadata: Option<&Metadata>) -> Bytes {
         }
     }
     Bytes::from(block)
+}
+
+/// The client block of a version 3 payload.
+fn encode_client(client: Option<std::net::IpAddr>) -> Bytes {
+    match client {
+        None => Bytes::from_static(&[0]),
+        Some(std::net::IpAddr::V4(ip)) => [&[4u8][..], &ip.octets()].concat().into(),
+        Some(std::net::IpAddr::V6(ip)) => [&[6u8][..], &ip.octets()].concat().into(),
+    }
+}
+
+/// The client block at `at` and where it ends; `None` when it does not parse (damage).
+fn decode_client(payload: &[u8], at: usize) -> Option<(Option<std::net::IpAddr>, usize)> {
+    match *payload.get(at)? {
+        0 => Some((None, at + 1)),
+        4 => {
+            let octets: [u8; 4] = payload.get(at + 1..at + 5)?.try_into().ok()?;
+            Some((Some(octets.into()), at + 5))
+        }
+        6 => {
+            let octets: [u8; 16] = payload.get(at + 1..at + 17)?.try_into().ok()?;
+            Some((Some(octets.into()), at + 17))
+        }
+        _ => None,
+    }
 }
 
 /// The metadata block at the start of a version 2 payload and where the request
@@ -282,7 +313,12 @@ fn encode_header(seq: u64, signal: Signal, items: usize, payload: &[Bytes]) -> [
 /// The record at the start of `bytes`, if it checks out, and its full length.
 fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
     let header = bytes.get(..HEADER_BYTES)?;
-    if header[0..4] != MAGIC || !matches!(header[4], VERSION | VERSION_WITHOUT_METADATA) {
+    if header[0..4] != MAGIC
+        || !matches!(
+            header[4],
+            VERSION | VERSION_WITHOUT_CLIENT | VERSION_WITHOUT_METADATA
+        )
+    {
         return None;
     }
     let signal = *Signal::ALL.get(header[5] as usize)?;
@@ -298,9 +334,17 @@ fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
     if computed != crc {
         return None;
     }
-    let (metadata, request) = match header[4] {
-        VERSION => decode_metadata(payload)?,
-        _ => (None, 0),
+    let (metadata, client, request) = match header[4] {
+        VERSION => {
+            let (metadata, at) = decode_metadata(payload)?;
+            let (client, at) = decode_client(payload, at)?;
+            (metadata, client, at)
+        }
+        VERSION_WITHOUT_CLIENT => {
+            let (metadata, at) = decode_metadata(payload)?;
+            (metadata, None, at)
+        }
+        _ => (None, None, 0),
     };
     Some((
         Record {
@@ -308,6 +352,7 @@ fn decode(bytes: &[u8]) -> Option<(Record, usize)> {
             signal,
             items,
             metadata,
+            client,
             payload: Bytes::copy_from_slice(&payload[request..]),
         },
         HEADER_BYTES + length,
@@ -583,17 +628,19 @@ impl Log {
             .map_or(Duration::ZERO, |s| s.created.elapsed().unwrap_or_default())
     }
 
-    /// Appends one record of `payload` (an encoded request, in parts) and the request
-    /// `metadata` it came with: written to the operating system before this returns,
-    /// and on disk too with `fsync: always`. Returns its sequence number.
+    /// Appends one record of `payload` (an encoded request, in parts), the request
+    /// `metadata` it came with and its `client`: written to the operating system before
+    /// this returns, and on disk too with `fsync: always`. Returns its sequence number.
     pub fn append(
         &self,
         signal: Signal,
         items: usize,
         metadata: Option<&Metadata>,
+        client: Option<std::net::IpAddr>,
         request: &[Bytes],
     ) -> Result<u64, AppendError> {
-        let payload: Vec<Bytes> = std::iter::once(encode_metadata(metadata))
+        let payload: Vec<Bytes> = [encode_metadata(metadata), encode_client(client)]
+            .into_iter()
             .chain(request.iter().cloned())
             .collect();
         let payload = payload.as_slice();

@@ -542,6 +542,7 @@ impl Durable {
             Batch::from_encoded_parts(record.signal, vec![record.payload], record.items);
         batch.set_record(Some(record.seq));
         batch.set_metadata(record.metadata);
+        batch.set_client(record.client);
         Some(batch)
     }
 

@@ -1053,3 +1053,62 @@ async fn the_collector_charts_agent_processors_load_unchanged_and_run() {
         "untagged data is counted"
     );
 }
+
+/// The client's address survives the persistent queue: data that waited on disk through
+/// a restart is still associated by its connection (`passthrough` sets `k8s.pod.ip`
+/// from it, with no API to reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_survives_the_persistent_queue_across_a_restart() {
+    let sink = Sink::start().await;
+    let storage = tempfile::tempdir().unwrap();
+    let config = |backend: &str| {
+        format!(
+            "extensions:
+  file_storage:
+    directory: {dir}
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{http}}
+processors:
+  k8s_attributes:
+    passthrough: true
+exporters:
+  otlp:
+    endpoint: {backend}
+    sending_queue:
+      storage: file_storage
+    retry_on_failure:
+      max_elapsed_time: 0s
+service:
+  extensions: [file_storage]
+  shutdown_timeout: 1s
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [k8s_attributes], exporters: [otlp]}}
+",
+            dir = storage.path().display()
+        )
+    };
+    // nothing listens on port 1: the backend is down
+    let mut sieve = Sieve::start(&config("http://127.0.0.1:1"));
+    post_from(
+        "127.0.0.31",
+        sieve.http,
+        "traces",
+        request("traces", "queued", &[]),
+    )
+    .await;
+    sieve.signal("TERM");
+    assert!(sieve.wait_exit(WAIT).is_some_and(|s| s.success()));
+    let _next = Sieve::start(&config(&sink.grpc_endpoint()));
+    sink.wait_for(WAIT, "the queued span", |r| {
+        !resources_of(r, "traces", "queued").is_empty()
+    })
+    .await;
+    let attributes = sink.with(|r| resources_of(r, "traces", "queued").remove(0));
+    assert_eq!(attributes["k8s.pod.ip"], "127.0.0.31");
+}

@@ -565,6 +565,7 @@ async fn a_one_gib_backlog_drains_with_flat_memory() {
             sieve::model::Signal::Traces,
             1,
             None,
+            None,
             &[bytes::Bytes::from(request.encode_to_vec())],
         )
         .unwrap();

@@ -19,7 +19,11 @@ fn open(dir: &Path) -> (Arc<Log>, Recovered) {
 
 fn append_all(log: &Log, range: std::ops::Range<u64>) {
     for n in range {
-        assert_eq!(log.append(Signal::Logs, 1, None, &payload(n)).unwrap(), n);
+        assert_eq!(
+            log.append(Signal::Logs, 1, None, None, &payload(n))
+                .unwrap(),
+            n
+        );
     }
 }
 
@@ -166,15 +170,15 @@ fn a_full_log_refuses_and_takes_appends_again_once_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open_with_segments(dir.path(), 1000, Fsync::Always, 300).unwrap();
     let mut n = 0;
-    while log.append(Signal::Logs, 1, None, &payload(n)).is_ok() {
+    while log.append(Signal::Logs, 1, None, None, &payload(n)).is_ok() {
         n += 1;
     }
     assert!(matches!(
-        log.append(Signal::Logs, 1, None, &payload(n)),
+        log.append(Signal::Logs, 1, None, None, &payload(n)),
         Err(AppendError::Full)
     ));
     log.acknowledge(n).unwrap();
-    assert!(log.append(Signal::Logs, 1, None, &payload(n)).is_ok());
+    assert!(log.append(Signal::Logs, 1, None, None, &payload(n)).is_ok());
 }
 
 proptest! {
@@ -192,7 +196,7 @@ proptest! {
         let (log, _) = open(dir.path());
         let mut reader = log.reader(0);
         while reader.read_next().unwrap().0.is_some() {}
-        log.append(Signal::Traces, 1, None, &payload(1)).unwrap();
+        log.append(Signal::Traces, 1, None, None, &payload(1)).unwrap();
     }
 
     /// A crash that cuts the segment being written at any byte loses only the record
@@ -212,8 +216,9 @@ proptest! {
             let first = list_segments(dir.path()).unwrap().pop().unwrap();
             let mut end = 0usize;
             let mut n = first;
-            // a record: its header, an empty metadata block (its count, 2 bytes), the request
-            let size = |n: u64| HEADER_BYTES + 2 + payload(n)[0].len();
+            // a record: its header, an empty metadata block (its count, 2 bytes), an empty
+            // client block (1 byte), the request
+            let size = |n: u64| HEADER_BYTES + 2 + 1 + payload(n)[0].len();
             while n < records && end + size(n) <= keep {
                 end += size(n);
                 n += 1;
@@ -273,7 +278,8 @@ fn a_crash_around_segment_creation_is_harmless() {
     assert!(seqs.starts_with(&(0..12).collect::<Vec<_>>()), "{seqs:?}");
     let next = log.end();
     assert_eq!(
-        log.append(Signal::Logs, 1, None, &payload(next)).unwrap(),
+        log.append(Signal::Logs, 1, None, None, &payload(next))
+            .unwrap(),
         next
     );
 }
@@ -328,7 +334,7 @@ fn drop_oldest_never_deletes_what_is_being_sent_and_refuses_when_only_that_is_le
     let mut reader = log.reader(0);
     let mut n = 0;
     loop {
-        match log.append(Signal::Logs, 1, None, &payload(n)) {
+        match log.append(Signal::Logs, 1, None, None, &payload(n)) {
             Ok(_) => n += 1,
             Err(AppendError::Full) => break,
             Err(e) => panic!("{e:?}"),
@@ -343,7 +349,7 @@ fn drop_oldest_never_deletes_what_is_being_sent_and_refuses_when_only_that_is_le
         "what was read and not acknowledged stays on disk"
     );
     log.acknowledge(reader.position()).unwrap();
-    assert!(log.append(Signal::Logs, 1, None, &payload(n)).is_ok());
+    assert!(log.append(Signal::Logs, 1, None, None, &payload(n)).is_ok());
 }
 
 #[test]
@@ -378,7 +384,7 @@ proptest! {
             match step {
                 0 | 1 => {
                     let n = log.end();
-                    if log.append(Signal::Logs, 1, None, &payload(n)).is_ok() {
+                    if log.append(Signal::Logs, 1, None, None, &payload(n)).is_ok() {
                         appended.push(n);
                     }
                 }
@@ -424,36 +430,46 @@ proptest! {
     }
 }
 
-/// The request metadata (a tenant) goes into the record and comes back with it; records
-/// written before metadata was kept (version 1) still read, without it.
+/// The request metadata (a tenant) and the client's address go into the record and come
+/// back with it; records written before the client was kept (version 2) and before
+/// metadata was kept (version 1) still read, without them.
 #[test]
-fn metadata_survives_the_log_and_old_records_still_read() {
+fn metadata_and_client_survive_the_log_and_old_records_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path());
     let tenant = Metadata::from_pairs([("x-scope-orgid".to_string(), "team-a".to_string())]);
-    log.append(Signal::Logs, 1, Some(&tenant), &payload(0))
+    let v4: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let v6: std::net::IpAddr = "fd00::7".parse().unwrap();
+    log.append(Signal::Logs, 1, Some(&tenant), Some(v4), &payload(0))
         .unwrap();
-    log.append(Signal::Logs, 1, None, &payload(1)).unwrap();
+    log.append(Signal::Logs, 1, None, Some(v6), &payload(1))
+        .unwrap();
     drop(log);
-    // a version 1 record, as sieve wrote them before
-    let request = payload(2).concat();
-    let mut header = [0u8; HEADER_BYTES];
-    header[0..4].copy_from_slice(&MAGIC);
-    header[4] = VERSION_WITHOUT_METADATA;
-    header[5] = Signal::Logs as u8;
-    header[6..10].copy_from_slice(&1u32.to_le_bytes());
-    header[10..18].copy_from_slice(&2u64.to_le_bytes());
-    header[18..22].copy_from_slice(&(request.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..22]), &request);
-    header[22..26].copy_from_slice(&crc.to_le_bytes());
     let segment = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "seg"))
         .unwrap();
+    // records as sieve wrote them before: version 2 (an empty metadata block, then the
+    // request) and version 1 (the request alone)
+    let old = |seq: u64, version: u8, prefix: &[u8]| {
+        let body = [prefix, &payload(seq).concat()[..]].concat();
+        let mut header = [0u8; HEADER_BYTES];
+        header[0..4].copy_from_slice(&MAGIC);
+        header[4] = version;
+        header[5] = Signal::Logs as u8;
+        header[6..10].copy_from_slice(&1u32.to_le_bytes());
+        header[10..18].copy_from_slice(&seq.to_le_bytes());
+        header[18..22].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..22]), &body);
+        header[22..26].copy_from_slice(&crc.to_le_bytes());
+        [&header[..], &body].concat()
+    };
     let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&header).unwrap();
-    file.write_all(&request).unwrap();
+    file.write_all(&old(2, VERSION_WITHOUT_CLIENT, &[0, 0]))
+        .unwrap();
+    file.write_all(&old(3, VERSION_WITHOUT_METADATA, &[]))
+        .unwrap();
     drop(file);
     let (log, found) = open(dir.path());
     assert_eq!(found.corrupt, 0);
@@ -461,9 +477,17 @@ fn metadata_survives_the_log_and_old_records_still_read() {
     let mut read = Vec::new();
     while let (Some(record), _) = reader.read_next().unwrap() {
         assert_eq!(record.payload, payload(record.seq).concat());
-        read.push((record.seq, record.metadata));
+        read.push((record.seq, record.metadata, record.client));
     }
-    assert_eq!(read, [(0, Some(tenant)), (1, None), (2, None)]);
+    assert_eq!(
+        read,
+        [
+            (0, Some(tenant), Some(v4)),
+            (1, None, Some(v6)),
+            (2, None, None),
+            (3, None, None)
+        ]
+    );
 }
 
 /// A rotation that fails when everything has left (the new segment cannot be created)
