@@ -495,6 +495,45 @@ fn extract(attributes: &mut Vec<KeyValue>, key: &str, pattern: &Regex) {
     }
 }
 
+/// A value as the collector's `AsString` writes it: maps and lists as JSON, bytes in
+/// base64, numbers and booleans as text.
+fn as_string(value: &Value) -> String {
+    match value {
+        Value::ArrayValue(_) | Value::KvlistValue(_) => json(value).to_string(),
+        other => crate::model::any_value_text(Some(&AnyValue {
+            value: Some(other.clone()),
+        })),
+    }
+}
+
+/// A value as JSON (the collector's `AsRaw`, then encoded).
+fn json(value: &Value) -> serde_json::Value {
+    use base64::Engine;
+    let of = |v: &AnyValue| v.value.as_ref().map_or(serde_json::Value::Null, json);
+    match value {
+        Value::StringValue(s) => s.clone().into(),
+        Value::BoolValue(b) => (*b).into(),
+        Value::IntValue(i) => (*i).into(),
+        Value::DoubleValue(d) => {
+            serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::BytesValue(b) => base64::engine::general_purpose::STANDARD.encode(b).into(),
+        Value::ArrayValue(a) => a.values.iter().map(of).collect(),
+        Value::KvlistValue(m) => m
+            .values
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    kv.value.as_ref().map_or(serde_json::Value::Null, of),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        Value::StringValueStrindex(i) => (*i).into(),
+    }
+}
+
 /// The collector's conversions; a value that does not convert is left as it is.
 fn convert(value: &mut Option<AnyValue>, to: ConvertedType) {
     let Some(current) = value.as_ref().and_then(|v| v.value.as_ref()) else {
@@ -509,10 +548,8 @@ fn convert(value: &mut Option<AnyValue>, to: ConvertedType) {
         (ConvertedType::Double, Value::BoolValue(b)) => {
             Some(Value::DoubleValue(f64::from(u8::from(*b))))
         }
-        (ConvertedType::String, other) => Some(Value::StringValue(crate::model::any_value_text(
-            value.as_ref(),
-        )))
-        .filter(|_| !matches!(other, Value::StringValue(_))),
+        (ConvertedType::String, Value::StringValue(_)) => None,
+        (ConvertedType::String, other) => Some(Value::StringValue(as_string(other))),
         _ => None,
     };
     if let Some(converted) = converted {

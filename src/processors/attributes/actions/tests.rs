@@ -84,6 +84,9 @@ const CASES: &[(&str, &str, &str, bool)] = &[
     ("[{key: v, action: convert, converted_type: double}]", "{v: 3}", "{v: 3.0}", false),
     ("[{key: v, action: convert, converted_type: string}]", "{v: 3}", "{v: '3'}", false),
     ("[{key: v, action: convert, converted_type: string}]", "{v: false}", "{v: 'false'}", false),
+    // lists and maps as JSON, as the collector's AsString writes them
+    ("[{key: v, action: convert, converted_type: string}]", "{v: [a, 1, true]}", r#"{v: '["a",1,true]'}"#, false),
+    ("[{key: v, action: convert, converted_type: string}]", "{v: {k: x, n: 2}}", r#"{v: '{"k":"x","n":2}'}"#, false),
     // actions run in order
     ("[{key: a, value: 1, action: insert}, {key: b, from_attribute: a, action: insert}, {key: a, action: delete}]", "{}", "{b: 1}", false),
 ];
