@@ -458,32 +458,28 @@ fn service_attributes_follow_the_opentelemetry_rules() {
     let mut pod = pod_json("checkout-1", "u1", "10.1.2.3");
     let info = extractor.pod(&pod).unwrap();
     let attributes = cache.attributes(&info, Some("app"));
-    assert_eq!(
-        text(&attributes, "k8s.container.name").as_deref(),
-        Some("app")
-    );
-    assert_eq!(
-        text(&attributes, "k8s.cluster.uid").as_deref(),
-        Some("cluster-1")
-    );
-    assert_eq!(
-        text(&attributes, "service.name").as_deref(),
-        Some("checkout"),
-        "the Deployment"
-    );
-    assert_eq!(
-        text(&attributes, "service.namespace").as_deref(),
-        Some("shop")
-    );
-    assert_eq!(
-        text(&attributes, "service.version").as_deref(),
-        Some("1.4.2"),
-        "the image tag"
-    );
-    assert_eq!(
-        text(&attributes, "service.instance.id").as_deref(),
-        Some("shop.checkout-1.app")
-    );
+    for (key, expected, why) in [
+        ("k8s.container.name", "app", "the container named"),
+        (
+            "k8s.cluster.uid",
+            "cluster-1",
+            "the kube-system namespace's uid",
+        ),
+        ("service.name", "checkout", "the Deployment"),
+        ("service.namespace", "shop", "the namespace"),
+        ("service.version", "1.4.2", "the image tag"),
+        (
+            "service.instance.id",
+            "shop.checkout-1.app",
+            "namespace.pod.container",
+        ),
+    ] {
+        assert_eq!(
+            text(&attributes, key).as_deref(),
+            Some(expected),
+            "{key}: {why}"
+        );
+    }
     assert_eq!(
         text(&attributes, "container.image.tag"),
         None,
