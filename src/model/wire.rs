@@ -300,14 +300,26 @@ fn resource_bytes(buf: &[u8], record: Range<usize>) -> Result<&[u8], WireError> 
 /// shard. Items are counted only when the records go to more than one shard. `None`
 /// when a chunk does not parse.
 pub fn shard_by_resource(signal: Signal, chunks: &[Bytes], shards: usize) -> Option<Shards> {
+    divide_by_resource(signal, chunks, |resource| {
+        (resource_hash(resource) % shards as u64) as usize
+    })
+}
+
+/// Divides encoded chunks by resource record: `shard_of` says where each record goes
+/// from its `resource` bytes (empty when it has none). Items are counted only when the
+/// records go to more than one shard. `None` when a chunk does not parse.
+pub fn divide_by_resource(
+    signal: Signal,
+    chunks: &[Bytes],
+    mut shard_of: impl FnMut(&[u8]) -> usize,
+) -> Option<Shards> {
     let mut records = Vec::new();
     for (at, chunk) in chunks.iter().enumerate() {
         let mut fields = Fields::new(chunk, 0..chunk.len());
         while let Some(next) = fields.next_field() {
             if let (1, Value::Delimited(inner), record) = next.ok()? {
-                let shard =
-                    resource_hash(resource_bytes(chunk, inner.clone()).ok()?) % shards as u64;
-                records.push((shard as usize, at, inner, record));
+                let shard = shard_of(resource_bytes(chunk, inner.clone()).ok()?);
+                records.push((shard, at, inner, record));
             }
         }
     }

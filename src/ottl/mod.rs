@@ -17,6 +17,7 @@
 //! strings; otherwise it is false. A path into something absent (a missing attribute,
 //! a key into a non-map) is `nil`, so evaluation never fails.
 
+pub mod items;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -174,6 +175,7 @@ pub enum Expr {
 pub struct Condition {
     expr: Expr,
     text: String,
+    context: Context,
 }
 
 impl Condition {
@@ -183,6 +185,7 @@ impl Condition {
         Ok(Condition {
             expr,
             text: text.to_string(),
+            context,
         })
     }
 
@@ -193,6 +196,11 @@ impl Condition {
 
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The context it was compiled for.
+    pub fn context(&self) -> Context {
+        self.context
     }
 }
 

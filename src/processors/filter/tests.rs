@@ -2,11 +2,15 @@
 //! resources removed; mistakes named by key and column.
 
 use super::*;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric};
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
+use opentelemetry_proto::tonic::trace::v1::{span::Event, Span};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
 fn string(key: &str, value: &str) -> KeyValue {
