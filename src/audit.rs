@@ -64,6 +64,7 @@ impl Changes {
         changes.section("receivers", old.map(|o| &o.receivers), &new.receivers);
         changes.section("processors", old.map(|o| &o.processors), &new.processors);
         changes.section("exporters", old.map(|o| &o.exporters), &new.exporters);
+        changes.section("connectors", old.map(|o| &o.connectors), &new.connectors);
         changes.section("pipelines", old.map(|o| &o.pipelines), &new.pipelines);
         changes
     }

@@ -27,6 +27,7 @@ pub mod build;
 pub mod components;
 pub mod compression;
 pub mod config;
+pub mod connectors;
 pub mod exporters;
 pub mod grpc;
 pub mod kafka;

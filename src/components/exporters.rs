@@ -160,6 +160,8 @@ pub enum Exporter {
     PrometheusRemoteWrite(Box<prometheus::RemoteWriteExporter>),
     #[cfg(feature = "kafka")]
     Kafka(Box<kafka::KafkaExporter>),
+    /// A connector handing data to other pipelines.
+    Connector(Box<crate::connectors::Connector>),
 }
 
 impl ExporterConfig {
@@ -207,6 +209,7 @@ impl Export for Exporter {
             Exporter::PrometheusRemoteWrite(e) => e.export(batch).await,
             #[cfg(feature = "kafka")]
             Exporter::Kafka(e) => e.export(batch).await,
+            Exporter::Connector(c) => c.export(batch).await,
         }
     }
 }

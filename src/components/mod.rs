@@ -12,6 +12,9 @@
 
 #[cfg(test)]
 mod compliance;
+#[cfg(test)]
+mod connector_tests;
+mod connectors;
 mod exporters;
 mod extensions;
 mod processors;
@@ -19,6 +22,7 @@ mod receivers;
 #[cfg(test)]
 mod tests;
 
+pub use connectors::ConnectorConfig;
 pub use exporters::{Exporter, ExporterConfig};
 pub use extensions::ExtensionConfig;
 pub use processors::ProcessorConfig;
@@ -33,6 +37,7 @@ impl crate::config::Components for Sieve {
     type Receiver = ReceiverConfig;
     type Processor = ProcessorConfig;
     type Exporter = ExporterConfig;
+    type Connector = ConnectorConfig;
 
     /// A pipeline keeps one persistent queue: its exporters name one storage at most, and
     /// such a pipeline runs on one worker (it reads its log in order).

@@ -22,6 +22,7 @@
 //! This module is generic over the components a config can name ([`Components`]) and
 //! names none itself: the list is `crate::components`.
 
+mod connections;
 pub mod expand;
 pub mod locate;
 
@@ -166,6 +167,19 @@ pub trait ComponentConfig: Sized + Clone + fmt::Debug + PartialEq {
     }
 }
 
+/// Implemented by the config enum of the `connectors:` section: a connector is an
+/// exporter of some pipelines and a receiver of others.
+pub trait Connects: ComponentConfig {
+    /// Whether the connector takes `from` data as an exporter and emits `to` data as a
+    /// receiver (the collector's "supported pipeline types"), or why not.
+    fn connects(&self, from: Signal, to: Signal) -> Result<(), String>;
+    /// The pipelines its own config names (a routing table): the key inside the
+    /// connector's config and the pipeline id as written.
+    fn named_pipelines(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
 /// A component's config naming an extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtensionReference {
@@ -182,6 +196,7 @@ pub trait Components: Clone + fmt::Debug + PartialEq + 'static {
     type Receiver: ComponentConfig;
     type Processor: ComponentConfig;
     type Exporter: ComponentConfig;
+    type Connector: Connects;
 
     /// Rules across a pipeline's components (e.g. one storage per pipeline): the key
     /// inside the pipeline (`exporters`) and what is wrong.
@@ -350,12 +365,12 @@ impl QueueConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPipeline {
-    /// Receivers feeding this pipeline.
+    /// Receivers and connectors feeding this pipeline.
     receivers: Vec<String>,
     /// Processors, in order.
     #[serde(default)]
     processors: Vec<String>,
-    /// Exporters receiving every batch the processors emit.
+    /// Exporters and connectors receiving every batch the processors emit.
     exporters: Vec<String>,
     /// The pipeline queue.
     #[serde(default)]
@@ -371,8 +386,12 @@ struct RawPipeline {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipelineConfig {
     pub receivers: Vec<ComponentId>,
+    /// The connectors among `receivers:` (data other pipelines hand on).
+    pub connectors_in: Vec<ComponentId>,
     pub processors: Vec<ComponentId>,
     pub exporters: Vec<ComponentId>,
+    /// The connectors among `exporters:` (handing data on to other pipelines).
+    pub connectors_out: Vec<ComponentId>,
     pub queue: QueueConfig,
     /// Threads running the processors, as configured (`None`: the default, see
     /// `topology::pipeline::workers_of`).
@@ -467,6 +486,8 @@ struct RawConfig<C: Components> {
     processors: Section<C::Processor>,
     #[serde(default)]
     exporters: Section<C::Exporter>,
+    #[serde(default)]
+    connectors: Section<C::Connector>,
     service: RawService,
 }
 
@@ -478,6 +499,7 @@ pub struct Config<C: Components> {
     pub receivers: BTreeMap<ComponentId, C::Receiver>,
     pub processors: BTreeMap<ComponentId, C::Processor>,
     pub exporters: BTreeMap<ComponentId, C::Exporter>,
+    pub connectors: BTreeMap<ComponentId, C::Connector>,
     pub pipelines: BTreeMap<PipelineId, PipelineConfig>,
     pub telemetry: TelemetryConfig,
     /// How long SIGTERM waits for queues to drain (`service.shutdown_timeout`, default 10s).
@@ -581,7 +603,15 @@ fn section_key_error(error: &serde_yaml::Error, text: &str) -> Option<(Option<us
         .rfind(" at line ")
         .map_or(full.as_str(), |at| &full[..at]);
     let (section, rest) = message.split_once(": ")?;
-    if !["extensions", "receivers", "processors", "exporters"].contains(&section) {
+    if ![
+        "extensions",
+        "receivers",
+        "processors",
+        "exporters",
+        "connectors",
+    ]
+    .contains(&section)
+    {
         return None;
     }
     let key = rest.strip_prefix('`')?.split('`').next()?;
@@ -657,6 +687,7 @@ impl Checker<'_> {
         let receivers = self.components(raw.receivers)?;
         let processors = self.components(raw.processors)?;
         let exporters = self.components(raw.exporters)?;
+        let connectors = self.components(raw.connectors)?;
         self.extension_references(&extensions, &receivers)?;
         self.extension_references(&extensions, &exporters)?;
         let mut pipelines = BTreeMap::new();
@@ -664,14 +695,23 @@ impl Checker<'_> {
             let id = PipelineId::parse(&key)
                 .map_err(|m| self.error(&["service", "pipelines", &key], None, m))?;
             let path = ["service", "pipelines", key.as_str()];
+            let (receivers, connectors_in) = self.ends(
+                &path,
+                "receivers",
+                &raw_pipeline.receivers,
+                (&receivers, &connectors),
+                id.signal,
+            )?;
+            let (exporters, connectors_out) = self.ends(
+                &path,
+                "exporters",
+                &raw_pipeline.exporters,
+                (&exporters, &connectors),
+                id.signal,
+            )?;
             let pipeline = PipelineConfig {
-                receivers: self.references(
-                    &path,
-                    "receivers",
-                    &raw_pipeline.receivers,
-                    &receivers,
-                    id.signal,
-                )?,
+                receivers,
+                connectors_in,
                 processors: self.references(
                     &path,
                     "processors",
@@ -679,17 +719,14 @@ impl Checker<'_> {
                     &processors,
                     id.signal,
                 )?,
-                exporters: self.references(
-                    &path,
-                    "exporters",
-                    &raw_pipeline.exporters,
-                    &exporters,
-                    id.signal,
-                )?,
+                exporters,
+                connectors_out,
                 queue: raw_pipeline.queue,
                 workers: raw_pipeline.workers,
             };
-            if pipeline.receivers.is_empty() || pipeline.exporters.is_empty() {
+            let fed = !pipeline.receivers.is_empty() || !pipeline.connectors_in.is_empty();
+            let drained = !pipeline.exporters.is_empty() || !pipeline.connectors_out.is_empty();
+            if !fed || !drained {
                 return Err(self.error(
                     &path,
                     None,
@@ -711,6 +748,7 @@ impl Checker<'_> {
             }
             pipelines.insert(id, pipeline);
         }
+        self.check_connections(&connectors, &pipelines)?;
         if pipelines.is_empty() {
             return Err(self.error(
                 &["service", "pipelines"],
@@ -733,6 +771,7 @@ impl Checker<'_> {
             receivers,
             processors,
             exporters,
+            connectors,
             pipelines,
             telemetry,
             shutdown_timeout: raw.service.shutdown_timeout,

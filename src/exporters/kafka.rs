@@ -443,6 +443,7 @@ mod producer {
                 } else {
                     String::new()
                 },
+                discarded: None,
             })
         }
     }

@@ -287,6 +287,9 @@ pub struct ExportError {
 pub struct Exported {
     pub rejected: u64,
     pub message: String,
+    /// Items the exporter dropped by design (a connector's item matching no route), with
+    /// the `reason` they are counted under; no warning is logged.
+    pub discarded: Option<(&'static str, u64)>,
 }
 
 /// What the sending machinery needs of an exporter: one export attempt.
@@ -587,8 +590,11 @@ async fn attempt<E: Export>(
         metrics.duration.observe(attempt.elapsed().as_secs_f64());
         let error = match result {
             Ok(exported) => {
-                let rejected = (exported.rejected as usize).min(items);
-                metrics.ledger.sent.add(items - rejected);
+                let (reason, discarded) = exported.discarded.unwrap_or(("", 0));
+                let discarded = (discarded as usize).min(items);
+                metrics.dropped(reason, discarded);
+                let rejected = (exported.rejected as usize).min(items - discarded);
+                metrics.ledger.sent.add(items - discarded - rejected);
                 if rejected > 0 {
                     tracing::warn!(exporter = %metrics.labels.exporter, rejected, message = %exported.message, "backend rejected part of a batch");
                     metrics.dropped("partial_success", rejected);

@@ -314,6 +314,7 @@ fn partial_success(signal: Signal, message: &[u8]) -> Exported {
     Exported {
         rejected: rejected.max(0) as u64,
         message: text,
+        discarded: None,
     }
 }
 

@@ -75,6 +75,7 @@ impl Topology {
             .build_pipelines(&config, &diff)
             .map_err(|e| e.to_string())?;
         self.replace_pipelines(&diff, built);
+        self.point_connectors(&config);
         self.route_receivers(&config, &diff, prepared).await;
         self.config = Some(config);
         Ok(())
@@ -146,6 +147,29 @@ impl Topology {
         }
         for (id, new) in built {
             self.pipelines.insert(id, new.start(&self.telemetry));
+        }
+    }
+
+    /// Points every connector at the pipelines downstream of it: those listing it under
+    /// `receivers` whose signal it connects to. Done on every apply, so a rebuilt
+    /// pipeline replaces its predecessor downstream of connectors that kept running.
+    fn point_connectors(&self, config: &Config) {
+        use crate::config::Connects;
+        for (upstream, running) in &self.pipelines {
+            for (connector, downstream) in &running.connectors {
+                let targets = config
+                    .pipelines
+                    .iter()
+                    .filter(|(id, pipeline)| {
+                        pipeline.connectors_in.contains(connector)
+                            && config.connectors[connector]
+                                .connects(upstream.signal, id.signal)
+                                .is_ok()
+                    })
+                    .map(|(id, _)| (id.to_string(), Arc::clone(&self.pipelines[id].input)))
+                    .collect();
+                downstream.set(targets);
+            }
         }
     }
 

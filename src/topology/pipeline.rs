@@ -23,9 +23,10 @@
 //! what is left and end.
 
 use crate::build::{BuildContext, BuildError};
-use crate::components::{Config, Exporter, ExporterConfig, ProcessorConfig};
+use crate::components::{Config, ConnectorConfig, Exporter, ExporterConfig, ProcessorConfig};
 use crate::config::ComponentConfig;
 use crate::config::{ComponentId, PipelineConfig, PipelineId, QueueConfig};
+use crate::connectors::Downstream;
 use crate::exporters::{self, ExporterInput, ExporterTask};
 use crate::model::Batch;
 use crate::processors::{Processor, Stage};
@@ -55,6 +56,8 @@ pub struct Signature {
     workers: usize,
     processors: Vec<(String, ProcessorConfig)>,
     exporters: Vec<(String, ExporterConfig)>,
+    /// The connectors among its exporters.
+    connectors: Vec<(String, ConnectorConfig)>,
     /// The `file_storage` extension its exporters name (validation allows one).
     storage: Vec<(String, FileStorageConfig)>,
 }
@@ -73,6 +76,11 @@ impl Signature {
                     exporter.resolve_auth(&config.extensions);
                     (id.to_string(), exporter)
                 })
+                .collect(),
+            connectors: pipeline
+                .connectors_out
+                .iter()
+                .map(|id| (id.to_string(), config.connectors[id].clone()))
                 .collect(),
             storage: storage_of(config, pipeline),
         }
@@ -137,6 +145,7 @@ impl Signature {
             ("workers", self.workers != other.workers),
             ("processors", self.processors != other.processors),
             ("exporters", self.exporters != other.exporters),
+            ("connectors", self.connectors != other.connectors),
             ("storage", self.storage != other.storage),
         ]
         .into_iter()
@@ -158,6 +167,8 @@ pub struct RunningPipeline {
     exporters: Vec<ExporterTask>,
     abort: watch::Sender<bool>,
     _queue: QueueRegistration,
+    /// Each connector among its exporters, with where it hands data on.
+    pub connectors: Vec<(ComponentId, Arc<Downstream>)>,
 }
 
 /// A pipeline that no longer takes data and is draining.
@@ -178,6 +189,7 @@ pub struct BuiltPipeline {
     chains: Vec<Vec<Stage>>,
     gates: Vec<Arc<Gate>>,
     exporters: Vec<exporters::Built<Exporter>>,
+    connectors: Vec<(ComponentId, Arc<Downstream>)>,
     log: Option<Arc<Log>>,
 }
 
@@ -213,11 +225,18 @@ impl BuiltPipeline {
                 });
             }
         }
-        let exporters = signature
+        let mut exporters: Vec<exporters::Built<Exporter>> = signature
             .exporters
             .iter()
             .map(|(exporter_id, config)| config.build(&context(exporter_id)))
             .collect::<Result<_, _>>()?;
+        let mut connectors = Vec::new();
+        for (connector_id, config) in &signature.connectors {
+            let (built, downstream) = config.build(&context(connector_id))?;
+            exporters.push(built);
+            let id = ComponentId::parse(connector_id).expect("a signature holds valid ids");
+            connectors.push((id, downstream));
+        }
         Ok(BuiltPipeline {
             id: id.clone(),
             signature,
@@ -225,6 +244,7 @@ impl BuiltPipeline {
             chains,
             gates,
             exporters,
+            connectors,
             log,
         })
     }
@@ -238,6 +258,7 @@ impl BuiltPipeline {
             chains,
             gates,
             exporters,
+            connectors,
             log,
         } = self;
         let name = id.to_string();
@@ -318,6 +339,7 @@ impl BuiltPipeline {
             exporters,
             abort,
             _queue: queue,
+            connectors,
         }
     }
 }

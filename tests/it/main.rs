@@ -4,6 +4,7 @@
 mod auth;
 mod chart;
 mod cli;
+mod connectors;
 mod fuzz_corpus;
 mod harness;
 mod integrity;

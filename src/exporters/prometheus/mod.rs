@@ -204,6 +204,7 @@ impl RemoteWriteExporter {
         Ok(Exported {
             rejected: dropped,
             message,
+            discarded: None,
         })
     }
 }
