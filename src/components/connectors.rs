@@ -105,12 +105,14 @@ impl ConnectorConfig {
             }
             ConnectorConfig::Routing(c) => {
                 let router = routing::Router::new(c).map_err(|e| cx.error(&e.key, e.message))?;
+                // routes on items divide the batch decoded: it comes decoded
+                let decodes = router.reads_items();
                 (
                     Connector::Routing(Routing {
                         downstream: shared,
                         router,
                     }),
-                    false,
+                    decodes,
                 )
             }
             ConnectorConfig::SpanMetrics(c) => {

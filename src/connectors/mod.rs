@@ -56,6 +56,12 @@ const MOST_PATIENT: Duration = Duration::from_millis(100);
 /// pipeline takes it. Returns the items of parts whose pipeline is no longer downstream
 /// (a reload removed it), which are dropped.
 async fn hand_on(downstream: &Downstream, mut pending: Vec<(String, Batch)>) -> usize {
+    for (_, batch) in &mut pending {
+        // the upstream pipeline's log record is not the downstream's: the upstream log
+        // keeps the record until this send ends, then the downstream queue (and its own
+        // log, if it has one) holds the data
+        batch.set_record(None);
+    }
     let mut wait = Duration::from_millis(1);
     let mut gone = 0;
     loop {

@@ -188,6 +188,12 @@ impl Router {
         })
     }
 
+    /// Whether some route looks at items (spans, log records, metrics, data points):
+    /// the batch is then divided decoded, so the pipeline hands it over decoded.
+    pub fn reads_items(&self) -> bool {
+        !self.by_resource
+    }
+
     /// Divides `batch` between the pipelines its items go to.
     pub fn route(&self, mut batch: Batch) -> Routed {
         let metadata = batch.metadata().cloned();
@@ -505,8 +511,12 @@ impl Router {
                 unrouted += batch.items();
                 continue;
             }
-            for pipeline in pipelines {
-                let mut copy = batch.clone();
+            let mut batch = Some(batch);
+            for (at, pipeline) in pipelines.iter().enumerate() {
+                let mut copy = match at + 1 == pipelines.len() {
+                    true => batch.take().expect("moved into the last pipeline only"),
+                    false => batch.clone().expect("kept until the last pipeline"),
+                };
                 copy.set_metadata(original.metadata().cloned());
                 copy.set_client(original.client());
                 match parts.iter_mut().find(|(name, _)| name == pipeline) {
