@@ -389,3 +389,36 @@ async fn a_reload_rebuilding_the_downstream_pipeline_keeps_the_connector_connect
         sent
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changing_the_routing_table_sends_the_next_data_by_the_new_table() {
+    let (acme, ecorp, other) = (
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    );
+    let config = tenants_config([&acme, &ecorp, &other]);
+    let sieve = Sieve::start(&config);
+    assert_eq!(
+        post_traces(sieve.http, &[("X-Tenant", "acme")], 1, 10)
+            .await
+            .0,
+        200
+    );
+    wait_spans(&acme, 10);
+    // acme's data now goes where ecorp's does
+    let moved = config.replace("pipelines: [traces/acme]", "pipelines: [traces/ecorp]");
+    assert_ne!(moved, config);
+    sieve.reload_with(&moved, 1.0);
+    assert_eq!(
+        post_traces(sieve.http, &[("X-Tenant", "acme")], 2, 10)
+            .await
+            .0,
+        200
+    );
+    let names = wait_spans(&ecorp, 10);
+    assert!(names.iter().all(|n| n.starts_with("r2-")), "{names:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(acme.with(|r| r.span_count()), 10, "nothing more for acme");
+    assert_eq!(other.with(|r| r.span_count()), 0);
+}
