@@ -29,7 +29,7 @@ use super::http_core::{http_exporter_config, HttpCore, HttpOptions, PlainHttp};
 use super::{ExportError, Exported, SendingQueueConfig};
 use crate::build::{BuildContext, BuildError};
 use crate::config::{duration, FieldError, Secret};
-use crate::model::Batch;
+use crate::model::{Batch, Payload};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -272,6 +272,49 @@ pub struct LokiExporter {
         prometheus_client::metrics::counter::Counter,
     >,
     exporter_id: String,
+    /// The attribute keys `labels.resource` and `labels.attributes` name: a record's
+    /// attribute under one of them is a label (or refused to metadata), never copied.
+    label_keys: HashSet<String, foldhash::fast::RandomState>,
+}
+
+/// The streams of one batch by their label values: each distinct combination gets an
+/// index, its label string and the labels the guard refused.
+#[derive(Default)]
+struct StreamKeys {
+    /// Label values joined (`\0` between, `\u{1}` before a present value) → index.
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
+    labels: Vec<String>,
+    refused: Vec<Vec<(String, String)>>,
+    key: String,
+}
+
+impl StreamKeys {
+    /// The stream of `values`, made with `make` the first time.
+    fn stream(
+        &mut self,
+        values: &[(&str, Option<String>)],
+        make: impl FnOnce(&[(&str, Option<String>)]) -> (String, Vec<(String, String)>),
+    ) -> (usize, &[(String, String)]) {
+        self.key.clear();
+        for (_, value) in values {
+            self.key.push('\0');
+            if let Some(value) = value {
+                self.key.push('\u{1}');
+                self.key.push_str(value);
+            }
+        }
+        let at = match self.index.get(self.key.as_str()) {
+            Some(at) => *at,
+            None => {
+                let (labels, refused) = make(values);
+                self.labels.push(labels);
+                self.refused.push(refused);
+                self.index.insert(self.key.clone(), self.labels.len() - 1);
+                self.labels.len() - 1
+            }
+        };
+        (at, &self.refused[at])
+    }
 }
 
 impl LokiExporter {
@@ -292,6 +335,13 @@ impl LokiExporter {
                 "Label values moved to structured metadata by a label-value cap",
             ),
             exporter_id: cx.id.to_string(),
+            label_keys: config
+                .labels
+                .resource
+                .iter()
+                .chain(&config.labels.attributes)
+                .cloned()
+                .collect(),
         })
     }
 
@@ -308,12 +358,27 @@ impl LokiExporter {
         false
     }
 
-    /// Groups a batch's records into streams, entries sorted by time.
+    /// Groups a batch's records into streams, entries sorted by time. The batch comes
+    /// decoded (the exporter decodes it before the first attempt) and is read in place.
     fn streams(&self, batch: &Batch) -> Result<BTreeMap<String, Vec<Entry>>, ExportError> {
-        let mut batch = batch.clone();
-        let resource_logs = batch.logs_mut();
-        let mut streams: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        for rl in resource_logs.iter() {
+        let decoded;
+        let resource_logs = match batch.payload() {
+            Payload::Logs(logs) => logs.as_slice(),
+            _ => {
+                decoded = {
+                    let mut copy = batch.clone();
+                    copy.decode();
+                    copy
+                };
+                match decoded.payload() {
+                    Payload::Logs(logs) => logs.as_slice(),
+                    _ => &[],
+                }
+            }
+        };
+        let mut keys = StreamKeys::default();
+        let mut streams: Vec<Vec<Entry>> = Vec::new();
+        for rl in resource_logs {
             let resource = rl
                 .resource
                 .as_ref()
@@ -323,65 +388,52 @@ impl LokiExporter {
                 .map(|v| crate::model::any_value_text(Some(v)))
                 .unwrap_or_else(|| "unknown_service".into());
             for record in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
-                let (key, entry) = self.entry(resource, &service, record);
-                streams.entry(key).or_default().push(entry);
+                let (stream, entry) = self.entry(resource, &service, record, &mut keys);
+                match streams.get_mut(stream) {
+                    Some(entries) => entries.push(entry),
+                    None => streams.push(vec![entry]),
+                }
             }
         }
-        for entries in streams.values_mut() {
+        let mut by_labels: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        for (labels, entries) in keys.labels.into_iter().zip(streams) {
+            by_labels.entry(labels).or_default().extend(entries);
+        }
+        for entries in by_labels.values_mut() {
             entries.sort_by_key(|e| e.nanos);
         }
-        Ok(streams)
+        Ok(by_labels)
     }
 
-    /// A record's stream key (Loki's label string) and entry.
-    fn entry(&self, resource: &[KeyValue], service: &str, record: &LogRecord) -> (String, Entry) {
-        let mut labels: BTreeMap<String, String> = BTreeMap::new();
-        let mut metadata: Vec<(String, String)> = Vec::new();
-        let offer = |name: String,
-                     value: String,
-                     labels: &mut BTreeMap<String, String>,
-                     metadata: &mut Vec<(String, String)>| {
-            if self.admit_label(&name, &value) {
-                labels.insert(name, value);
-            } else {
-                metadata.push((name, value));
-            }
-        };
-        offer(
-            "service_name".into(),
-            service.to_string(),
-            &mut labels,
-            &mut metadata,
-        );
-        offer(
-            "level".into(),
-            level(record).into(),
-            &mut labels,
-            &mut metadata,
-        );
-        let label_keys: HashSet<&str> = self
-            .config
-            .labels
-            .resource
-            .iter()
-            .chain(&self.config.labels.attributes)
-            .map(String::as_str)
-            .collect();
-        for key in &self.config.labels.resource {
-            if let Some(value) = find(resource, key) {
-                offer(
-                    sanitize_label(key),
-                    crate::model::any_value_text(Some(value)),
-                    &mut labels,
-                    &mut metadata,
-                );
-            }
+    /// A record's stream (an index into `keys`) and entry. The label values of a record
+    /// are looked up once per batch and combination: the label-value guard is asked and
+    /// the label string made only for the first record with them.
+    fn entry(
+        &self,
+        resource: &[KeyValue],
+        service: &str,
+        record: &LogRecord,
+        keys: &mut StreamKeys,
+    ) -> (usize, Entry) {
+        let labels = &self.config.labels;
+        let mut values: Vec<(&str, Option<String>)> =
+            Vec::with_capacity(2 + labels.resource.len() + labels.attributes.len());
+        values.push(("service_name", Some(service.to_string())));
+        values.push(("level", Some(level(record).to_string())));
+        for key in &labels.resource {
+            let value = find(resource, key).map(|v| crate::model::any_value_text(Some(v)));
+            values.push((key, value));
         }
+        for key in &labels.attributes {
+            let value = find(&record.attributes, key)
+                .map(|v| crate::model::any_value_text(Some(v)));
+            values.push((key, value));
+        }
+        let (stream, refused) = keys.stream(&values, |values| self.stream_labels(values));
+        let mut metadata: Vec<(String, String)> = refused.to_vec();
         for kv in &record.attributes {
-            let value = crate::model::any_value_text(kv.value.as_ref());
-            if self.config.labels.attributes.contains(&kv.key) {
-                offer(sanitize_label(&kv.key), value, &mut labels, &mut metadata);
-            } else if !label_keys.contains(kv.key.as_str()) {
+            if !self.label_keys.contains(kv.key.as_str()) {
+                let value = crate::model::any_value_text(kv.value.as_ref());
                 metadata.push((sanitize_label(&kv.key), value));
             }
         }
@@ -398,13 +450,33 @@ impl LokiExporter {
         let body = crate::model::any_value_text(record.body.as_ref());
         let (line, metadata) = self.line(body, metadata);
         (
-            label_string(&labels),
+            stream,
             Entry {
                 nanos,
                 line,
                 metadata,
             },
         )
+    }
+
+    /// The label string of a combination of label values (name as configured, value if
+    /// the record has it), and the labels the guard refused, which go to metadata.
+    fn stream_labels(&self, values: &[(&str, Option<String>)]) -> (String, Vec<(String, String)>) {
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
+        let mut refused = Vec::new();
+        for (key, value) in values {
+            let Some(value) = value else { continue };
+            let name = match *key {
+                "service_name" | "level" => key.to_string(),
+                other => sanitize_label(other),
+            };
+            if self.admit_label(&name, value) {
+                labels.insert(name, value.clone());
+            } else {
+                refused.push((name, value.clone()));
+            }
+        }
+        (label_string(&labels), refused)
     }
 
     /// The line per `line_format`; without structured metadata the attributes join it.
@@ -586,7 +658,11 @@ fn logfmt_value(value: &str) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// The values each label took recently (when each was last seen), at most `max` per label.

@@ -634,6 +634,16 @@ async fn attempt<E: Export>(
 /// `name` with every character outside `[a-zA-Z0-9_]` made `_`: the shared first step of
 /// Loki's and Prometheus' label name rules.
 pub fn underscore_invalid(name: &str) -> String {
+    if name.is_ascii() {
+        // the common case, byte by byte (a non-ASCII character is one `_`, below)
+        let mut bytes = name.as_bytes().to_vec();
+        for b in &mut bytes {
+            if !b.is_ascii_alphanumeric() {
+                *b = b'_';
+            }
+        }
+        return String::from_utf8(bytes).expect("ASCII letters, digits and `_` are UTF-8");
+    }
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' {

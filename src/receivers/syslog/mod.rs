@@ -632,7 +632,11 @@ fn to_record(
     bytes: &[u8],
     transport: &str,
 ) -> Option<LogRecord> {
-    let text = String::from_utf8_lossy(bytes);
+    // valid UTF-8 (nearly always) is checked by the fast validator, without copying
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
     let parsed = match settings.config.protocol {
         Protocol::Rfc5424 => parse::rfc5424(&text),
         Protocol::Rfc3164 => parse::rfc3164(&text, settings.zone, chrono::Utc::now()),
