@@ -10,7 +10,6 @@ use crate::connectors::spanmetrics_task::{Counters, SpanMetrics};
 use crate::connectors::{routing, Connector, Downstream, Forward, Routing};
 use crate::exporters::{retry, Built, SendingQueueConfig};
 use crate::model::Signal;
-use crate::telemetry::ExporterLabels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -98,29 +97,28 @@ impl ConnectorConfig {
         cx: &BuildContext,
     ) -> Result<(Built<super::Exporter>, Arc<Downstream>), BuildError> {
         let downstream = Arc::new(Downstream::default());
-        let shared = Arc::clone(&downstream);
-        let (connector, decodes) = match self {
+        let (connector, decodes, downstream) = match self {
             ConnectorConfig::Forward(_) => {
-                (Connector::Forward(Forward { downstream: shared }), false)
+                let forward = Forward {
+                    downstream: Arc::clone(&downstream),
+                };
+                (Connector::Forward(forward), false, downstream)
             }
             ConnectorConfig::Routing(c) => {
                 let router = routing::Router::new(c).map_err(|e| cx.error(&e.key, e.message))?;
                 // routes on items divide the batch decoded: it comes decoded
                 let decodes = router.reads_items();
-                (
-                    Connector::Routing(Routing {
-                        downstream: shared,
-                        router,
-                    }),
-                    decodes,
-                )
+                let routing = Routing {
+                    downstream: Arc::clone(&downstream),
+                    router,
+                };
+                (Connector::Routing(routing), decodes, downstream)
             }
             ConnectorConfig::SpanMetrics(c) => {
-                let counters = spanmetrics_counters(cx);
-                (
-                    Connector::SpanMetrics(SpanMetrics::new(c, shared, counters)),
-                    false,
-                )
+                // one instance for every pipeline exporting to it
+                let (spanmetrics, downstream) =
+                    SpanMetrics::shared(cx.id, c, || spanmetrics_counters(cx));
+                (Connector::SpanMetrics(spanmetrics), false, downstream)
             }
         };
         let exporter = super::Exporter::Connector(Box::new(connector));
@@ -148,18 +146,23 @@ fn never_give_up() -> retry::RetryConfig {
     }
 }
 
-/// `sieve_connector_*` series of one spanmetrics connector in one pipeline.
+/// The label of a connector's own series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ConnectorLabels {
+    connector: String,
+}
+
+/// `sieve_connector_spanmetrics_*` series of one spanmetrics connector (shared by the
+/// pipelines exporting to it).
 fn spanmetrics_counters(cx: &BuildContext) -> Counters {
-    let labels = ExporterLabels {
-        exporter: cx.id.to_string(),
-        pipeline: cx.pipeline.to_string(),
-        signal: cx.signal.as_str().to_string(),
+    let labels = ConnectorLabels {
+        connector: cx.id.to_string(),
     };
     let counter = |name, help| {
-        let family: Family<ExporterLabels, Counter> = cx.telemetry.family(name, help);
+        let family: Family<ConnectorLabels, Counter> = cx.telemetry.family(name, help);
         family.get_or_create_owned(&labels)
     };
-    let series: Family<ExporterLabels, Gauge> = cx.telemetry.family(
+    let series: Family<ConnectorLabels, Gauge> = cx.telemetry.family(
         "connector_spanmetrics_series",
         "Series a spanmetrics connector holds",
     );

@@ -172,6 +172,7 @@ impl Router {
         if config.table.is_empty() {
             return Err(FieldError::new("table", "needs at least one route"));
         }
+        listed_once("default_pipelines", &config.default_pipelines)?;
         let routes = config
             .table
             .iter()
@@ -618,6 +619,7 @@ fn compile(at: usize, route: &RouteConfig) -> Result<Route, FieldError> {
             "needs at least one pipeline",
         ));
     }
+    listed_once(&key("pipelines"), &route.pipelines)?;
     let (field, text) = match (&route.condition, &route.statement) {
         (Some(condition), None) => ("condition", condition.as_str()),
         (None, Some(statement)) if route.context == RouteContext::Request => {
@@ -657,6 +659,21 @@ fn compile(at: usize, route: &RouteConfig) -> Result<Route, FieldError> {
         matcher,
         pipelines: route.pipelines.clone(),
     })
+}
+
+/// Fails when a list names a pipeline twice (it would get the items twice).
+fn listed_once(key: &str, pipelines: &[String]) -> Result<(), FieldError> {
+    let twice = pipelines
+        .iter()
+        .enumerate()
+        .find(|(at, p)| pipelines[..*at].contains(p));
+    match twice {
+        Some((_, pipeline)) => Err(FieldError::new(
+            key,
+            format!("`{pipeline}` is listed twice: it would get the same items twice"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The condition of `route() where <condition>`.

@@ -425,8 +425,8 @@ impl LokiExporter {
             values.push((key, value));
         }
         for key in &labels.attributes {
-            let value = find(&record.attributes, key)
-                .map(|v| crate::model::any_value_text(Some(v)));
+            let value =
+                find(&record.attributes, key).map(|v| crate::model::any_value_text(Some(v)));
             values.push((key, value));
         }
         let (stream, refused) = keys.stream(&values, |values| self.stream_labels(values));

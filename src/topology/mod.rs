@@ -238,9 +238,9 @@ impl Topology {
                 .into_values()
                 .map(RunningPipeline::retire),
         );
-        for pipeline in draining {
-            pipeline.finish(deadline).await;
-        }
+        // all at once: a pipeline fed by a connector ends only after the pipeline
+        // upstream of it has, so each must reach its deadline (and abort) on its own
+        futures::future::join_all(draining.into_iter().map(|p| p.finish(deadline))).await;
     }
 
     /// Waits for pipelines retired by earlier reloads that have finished draining.

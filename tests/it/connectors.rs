@@ -4,10 +4,12 @@
 //! `pipelines/traces-red-metrics-and-sampling.yaml`); `forward` carries backpressure
 //! from a stalled downstream exporter back to the client and loses nothing.
 
-use crate::harness::{post_traces, sdk_send_spans, Sieve};
+use crate::harness::{post, post_traces, sdk_send_spans, Sieve};
 use crate::prometheus::Prometheus;
 use crate::sink::Sink;
-use std::time::Duration;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -353,6 +355,14 @@ async fn a_stalled_downstream_pipeline_refuses_upstream_clients_and_loses_nothin
     assert_eq!(names.len(), accepted * 10);
     assert_eq!(sieve.metric("sieve_exporter_dropped_items_total", &[]), 0.0);
     assert_eq!(sieve.metric("sieve_pipeline_dropped_items_total", &[]), 0.0);
+    assert_eq!(
+        sieve.metric(
+            "sieve_pipeline_refused_items_total",
+            &[("pipeline", "traces/out")]
+        ),
+        0.0,
+        "the connector waits for room: it is no client being refused, again and again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,4 +431,251 @@ async fn a_reload_changing_the_routing_table_sends_the_next_data_by_the_new_tabl
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(acme.with(|r| r.span_count()), 10, "nothing more for acme");
     assert_eq!(other.with(|r| r.span_count()), 0);
+}
+
+/// A downstream pipeline whose id sorts before its upstream one (`traces/acme` <
+/// `traces/in`), a sibling downstream pipeline whose exporter is stalled.
+fn sorted_before_upstream(stalled: &Sink) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{http}}
+connectors:
+  forward:
+exporters:
+  otlp/stalled:
+    endpoint: {}
+    retry_on_failure:
+      initial_interval: 50ms
+      max_interval: 200ms
+    sending_queue:
+      queue_size: 2
+  debug:
+service:
+  shutdown_timeout: 2s
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces/in:
+      receivers: [otlp]
+      exporters: [forward]
+    traces/acme:
+      receivers: [forward]
+      exporters: [debug]
+    traces/zz:
+      receivers: [forward]
+      exporters: [otlp/stalled]
+      queue: {{ capacity: 2 }}
+",
+        stalled.grpc_endpoint()
+    )
+}
+
+/// SIGTERM with a stalled exporter downstream of a connector: every pipeline reaches the
+/// shutdown deadline and aborts on its own, whatever order their ids sort in (a
+/// downstream pipeline ends only after the one upstream of it), so sieve exits in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_in_time_when_a_downstream_pipeline_sorts_before_its_upstream() {
+    let stalled = Sink::start().await;
+    stalled.stall();
+    let mut sieve = Sieve::start(&sorted_before_upstream(&stalled));
+    for tag in 0..20 {
+        assert_eq!(post_traces(sieve.http, &[], tag, 1).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sieve.signal("TERM");
+    let started = Instant::now();
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = sieve.wait_exit(Duration::from_secs(15));
+        (status, sieve.log())
+    })
+    .await
+    .unwrap();
+    stalled.resume();
+    assert!(
+        exited.0.is_some(),
+        "still running {:?} after SIGTERM with shutdown_timeout 2s:\n{}",
+        started.elapsed(),
+        exited.1
+    );
+}
+
+/// Two traces pipelines exporting to one `spanmetrics` share one instance, as in the
+/// collector: one cumulative series per identity (one start time), counting the spans of
+/// both (3 + 5), never two streams of the same series with 3 and 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spanmetrics_fed_by_two_pipelines_sends_one_series_per_identity() {
+    let sink = Sink::start().await;
+    let config = format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{http}}
+  otlp/b:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{grpc}}
+connectors:
+  spanmetrics:
+    metrics_flush_interval: 300ms
+exporters:
+  otlp:
+    endpoint: {}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces/a:
+      receivers: [otlp]
+      exporters: [spanmetrics]
+    traces/b:
+      receivers: [otlp/b]
+      exporters: [spanmetrics]
+    metrics:
+      receivers: [spanmetrics]
+      exporters: [otlp]
+",
+        sink.grpc_endpoint()
+    );
+    let sieve = Sieve::start(&config);
+    // the same spans (same service, names, kinds) into either pipeline
+    for _ in 0..3 {
+        assert_eq!(post_span(sieve.http).await, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(post_span(sieve.grpc).await, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // the latest start time seen per series identity of `calls`
+    let starts = sink.with(|r| {
+        let mut starts: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
+        for rm in &r.metrics {
+            let resource = format!("{:?}", rm.resource);
+            for sm in &rm.scope_metrics {
+                for m in sm.metrics.iter().filter(|m| m.name.ends_with(".calls")) {
+                    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) =
+                        &m.data
+                    else {
+                        continue;
+                    };
+                    for p in &sum.data_points {
+                        let attributes: Vec<String> = p
+                            .attributes
+                            .iter()
+                            .map(|kv| {
+                                let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                                match v {
+                                    Some(Value::StringValue(s)) => format!("{}={s}", kv.key),
+                                    other => format!("{}={other:?}", kv.key),
+                                }
+                            })
+                            .collect();
+                        starts
+                            .entry(format!("{resource} {attributes:?}"))
+                            .or_default()
+                            .insert(p.start_time_unix_nano);
+                    }
+                }
+            }
+        }
+        starts
+    });
+    assert!(!starts.is_empty(), "no calls points arrived");
+    for (identity, times) in &starts {
+        assert_eq!(
+            times.len(),
+            1,
+            "one cumulative series `{identity}` arrived with {} start times (one stream per upstream pipeline)",
+            times.len()
+        );
+    }
+}
+
+/// POSTs one span `GET /` of service `checkout` (OTLP/JSON).
+async fn post_span(port: u16) -> u16 {
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"GET /","kind":2,"startTimeUnixNano":"1000000000","endTimeUnixNano":"2000000000"}]}]}]}"#;
+    post(
+        port,
+        "/v1/traces",
+        "application/json",
+        None,
+        body.as_bytes().to_vec(),
+    )
+    .await
+    .0
+}
+
+/// A series never flushed before goes out as `calls` = 0 (the collector's zero-first
+/// point, so Prometheus sees the step); when the connector goes (SIGTERM, or a reload
+/// rebuilding its pipeline) it flushes twice, so the last point carries the count.
+/// Here 5 spans, SIGTERM before the first periodic flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_flush_sends_the_calls_of_series_never_flushed_before() {
+    let sink = Sink::start().await;
+    let config = format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{{http}}
+connectors:
+  spanmetrics:
+    metrics_flush_interval: 60s
+exporters:
+  otlp:
+    endpoint: {}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [spanmetrics]
+    metrics:
+      receivers: [spanmetrics]
+      exporters: [otlp]
+",
+        sink.grpc_endpoint()
+    );
+    let mut sieve = Sieve::start(&config);
+    for _ in 0..5 {
+        assert_eq!(post_span(sieve.http).await, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sieve.signal("TERM");
+    tokio::task::spawn_blocking(move || sieve.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .expect("sieve exits");
+    let calls: Vec<i64> = sink.with(|r| {
+        r.metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name.ends_with(".calls"))
+            .filter_map(|m| match &m.data {
+                Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) => {
+                    Some(sum.data_points.clone())
+                }
+                _ => None,
+            })
+            .flatten()
+            .map(|p| match p.value {
+                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
+                    v,
+                )) => v,
+                Some(
+                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v),
+                ) => v as i64,
+                None => -1,
+            })
+            .collect()
+    });
+    assert_eq!(calls.last(), Some(&5), "calls points sent: {calls:?}");
 }

@@ -389,6 +389,16 @@ fn mistakes_are_refused_with_their_key() {
             "exactly one",
         ),
         ("table: [{condition: 'true', pipelines: []}]", "table.0.pipelines", "at least one"),
+        (
+            "table: [{condition: 'true', pipelines: [traces/a, traces/a]}]",
+            "table.0.pipelines",
+            "`traces/a` is listed twice",
+        ),
+        (
+            "{default_pipelines: [traces/b, traces/b], table: [{condition: 'true', pipelines: [traces/a]}]}",
+            "default_pipelines",
+            "listed twice",
+        ),
     ];
     for (yaml, key, message) in cases {
         let error = refusal(yaml);

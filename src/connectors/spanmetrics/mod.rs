@@ -178,6 +178,13 @@ impl Aggregator {
     }
 
     /// The metrics to send now, `None` when there are none; see the module docs.
+    /// The flush when the connector goes: as [`Aggregator::flush`], except that series
+    /// never flushed before send their counts, not the first 0 (nothing would follow).
+    pub fn flush_last(&mut self, now_unix_nano: u64) -> Option<Batch> {
+        self.store.no_first_points();
+        self.flush(now_unix_nano)
+    }
+
     pub fn flush(&mut self, now_unix_nano: u64) -> Option<Batch> {
         let resource_metrics = self.store.flush(&self.plan, now_unix_nano);
         (!resource_metrics.is_empty()).then(|| Batch::from_metrics(resource_metrics))

@@ -471,6 +471,19 @@ impl Store {
     }
 
     /// The metrics to send now; then expired, evicted and (delta) idle data goes.
+    /// Marks every series as flushed before, so that the next flush sends each one's
+    /// count (the last flush: no later one would carry it).
+    pub fn no_first_points(&mut self) {
+        for resource in self.resources.values_mut().chain(self.overflow.as_mut()) {
+            for table in &mut resource.tables {
+                table.series.values_mut().for_each(|s| s.first = false);
+                if let Some(overflow) = &mut table.overflow {
+                    overflow.first = false;
+                }
+            }
+        }
+    }
+
     pub fn flush(&mut self, plan: &Plan, now: u64) -> Vec<ResourceMetrics> {
         if plan.temporality == Temporality::Cumulative {
             self.expire(plan, now);
