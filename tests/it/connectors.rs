@@ -7,7 +7,7 @@
 use crate::harness::{post, post_traces, sdk_send_spans, Sieve};
 use crate::prometheus::Prometheus;
 use crate::sink::Sink;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, NumberDataPoint};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -551,41 +551,17 @@ service:
         assert_eq!(post_span(sieve.grpc).await, 200);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // the latest start time seen per series identity of `calls`
-    let starts = sink.with(|r| {
-        let mut starts: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
-        for rm in &r.metrics {
-            let resource = format!("{:?}", rm.resource);
-            for sm in &rm.scope_metrics {
-                for m in sm.metrics.iter().filter(|m| m.name.ends_with(".calls")) {
-                    let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) =
-                        &m.data
-                    else {
-                        continue;
-                    };
-                    for p in &sum.data_points {
-                        let attributes: Vec<String> = p
-                            .attributes
-                            .iter()
-                            .map(|kv| {
-                                let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                                match v {
-                                    Some(Value::StringValue(s)) => format!("{}={s}", kv.key),
-                                    other => format!("{}={other:?}", kv.key),
-                                }
-                            })
-                            .collect();
-                        starts
-                            .entry(format!("{resource} {attributes:?}"))
-                            .or_default()
-                            .insert(p.start_time_unix_nano);
-                    }
-                }
-            }
-        }
+    // every start time seen per series identity of `calls`, and the last count
+    let points = sink.with(calls_points);
+    assert!(!points.is_empty(), "no calls points arrived");
+    let mut starts: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for point in &points {
+        let identity = format!("{:?}", point.attributes);
         starts
-    });
-    assert!(!starts.is_empty(), "no calls points arrived");
+            .entry(identity)
+            .or_default()
+            .insert(point.start_time_unix_nano);
+    }
     for (identity, times) in &starts {
         assert_eq!(
             times.len(),
@@ -593,6 +569,34 @@ service:
             "one cumulative series `{identity}` arrived with {} start times (one stream per upstream pipeline)",
             times.len()
         );
+    }
+    assert_eq!(
+        count(points.last().unwrap()),
+        8,
+        "3 + 5 spans in one series"
+    );
+}
+
+/// Every `calls` data point the sink received, in the order they arrived.
+fn calls_points(received: &crate::sink::Received) -> Vec<NumberDataPoint> {
+    received
+        .metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter(|m| m.name.ends_with(".calls"))
+        .flat_map(|m| match &m.data {
+            Some(metric::Data::Sum(sum)) => sum.data_points.clone(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// A `calls` point's count.
+fn count(point: &NumberDataPoint) -> i64 {
+    match point.value {
+        Some(number_data_point::Value::AsInt(v)) => v,
+        other => panic!("calls is an int sum: {other:?}"),
     }
 }
 
@@ -612,7 +616,7 @@ async fn post_span(port: u16) -> u16 {
 
 /// A series never flushed before goes out as `calls` = 0 (the collector's zero-first
 /// point, so Prometheus sees the step); when the connector goes (SIGTERM, or a reload
-/// rebuilding its pipeline) it flushes twice, so the last point carries the count.
+/// changing it) its last flush sends every series' count.
 /// Here 5 spans, SIGTERM before the first periodic flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_flush_sends_the_calls_of_series_never_flushed_before() {
@@ -653,29 +657,6 @@ service:
         .await
         .unwrap()
         .expect("sieve exits");
-    let calls: Vec<i64> = sink.with(|r| {
-        r.metrics
-            .iter()
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .filter(|m| m.name.ends_with(".calls"))
-            .filter_map(|m| match &m.data {
-                Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) => {
-                    Some(sum.data_points.clone())
-                }
-                _ => None,
-            })
-            .flatten()
-            .map(|p| match p.value {
-                Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(
-                    v,
-                )) => v,
-                Some(
-                    opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(v),
-                ) => v as i64,
-                None => -1,
-            })
-            .collect()
-    });
+    let calls: Vec<i64> = sink.with(calls_points).iter().map(count).collect();
     assert_eq!(calls.last(), Some(&5), "calls points sent: {calls:?}");
 }
