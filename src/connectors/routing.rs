@@ -203,6 +203,15 @@ impl Router {
             .iter()
             .map(|r| request_match(&r.matcher, metadata.as_ref()))
             .collect();
+        let client = batch.client();
+        if requested.iter().all(Option::is_some) {
+            // every route asks about the request: the batch goes whole, as it came
+            let dest = requested
+                .iter()
+                .position(|m| *m == Some(true))
+                .unwrap_or(DEFAULT);
+            return self.hand_out(vec![(dest, batch)], metadata, client);
+        }
         let groups = if self.by_resource && batch.is_encoded() {
             self.divide_encoded(&batch, &requested)
         } else {
@@ -213,7 +222,7 @@ impl Router {
             Signal::Logs => self.divide_logs(std::mem::take(batch.logs_mut()), &requested),
             Signal::Metrics => self.divide_metrics(std::mem::take(batch.metrics_mut()), &requested),
         });
-        self.hand_out(groups, &batch)
+        self.hand_out(groups, metadata, client)
     }
 
     /// The destination of each resource record of an encoded batch, read on the wire;
@@ -500,7 +509,12 @@ impl Router {
 
     /// Turns destination groups into per-pipeline batches carrying the original's
     /// metadata and client.
-    fn hand_out(&self, groups: Vec<(Dest, Batch)>, original: &Batch) -> Routed {
+    fn hand_out(
+        &self,
+        groups: Vec<(Dest, Batch)>,
+        metadata: Option<crate::model::Metadata>,
+        client: Option<std::net::IpAddr>,
+    ) -> Routed {
         let mut parts: Vec<(String, Batch)> = Vec::new();
         let mut unrouted = 0;
         for (dest, batch) in groups {
@@ -518,8 +532,8 @@ impl Router {
                     true => batch.take().expect("moved into the last pipeline only"),
                     false => batch.clone().expect("kept until the last pipeline"),
                 };
-                copy.set_metadata(original.metadata().cloned());
-                copy.set_client(original.client());
+                copy.set_metadata(metadata.clone());
+                copy.set_client(client);
                 match parts.iter_mut().find(|(name, _)| name == pipeline) {
                     Some((_, existing)) => existing.merge(copy),
                     None => parts.push((pipeline.clone(), copy)),
