@@ -349,7 +349,10 @@ fn raw_field<'a>(number: u32, value: &Value, buf: &'a [u8]) -> RawField<'a> {
 #[inline]
 fn next_raw_field<'a>(bytes: &'a [u8], pos: &mut usize) -> Result<RawField<'a>, Defect> {
     let key = varint_at(bytes, pos)?;
-    let number = u32::try_from(key >> 3).map_err(|_| Defect::Malformed)?;
+    // a key wider than 32 bits is refused, as `Fields` and prost refuse it (its field
+    // number alone may still fit in 32 bits)
+    let key = u32::try_from(key).map_err(|_| Defect::Malformed)?;
+    let number = key >> 3;
     if number == 0 {
         return Err(Defect::Malformed);
     }

@@ -644,3 +644,24 @@ proptest! {
         }
     }
 }
+
+/// A key wider than 32 bits whose field number alone fits in 32 bits (found by the
+/// `connectors` fuzz target): prost refuses it, so the span holding it is refused and
+/// the other kept, never accepted and lost later.
+#[test]
+fn a_key_wider_than_32_bits_refuses_its_span() {
+    let mut bad = span(1).encode_to_vec();
+    // key 0x3b_c824_2035: wire type 5 (fixed32), field number 0x7790_4406
+    bad.extend_from_slice(&[0xb5, 0xc0, 0x90, 0xc8, 0x3b, 0, 0, 0, 0]);
+    let good = span(2).encode_to_vec();
+    let scope_spans = [delimited(2, &bad), delimited(2, &good)].concat();
+    let request = delimited(1, &delimited(2, &scope_spans));
+    assert!(
+        decoded_items(Signal::Traces, &request).is_err(),
+        "prost refuses it"
+    );
+    let checked = check_request(Signal::Traces, &request).unwrap();
+    assert_eq!((checked.accepted, checked.refused), (1, 1));
+    let rest = without_refused(Signal::Traces, &request, &checked);
+    assert_eq!(decoded_items(Signal::Traces, &rest).unwrap(), 1);
+}
