@@ -127,3 +127,132 @@ pub fn config(data: &[u8]) {
         );
     }
 }
+
+/// OTTL conditions: the parser takes any text in every context without panicking, and
+/// a condition it accepts evaluates on an item of its context (a span, a span event, a
+/// log record, a metric, a data point, a resource) without panicking.
+pub fn ottl(data: &[u8]) {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Gauge, Metric, NumberDataPoint};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{span::Event, Span};
+    use sieve::ottl::items::{
+        number_point, EventItem, LogItem, MetricItem, Owner, ResourceItem, SpanItem,
+    };
+    use sieve::ottl::{Condition, Context, Item};
+    let text = String::from_utf8_lossy(data);
+    let nested = KeyValue {
+        key: "k".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::KvlistValue(Default::default())),
+        }),
+        ..Default::default()
+    };
+    let resource = Resource {
+        attributes: vec![nested.clone()],
+        ..Default::default()
+    };
+    let owner = Owner {
+        resource: Some(&resource),
+        scope: None,
+    };
+    let span = Span {
+        name: "GET /".into(),
+        attributes: vec![nested.clone()],
+        ..Default::default()
+    };
+    let event = Event::default();
+    let record = LogRecord {
+        attributes: vec![nested.clone()],
+        ..Default::default()
+    };
+    let point = NumberDataPoint {
+        attributes: vec![nested],
+        ..Default::default()
+    };
+    let metric = Metric {
+        data: Some(Data::Gauge(Gauge {
+            data_points: vec![point.clone()],
+        })),
+        ..Default::default()
+    };
+    let items: [(Context, &dyn Item); 6] = [
+        (Context::Resource, &ResourceItem(Some(&resource))),
+        (Context::Span, &SpanItem { owner, span: &span }),
+        (
+            Context::SpanEvent,
+            &EventItem {
+                owner,
+                span: "GET /",
+                event: &event,
+            },
+        ),
+        (
+            Context::Log,
+            &LogItem {
+                owner,
+                record: &record,
+            },
+        ),
+        (
+            Context::Metric,
+            &MetricItem {
+                owner,
+                metric: &metric,
+                point: None,
+            },
+        ),
+        (
+            Context::DataPoint,
+            &MetricItem {
+                owner,
+                metric: &metric,
+                point: Some(number_point(&point)),
+            },
+        ),
+    ];
+    for (context, item) in items {
+        if let Ok(condition) = Condition::new(&text, context) {
+            let _ = condition.matches(item);
+        }
+    }
+}
+
+/// The connectors' readers of encoded traces, on what the edge check accepts:
+/// `routing` by resource divides a request without losing or adding an item, and
+/// `spanmetrics` reads no more spans than the request holds and flushes without
+/// panicking.
+pub fn connectors(data: &[u8]) {
+    use sieve::connectors::routing::{RouteConfig, Router, RoutingConfig};
+    use sieve::connectors::spanmetrics::{Aggregator, SpanMetricsConfig};
+    let Ok(admitted) = Batch::from_request(Signal::Traces, bytes::Bytes::copy_from_slice(data))
+    else {
+        return;
+    };
+    let batch = admitted.batch;
+    let items = batch.items();
+    let table = RoutingConfig {
+        table: vec![RouteConfig {
+            context: Default::default(),
+            condition: Some(r#"attributes["service.name"] == "a""#.into()),
+            statement: None,
+            pipelines: vec!["traces/a".into()],
+        }],
+        default_pipelines: Vec::new(),
+        error_mode: Default::default(),
+        match_once: None,
+    };
+    let routed = Router::new(&table)
+        .expect("the table is valid")
+        .route(batch.clone());
+    let parts: usize = routed.parts.iter().map(|(_, part)| part.items()).sum();
+    assert_eq!(
+        parts + routed.unrouted,
+        items,
+        "routing keeps every item once"
+    );
+    let mut aggregator = Aggregator::new(&SpanMetricsConfig::default());
+    assert!(aggregator.add(&batch) <= items);
+    let _ = aggregator.flush(1);
+}

@@ -41,3 +41,13 @@ fn the_syslog_corpus_replays() {
 fn the_config_corpus_replays() {
     replay("config", checks::config);
 }
+
+#[test]
+fn the_ottl_corpus_replays() {
+    replay("ottl", checks::ottl);
+}
+
+#[test]
+fn the_connectors_corpus_replays() {
+    replay("connectors", checks::connectors);
+}
