@@ -127,6 +127,9 @@ impl<'a> Fields<'a> {
 
     fn read_field(&mut self) -> Result<Field, WireError> {
         let record_start = self.pos;
+        if let Some(field) = self.short_field() {
+            return Ok(field);
+        }
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
             return Err(WireError::InvalidKey(record_start));
@@ -157,6 +160,37 @@ impl<'a> Fields<'a> {
             }
         };
         Ok((field, value, record_start..self.pos))
+    }
+
+    /// The next field when its key, and its length or varint value, are one byte each
+    /// (most fields of real messages): read without the general path's checks, which
+    /// such bytes cannot fail. `None` leaves the position as it was.
+    #[inline]
+    fn short_field(&mut self) -> Option<Field> {
+        let record_start = self.pos;
+        let [key, next, ..] = self.buf[record_start..self.end] else {
+            return None;
+        };
+        if key >= 0x80 || key < 8 || next >= 0x80 {
+            return None;
+        }
+        let value = match key & 7 {
+            0 => {
+                self.pos += 2;
+                Value::Varint(u64::from(next))
+            }
+            2 => {
+                let start = record_start + 2;
+                let end = start + usize::from(next);
+                if end > self.end {
+                    return None;
+                }
+                self.pos = end;
+                Value::Delimited(start..end)
+            }
+            _ => return None,
+        };
+        Some((u32::from(key >> 3), value, record_start..self.pos))
     }
 }
 

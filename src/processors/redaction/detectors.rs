@@ -69,6 +69,8 @@ pub struct DigitRuns {
     pub grouped: u32,
     pub phone: u32,
     pub dotted: u32,
+    /// The most digits next to each other.
+    pub adjacent: u32,
 }
 
 impl Profile<'_> {
@@ -93,17 +95,20 @@ impl Profile<'_> {
 impl DigitRuns {
     fn of(bytes: &[u8]) -> DigitRuns {
         let mut runs = DigitRuns::default();
-        let (mut grouped, mut phone) = (0, 0);
+        let (mut grouped, mut phone, mut adjacent) = (0, 0, 0);
         for (at, &byte) in bytes.iter().enumerate() {
             if byte.is_ascii_digit() {
                 grouped += 1;
                 phone += 1;
+                adjacent += 1;
                 runs.grouped = runs.grouped.max(grouped);
                 runs.phone = runs.phone.max(phone);
+                runs.adjacent = runs.adjacent.max(adjacent);
                 let dotted = at >= 2 && bytes[at - 1] == b'.' && bytes[at - 2].is_ascii_digit();
                 runs.dotted += u32::from(dotted);
                 continue;
             }
+            adjacent = 0;
             if !matches!(byte, b' ' | b'-') {
                 grouped = 0;
             }
@@ -227,7 +232,12 @@ pub const ALL: &[Detector] = &[
         pattern: r"(?:\+[1-9]\d{7,14}\b|(?:\(\d{3}\) ?|\b\d{3}[-. ])\d{3}[-. ]\d{4}\b)",
         check: None,
         find: None,
-        possible: |p| p.digit_runs.phone >= 10 || (p.plus && p.digit_runs.phone >= 8),
+        // both forms end in four digits together (`\d{7,14}` after a `+`, or `\d{4}`),
+        // which a dotted IP address never has
+        possible: |p| {
+            p.digit_runs.adjacent >= 4
+                && (p.digit_runs.phone >= 10 || (p.plus && p.digit_runs.phone >= 8))
+        },
     },
     Detector {
         name: "jwt",
@@ -463,9 +473,11 @@ pub fn luhn(digits: &[u32]) -> bool {
 fn ipv4_candidate(text: &str, start: usize, end: usize, keep_private: bool) -> bool {
     let before = &text[..start];
     let after = &text[end..];
+    let words_before = before.trim_end().as_bytes();
     let is_version = before.ends_with('v')
         || before.ends_with('V')
-        || before.to_ascii_lowercase().trim_end().ends_with("version");
+        || words_before.len() >= 7
+            && words_before[words_before.len() - 7..].eq_ignore_ascii_case(b"version");
     let longer_dotted = before.ends_with('.')
         || after.starts_with(|c: char| {
             c == '.' && after[1..].starts_with(|d: char| d.is_ascii_digit())

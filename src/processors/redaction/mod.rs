@@ -227,7 +227,7 @@ struct Rule {
     /// Whether the pattern can match a text (`None`: always tried).
     possible: Option<fn(&detectors::Profile) -> bool>,
     /// For a user's pattern: literals one of which every match starts with.
-    prefixes: Option<Vec<String>>,
+    prefixes: Option<Vec<memchr::memmem::Finder<'static>>>,
 }
 
 impl Rule {
@@ -236,16 +236,19 @@ impl Rule {
             && self
                 .prefixes
                 .as_ref()
-                .is_none_or(|prefixes| prefixes.iter().any(|p| profile.text.contains(p.as_str())))
+                .is_none_or(|prefixes| prefixes.iter().any(|p| p.find(profile.bytes).is_some()))
     }
 }
 
-/// What happened to one item: keys for `summary`, rule names for self-metrics.
+/// What happened to one item, for `summary`: how many keys were masked and removed (and
+/// which, kept only for `summary: debug`), and how many matches its values held.
 #[derive(Default)]
 struct Tally {
-    masked: Vec<String>,
-    redacted: Vec<String>,
-    detections: Vec<&'static str>,
+    detections: usize,
+    masked: usize,
+    redacted: usize,
+    masked_keys: Vec<String>,
+    redacted_keys: Vec<String>,
 }
 
 /// The compiled redaction rules.
@@ -257,8 +260,11 @@ pub struct Redactor {
     set_rules: Vec<usize>,
     rules: Vec<Rule>,
     blocked_keys: RegexSet,
-    /// Matches per rule since the last [`Redactor::take_counts`].
-    counts: RefCell<HashMap<&'static str, u64>>,
+    /// Matches per counter since the last [`Redactor::take_counts`]: one counter per
+    /// rule, then [`Redactor::allowed_keys_counter`] and
+    /// [`Redactor::blocked_keys_counter`]; `counter_names` names them.
+    counts: RefCell<Vec<u64>>,
+    counter_names: Vec<&'static str>,
     key_rules: RefCell<HashMap<Box<str>, KeyRule, foldhash::fast::RandomState>>,
     allowed: HashSet<String>,
     ignored: HashSet<String>,
@@ -312,7 +318,12 @@ impl Redactor {
                 check: None,
                 find: None,
                 possible: None,
-                prefixes: detectors::required_prefixes(pattern),
+                prefixes: detectors::required_prefixes(pattern).map(|prefixes| {
+                    prefixes
+                        .iter()
+                        .map(|p| memchr::memmem::Finder::new(p).into_owned())
+                        .collect()
+                }),
             });
         }
         let set_rules: Vec<usize> = (0..rules.len())
@@ -326,12 +337,18 @@ impl Redactor {
         }
         let blocked_keys = RegexSet::new(&key_patterns)
             .map_err(|e| FieldError::new("blocked_key_patterns", e.to_string()))?;
+        let counter_names: Vec<&'static str> = rules
+            .iter()
+            .map(|rule| rule.name)
+            .chain(["allowed_keys", "blocked_key_patterns"])
+            .collect();
         Ok(Redactor {
             set,
             set_rules,
             rules,
             blocked_keys,
-            counts: RefCell::new(HashMap::new()),
+            counts: RefCell::new(vec![0; counter_names.len()]),
+            counter_names,
             key_rules: RefCell::new(HashMap::default()),
             allowed: config.allowed_keys.iter().cloned().collect(),
             ignored: config.ignored_keys.iter().cloned().collect(),
@@ -374,65 +391,107 @@ impl Redactor {
 
     /// Redacts one string; `None` when nothing matched (nothing is copied then).
     fn redact_text(&self, text: &str, tally: &mut Tally) -> Option<String> {
+        let mut out = String::new();
+        self.redact_into(text, tally, &mut out).then_some(out)
+    }
+
+    /// Appends `text` redacted to `out` and says so when something in it matches;
+    /// leaves `out` alone when nothing does.
+    fn redact_into(&self, text: &str, tally: &mut Tally, out: &mut String) -> bool {
         let profile = detectors::Profile::of(text);
         let mut candidates = self
             .rules
             .iter()
-            .filter(|rule| rule.can_match(&profile))
+            .enumerate()
+            .filter(|(_, rule)| rule.can_match(&profile))
             .peekable();
-        candidates.peek()?;
-        let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        let mut keep = |rule: &Rule, start: usize, end: usize| {
-            if rule
+        if candidates.peek().is_none() {
+            return false;
+        }
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        let mut keep = |index: usize, start: usize, end: usize| {
+            if self.rules[index]
                 .check
                 .is_none_or(|check| check(text, start, end, self.config.keep_private_ips))
             {
-                spans.push((start, end, rule.name));
+                spans.push((start, end, index));
             }
         };
         // finders run where they can match; of the regexes, one runs alone and several
         // go through the set first
         let (mut by_regex, mut first_by_regex) = (0, None);
-        for rule in candidates {
+        for (index, rule) in candidates {
             match rule.find {
-                Some(find) => find(text, &mut |start, end| keep(rule, start, end)),
+                Some(find) => find(text, &mut |start, end| keep(index, start, end)),
                 None => {
                     by_regex += 1;
-                    first_by_regex = first_by_regex.or(Some(rule));
+                    first_by_regex = first_by_regex.or(Some(index));
                 }
             }
         }
-        let mut find = |rule: &Rule| {
-            for m in rule.regex.find_iter(text) {
-                keep(rule, m.start(), m.end());
+        let mut find = |index: usize| {
+            for m in self.rules[index].regex.find_iter(text) {
+                keep(index, m.start(), m.end());
             }
         };
         match (by_regex, first_by_regex) {
-            (1, Some(rule)) => find(rule),
+            (1, Some(index)) => find(index),
             (0, _) => {}
             _ => self
                 .set
                 .matches(text)
                 .iter()
-                .for_each(|index| find(&self.rules[self.set_rules[index]])),
+                .for_each(|index| find(self.set_rules[index])),
         }
         if spans.is_empty() {
-            return None;
+            return false;
         }
         spans.sort_by_key(|&(start, end, _)| (start, std::cmp::Reverse(end)));
-        let mut out = String::with_capacity(text.len());
+        out.reserve(text.len());
         let mut cursor = 0;
-        for (start, end, rule) in spans {
+        for (start, end, index) in spans {
             if start < cursor {
                 continue;
             }
             out.push_str(&text[cursor..start]);
-            self.push_replacement(&mut out, rule, &text[start..end]);
-            tally.detections.push(rule);
+            self.push_replacement(out, self.rules[index].name, &text[start..end]);
+            self.detected(tally, index);
             cursor = end;
         }
         out.push_str(&text[cursor..]);
-        Some(out)
+        true
+    }
+
+    /// Counts a match of the rule (or key rule) behind `counter` for `tally`'s item.
+    fn detected(&self, tally: &mut Tally, counter: usize) {
+        tally.detections += 1;
+        self.counts.borrow_mut()[counter] += 1;
+    }
+
+    /// The counter of attributes removed by `allowed_keys`.
+    fn allowed_keys_counter(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The counter of attributes whose key matched `blocked_key_patterns`.
+    fn blocked_keys_counter(&self) -> usize {
+        self.rules.len() + 1
+    }
+
+    /// Notes that the attribute `key` had its value masked.
+    fn masked(&self, tally: &mut Tally, key: &str) {
+        tally.masked += 1;
+        if self.config.summary == Summary::Debug {
+            tally.masked_keys.push(key.to_string());
+        }
+    }
+
+    /// Notes that the attribute `key` was removed.
+    fn redacted(&self, tally: &mut Tally, key: &str) {
+        tally.redacted += 1;
+        if self.config.summary == Summary::Debug {
+            tally.redacted_keys.push(key.to_string());
+        }
     }
 
     /// Redacts a value in place; says whether the attribute holding it must go.
@@ -486,11 +545,11 @@ impl Redactor {
             return Outcome::Unchanged;
         }
         if rule == KeyRule::NotAllowed {
-            tally.detections.push("allowed_keys");
+            self.detected(tally, self.allowed_keys_counter());
             return Outcome::Drop;
         }
         if rule == KeyRule::Blocked {
-            tally.detections.push("blocked_key_patterns");
+            self.detected(tally, self.blocked_keys_counter());
             if self.config.action == Action::Drop {
                 return Outcome::Drop;
             }
@@ -498,10 +557,10 @@ impl Redactor {
                 Some(Value::StringValue(s)) => s.clone(),
                 other => format!("{other:?}"),
             };
-            tally.masked.push(attribute.key.clone());
+            self.masked(tally, &attribute.key);
             return Outcome::Changed(self.replacement("blocked_key", &text));
         }
-        let before = tally.detections.len();
+        let before = tally.detections;
         let drop = attribute
             .value
             .as_mut()
@@ -509,8 +568,8 @@ impl Redactor {
         if drop {
             Outcome::Drop
         } else {
-            if tally.detections.len() > before {
-                tally.masked.push(attribute.key.clone());
+            if tally.detections > before {
+                self.masked(tally, &attribute.key);
             }
             Outcome::Unchanged
         }
@@ -527,7 +586,7 @@ impl Redactor {
                 true
             }
             Outcome::Drop => {
-                tally.redacted.push(attribute.key.clone());
+                self.redacted(tally, &attribute.key);
                 false
             }
         });
@@ -543,17 +602,9 @@ impl Redactor {
         attributes.extend(self.summary(tally));
     }
 
-    /// Counts an item's detections; the attributes `summary` adds to it.
+    /// The attributes `summary` adds to an item.
     fn summary(&self, tally: Tally) -> Vec<KeyValue> {
-        {
-            let mut counts = self.counts.borrow_mut();
-            for rule in &tally.detections {
-                *counts.entry(rule).or_default() += 1;
-            }
-        }
-        if self.config.summary == Summary::Silent
-            || (tally.masked.is_empty() && tally.redacted.is_empty())
-        {
+        if !self.summarizes(&tally) {
             return Vec::new();
         }
         let int = |key: &str, n: usize| KeyValue {
@@ -571,37 +622,49 @@ impl Redactor {
             ..Default::default()
         };
         let mut summary = vec![
-            int("redaction.masked.count", tally.masked.len()),
-            int("redaction.redacted.count", tally.redacted.len()),
+            int("redaction.masked.count", tally.masked),
+            int("redaction.redacted.count", tally.redacted),
         ];
         if self.config.summary == Summary::Debug {
-            summary.push(text("redaction.masked.keys", &tally.masked));
-            summary.push(text("redaction.redacted.keys", &tally.redacted));
+            summary.push(text("redaction.masked.keys", &tally.masked_keys));
+            summary.push(text("redaction.redacted.keys", &tally.redacted_keys));
         }
         summary
+    }
+
+    /// Whether `summary` adds attributes to an item with this tally.
+    fn summarizes(&self, tally: &Tally) -> bool {
+        self.config.summary != Summary::Silent && (tally.masked > 0 || tally.redacted > 0)
     }
 
     /// Redacts a name or body string in place (never dropped: masked instead).
     fn redact_in_place(&self, text: &mut String, tally: &mut Tally) {
         if let Some(new) = self.redact_text(text, tally) {
             *text = match self.config.action {
-                Action::Drop => self.replacement_for_drop(),
+                Action::Drop => self.replacement_for_drop().to_string(),
                 _ => new,
             };
         }
     }
 
-    fn replacement_for_drop(&self) -> String {
+    /// What replaces a whole name or body under `action: drop` (which masks them).
+    fn replacement_for_drop(&self) -> &'static str {
         match self.config.mask_style {
-            MaskStyle::Typed => "<redacted>".into(),
-            MaskStyle::Stars => "****".into(),
+            MaskStyle::Typed => "<redacted>",
+            MaskStyle::Stars => "****",
         }
     }
 
     /// Matches per rule (detector name, `blocked_values`, `blocked_key_patterns`,
     /// `allowed_keys`) since the last call.
     pub fn take_counts(&self) -> HashMap<&'static str, u64> {
-        std::mem::take(&mut self.counts.borrow_mut())
+        let mut taken = HashMap::new();
+        for (counter, n) in self.counts.borrow_mut().iter_mut().enumerate() {
+            if *n > 0 {
+                *taken.entry(self.counter_names[counter]).or_default() += std::mem::take(n);
+            }
+        }
+        taken
     }
 
     /// Redacts a batch: on the wire when it is encoded (`wire.rs`), decoded otherwise.
@@ -619,7 +682,7 @@ impl Redactor {
         let Some(parts) = batch.encoded_parts_mut() else {
             return false;
         };
-        let before = self.counts.take();
+        let before = self.counts.borrow().clone();
         let mut rewritten = Vec::with_capacity(parts.len());
         for part in parts.iter() {
             match self.redact_encoded(signal, part) {
@@ -632,10 +695,6 @@ impl Redactor {
             }
         }
         *parts = rewritten;
-        let mut counts = self.counts.borrow_mut();
-        for (rule, n) in before {
-            *counts.entry(rule).or_default() += n;
-        }
         true
     }
 

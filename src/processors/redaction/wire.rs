@@ -5,6 +5,14 @@
 //! unchanged attributes, whole unchanged spans — is copied as bytes, and nothing is
 //! decoded into prost messages.
 //!
+//! The walk copies nothing as it goes. It notes each change as an edit — a byte range of
+//! the request and what replaces it (a string record written anew, nothing for a removed
+//! attribute, `summary` attributes inserted at an item's end) — and when a message's
+//! content changes size, one more edit for that message's header (its key and length),
+//! placed before the edits inside it. At the end the request is copied once with the
+//! edits made in order: every unchanged byte is copied exactly once whatever its depth,
+//! and a request with no edit is not copied at all.
+//!
 //! The rules are the decoded path's ([`Redactor::redact_batch`]), item by item: the same
 //! tally per resource, scope, span, event, link, log record, data point and exemplar, the
 //! same `summary` attributes (appended at the end of the item, which decodes to the
@@ -17,7 +25,7 @@
 use super::{Action, KeyRule, Redactor, Tally};
 use crate::model::wire::{Fields, Value};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
-use prost::encoding::encode_varint;
+use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 use std::ops::Range;
 
@@ -143,75 +151,24 @@ fn request(signal: crate::model::Signal) -> &'static Node {
 /// An `AnyValue`'s field: its number, its content and its whole record.
 type OneofField = (u32, Range<usize>, Range<usize>);
 
-/// What becomes of one field record.
-enum Rewrite {
-    Keep,
-    Remove,
-    Replace(Vec<u8>),
+/// How many bytes a message's content grew by (negative: shrank) through the edits in it.
+type Delta = isize;
+
+/// One change to the request: the bytes at `source` give way to `arena[replacement]`.
+struct Edit {
+    source: Range<usize>,
+    replacement: Range<usize>,
 }
 
-/// Writes a message again only once something in it changes: until then, nothing is
-/// copied or allocated.
-struct Writer<'a> {
-    buf: &'a [u8],
-    end: usize,
-    /// Bytes of `buf` up to here are in `out` (or unchanged, while `out` is `None`).
-    copied: usize,
-    out: Option<Vec<u8>>,
-}
-
-impl<'a> Writer<'a> {
-    fn new(buf: &'a [u8], range: Range<usize>) -> Self {
-        Writer {
-            buf,
-            end: range.end,
-            copied: range.start,
-            out: None,
-        }
-    }
-
-    /// The output, with everything before `record` copied to it.
-    fn up_to(&mut self, record: usize) -> &mut Vec<u8> {
-        let (buf, copied) = (self.buf, self.copied);
-        // room for `summary` attributes too, so a large message is not copied again
-        let out = self
-            .out
-            .get_or_insert_with(|| Vec::with_capacity((self.end - copied) * 5 / 4 + 64));
-        out.extend_from_slice(&buf[copied..record]);
-        self.copied = record;
-        out
-    }
-
-    fn apply(&mut self, number: u32, record: Range<usize>, rewrite: Rewrite) {
-        match rewrite {
-            Rewrite::Keep => {}
-            Rewrite::Remove => {
-                self.up_to(record.start);
-                self.copied = record.end;
-            }
-            Rewrite::Replace(bytes) => {
-                put_delimited(self.up_to(record.start), number, &bytes);
-                self.copied = record.end;
-            }
-        }
-    }
-
-    /// Adds a field after everything else.
-    fn append(&mut self, number: u32, bytes: &[u8]) {
-        put_delimited(self.up_to(self.end), number, bytes);
-    }
-
-    /// The new message, or `None` when nothing changed.
-    fn finish(mut self) -> Option<Vec<u8>> {
-        self.out.as_ref()?;
-        let end = self.end;
-        self.up_to(end);
-        self.out
-    }
-
-    fn finish_as(self) -> Rewrite {
-        self.finish().map_or(Rewrite::Keep, Rewrite::Replace)
-    }
+/// One request's walk: its edits, in the order of the request's bytes, and the bytes
+/// they put in.
+struct Walk<'r, 'b> {
+    redactor: &'r Redactor,
+    buf: &'b [u8],
+    edits: Vec<Edit>,
+    arena: Vec<u8>,
+    /// Where a string is redacted to on its way into `arena`.
+    scratch: String,
 }
 
 fn put_delimited(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
@@ -220,31 +177,49 @@ fn put_delimited(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Walks the length-delimited fields of the message at `range` and rewrites each as
-/// `visit` says (`None`: a field it does not look at, kept as it is).
-fn rewrite_fields(
-    buf: &[u8],
-    range: Range<usize>,
-    mut visit: impl FnMut(u32, Range<usize>) -> Result<Option<Rewrite>, Fallback>,
-) -> Result<Writer<'_>, Fallback> {
-    let mut writer = Writer::new(buf, range.clone());
-    for field in Fields::new(buf, range) {
-        if let (number, Value::Delimited(inner), record) = field? {
-            if let Some(rewrite) = visit(number, inner)? {
-                writer.apply(number, record, rewrite);
-            }
+/// The size of a length-delimited record of field `number` holding `len` bytes.
+fn delimited_len(number: u32, len: usize) -> usize {
+    encoded_len_varint(u64::from(number) << 3 | 2) + encoded_len_varint(len as u64) + len
+}
+
+/// Appends a `KeyValue` record of field `number`: `key` and an `AnyValue` whose content
+/// is `value`.
+fn put_attribute(out: &mut Vec<u8>, number: u32, key: &str, value: &[u8]) {
+    encode_varint(u64::from(number) << 3 | 2, out);
+    let content = delimited_len(1, key.len()) + delimited_len(2, value.len());
+    encode_varint(content as u64, out);
+    put_delimited(out, 1, key.as_bytes());
+    put_delimited(out, 2, value);
+}
+
+/// Appends the attributes `summary` adds to an item, as records of its attributes field
+/// `number`: the bytes prost gives [`Redactor::summary`]'s, without building them.
+fn put_summary(out: &mut Vec<u8>, number: u32, tally: &Tally, debug: bool) {
+    let mut value = Vec::with_capacity(16);
+    for (key, count) in [
+        ("redaction.masked.count", tally.masked),
+        ("redaction.redacted.count", tally.redacted),
+    ] {
+        value.clear();
+        // int_value (field 3), a varint even when zero: it is a oneof
+        value.push(3 << 3);
+        encode_varint(count as u64, &mut value);
+        put_attribute(out, number, key, &value);
+    }
+    if debug {
+        for (key, keys) in [
+            ("redaction.masked.keys", &tally.masked_keys),
+            ("redaction.redacted.keys", &tally.redacted_keys),
+        ] {
+            value.clear();
+            put_delimited(&mut value, 1, keys.join(",").as_bytes());
+            put_attribute(out, number, key, &value);
         }
     }
-    Ok(writer)
 }
 
 fn text(buf: &[u8], range: Range<usize>) -> Result<&str, Fallback> {
     simdutf8::compat::from_utf8(&buf[range]).map_err(|_| Fallback)
-}
-
-/// One request's walk.
-struct Walk<'r> {
-    redactor: &'r Redactor,
 }
 
 impl Redactor {
@@ -255,110 +230,205 @@ impl Redactor {
         signal: crate::model::Signal,
         buf: &[u8],
     ) -> Result<Option<Vec<u8>>, Fallback> {
-        Walk { redactor: self }.message(buf, 0..buf.len(), request(signal))
+        let mut walk = Walk {
+            redactor: self,
+            buf,
+            edits: Vec::new(),
+            arena: Vec::new(),
+            scratch: String::new(),
+        };
+        let delta = walk.message(0..buf.len(), request(signal))?;
+        Ok(walk.finish(delta))
     }
 }
 
-impl Walk<'_> {
-    fn message(
-        &self,
-        buf: &[u8],
-        range: Range<usize>,
-        node: &Node,
-    ) -> Result<Option<Vec<u8>>, Fallback> {
+impl Walk<'_, '_> {
+    /// The request with every edit made, in one copy; `None` when there are none.
+    fn finish(self, delta: Delta) -> Option<Vec<u8>> {
+        if self.edits.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.buf.len().saturating_add_signed(delta));
+        let mut copied = 0;
+        for edit in &self.edits {
+            debug_assert!(edit.source.start >= copied, "edits in the order of the bytes");
+            out.extend_from_slice(&self.buf[copied..edit.source.start]);
+            out.extend_from_slice(&self.arena[edit.replacement.clone()]);
+            copied = edit.source.end;
+        }
+        out.extend_from_slice(&self.buf[copied..]);
+        Some(out)
+    }
+
+    /// Notes an edit: the bytes at `source` give way to what `write` appends to the arena
+    /// (it is handed the scratch string too). Gives the change in size.
+    fn edit(&mut self, source: Range<usize>, write: impl FnOnce(&mut Vec<u8>, &str)) -> Delta {
+        let start = self.arena.len();
+        write(&mut self.arena, &self.scratch);
+        let replacement = start..self.arena.len();
+        let delta = replacement.len() as isize - source.len() as isize;
+        self.edits.push(Edit {
+            source,
+            replacement,
+        });
+        delta
+    }
+
+    fn remove(&mut self, record: Range<usize>) -> Delta {
+        self.edit(record, |_, _| {})
+    }
+
+    /// After the content `inner` of the record `record` (field `number`) changed size by
+    /// `delta` through the edits made since `mark`: an edit of the record's header (key
+    /// and length), placed before those edits, as it stands before them in the bytes.
+    /// Gives the record's change in size.
+    fn relength(
+        &mut self,
+        mark: usize,
+        number: u32,
+        inner: Range<usize>,
+        record: Range<usize>,
+        delta: Delta,
+    ) -> Delta {
+        if delta == 0 {
+            return 0;
+        }
+        let length = inner
+            .len()
+            .checked_add_signed(delta)
+            .expect("edits inside a message remove at most its bytes");
+        let start = self.arena.len();
+        encode_varint(u64::from(number) << 3 | 2, &mut self.arena);
+        encode_varint(length as u64, &mut self.arena);
+        let header = record.start..inner.start;
+        let replacement = start..self.arena.len();
+        let header_delta = replacement.len() as isize - header.len() as isize;
+        self.edits.insert(
+            mark,
+            Edit {
+                source: header,
+                replacement,
+            },
+        );
+        delta + header_delta
+    }
+
+    /// Walks the content of the record `record` (field `number`) with `content`, then
+    /// writes its header anew if its size changed.
+    fn nested(
+        &mut self,
+        number: u32,
+        inner: Range<usize>,
+        record: Range<usize>,
+        content: impl FnOnce(&mut Self, Range<usize>) -> Result<Delta, Fallback>,
+    ) -> Result<Delta, Fallback> {
+        let mark = self.edits.len();
+        let delta = content(self, inner.clone())?;
+        Ok(self.relength(mark, number, inner, record, delta))
+    }
+
+    fn message(&mut self, range: Range<usize>, node: &Node) -> Result<Delta, Fallback> {
         match node {
-            Node::Container(children) => self.container(buf, range, children),
-            Node::Item(item) => self.item(buf, range, item),
+            Node::Container(children) => self.container(range, children),
+            Node::Item(item) => self.item(range, item),
         }
     }
 
     /// The sub-message at `number` among `children`, if it leads to items.
     fn child(
-        &self,
-        buf: &[u8],
+        &mut self,
         number: u32,
         inner: Range<usize>,
+        record: Range<usize>,
         children: &[Child],
         singular_seen: &mut bool,
-    ) -> Result<Rewrite, Fallback> {
+    ) -> Result<Delta, Fallback> {
         let Some(child) = children.iter().find(|c| c.number == number) else {
-            return Ok(Rewrite::Keep);
+            return Ok(0);
         };
-        if child.singular {
-            // a second one would be merged with the first by a decoder
-            if std::mem::replace(singular_seen, true) {
-                return Err(Fallback);
+        // a second one would be merged with the first by a decoder
+        if child.singular && std::mem::replace(singular_seen, true) {
+            return Err(Fallback);
+        }
+        self.nested(number, inner, record, |walk, inner| {
+            walk.message(inner, child.node)
+        })
+    }
+
+    fn container(&mut self, range: Range<usize>, children: &[Child]) -> Result<Delta, Fallback> {
+        let mut singular_seen = false;
+        let mut delta = 0;
+        for field in Fields::new(self.buf, range) {
+            if let (number, Value::Delimited(inner), record) = field? {
+                delta += self.child(number, inner, record, children, &mut singular_seen)?;
             }
         }
-        Ok(self
-            .message(buf, inner, child.node)?
-            .map_or(Rewrite::Keep, Rewrite::Replace))
+        Ok(delta)
     }
 
-    fn container(
-        &self,
-        buf: &[u8],
-        range: Range<usize>,
-        children: &[Child],
-    ) -> Result<Option<Vec<u8>>, Fallback> {
-        let mut singular_seen = false;
-        let writer = rewrite_fields(buf, range, |number, inner| {
-            self.child(buf, number, inner, children, &mut singular_seen)
-                .map(Some)
-        })?;
-        Ok(writer.finish())
-    }
-
-    fn item(
-        &self,
-        buf: &[u8],
-        range: Range<usize>,
-        item: &Item,
-    ) -> Result<Option<Vec<u8>>, Fallback> {
-        let config = &self.redactor.config;
-        let mut writer = Writer::new(buf, range.clone());
+    fn item(&mut self, range: Range<usize>, item: &Item) -> Result<Delta, Fallback> {
+        let redact_names = self.redactor.config.redact_names;
         let mut tally = Tally::default();
         let mut singular_seen = false;
-        for field in Fields::new(buf, range) {
+        let mut delta = 0;
+        for field in Fields::new(self.buf, range.clone()) {
             let (number, value, record) = field?;
             let Value::Delimited(inner) = value else {
                 continue;
             };
-            let rewrite = if number == item.attributes {
-                self.key_value(buf, inner, &mut tally)?
-            } else if item.name == Some(number) && config.redact_names {
-                self.string_in_place(buf, inner, &mut tally)?
+            delta += if number == item.attributes {
+                self.key_value(number, inner, record, &mut tally)?
+            } else if item.name == Some(number) && redact_names {
+                self.string_in_place(number, inner, record, &mut tally)?
             } else if item.body == Some(number) {
                 if std::mem::replace(&mut singular_seen, true) {
                     return Err(Fallback);
                 }
-                self.body(buf, inner, &mut tally)?
+                self.nested(number, inner, record, |walk, inner| {
+                    walk.body(inner, &mut tally)
+                })?
             } else {
-                self.child(buf, number, inner, item.children, &mut singular_seen)?
+                self.child(number, inner, record, item.children, &mut singular_seen)?
             };
-            writer.apply(number, record, rewrite);
         }
-        for attribute in self.redactor.summary(tally) {
-            writer.append(item.attributes, &attribute.encode_to_vec());
-        }
-        Ok(writer.finish())
+        Ok(delta + self.append_summary(item.attributes, range.end, &tally))
     }
 
-    /// A name or a body string: masked where it matches, never removed.
+    /// The `summary` attributes at the end of an item (which decodes to the same list as
+    /// the decoded path's, where they come last among the attributes).
+    fn append_summary(&mut self, number: u32, end: usize, tally: &Tally) -> Delta {
+        let redactor = self.redactor;
+        if !redactor.summarizes(tally) {
+            return 0;
+        }
+        let debug = redactor.config.summary == super::Summary::Debug;
+        self.edit(end..end, |arena, _| put_summary(arena, number, tally, debug))
+    }
+
+    /// A name or a body string (field `number`, at `record`): masked where it matches,
+    /// never removed.
     fn string_in_place(
-        &self,
-        buf: &[u8],
-        range: Range<usize>,
+        &mut self,
+        number: u32,
+        inner: Range<usize>,
+        record: Range<usize>,
         tally: &mut Tally,
-    ) -> Result<Rewrite, Fallback> {
-        let redacted = self.redactor.redact_text(text(buf, range)?, tally);
-        Ok(match redacted {
-            None => Rewrite::Keep,
-            Some(_) if self.redactor.config.action == Action::Drop => {
-                Rewrite::Replace(self.redactor.replacement_for_drop().into_bytes())
-            }
-            Some(new) => Rewrite::Replace(new.into_bytes()),
-        })
+    ) -> Result<Delta, Fallback> {
+        let redactor = self.redactor;
+        let text = text(self.buf, inner)?;
+        self.scratch.clear();
+        if !redactor.redact_into(text, tally, &mut self.scratch) {
+            return Ok(0);
+        }
+        let drop = redactor.config.action == Action::Drop;
+        Ok(self.edit(record, |arena, redacted| {
+            let content = if drop {
+                redactor.replacement_for_drop()
+            } else {
+                redacted
+            };
+            put_delimited(arena, number, content.as_bytes())
+        }))
     }
 
     /// The one oneof field of an `AnyValue` when it is length-delimited (a string, an
@@ -378,90 +448,75 @@ impl Walk<'_> {
         })
     }
 
-    /// A log body: strings are masked (never removed), arrays and maps walked.
-    fn body(
-        &self,
-        buf: &[u8],
-        range: Range<usize>,
-        tally: &mut Tally,
-    ) -> Result<Rewrite, Fallback> {
-        let Some((number, inner, record)) = Self::any_value_field(buf, range.clone())? else {
-            return Ok(Rewrite::Keep);
+    /// A log body (the content of an `AnyValue`): strings are masked (never removed),
+    /// arrays and maps walked.
+    fn body(&mut self, range: Range<usize>, tally: &mut Tally) -> Result<Delta, Fallback> {
+        let Some((number, inner, record)) = Self::any_value_field(self.buf, range)? else {
+            return Ok(0);
         };
-        let rewrite = match number {
-            1 => self.string_in_place(buf, inner, tally)?,
+        match number {
+            1 => self.string_in_place(number, inner, record, tally),
             5 => {
-                self.array(buf, inner, tally, |walk, inner, tally| {
-                    walk.body(buf, inner, tally)
-                })?
-                .0
+                let mark = self.edits.len();
+                let delta = self
+                    .array(inner.clone(), tally, |walk, inner, tally| {
+                        walk.body(inner, tally).map(Some)
+                    })?
+                    .expect("a body's values are never removed");
+                Ok(self.relength(mark, number, inner, record, delta))
             }
-            6 => self.key_values(buf, inner, tally)?,
-            _ => Rewrite::Keep,
-        };
-        Ok(Self::wrap(buf, range, number, record, rewrite))
+            6 => self.nested(number, inner, record, |walk, inner| {
+                walk.key_values(inner, tally)
+            }),
+            _ => Ok(0),
+        }
     }
 
-    /// The `AnyValue` at `range` with its field `number` (at `record`) rewritten.
-    fn wrap(
-        buf: &[u8],
-        range: Range<usize>,
-        number: u32,
-        record: Range<usize>,
-        rewrite: Rewrite,
-    ) -> Rewrite {
-        let mut writer = Writer::new(buf, range);
-        writer.apply(number, record, rewrite);
-        writer.finish_as()
-    }
-
-    /// Walks the values of an `ArrayValue`; also says whether one of them asked for the
-    /// attribute holding the array to go (every value is walked all the same, so the
-    /// tally counts them all, as the decoded path does).
+    /// Walks the values of an `ArrayValue` with `value`; `None` when one of them asked
+    /// for the attribute holding the array to go. Every value is walked all the same, so
+    /// the tally counts them all, as the decoded path does.
     fn array(
-        &self,
-        buf: &[u8],
+        &mut self,
         range: Range<usize>,
         tally: &mut Tally,
-        value: impl Fn(&Self, Range<usize>, &mut Tally) -> Result<Rewrite, Fallback>,
-    ) -> Result<(Rewrite, bool), Fallback> {
-        let mut writer = Writer::new(buf, range.clone());
+        value: fn(&mut Self, Range<usize>, &mut Tally) -> Result<Option<Delta>, Fallback>,
+    ) -> Result<Option<Delta>, Fallback> {
+        let mut delta = 0;
         let mut remove = false;
-        for field in Fields::new(buf, range) {
+        for field in Fields::new(self.buf, range) {
             let (number, field_value, record) = field?;
             if let (1, Value::Delimited(inner)) = (number, field_value) {
-                match value(self, inner, tally)? {
-                    Rewrite::Remove => remove = true,
-                    rewrite => writer.apply(number, record, rewrite),
+                let mark = self.edits.len();
+                match value(self, inner.clone(), tally)? {
+                    None => remove = true,
+                    Some(changed) => delta += self.relength(mark, number, inner, record, changed),
                 }
             }
         }
-        Ok((writer.finish_as(), remove))
+        Ok((!remove).then_some(delta))
     }
 
     /// Walks a `KeyValueList` (attributes nested in a map value or a body).
-    fn key_values(
-        &self,
-        buf: &[u8],
-        range: Range<usize>,
-        tally: &mut Tally,
-    ) -> Result<Rewrite, Fallback> {
-        let writer = rewrite_fields(buf, range, |number, inner| match number {
-            1 => self.key_value(buf, inner, tally).map(Some),
-            _ => Ok(None),
-        })?;
-        Ok(writer.finish_as())
+    fn key_values(&mut self, range: Range<usize>, tally: &mut Tally) -> Result<Delta, Fallback> {
+        let mut delta = 0;
+        for field in Fields::new(self.buf, range) {
+            if let (1, Value::Delimited(inner), record) = field? {
+                delta += self.key_value(1, inner, record, tally)?;
+            }
+        }
+        Ok(delta)
     }
 
-    /// One attribute, by the rules of [`Redactor::decide`].
+    /// One attribute (the record `record` of field `number`, content `range`), by the
+    /// rules of [`Redactor::decide`].
     fn key_value(
-        &self,
-        buf: &[u8],
+        &mut self,
+        number: u32,
         range: Range<usize>,
+        record: Range<usize>,
         tally: &mut Tally,
-    ) -> Result<Rewrite, Fallback> {
-        let redactor = self.redactor;
-        let config = &redactor.config;
+    ) -> Result<Delta, Fallback> {
+        let (buf, redactor) = (self.buf, self.redactor);
         let (mut key, mut value) = ("", None);
         for field in Fields::new(buf, range.clone()) {
             match field? {
@@ -474,95 +529,134 @@ impl Walk<'_> {
                 _ => {}
             }
         }
-        let rule = redactor.key_rule(key);
-        if rule == KeyRule::Ignored {
-            return Ok(Rewrite::Keep);
-        }
-        let remove = |tally: &mut Tally| {
-            tally.redacted.push(key.to_string());
-            Ok(Rewrite::Remove)
-        };
-        if rule == KeyRule::NotAllowed {
-            tally.detections.push("allowed_keys");
-            return remove(tally);
-        }
-        if rule == KeyRule::Blocked {
-            tally.detections.push("blocked_key_patterns");
-            if config.action == Action::Drop {
-                return remove(tally);
+        match redactor.key_rule(key) {
+            KeyRule::Ignored => Ok(0),
+            KeyRule::NotAllowed => {
+                redactor.detected(tally, redactor.allowed_keys_counter());
+                redactor.redacted(tally, key);
+                Ok(self.remove(record))
             }
-            let decoded = value
-                .as_ref()
-                .map(|(inner, _)| AnyValue::decode(&buf[inner.clone()]))
-                .transpose()
-                .map_err(|_| Fallback)?;
-            let original = match decoded.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(any_value::Value::StringValue(s)) => s.clone(),
-                other => format!("{other:?}"),
-            };
-            tally.masked.push(key.to_string());
-            let masked = AnyValue {
-                value: Some(any_value::Value::StringValue(
-                    redactor.replacement("blocked_key", &original),
-                )),
-            };
-            let mut writer = Writer::new(buf, range.clone());
-            match value {
-                Some((_, record)) => {
-                    writer.apply(2, record, Rewrite::Replace(masked.encode_to_vec()))
-                }
-                None => writer.append(2, &masked.encode_to_vec()),
+            KeyRule::Blocked => {
+                let attribute = Attribute {
+                    number,
+                    key,
+                    range,
+                    record,
+                    value,
+                };
+                self.blocked(attribute, tally)
             }
-            return Ok(writer.finish_as());
-        }
-        let Some((inner, record)) = value else {
-            return Ok(Rewrite::Keep);
-        };
-        let before = tally.detections.len();
-        match self.attribute_value(buf, inner, tally)? {
-            Rewrite::Remove => remove(tally),
-            rewrite => {
-                if tally.detections.len() > before {
-                    tally.masked.push(key.to_string());
+            KeyRule::Scan => {
+                let Some((inner, value_record)) = value else {
+                    return Ok(0);
+                };
+                let mark = self.edits.len();
+                let before = tally.detections;
+                let Some(delta) = self.attribute_value(inner.clone(), tally)? else {
+                    self.edits.truncate(mark);
+                    redactor.redacted(tally, key);
+                    return Ok(self.remove(record));
+                };
+                if tally.detections > before {
+                    redactor.masked(tally, key);
                 }
-                Ok(Self::wrap(buf, range, 2, record, rewrite))
+                let delta = self.relength(mark, 2, inner, value_record, delta);
+                Ok(self.relength(mark, number, range, record, delta))
             }
         }
     }
 
-    /// An attribute's value, by the rules of [`Redactor::redact_value`]: `Remove` when
-    /// the attribute holding it must go.
+    /// An attribute whose key matches `blocked_key_patterns`: its whole value masked (or
+    /// the attribute removed, with `action: drop`).
+    fn blocked(&mut self, attribute: Attribute, tally: &mut Tally) -> Result<Delta, Fallback> {
+        let redactor = self.redactor;
+        redactor.detected(tally, redactor.blocked_keys_counter());
+        if redactor.config.action == Action::Drop {
+            redactor.redacted(tally, attribute.key);
+            return Ok(self.remove(attribute.record));
+        }
+        let decoded = attribute
+            .value
+            .as_ref()
+            .map(|(inner, _)| AnyValue::decode(&self.buf[inner.clone()]))
+            .transpose()
+            .map_err(|_| Fallback)?;
+        let original = match decoded.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        redactor.masked(tally, attribute.key);
+        let mut masked = Vec::new();
+        put_delimited(
+            &mut masked,
+            1,
+            redactor.replacement("blocked_key", &original).as_bytes(),
+        );
+        let mark = self.edits.len();
+        let source = match attribute.value {
+            Some((_, value_record)) => value_record,
+            None => attribute.range.end..attribute.range.end,
+        };
+        let delta = self.edit(source, |arena, _| put_delimited(arena, 2, &masked));
+        Ok(self.relength(
+            mark,
+            attribute.number,
+            attribute.range,
+            attribute.record,
+            delta,
+        ))
+    }
+
+    /// An attribute's value (the content of an `AnyValue`), by the rules of
+    /// [`Redactor::redact_value`]; `None` when the attribute holding it must go.
     fn attribute_value(
-        &self,
-        buf: &[u8],
+        &mut self,
         range: Range<usize>,
         tally: &mut Tally,
-    ) -> Result<Rewrite, Fallback> {
-        let Some((number, inner, record)) = Self::any_value_field(buf, range.clone())? else {
-            return Ok(Rewrite::Keep);
+    ) -> Result<Option<Delta>, Fallback> {
+        let Some((number, inner, record)) = Self::any_value_field(self.buf, range)? else {
+            return Ok(Some(0));
         };
-        let rewrite = match number {
-            1 => match self.redactor.redact_text(text(buf, inner)?, tally) {
-                None => Rewrite::Keep,
-                Some(_) if self.redactor.config.action == Action::Drop => {
-                    return Ok(Rewrite::Remove)
+        let redactor = self.redactor;
+        match number {
+            1 => {
+                let text = text(self.buf, inner)?;
+                self.scratch.clear();
+                if !redactor.redact_into(text, tally, &mut self.scratch) {
+                    return Ok(Some(0));
                 }
-                Some(new) => Rewrite::Replace(new.into_bytes()),
-            },
-            5 => {
-                let (rewrite, remove) = self.array(buf, inner, tally, |walk, inner, tally| {
-                    walk.attribute_value(buf, inner, tally)
-                })?;
-                if remove {
-                    return Ok(Rewrite::Remove);
+                if redactor.config.action == Action::Drop {
+                    return Ok(None);
                 }
-                rewrite
+                Ok(Some(self.edit(record, |arena, redacted| {
+                    put_delimited(arena, number, redacted.as_bytes())
+                })))
             }
-            6 => self.key_values(buf, inner, tally)?,
-            _ => Rewrite::Keep,
-        };
-        Ok(Self::wrap(buf, range, number, record, rewrite))
+            5 => {
+                let mark = self.edits.len();
+                let Some(delta) = self.array(inner.clone(), tally, Self::attribute_value)? else {
+                    return Ok(None);
+                };
+                Ok(Some(self.relength(mark, number, inner, record, delta)))
+            }
+            6 => Ok(Some(self.nested(number, inner, record, |walk, inner| {
+                walk.key_values(inner, tally)
+            })?)),
+            _ => Ok(Some(0)),
+        }
     }
+}
+
+/// An attribute as [`Walk::key_value`] found it.
+struct Attribute<'b> {
+    /// The field it is a record of.
+    number: u32,
+    key: &'b str,
+    /// Its content and its whole record.
+    range: Range<usize>,
+    record: Range<usize>,
+    /// Its value's content and record.
+    value: Option<(Range<usize>, Range<usize>)>,
 }
 
 #[cfg(test)]
