@@ -19,7 +19,11 @@
 //! address) have hand-written finders ([`Detector::find`]) that return exactly what their
 //! pattern's `find_iter` returns — leftmost-first, non-overlapping, `\b` as the `regex`
 //! crate's Unicode word boundary — at a fraction of its cost: they look only around each
-//! `@` or each run of digits. A property test holds them to the patterns.
+//! `@` or each dot (found with `memchr`). A property test holds them to the patterns.
+//!
+//! Before any of that, a prefilter ([`Prefilter`]) decides from one counting pass over the
+//! text ([`Profile`]) which patterns can match at all; the counts are kept in one
+//! register (7 bits a class), so no byte waits on the count of the byte before.
 
 use regex::Regex;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -37,15 +41,64 @@ pub struct Detector {
     pub check: Option<Check>,
     /// Finds the pattern's matches without the regex engine, as `find_iter` would.
     pub find: Option<Finder>,
-    /// What a text must have for the pattern to match anywhere in it, from counts: false
-    /// means the pattern cannot match. Each is a necessary condition read off the pattern
-    /// (the digits, dots or capitals it needs), never a guess.
-    pub possible: fn(&Profile) -> bool,
+    /// What a text must hold for the pattern to match anywhere in it.
+    pub prefilter: Prefilter,
 }
 
-/// What a text holds, counted in one pass, for the detectors' `possible` tests.
+/// A built-in detector's prefilter: [`Prefilter::possible`] says, from a text's
+/// [`Profile`], whether the pattern can match anywhere in it (false: it cannot). Each is
+/// a necessary condition read off the pattern (the digits, dots or capitals it needs),
+/// never a guess; one `match`, so testing all of them costs a few instructions each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefilter {
+    Email,
+    CreditCard,
+    Ipv4,
+    Ipv6,
+    UsSsn,
+    Phone,
+    Jwt,
+    BearerToken,
+    AwsAccessKey,
+    PrivateKey,
+    Iban,
+}
+
+impl Prefilter {
+    #[inline]
+    pub fn possible(self, p: &Profile) -> bool {
+        match self {
+            Prefilter::Email => p.at && p.dots > 0,
+            Prefilter::CreditCard => p.digits >= 13 && p.digit_runs().grouped >= 13,
+            // three dots and an octet's digit on each side of them
+            Prefilter::Ipv4 => p.dots >= 3 && p.digits >= 4,
+            Prefilter::Ipv6 => p.colons >= 2,
+            Prefilter::UsSsn => p.digits >= 9 && p.dashes >= 2 && p.digit_runs().grouped >= 9,
+            // both forms end in four digits together (`\d{7,14}` after a `+`, or `\d{4}`),
+            // which a dotted IP address never has
+            Prefilter::Phone => {
+                p.digits >= 8 && {
+                    let runs = p.digit_runs();
+                    runs.adjacent >= 4 && (runs.phone >= 10 || (p.plus && runs.phone >= 8))
+                }
+            }
+            Prefilter::Jwt => p.dots >= 2 && p.uppercase >= 1 && p.contains("eyJ"),
+            Prefilter::BearerToken => p.bytes.len() >= 15 && p.b && p.contains_bearer(),
+            Prefilter::AwsAccessKey => {
+                p.uppercase >= 4
+                    && p.uppercase + p.digits >= 20
+                    && (p.contains("AKIA") || p.contains("ASIA"))
+            }
+            Prefilter::PrivateKey => p.dashes >= 10 && p.uppercase >= 20,
+            Prefilter::Iban => {
+                p.bytes.len() >= 15 && p.uppercase >= 2 && p.digits >= 2 && iban_prefix(p.bytes)
+            }
+        }
+    }
+}
+
+/// What a text holds, counted in one pass, for the prefilters.
 pub struct Profile<'a> {
-    pub text: &'a str,
     pub bytes: &'a [u8],
     pub digits: u32,
     pub dots: u32,
@@ -56,26 +109,23 @@ pub struct Profile<'a> {
     pub plus: bool,
     /// A `b` or `B` (as in `bearer`).
     pub b: bool,
-    /// Where digits stand together (counted only when there are 4 or more): the most
-    /// digits in a stretch of digits, spaces and dashes (what a card or an SSN is
-    /// written with), the most in a stretch of digits and `+-. ()` (a phone number),
-    /// and how often a dot stands between two digits (an IPv4 address has three).
-    pub digit_runs: DigitRuns,
+    /// See [`Profile::digit_runs`]: a second pass, made only when a prefilter asks.
+    digit_runs: std::cell::OnceCell<DigitRuns>,
 }
 
-/// See [`Profile::digit_runs`].
+/// Where digits stand together: the most digits in a stretch of digits, spaces and
+/// dashes (what a card or an SSN is written with), the most in a stretch of digits and
+/// `+-. ()` (a phone number), and the most next to each other.
 #[derive(Default)]
 pub struct DigitRuns {
     pub grouped: u32,
     pub phone: u32,
-    pub dotted: u32,
-    /// The most digits next to each other.
     pub adjacent: u32,
 }
 
 impl Profile<'_> {
     fn contains(&self, literal: &str) -> bool {
-        self.text.contains(literal)
+        memchr::memmem::find(self.bytes, literal.as_bytes()).is_some()
     }
 
     /// Whether `bearer` occurs, in any ASCII case.
@@ -90,13 +140,18 @@ impl Profile<'_> {
                     .is_some_and(|word| word.eq_ignore_ascii_case(b"bearer"))
             })
     }
+
+    /// See [`DigitRuns`]; worked out on first use.
+    pub fn digit_runs(&self) -> &DigitRuns {
+        self.digit_runs.get_or_init(|| DigitRuns::of(self.bytes))
+    }
 }
 
 impl DigitRuns {
     fn of(bytes: &[u8]) -> DigitRuns {
         let mut runs = DigitRuns::default();
         let (mut grouped, mut phone, mut adjacent) = (0, 0, 0);
-        for (at, &byte) in bytes.iter().enumerate() {
+        for &byte in bytes {
             if byte.is_ascii_digit() {
                 grouped += 1;
                 phone += 1;
@@ -104,8 +159,6 @@ impl DigitRuns {
                 runs.grouped = runs.grouped.max(grouped);
                 runs.phone = runs.phone.max(phone);
                 runs.adjacent = runs.adjacent.max(adjacent);
-                let dotted = at >= 2 && bytes[at - 1] == b'.' && bytes[at - 2].is_ascii_digit();
-                runs.dotted += u32::from(dotted);
                 continue;
             }
             adjacent = 0;
@@ -120,27 +173,29 @@ impl DigitRuns {
     }
 }
 
-/// The byte classes [`Profile::of`] counts (`OTHER` for the rest).
-const OTHER: usize = 0;
-const DIGIT: usize = 1;
-const DOT: usize = 2;
-const COLON: usize = 3;
-const DASH: usize = 4;
+/// The byte classes [`Profile::of`] counts, each in its own 7 bits of one `u64`.
+const DIGIT: u32 = 0;
+const DOT: u32 = 1;
+const COLON: u32 = 2;
+const DASH: u32 = 3;
 /// An uppercase ASCII letter other than `B`.
-const UPPER: usize = 5;
-const UPPER_B: usize = 6;
-const LOWER_B: usize = 7;
-const AT: usize = 8;
-const PLUS: usize = 9;
-const CLASSES: usize = 10;
+const UPPER: u32 = 4;
+const UPPER_B: u32 = 5;
+const LOWER_B: u32 = 6;
+const AT: u32 = 7;
+const PLUS: u32 = 8;
+const CLASSES: u32 = 9;
+const CLASS_BITS: u32 = 7;
+/// The most bytes counted in one `u64` before its 7-bit counts could overflow.
+const PACKED_RUN: usize = (1 << CLASS_BITS) - 1;
 
-/// The class of every byte.
-const CLASS_OF: [u8; 256] = {
-    let mut table = [OTHER as u8; 256];
+/// What counting each byte adds to the packed counts: one in its class's bits, nothing
+/// for a byte of no class.
+const PACKED_ONE: [u64; 256] = {
+    let mut table = [0u64; 256];
     let mut byte = 0;
     while byte < 256 {
-        let b = byte as u8;
-        table[byte] = match b {
+        let class = match byte as u8 {
             b'0'..=b'9' => DIGIT,
             b'.' => DOT,
             b':' => COLON,
@@ -150,43 +205,42 @@ const CLASS_OF: [u8; 256] = {
             b'b' => LOWER_B,
             b'@' => AT,
             b'+' => PLUS,
-            _ => OTHER,
-        } as u8;
+            _ => CLASSES,
+        };
+        if class < CLASSES {
+            table[byte] = 1 << (class * CLASS_BITS);
+        }
         byte += 1;
     }
     table
 };
 
 impl<'a> Profile<'a> {
+    /// Counts by adding one table entry per byte to a register (no count in memory
+    /// waits on the byte before), 127 bytes at a time.
     pub fn of(text: &'a str) -> Profile<'a> {
         let bytes = text.as_bytes();
-        // one table lookup and one increment per byte
-        let mut counts = [0u32; CLASSES];
-        for &byte in bytes {
-            counts[usize::from(CLASS_OF[usize::from(byte)])] += 1;
+        let mut counts = [0u32; CLASSES as usize];
+        for run in bytes.chunks(PACKED_RUN) {
+            let packed = run
+                .iter()
+                .fold(0u64, |packed, &byte| packed + PACKED_ONE[usize::from(byte)]);
+            for (class, count) in counts.iter_mut().enumerate() {
+                *count += (packed >> (class as u32 * CLASS_BITS)) as u32 & PACKED_RUN as u32;
+            }
         }
-        let digits = counts[DIGIT];
-        let (dots, colons, dashes) = (counts[DOT], counts[COLON], counts[DASH]);
-        let uppercase = counts[UPPER] + counts[UPPER_B];
-        let (at, plus) = (counts[AT] > 0, counts[PLUS] > 0);
-        let b = counts[LOWER_B] + counts[UPPER_B] > 0;
-        let digit_runs = if digits >= 4 {
-            DigitRuns::of(bytes)
-        } else {
-            DigitRuns::default()
-        };
+        let count = |class: u32| counts[class as usize];
         Profile {
-            text,
             bytes,
-            digit_runs,
-            digits,
-            dots,
-            colons,
-            dashes,
-            uppercase,
-            at,
-            plus,
-            b,
+            digits: count(DIGIT),
+            dots: count(DOT),
+            colons: count(COLON),
+            dashes: count(DASH),
+            uppercase: count(UPPER) + count(UPPER_B),
+            at: count(AT) > 0,
+            plus: count(PLUS) > 0,
+            b: count(LOWER_B) + count(UPPER_B) > 0,
+            digit_runs: std::cell::OnceCell::new(),
         }
     }
 }
@@ -197,35 +251,35 @@ pub const ALL: &[Detector] = &[
         pattern: r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
         check: None,
         find: Some(find_emails),
-        possible: |p| p.at && p.dots > 0,
+        prefilter: Prefilter::Email,
     },
     Detector {
         name: "credit_card",
         pattern: r"\b(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{4}[ -]\d{6}[ -]\d{5})\b",
         check: Some(luhn_candidate),
         find: None,
-        possible: |p| p.digit_runs.grouped >= 13,
+        prefilter: Prefilter::CreditCard,
     },
     Detector {
         name: "ipv4",
         pattern: r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\b",
         check: Some(ipv4_candidate),
         find: Some(find_ipv4),
-        possible: |p| p.digit_runs.dotted >= 3,
+        prefilter: Prefilter::Ipv4,
     },
     Detector {
         name: "ipv6",
         pattern: r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)",
         check: Some(ipv6_candidate),
         find: None,
-        possible: |p| p.colons >= 2,
+        prefilter: Prefilter::Ipv6,
     },
     Detector {
         name: "us_ssn",
         pattern: r"\b\d{3}-\d{2}-\d{4}\b",
         check: Some(ssn_candidate),
         find: None,
-        possible: |p| p.digit_runs.grouped >= 9 && p.dashes >= 2,
+        prefilter: Prefilter::UsSsn,
     },
     Detector {
         name: "phone",
@@ -234,51 +288,42 @@ pub const ALL: &[Detector] = &[
         find: None,
         // both forms end in four digits together (`\d{7,14}` after a `+`, or `\d{4}`),
         // which a dotted IP address never has
-        possible: |p| {
-            p.digit_runs.adjacent >= 4
-                && (p.digit_runs.phone >= 10 || (p.plus && p.digit_runs.phone >= 8))
-        },
+        prefilter: Prefilter::Phone,
     },
     Detector {
         name: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
         check: None,
         find: None,
-        possible: |p| p.dots >= 2 && p.uppercase >= 1 && p.contains("eyJ"),
+        prefilter: Prefilter::Jwt,
     },
     Detector {
         name: "bearer_token",
         pattern: r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*",
         check: None,
         find: None,
-        possible: |p| p.bytes.len() >= 15 && p.b && p.contains_bearer(),
+        prefilter: Prefilter::BearerToken,
     },
     Detector {
         name: "aws_access_key",
         pattern: r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
         check: None,
         find: None,
-        possible: |p| {
-            p.uppercase >= 4
-                && p.uppercase + p.digits >= 20
-                && (p.contains("AKIA") || p.contains("ASIA"))
-        },
+        prefilter: Prefilter::AwsAccessKey,
     },
     Detector {
         name: "private_key",
         pattern: r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z]+ )*PRIVATE KEY-----",
         check: None,
         find: None,
-        possible: |p| p.dashes >= 10 && p.uppercase >= 20,
+        prefilter: Prefilter::PrivateKey,
     },
     Detector {
         name: "iban",
         pattern: r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b",
         check: Some(iban_candidate),
         find: None,
-        possible: |p| {
-            p.bytes.len() >= 15 && p.uppercase >= 2 && p.digits >= 2 && iban_prefix(p.bytes)
-        },
+        prefilter: Prefilter::Iban,
     },
 ];
 
@@ -344,23 +389,23 @@ fn email_domain_end(bytes: &[u8], start: usize) -> Option<usize> {
 /// The `ipv4` pattern's matches: four dot-separated runs of digits, each 0–255 written
 /// without a leading zero, the first with a word boundary before it and the last with
 /// one after it (a run of digits is all of one octet, since an octet is followed by a
-/// dot or a boundary).
+/// dot or a boundary). A match starts at a run of digits followed by a dot, so only the
+/// dots are visited (`memchr`), each once.
 fn find_ipv4(text: &str, found: &mut dyn FnMut(usize, usize)) {
     let bytes = text.as_bytes();
-    let mut at = 0;
-    while at < bytes.len() {
-        if !bytes[at].is_ascii_digit() {
-            at += 1;
+    let mut matched_to = 0;
+    for dot in memchr::memchr_iter(b'.', bytes) {
+        let start = bytes[..dot]
+            .iter()
+            .rposition(|b| !b.is_ascii_digit())
+            .map_or(0, |p| p + 1);
+        if start == dot || start < matched_to {
             continue;
         }
-        let run_end = digits_end(bytes, at);
-        let bounded = !text[..at].chars().next_back().is_some_and(is_word);
-        match bounded.then(|| ipv4_end(text, at)).flatten() {
-            Some(end) => {
-                found(at, end);
-                at = end;
-            }
-            None => at = run_end,
+        let bounded = !text[..start].chars().next_back().is_some_and(is_word);
+        if let Some(end) = bounded.then(|| ipv4_end(text, start)).flatten() {
+            found(start, end);
+            matched_to = end;
         }
     }
 }
@@ -414,11 +459,12 @@ fn is_word(c: char) -> bool {
 
 /// Whether two uppercase letters followed by two digits (an IBAN's start) occur.
 fn iban_prefix(bytes: &[u8]) -> bool {
+    // the digits first: they are rarer than capitals
     bytes.windows(4).any(|w| {
-        w[0].is_ascii_uppercase()
-            && w[1].is_ascii_uppercase()
-            && w[2].is_ascii_digit()
+        w[2].is_ascii_digit()
             && w[3].is_ascii_digit()
+            && w[0].is_ascii_uppercase()
+            && w[1].is_ascii_uppercase()
     })
 }
 

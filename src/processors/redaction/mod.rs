@@ -225,14 +225,14 @@ struct Rule {
     /// A hand-written finder that stands in for the regex.
     find: Option<detectors::Finder>,
     /// Whether the pattern can match a text (`None`: always tried).
-    possible: Option<fn(&detectors::Profile) -> bool>,
+    prefilter: Option<detectors::Prefilter>,
     /// For a user's pattern: literals one of which every match starts with.
     prefixes: Option<Vec<memchr::memmem::Finder<'static>>>,
 }
 
 impl Rule {
     fn can_match(&self, profile: &detectors::Profile) -> bool {
-        self.possible.is_none_or(|possible| possible(profile))
+        self.prefilter.is_none_or(|prefilter| prefilter.possible(profile))
             && self
                 .prefixes
                 .as_ref()
@@ -306,7 +306,7 @@ impl Redactor {
                 regex: detectors::compile(d),
                 check: d.check,
                 find: d.find,
-                possible: Some(d.possible),
+                prefilter: Some(d.prefilter),
                 prefixes: None,
             })
             .collect();
@@ -317,7 +317,7 @@ impl Redactor {
                     .map_err(|e| FieldError::new(format!("blocked_values.{at}"), e.to_string()))?,
                 check: None,
                 find: None,
-                possible: None,
+                prefilter: None,
                 prefixes: detectors::required_prefixes(pattern).map(|prefixes| {
                     prefixes
                         .iter()
@@ -399,15 +399,6 @@ impl Redactor {
     /// leaves `out` alone when nothing does.
     fn redact_into(&self, text: &str, tally: &mut Tally, out: &mut String) -> bool {
         let profile = detectors::Profile::of(text);
-        let mut candidates = self
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, rule)| rule.can_match(&profile))
-            .peekable();
-        if candidates.peek().is_none() {
-            return false;
-        }
         let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         let mut keep = |index: usize, start: usize, end: usize| {
             if self.rules[index]
@@ -420,7 +411,10 @@ impl Redactor {
         // finders run where they can match; of the regexes, one runs alone and several
         // go through the set first
         let (mut by_regex, mut first_by_regex) = (0, None);
-        for (index, rule) in candidates {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.can_match(&profile) {
+                continue;
+            }
             match rule.find {
                 Some(find) => find(text, &mut |start, end| keep(index, start, end)),
                 None => {

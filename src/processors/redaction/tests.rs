@@ -375,7 +375,7 @@ mod prefilter {
     fn unfiltered() -> Redactor {
         let mut redactor = filtered();
         for rule in &mut redactor.rules {
-            rule.possible = None;
+            rule.prefilter = None;
             rule.prefixes = None;
         }
         redactor
