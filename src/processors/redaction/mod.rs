@@ -266,6 +266,8 @@ pub struct Redactor {
     counts: RefCell<Vec<u64>>,
     counter_names: Vec<&'static str>,
     key_rules: RefCell<HashMap<Box<str>, KeyRule, foldhash::fast::RandomState>>,
+    /// The wire walk's buffers, kept between requests.
+    walk_buffers: RefCell<wire::Buffers>,
     allowed: HashSet<String>,
     ignored: HashSet<String>,
 }
@@ -350,6 +352,7 @@ impl Redactor {
             counts: RefCell::new(vec![0; counter_names.len()]),
             counter_names,
             key_rules: RefCell::new(HashMap::default()),
+            walk_buffers: RefCell::default(),
             allowed: config.allowed_keys.iter().cloned().collect(),
             ignored: config.ignored_keys.iter().cloned().collect(),
             config,

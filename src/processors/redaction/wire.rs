@@ -160,15 +160,42 @@ struct Edit {
     replacement: Range<usize>,
 }
 
-/// One request's walk: its edits, in the order of the request's bytes, and the bytes
-/// they put in.
+/// One request's walk.
 struct Walk<'r, 'b> {
     redactor: &'r Redactor,
     buf: &'b [u8],
+    buffers: Buffers,
+}
+
+/// What a walk writes besides its output: its edits, in the order of the request's
+/// bytes, and the bytes they put in. A redactor keeps them from one request to the next
+/// (see [`Buffers::keep`]), so a walk does not grow them anew.
+#[derive(Default)]
+pub(super) struct Buffers {
     edits: Vec<Edit>,
     arena: Vec<u8>,
     /// Where a string is redacted to on its way into `arena`.
     scratch: String,
+}
+
+/// The most bytes of buffers a redactor keeps between requests; a request that needed
+/// more gives them back.
+const BUFFERS_KEPT_BYTES: usize = 1 << 20;
+
+impl Buffers {
+    /// These buffers emptied, if they are small enough to keep.
+    fn keep(mut self) -> Buffers {
+        let bytes = self.edits.capacity() * std::mem::size_of::<Edit>()
+            + self.arena.capacity()
+            + self.scratch.capacity();
+        if bytes > BUFFERS_KEPT_BYTES {
+            return Buffers::default();
+        }
+        self.edits.clear();
+        self.arena.clear();
+        self.scratch.clear();
+        self
+    }
 }
 
 fn put_delimited(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
@@ -218,8 +245,14 @@ fn put_summary(out: &mut Vec<u8>, number: u32, tally: &Tally, debug: bool) {
     }
 }
 
+/// The string at `range`, which must be UTF-8 (std's check for short strings, where the
+/// SIMD one's setup costs more than it saves).
 fn text(buf: &[u8], range: Range<usize>) -> Result<&str, Fallback> {
-    simdutf8::compat::from_utf8(&buf[range]).map_err(|_| Fallback)
+    let bytes = &buf[range];
+    if bytes.len() < 64 {
+        return std::str::from_utf8(bytes).map_err(|_| Fallback);
+    }
+    simdutf8::compat::from_utf8(bytes).map_err(|_| Fallback)
 }
 
 impl Redactor {
@@ -233,27 +266,28 @@ impl Redactor {
         let mut walk = Walk {
             redactor: self,
             buf,
-            edits: Vec::new(),
-            arena: Vec::new(),
-            scratch: String::new(),
+            buffers: self.walk_buffers.take(),
         };
-        let delta = walk.message(0..buf.len(), request(signal))?;
-        Ok(walk.finish(delta))
+        let walked = walk.message(0..buf.len(), request(signal));
+        let redacted = walked.map(|delta| walk.output(delta));
+        *self.walk_buffers.borrow_mut() = walk.buffers.keep();
+        redacted
     }
 }
 
 impl Walk<'_, '_> {
     /// The request with every edit made, in one copy; `None` when there are none.
-    fn finish(self, delta: Delta) -> Option<Vec<u8>> {
-        if self.edits.is_empty() {
+    fn output(&self, delta: Delta) -> Option<Vec<u8>> {
+        let Buffers { edits, arena, .. } = &self.buffers;
+        if edits.is_empty() {
             return None;
         }
         let mut out = Vec::with_capacity(self.buf.len().saturating_add_signed(delta));
         let mut copied = 0;
-        for edit in &self.edits {
+        for edit in edits {
             debug_assert!(edit.source.start >= copied, "edits in the order of the bytes");
             out.extend_from_slice(&self.buf[copied..edit.source.start]);
-            out.extend_from_slice(&self.arena[edit.replacement.clone()]);
+            out.extend_from_slice(&arena[edit.replacement.clone()]);
             copied = edit.source.end;
         }
         out.extend_from_slice(&self.buf[copied..]);
@@ -263,11 +297,16 @@ impl Walk<'_, '_> {
     /// Notes an edit: the bytes at `source` give way to what `write` appends to the arena
     /// (it is handed the scratch string too). Gives the change in size.
     fn edit(&mut self, source: Range<usize>, write: impl FnOnce(&mut Vec<u8>, &str)) -> Delta {
-        let start = self.arena.len();
-        write(&mut self.arena, &self.scratch);
-        let replacement = start..self.arena.len();
+        let Buffers {
+            edits,
+            arena,
+            scratch,
+        } = &mut self.buffers;
+        let start = arena.len();
+        write(arena, scratch);
+        let replacement = start..arena.len();
         let delta = replacement.len() as isize - source.len() as isize;
-        self.edits.push(Edit {
+        edits.push(Edit {
             source,
             replacement,
         });
@@ -297,13 +336,14 @@ impl Walk<'_, '_> {
             .len()
             .checked_add_signed(delta)
             .expect("edits inside a message remove at most its bytes");
-        let start = self.arena.len();
-        encode_varint(u64::from(number) << 3 | 2, &mut self.arena);
-        encode_varint(length as u64, &mut self.arena);
+        let arena = &mut self.buffers.arena;
+        let start = arena.len();
+        encode_varint(u64::from(number) << 3 | 2, arena);
+        encode_varint(length as u64, arena);
         let header = record.start..inner.start;
-        let replacement = start..self.arena.len();
+        let replacement = start..arena.len();
         let header_delta = replacement.len() as isize - header.len() as isize;
-        self.edits.insert(
+        self.buffers.edits.insert(
             mark,
             Edit {
                 source: header,
@@ -322,7 +362,7 @@ impl Walk<'_, '_> {
         record: Range<usize>,
         content: impl FnOnce(&mut Self, Range<usize>) -> Result<Delta, Fallback>,
     ) -> Result<Delta, Fallback> {
-        let mark = self.edits.len();
+        let mark = self.buffers.edits.len();
         let delta = content(self, inner.clone())?;
         Ok(self.relength(mark, number, inner, record, delta))
     }
@@ -416,8 +456,8 @@ impl Walk<'_, '_> {
     ) -> Result<Delta, Fallback> {
         let redactor = self.redactor;
         let text = text(self.buf, inner)?;
-        self.scratch.clear();
-        if !redactor.redact_into(text, tally, &mut self.scratch) {
+        self.buffers.scratch.clear();
+        if !redactor.redact_into(text, tally, &mut self.buffers.scratch) {
             return Ok(0);
         }
         let drop = redactor.config.action == Action::Drop;
@@ -457,7 +497,7 @@ impl Walk<'_, '_> {
         match number {
             1 => self.string_in_place(number, inner, record, tally),
             5 => {
-                let mark = self.edits.len();
+                let mark = self.buffers.edits.len();
                 let delta = self
                     .array(inner.clone(), tally, |walk, inner, tally| {
                         walk.body(inner, tally).map(Some)
@@ -486,7 +526,7 @@ impl Walk<'_, '_> {
         for field in Fields::new(self.buf, range) {
             let (number, field_value, record) = field?;
             if let (1, Value::Delimited(inner)) = (number, field_value) {
-                let mark = self.edits.len();
+                let mark = self.buffers.edits.len();
                 match value(self, inner.clone(), tally)? {
                     None => remove = true,
                     Some(changed) => delta += self.relength(mark, number, inner, record, changed),
@@ -550,10 +590,10 @@ impl Walk<'_, '_> {
                 let Some((inner, value_record)) = value else {
                     return Ok(0);
                 };
-                let mark = self.edits.len();
+                let mark = self.buffers.edits.len();
                 let before = tally.detections;
                 let Some(delta) = self.attribute_value(inner.clone(), tally)? else {
-                    self.edits.truncate(mark);
+                    self.buffers.edits.truncate(mark);
                     redactor.redacted(tally, key);
                     return Ok(self.remove(record));
                 };
@@ -592,7 +632,7 @@ impl Walk<'_, '_> {
             1,
             redactor.replacement("blocked_key", &original).as_bytes(),
         );
-        let mark = self.edits.len();
+        let mark = self.buffers.edits.len();
         let source = match attribute.value {
             Some((_, value_record)) => value_record,
             None => attribute.range.end..attribute.range.end,
@@ -621,8 +661,8 @@ impl Walk<'_, '_> {
         match number {
             1 => {
                 let text = text(self.buf, inner)?;
-                self.scratch.clear();
-                if !redactor.redact_into(text, tally, &mut self.scratch) {
+                self.buffers.scratch.clear();
+                if !redactor.redact_into(text, tally, &mut self.buffers.scratch) {
                     return Ok(Some(0));
                 }
                 if redactor.config.action == Action::Drop {
@@ -633,7 +673,7 @@ impl Walk<'_, '_> {
                 })))
             }
             5 => {
-                let mark = self.edits.len();
+                let mark = self.buffers.edits.len();
                 let Some(delta) = self.array(inner.clone(), tally, Self::attribute_value)? else {
                     return Ok(None);
                 };
