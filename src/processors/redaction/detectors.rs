@@ -74,12 +74,10 @@ impl Prefilter {
             Prefilter::Ipv4 => p.dots >= 3 && p.digits >= 4,
             Prefilter::Ipv6 => p.colons >= 2,
             Prefilter::UsSsn => p.digits >= 9 && p.dashes >= 2 && p.digit_runs().grouped >= 9,
-            // both forms end in four digits together (`\d{7,14}` after a `+`, or `\d{4}`),
-            // which a dotted IP address never has
             Prefilter::Phone => {
                 p.digits >= 8 && {
                     let runs = p.digit_runs();
-                    runs.adjacent >= 4 && (runs.phone >= 10 || (p.plus && runs.phone >= 8))
+                    runs.phone >= 10 || (p.plus && runs.phone >= 8)
                 }
             }
             Prefilter::Jwt => p.dots >= 2 && p.uppercase >= 1 && p.contains("eyJ"),
@@ -114,13 +112,12 @@ pub struct Profile<'a> {
 }
 
 /// Where digits stand together: the most digits in a stretch of digits, spaces and
-/// dashes (what a card or an SSN is written with), the most in a stretch of digits and
-/// `+-. ()` (a phone number), and the most next to each other.
+/// dashes (what a card or an SSN is written with) and the most in a stretch of digits
+/// and `+-. ()` (a phone number).
 #[derive(Default)]
 pub struct DigitRuns {
     pub grouped: u32,
     pub phone: u32,
-    pub adjacent: u32,
 }
 
 impl Profile<'_> {
@@ -148,20 +145,24 @@ impl Profile<'_> {
 }
 
 impl DigitRuns {
+    /// Every pattern that reads them needs four digits together (a card's group or its
+    /// 13–19 digits, an SSN's last group, both phone forms' last four), which a dotted IP
+    /// address, a version or most ids never have; a text without them is not counted:
+    /// its runs are zero.
     fn of(bytes: &[u8]) -> DigitRuns {
         let mut runs = DigitRuns::default();
-        let (mut grouped, mut phone, mut adjacent) = (0, 0, 0);
+        if !has_four_adjacent_digits(bytes) {
+            return runs;
+        }
+        let (mut grouped, mut phone) = (0, 0);
         for &byte in bytes {
             if byte.is_ascii_digit() {
                 grouped += 1;
                 phone += 1;
-                adjacent += 1;
                 runs.grouped = runs.grouped.max(grouped);
                 runs.phone = runs.phone.max(phone);
-                runs.adjacent = runs.adjacent.max(adjacent);
                 continue;
             }
-            adjacent = 0;
             if !matches!(byte, b' ' | b'-') {
                 grouped = 0;
             }
@@ -171,6 +172,31 @@ impl DigitRuns {
         }
         runs
     }
+}
+
+/// Where `byte` occurs in `bytes`, in order: `memchr` for long texts, a plain loop for
+/// short ones (most attribute values), where its setup costs more than it saves.
+fn positions_of(byte: u8, bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    const SHORT: usize = 64;
+    let short = (bytes.len() < SHORT).then(|| {
+        bytes
+            .iter()
+            .enumerate()
+            .filter_map(move |(at, &b)| (b == byte).then_some(at))
+    });
+    let long = (bytes.len() >= SHORT).then(|| memchr::memchr_iter(byte, bytes));
+    short.into_iter().flatten().chain(long.into_iter().flatten())
+}
+
+fn has_four_adjacent_digits(bytes: &[u8]) -> bool {
+    let mut adjacent = 0;
+    for &byte in bytes {
+        adjacent = if byte.is_ascii_digit() { adjacent + 1 } else { 0 };
+        if adjacent == 4 {
+            return true;
+        }
+    }
+    false
 }
 
 /// The byte classes [`Profile::of`] counts, each in its own 7 bits of one `u64`.
@@ -338,7 +364,7 @@ fn find_emails(text: &str, found: &mut dyn FnMut(usize, usize)) {
     let is_local =
         |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-');
     let mut from = 0;
-    for at in memchr::memchr_iter(b'@', bytes) {
+    for at in positions_of(b'@', bytes) {
         if at < from {
             continue;
         }
@@ -394,7 +420,7 @@ fn email_domain_end(bytes: &[u8], start: usize) -> Option<usize> {
 fn find_ipv4(text: &str, found: &mut dyn FnMut(usize, usize)) {
     let bytes = text.as_bytes();
     let mut matched_to = 0;
-    for dot in memchr::memchr_iter(b'.', bytes) {
+    for dot in positions_of(b'.', bytes) {
         let start = bytes[..dot]
             .iter()
             .rposition(|b| !b.is_ascii_digit())

@@ -268,6 +268,8 @@ pub struct Redactor {
     key_rules: RefCell<HashMap<Box<str>, KeyRule, foldhash::fast::RandomState>>,
     /// The wire walk's buffers, kept between requests.
     walk_buffers: RefCell<wire::Buffers>,
+    /// The matches found in one string (start, end, rule), kept between strings.
+    matches: RefCell<Vec<(usize, usize, usize)>>,
     allowed: HashSet<String>,
     ignored: HashSet<String>,
 }
@@ -287,6 +289,9 @@ enum KeyRule {
 
 /// Lowercase hexadecimal digits, for hashes.
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The most matches in one string whose room a redactor keeps for the next string.
+const MATCHES_KEPT: usize = 1024;
 
 /// The most distinct keys whose [`KeyRule`] a redactor remembers.
 const KEY_RULES_REMEMBERED: usize = 4096;
@@ -353,6 +358,7 @@ impl Redactor {
             counter_names,
             key_rules: RefCell::new(HashMap::default()),
             walk_buffers: RefCell::default(),
+            matches: RefCell::default(),
             allowed: config.allowed_keys.iter().cloned().collect(),
             ignored: config.ignored_keys.iter().cloned().collect(),
             config,
@@ -402,7 +408,8 @@ impl Redactor {
     /// leaves `out` alone when nothing does.
     fn redact_into(&self, text: &str, tally: &mut Tally, out: &mut String) -> bool {
         let profile = detectors::Profile::of(text);
-        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+        let mut spans = self.matches.take();
+        spans.clear();
         let mut keep = |index: usize, start: usize, end: usize| {
             if self.rules[index]
                 .check
@@ -441,12 +448,13 @@ impl Redactor {
                 .for_each(|index| find(self.set_rules[index])),
         }
         if spans.is_empty() {
+            self.matches.replace(spans);
             return false;
         }
         spans.sort_by_key(|&(start, end, _)| (start, std::cmp::Reverse(end)));
         out.reserve(text.len());
         let mut cursor = 0;
-        for (start, end, index) in spans {
+        for &(start, end, index) in &spans {
             if start < cursor {
                 continue;
             }
@@ -456,6 +464,9 @@ impl Redactor {
             cursor = end;
         }
         out.push_str(&text[cursor..]);
+        if spans.capacity() <= MATCHES_KEPT {
+            self.matches.replace(spans);
+        }
         true
     }
 
