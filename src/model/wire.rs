@@ -118,18 +118,19 @@ impl<'a> Fields<'a> {
     }
 
     /// The next field: its number, its value and the byte range of the whole record.
+    #[inline]
     fn next_field(&mut self) -> Option<Result<Field, WireError>> {
         if self.pos >= self.end {
             return None;
+        }
+        if let Some(field) = self.short_field() {
+            return Some(Ok(field));
         }
         Some(self.read_field())
     }
 
     fn read_field(&mut self) -> Result<Field, WireError> {
         let record_start = self.pos;
-        if let Some(field) = self.short_field() {
-            return Ok(field);
-        }
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
             return Err(WireError::InvalidKey(record_start));
@@ -198,6 +199,7 @@ impl Iterator for Fields<'_> {
     type Item = Result<Field, WireError>;
 
     /// The next field; after an error, none.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let next = self.next_field();
         if matches!(next, Some(Err(_))) {

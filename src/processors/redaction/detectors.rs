@@ -25,7 +25,9 @@
 //! text ([`Profile`]) which patterns can match at all; the counts are kept in one
 //! register (7 bits a class), so no byte waits on the count of the byte before.
 
+use memchr::memmem::Finder as Literal;
 use regex::Regex;
+use std::sync::LazyLock;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A match candidate check: the whole text and the candidate's byte range.
@@ -80,12 +82,12 @@ impl Prefilter {
                     runs.phone >= 10 || (p.plus && runs.phone >= 8)
                 }
             }
-            Prefilter::Jwt => p.dots >= 2 && p.uppercase >= 1 && p.contains("eyJ"),
+            Prefilter::Jwt => p.dots >= 2 && p.uppercase >= 1 && p.contains(&JWT_START),
             Prefilter::BearerToken => p.bytes.len() >= 15 && p.b && p.contains_bearer(),
             Prefilter::AwsAccessKey => {
                 p.uppercase >= 4
                     && p.uppercase + p.digits >= 20
-                    && (p.contains("AKIA") || p.contains("ASIA"))
+                    && (p.contains(&AWS_KEY_START) || p.contains(&AWS_TEMPORARY_KEY_START))
             }
             Prefilter::PrivateKey => p.dashes >= 10 && p.uppercase >= 20,
             Prefilter::Iban => {
@@ -94,6 +96,11 @@ impl Prefilter {
         }
     }
 }
+
+/// The literals prefilters look for, their searchers built once.
+static JWT_START: LazyLock<Literal<'static>> = LazyLock::new(|| Literal::new("eyJ"));
+static AWS_KEY_START: LazyLock<Literal<'static>> = LazyLock::new(|| Literal::new("AKIA"));
+static AWS_TEMPORARY_KEY_START: LazyLock<Literal<'static>> = LazyLock::new(|| Literal::new("ASIA"));
 
 /// What a text holds, counted in one pass, for the prefilters.
 pub struct Profile<'a> {
@@ -121,8 +128,8 @@ pub struct DigitRuns {
 }
 
 impl Profile<'_> {
-    fn contains(&self, literal: &str) -> bool {
-        memchr::memmem::find(self.bytes, literal.as_bytes()).is_some()
+    fn contains(&self, literal: &Literal<'static>) -> bool {
+        literal.find(self.bytes).is_some()
     }
 
     /// Whether `bearer` occurs, in any ASCII case.
@@ -244,8 +251,7 @@ const PACKED_ONE: [u64; 256] = {
 impl<'a> Profile<'a> {
     /// Counts by adding one table entry per byte to a register (no count in memory
     /// waits on the byte before), 127 bytes at a time.
-    pub fn of(text: &'a str) -> Profile<'a> {
-        let bytes = text.as_bytes();
+    pub fn of(bytes: &'a [u8]) -> Profile<'a> {
         let mut counts = [0u32; CLASSES as usize];
         for run in bytes.chunks(PACKED_RUN) {
             let packed = run

@@ -240,6 +240,9 @@ impl Rule {
     }
 }
 
+/// A string that a rule could match is not UTF-8.
+struct NotUtf8;
+
 /// What happened to one item, for `summary`: how many keys were masked and removed (and
 /// which, kept only for `summary: debug`), and how many matches its values held.
 #[derive(Default)]
@@ -265,7 +268,7 @@ pub struct Redactor {
     /// [`Redactor::blocked_keys_counter`]; `counter_names` names them.
     counts: RefCell<Vec<u64>>,
     counter_names: Vec<&'static str>,
-    key_rules: RefCell<HashMap<Box<str>, KeyRule, foldhash::fast::RandomState>>,
+    key_rules: RefCell<HashMap<Box<[u8]>, KeyRule, foldhash::fast::RandomState>>,
     /// The wire walk's buffers, kept between requests.
     walk_buffers: RefCell<wire::Buffers>,
     /// The matches found in one string (start, end, rule), kept between strings.
@@ -407,7 +410,56 @@ impl Redactor {
     /// Appends `text` redacted to `out` and says so when something in it matches;
     /// leaves `out` alone when nothing does.
     fn redact_into(&self, text: &str, tally: &mut Tally, out: &mut String) -> bool {
-        let profile = detectors::Profile::of(text);
+        let profile = detectors::Profile::of(text.as_bytes());
+        let candidates = self.candidates(&profile);
+        candidates != 0 && self.redact_candidates(text, candidates, tally, out)
+    }
+
+    /// [`Redactor::redact_into`] for a string's bytes as they lie in an encoded
+    /// request. They are checked to be UTF-8 only when some rule can match them: a string
+    /// no rule can match is left as it came, whatever it holds (the edge check has
+    /// already refused requests whose strings are not UTF-8).
+    fn redact_bytes_into(
+        &self,
+        bytes: &[u8],
+        tally: &mut Tally,
+        out: &mut String,
+    ) -> Result<bool, NotUtf8> {
+        let profile = detectors::Profile::of(bytes);
+        let candidates = self.candidates(&profile);
+        if candidates == 0 {
+            return Ok(false);
+        }
+        // std's check for short strings, where the SIMD one's setup costs more than it saves
+        let text = if bytes.len() < 64 {
+            std::str::from_utf8(bytes).map_err(|_| NotUtf8)?
+        } else {
+            simdutf8::basic::from_utf8(bytes).map_err(|_| NotUtf8)?
+        };
+        Ok(self.redact_candidates(text, candidates, tally, out))
+    }
+
+    /// The rules whose patterns can match a text with this profile, as bits by rule
+    /// index; rules past the 64th are always tried.
+    fn candidates(&self, profile: &detectors::Profile) -> u64 {
+        let mut bits = 0;
+        for (index, rule) in self.rules.iter().enumerate().take(64) {
+            bits |= u64::from(rule.can_match(profile)) << index;
+        }
+        if self.rules.len() > 64 {
+            bits |= 1 << 63;
+        }
+        bits
+    }
+
+    /// Runs the `candidates` rules on `text` (see [`Redactor::redact_into`]).
+    fn redact_candidates(
+        &self,
+        text: &str,
+        candidates: u64,
+        tally: &mut Tally,
+        out: &mut String,
+    ) -> bool {
         let mut spans = self.matches.take();
         spans.clear();
         let mut keep = |index: usize, start: usize, end: usize| {
@@ -421,8 +473,9 @@ impl Redactor {
         // finders run where they can match; of the regexes, one runs alone and several
         // go through the set first
         let (mut by_regex, mut first_by_regex) = (0, None);
+        let tried = |index: usize| candidates & (1 << index.min(63)) != 0;
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.can_match(&profile) {
+            if !tried(index) {
                 continue;
             }
             match rule.find {
@@ -527,8 +580,8 @@ impl Redactor {
     /// (the sets and patterns cost more than the lookup), remembered for up to
     /// [`KEY_RULES_REMEMBERED`] keys, then forgotten all at once.
     fn key_rule(&self, key: &str) -> KeyRule {
-        if let Some(rule) = self.key_rules.borrow().get(key) {
-            return *rule;
+        if let Some(rule) = self.remembered_key_rule(key.as_bytes()) {
+            return rule;
         }
         let rule = if self.ignored.contains(key) {
             KeyRule::Ignored
@@ -543,8 +596,13 @@ impl Redactor {
         if remembered.len() >= KEY_RULES_REMEMBERED {
             remembered.clear();
         }
-        remembered.insert(key.into(), rule);
+        remembered.insert(key.as_bytes().into(), rule);
         rule
+    }
+
+    /// The rule of `key` if it is remembered (and so known to be UTF-8).
+    fn remembered_key_rule(&self, key: &[u8]) -> Option<KeyRule> {
+        self.key_rules.borrow().get(key).copied()
     }
 
     fn decide(&self, attribute: &mut KeyValue, tally: &mut Tally) -> Outcome {

@@ -39,6 +39,12 @@ impl From<crate::model::wire::WireError> for Fallback {
     }
 }
 
+impl From<super::NotUtf8> for Fallback {
+    fn from(_: super::NotUtf8) -> Fallback {
+        Fallback
+    }
+}
+
 /// Where a field leads: a message that holds items further down, or an item (a message
 /// with its own attributes, tallied and summarised on its own).
 enum Node {
@@ -455,9 +461,9 @@ impl Walk<'_, '_> {
         tally: &mut Tally,
     ) -> Result<Delta, Fallback> {
         let redactor = self.redactor;
-        let text = text(self.buf, inner)?;
         self.buffers.scratch.clear();
-        if !redactor.redact_into(text, tally, &mut self.buffers.scratch) {
+        let bytes = &self.buf[inner];
+        if !redactor.redact_bytes_into(bytes, tally, &mut self.buffers.scratch)? {
             return Ok(0);
         }
         let drop = redactor.config.action == Action::Drop;
@@ -557,10 +563,10 @@ impl Walk<'_, '_> {
         tally: &mut Tally,
     ) -> Result<Delta, Fallback> {
         let (buf, redactor) = (self.buf, self.redactor);
-        let (mut key, mut value) = ("", None);
+        let (mut key, mut value) = (0..0, None);
         for field in Fields::new(buf, range.clone()) {
             match field? {
-                (1, Value::Delimited(inner), _) => key = text(buf, inner)?,
+                (1, Value::Delimited(inner), _) => key = inner,
                 // a second value would be merged with the first by a decoder
                 (2, Value::Delimited(inner), record) if value.is_none() => {
                     value = Some((inner, record))
@@ -569,7 +575,17 @@ impl Walk<'_, '_> {
                 _ => {}
             }
         }
-        match redactor.key_rule(key) {
+        let rule = match redactor.remembered_key_rule(&buf[key.clone()]) {
+            Some(rule) => rule,
+            None => redactor.key_rule(text(buf, key.clone())?),
+        };
+        // the key itself matters only to `summary: debug`, which lists keys
+        let key = if redactor.config.summary == super::Summary::Debug {
+            text(buf, key)?
+        } else {
+            ""
+        };
+        match rule {
             KeyRule::Ignored => Ok(0),
             KeyRule::NotAllowed => {
                 redactor.detected(tally, redactor.allowed_keys_counter());
@@ -660,9 +676,9 @@ impl Walk<'_, '_> {
         let redactor = self.redactor;
         match number {
             1 => {
-                let text = text(self.buf, inner)?;
                 self.buffers.scratch.clear();
-                if !redactor.redact_into(text, tally, &mut self.buffers.scratch) {
+                let bytes = &self.buf[inner];
+                if !redactor.redact_bytes_into(bytes, tally, &mut self.buffers.scratch)? {
                     return Ok(Some(0));
                 }
                 if redactor.config.action == Action::Drop {
