@@ -437,3 +437,67 @@ fn a_resource_sent_twice_falls_back_to_the_decoded_path() {
         "redacted on the decoded path"
     );
 }
+
+/// A traces request whose one span has the attribute `key` with the string `value` as
+/// raw bytes (which prost would refuse to encode when they are not UTF-8).
+fn request_with_raw_value(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut any_value = Vec::new();
+    prost::encoding::bytes::encode(1, &value.to_vec(), &mut any_value);
+    let mut attribute = Vec::new();
+    prost::encoding::string::encode(1, &key.to_string(), &mut attribute);
+    prost::encoding::bytes::encode(2, &any_value, &mut attribute);
+    let mut span = Vec::new();
+    prost::encoding::bytes::encode(9, &attribute, &mut span);
+    let mut scope_spans = Vec::new();
+    prost::encoding::bytes::encode(2, &span, &mut scope_spans);
+    let mut resource_spans = Vec::new();
+    prost::encoding::bytes::encode(2, &scope_spans, &mut resource_spans);
+    let mut request = Vec::new();
+    prost::encoding::bytes::encode(1, &resource_spans, &mut request);
+    request
+}
+
+#[test]
+fn a_string_is_checked_for_utf8_only_where_a_rule_can_match_it() {
+    let redactor = Redactor::new(RedactionConfig {
+        allow_all_keys: true,
+        ..Default::default()
+    })
+    .unwrap();
+    // no detector can match bytes with no digit, `@`, colon or capital: left as they came
+    let clean = request_with_raw_value("k", b"plain \xff words");
+    assert!(redactor
+        .redact_encoded(Signal::Traces, &clean)
+        .unwrap()
+        .is_none());
+    // an `@` and a dot make the email detector a candidate: the text must be UTF-8, and
+    // the walk hands the request to the decoded path (whose decoding refuses it)
+    let candidate = request_with_raw_value("k", b"jane\xff@example.com");
+    assert!(redactor.redact_encoded(Signal::Traces, &candidate).is_err());
+    let valid = request_with_raw_value("k", b"jane@example.com");
+    let redacted = redactor.redact_encoded(Signal::Traces, &valid).unwrap();
+    assert!(redacted.is_some_and(|bytes| !bytes
+        .windows(16)
+        .any(|w| w == b"jane@example.com")));
+}
+
+#[test]
+fn the_walk_keeps_its_buffers_only_up_to_their_limit() {
+    let redactor = Redactor::new(RedactionConfig {
+        allow_all_keys: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let kept = |redactor: &Redactor| {
+        let buffers = redactor.walk_buffers.borrow();
+        buffers.arena.capacity() + buffers.scratch.capacity()
+    };
+    let small = request_with_raw_value("k", b"mail jane@example.com");
+    redactor.redact_encoded(Signal::Traces, &small).unwrap();
+    assert!(kept(&redactor) > 0, "a small request's buffers are kept");
+    let huge_value = "jane@example.com ".repeat(super::BUFFERS_KEPT_BYTES / 8);
+    let huge = request_with_raw_value("k", huge_value.as_bytes());
+    let redacted = redactor.redact_encoded(Signal::Traces, &huge).unwrap();
+    assert!(redacted.is_some());
+    assert_eq!(kept(&redactor), 0, "buffers past the limit are given back");
+}
