@@ -256,3 +256,75 @@ pub fn connectors(data: &[u8]) {
     assert!(aggregator.add(&batch) <= items);
     let _ = aggregator.flush(1);
 }
+
+/// Redaction on the wire, as pipelines run it on what receivers admit: its output decodes
+/// with the same items, and decodes to what the decoded path makes of the same request
+/// (under two configurations: the shipped pipeline's rules with `summary: debug`, and
+/// `allowed_keys` with `action: drop`).
+pub fn redaction(data: &[u8]) {
+    thread_local! {
+        static REDACTORS: Vec<sieve::processors::redaction::Redactor> = redactors();
+    }
+    for signal in Signal::ALL {
+        let Ok(admitted) = Batch::from_request(signal, bytes::Bytes::copy_from_slice(data)) else {
+            continue;
+        };
+        let items = admitted.batch.items();
+        REDACTORS.with(|redactors| {
+            for redactor in redactors {
+                let mut on_the_wire = admitted.batch.clone();
+                redactor.redact(&mut on_the_wire);
+                let wire = on_the_wire.to_bytes();
+                assert_eq!(decoded_items(signal, &wire), Some(items), "the output decodes");
+                let mut decoded = decoded_batch(signal, &admitted.batch.to_bytes());
+                redactor.redact_batch(&mut decoded);
+                assert_eq!(
+                    decoded_batch(signal, &wire).to_bytes(),
+                    decoded_batch(signal, &decoded.to_bytes()).to_bytes(),
+                    "the wire walk and the decoded path agree"
+                );
+            }
+        });
+    }
+}
+
+/// The two configurations [`redaction`] runs, compiled once.
+fn redactors() -> Vec<sieve::processors::redaction::Redactor> {
+    use sieve::processors::redaction::{Action, MaskStyle, RedactionConfig, Redactor, Summary};
+    let configs = [
+        RedactionConfig {
+            allow_all_keys: true,
+            ignored_keys: vec!["service.name".into()],
+            blocked_key_patterns: vec!["(?i)(password|secret)".into()],
+            blocked_values: vec!["session=[A-Za-z0-9]{16,}".into()],
+            mask_style: MaskStyle::Typed,
+            summary: Summary::Debug,
+            ..Default::default()
+        },
+        RedactionConfig {
+            allowed_keys: vec!["k".into(), "user.email".into()],
+            action: Action::Drop,
+            summary: Summary::Info,
+            ..Default::default()
+        },
+    ];
+    configs
+        .into_iter()
+        .map(|config| Redactor::new(config).expect("the rules compile"))
+        .collect()
+}
+
+/// `buf`, which prost decodes, as a decoded batch.
+fn decoded_batch(signal: Signal, buf: &[u8]) -> Batch {
+    match signal {
+        Signal::Traces => {
+            Batch::from_traces(ExportTraceServiceRequest::decode(buf).unwrap().resource_spans)
+        }
+        Signal::Logs => Batch::from_logs(ExportLogsServiceRequest::decode(buf).unwrap().resource_logs),
+        Signal::Metrics => Batch::from_metrics(
+            ExportMetricsServiceRequest::decode(buf)
+                .unwrap()
+                .resource_metrics,
+        ),
+    }
+}

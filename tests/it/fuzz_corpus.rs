@@ -51,3 +51,8 @@ fn the_ottl_corpus_replays() {
 fn the_connectors_corpus_replays() {
     replay("connectors", checks::connectors);
 }
+
+#[test]
+fn the_redaction_corpus_replays() {
+    replay("redaction", checks::redaction);
+}
