@@ -275,7 +275,11 @@ pub fn redaction(data: &[u8]) {
                 let mut on_the_wire = admitted.batch.clone();
                 redactor.redact(&mut on_the_wire);
                 let wire = on_the_wire.to_bytes();
-                assert_eq!(decoded_items(signal, &wire), Some(items), "the output decodes");
+                assert_eq!(
+                    decoded_items(signal, &wire),
+                    Some(items),
+                    "the output decodes"
+                );
                 let mut decoded = decoded_batch(signal, &admitted.batch.to_bytes());
                 redactor.redact_batch(&mut decoded);
                 assert_eq!(
@@ -317,10 +321,14 @@ fn redactors() -> Vec<sieve::processors::redaction::Redactor> {
 /// `buf`, which prost decodes, as a decoded batch.
 fn decoded_batch(signal: Signal, buf: &[u8]) -> Batch {
     match signal {
-        Signal::Traces => {
-            Batch::from_traces(ExportTraceServiceRequest::decode(buf).unwrap().resource_spans)
+        Signal::Traces => Batch::from_traces(
+            ExportTraceServiceRequest::decode(buf)
+                .unwrap()
+                .resource_spans,
+        ),
+        Signal::Logs => {
+            Batch::from_logs(ExportLogsServiceRequest::decode(buf).unwrap().resource_logs)
         }
-        Signal::Logs => Batch::from_logs(ExportLogsServiceRequest::decode(buf).unwrap().resource_logs),
         Signal::Metrics => Batch::from_metrics(
             ExportMetricsServiceRequest::decode(buf)
                 .unwrap()

@@ -172,7 +172,7 @@ impl<'a> Fields<'a> {
         let [key, next, ..] = self.buf[record_start..self.end] else {
             return None;
         };
-        if key >= 0x80 || key < 8 || next >= 0x80 {
+        if !(8..0x80).contains(&key) || next >= 0x80 {
             return None;
         }
         let value = match key & 7 {

@@ -27,8 +27,8 @@
 
 use memchr::memmem::Finder as Literal;
 use regex::Regex;
-use std::sync::LazyLock;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 /// A match candidate check: the whole text and the candidate's byte range.
 pub type Check = fn(text: &str, start: usize, end: usize, keep_private_ips: bool) -> bool;
@@ -192,13 +192,20 @@ fn positions_of(byte: u8, bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
             .filter_map(move |(at, &b)| (b == byte).then_some(at))
     });
     let long = (bytes.len() >= SHORT).then(|| memchr::memchr_iter(byte, bytes));
-    short.into_iter().flatten().chain(long.into_iter().flatten())
+    short
+        .into_iter()
+        .flatten()
+        .chain(long.into_iter().flatten())
 }
 
 fn has_four_adjacent_digits(bytes: &[u8]) -> bool {
     let mut adjacent = 0;
     for &byte in bytes {
-        adjacent = if byte.is_ascii_digit() { adjacent + 1 } else { 0 };
+        adjacent = if byte.is_ascii_digit() {
+            adjacent + 1
+        } else {
+            0
+        };
         if adjacent == 4 {
             return true;
         }

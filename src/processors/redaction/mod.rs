@@ -232,7 +232,8 @@ struct Rule {
 
 impl Rule {
     fn can_match(&self, profile: &detectors::Profile) -> bool {
-        self.prefilter.is_none_or(|prefilter| prefilter.possible(profile))
+        self.prefilter
+            .is_none_or(|prefilter| prefilter.possible(profile))
             && self
                 .prefixes
                 .as_ref()

@@ -13,6 +13,11 @@
 //! edits made in order: every unchanged byte is copied exactly once whatever its depth,
 //! and a request with no edit is not copied at all.
 //!
+//! A string is profiled for the prefilter as bytes and checked to be UTF-8 only when some
+//! rule can match it; one no rule can match is passed on as it came (the edge check has
+//! already refused requests whose strings are not UTF-8). An attribute key whose rule is
+//! remembered is looked up by its bytes, unchecked.
+//!
 //! The rules are the decoded path's ([`Redactor::redact_batch`]), item by item: the same
 //! tally per resource, scope, span, event, link, log record, data point and exemplar, the
 //! same `summary` attributes (appended at the end of the item, which decodes to the
@@ -160,6 +165,11 @@ type OneofField = (u32, Range<usize>, Range<usize>);
 /// How many bytes a message's content grew by (negative: shrank) through the edits in it.
 type Delta = isize;
 
+/// What [`Walk::array`] does with each value: its growth, or `None` when the attribute
+/// holding the array must go.
+type ValueWalk<'r, 'b> =
+    fn(&mut Walk<'r, 'b>, Range<usize>, &mut Tally) -> Result<Option<Delta>, Fallback>;
+
 /// One change to the request: the bytes at `source` give way to `arena[replacement]`.
 struct Edit {
     source: Range<usize>,
@@ -281,7 +291,7 @@ impl Redactor {
     }
 }
 
-impl Walk<'_, '_> {
+impl<'r, 'b> Walk<'r, 'b> {
     /// The request with every edit made, in one copy; `None` when there are none.
     fn output(&self, delta: Delta) -> Option<Vec<u8>> {
         let Buffers { edits, arena, .. } = &self.buffers;
@@ -291,7 +301,10 @@ impl Walk<'_, '_> {
         let mut out = Vec::with_capacity(self.buf.len().saturating_add_signed(delta));
         let mut copied = 0;
         for edit in edits {
-            debug_assert!(edit.source.start >= copied, "edits in the order of the bytes");
+            debug_assert!(
+                edit.source.start >= copied,
+                "edits in the order of the bytes"
+            );
             out.extend_from_slice(&self.buf[copied..edit.source.start]);
             out.extend_from_slice(&arena[edit.replacement.clone()]);
             copied = edit.source.end;
@@ -448,7 +461,9 @@ impl Walk<'_, '_> {
             return 0;
         }
         let debug = redactor.config.summary == super::Summary::Debug;
-        self.edit(end..end, |arena, _| put_summary(arena, number, tally, debug))
+        self.edit(end..end, |arena, _| {
+            put_summary(arena, number, tally, debug)
+        })
     }
 
     /// A name or a body string (field `number`, at `record`): masked where it matches,
@@ -525,7 +540,7 @@ impl Walk<'_, '_> {
         &mut self,
         range: Range<usize>,
         tally: &mut Tally,
-        value: fn(&mut Self, Range<usize>, &mut Tally) -> Result<Option<Delta>, Fallback>,
+        value: ValueWalk<'r, 'b>,
     ) -> Result<Option<Delta>, Fallback> {
         let mut delta = 0;
         let mut remove = false;
@@ -695,9 +710,12 @@ impl Walk<'_, '_> {
                 };
                 Ok(Some(self.relength(mark, number, inner, record, delta)))
             }
-            6 => Ok(Some(self.nested(number, inner, record, |walk, inner| {
-                walk.key_values(inner, tally)
-            })?)),
+            6 => Ok(Some(self.nested(
+                number,
+                inner,
+                record,
+                |walk, inner| walk.key_values(inner, tally),
+            )?)),
             _ => Ok(Some(0)),
         }
     }

@@ -476,9 +476,7 @@ fn a_string_is_checked_for_utf8_only_where_a_rule_can_match_it() {
     assert!(redactor.redact_encoded(Signal::Traces, &candidate).is_err());
     let valid = request_with_raw_value("k", b"jane@example.com");
     let redacted = redactor.redact_encoded(Signal::Traces, &valid).unwrap();
-    assert!(redacted.is_some_and(|bytes| !bytes
-        .windows(16)
-        .any(|w| w == b"jane@example.com")));
+    assert!(redacted.is_some_and(|bytes| !bytes.windows(16).any(|w| w == b"jane@example.com")));
 }
 
 #[test]
