@@ -300,6 +300,11 @@ const MATCHES_KEPT: usize = 1024;
 /// The most distinct keys whose [`KeyRule`] a redactor remembers.
 const KEY_RULES_REMEMBERED: usize = 4096;
 
+/// The longest key whose [`KeyRule`] is remembered: longer keys are worked out each time,
+/// so the memory stays under [`KEY_RULES_REMEMBERED`] × this many bytes whatever keys
+/// clients send.
+const KEY_REMEMBERED_BYTES: usize = 256;
+
 enum Outcome {
     Unchanged,
     Changed(String),
@@ -579,7 +584,8 @@ impl Redactor {
 
     /// What the key-based rules say about `key`: worked out once per distinct key
     /// (the sets and patterns cost more than the lookup), remembered for up to
-    /// [`KEY_RULES_REMEMBERED`] keys, then forgotten all at once.
+    /// [`KEY_RULES_REMEMBERED`] keys of up to [`KEY_REMEMBERED_BYTES`], then forgotten all
+    /// at once.
     fn key_rule(&self, key: &str) -> KeyRule {
         if let Some(rule) = self.remembered_key_rule(key.as_bytes()) {
             return rule;
@@ -593,6 +599,9 @@ impl Redactor {
         } else {
             KeyRule::Scan
         };
+        if key.len() > KEY_REMEMBERED_BYTES {
+            return rule;
+        }
         let mut remembered = self.key_rules.borrow_mut();
         if remembered.len() >= KEY_RULES_REMEMBERED {
             remembered.clear();

@@ -466,3 +466,18 @@ mod prefilter {
         }
     }
 }
+
+#[test]
+fn key_rules_are_remembered_only_for_short_keys() {
+    let redactor = Redactor::new(RedactionConfig {
+        allow_all_keys: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let long_key = "k".repeat(KEY_REMEMBERED_BYTES + 1);
+    assert_eq!(redactor.key_rule(&long_key), KeyRule::Scan);
+    assert_eq!(redactor.key_rule("user.email"), KeyRule::Scan);
+    let remembered = redactor.key_rules.borrow();
+    assert_eq!(remembered.len(), 1);
+    assert!(remembered.contains_key(&b"user.email"[..]));
+}
