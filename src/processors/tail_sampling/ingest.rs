@@ -5,7 +5,7 @@
 //! arrived, inside `resource_spans` entries whose resource and scope fields are copied
 //! verbatim (unknown fields included).
 
-use super::policy::{status_code_bit, SpanPredicates, TraceId};
+use super::policy::{status_code_bit, with_threshold, SpanPredicates, TraceId};
 use crate::model::wire::{Fields, Value, WireError};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -162,6 +162,77 @@ fn read_status(buf: &[u8], range: Range<usize>) -> u8 {
             _ => None,
         });
     status_code_bit(code.unwrap_or(0))
+}
+
+/// Copies an encoded `ExportTraceServiceRequest` with `threshold` written into every
+/// span's trace state as the `ot=th:` sub-key ([`with_threshold`]). Everything else is
+/// copied as bytes, unknown fields included; a span's old trace state (the last one, as
+/// decoders keep) is replaced by one field at the span's end.
+pub fn stamp_threshold(buf: &[u8], threshold: u64) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(buf.len() + buf.len() / 8);
+    let mut stamp = |span: Range<usize>, out: &mut Vec<u8>| stamp_span(buf, span, threshold, out);
+    copy_along(buf, 0..buf.len(), SPAN_PATH, &mut out, &mut stamp)?;
+    Ok(out)
+}
+
+/// Field numbers from the request down to a span: resource_spans, scope_spans, spans.
+const SPAN_PATH: &[u32] = &[1, 2, 2];
+
+/// Copies the message in `buf[range]` into `out`, handing each sub-message at the end of
+/// `path` to `leaf` and re-framing the messages along the way with their new lengths.
+fn copy_along(
+    buf: &[u8],
+    range: Range<usize>,
+    path: &[u32],
+    out: &mut Vec<u8>,
+    leaf: &mut impl FnMut(Range<usize>, &mut Vec<u8>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let Some((&number, rest)) = path.split_first() else {
+        return leaf(range, out);
+    };
+    let mut content = Vec::new();
+    // the records before the next sub-message on the path, copied in one go
+    let mut unchanged = range.start;
+    for field in Fields::new(buf, range.clone()) {
+        if let (n, Value::Delimited(inner), record) = field? {
+            if n == number {
+                out.extend_from_slice(&buf[unchanged..record.start]);
+                unchanged = record.end;
+                content.clear();
+                copy_along(buf, inner, rest, &mut content, leaf)?;
+                encode_key(number, WireType::LengthDelimited, out);
+                encode_varint(content.len() as u64, out);
+                out.extend_from_slice(&content);
+            }
+        }
+    }
+    out.extend_from_slice(&buf[unchanged..range.end]);
+    Ok(())
+}
+
+/// Copies one span's fields without its trace state (field 3), then writes the trace
+/// state with `threshold` in it.
+fn stamp_span(
+    buf: &[u8],
+    span: Range<usize>,
+    threshold: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let mut trace_state = "";
+    let mut unchanged = span.start;
+    for field in Fields::new(buf, span.clone()) {
+        if let (3, Value::Delimited(state), record) = field? {
+            out.extend_from_slice(&buf[unchanged..record.start]);
+            unchanged = record.end;
+            trace_state = std::str::from_utf8(&buf[state]).unwrap_or_default();
+        }
+    }
+    out.extend_from_slice(&buf[unchanged..span.end]);
+    let stamped = with_threshold(trace_state, threshold);
+    encode_key(3, WireType::LengthDelimited, out);
+    encode_varint(stamped.len() as u64, out);
+    out.extend_from_slice(stamped.as_bytes());
+    Ok(())
 }
 
 /// Appends one `resource_spans` entry holding `spans` (bytes of `source`) under the

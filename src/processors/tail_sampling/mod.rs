@@ -46,7 +46,6 @@ use bytes::Bytes;
 use cache::{id_hash, FingerprintFilter, SampledCache};
 pub use config::TailSamplingConfig;
 use ingest::{ScopeGroup, SpanFacts};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use parking_lot::Mutex;
 use policy::{
     evaluate_all, Decision, Policy, Probabilistic, SpanPredicates, TraceId, TraceSummary,
@@ -54,7 +53,6 @@ use policy::{
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prost::Message;
 pub use shared::Shared;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -725,20 +723,11 @@ impl Processor for TailSampler {
     }
 }
 
-/// Re-encodes a kept trace with `ot=th:` on every span.
+/// A kept trace with `ot=th:` on every span. The buffer was built from checked spans
+/// ([`ingest::encode_group`]), so its walk cannot fail; if it did, the trace would go on
+/// as it came.
 fn stamp_threshold(buffer: &[u8], threshold: u64) -> Vec<u8> {
-    let Ok(mut request) = ExportTraceServiceRequest::decode(buffer) else {
-        return buffer.to_vec();
-    };
-    for span in request
-        .resource_spans
-        .iter_mut()
-        .flat_map(|rs| &mut rs.scope_spans)
-        .flat_map(|ss| &mut ss.spans)
-    {
-        span.trace_state = policy::with_threshold(&span.trace_state, threshold);
-    }
-    request.encode_to_vec()
+    ingest::stamp_threshold(buffer, threshold).unwrap_or_else(|_| buffer.to_vec())
 }
 
 #[cfg(test)]

@@ -643,6 +643,9 @@ pub fn predicate_count(policies: &[PolicyConfig]) -> usize {
 /// Writes `threshold` into a W3C `tracestate` as the OpenTelemetry `ot=th:` sub-key,
 /// keeping a stricter threshold already there (consistent samplers compose by maximum).
 pub fn with_threshold(trace_state: &str, threshold: u64) -> String {
+    if trace_state.is_empty() {
+        return format!("ot=th:{}", encode_threshold(threshold));
+    }
     let mut members: Vec<&str> = trace_state
         .split(',')
         .map(str::trim)

@@ -316,6 +316,69 @@ fn probabilistic_keeps_carry_their_threshold_in_tracestate() {
     }
 }
 
+/// `bytes` as field `number` of a message (length-delimited).
+fn framed(number: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[test]
+fn the_threshold_is_stamped_on_the_wire_as_on_decoded_spans() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    const UNKNOWN: [u8; 3] = [0xf8, 0x06, 0x01]; // field 111, varint 1
+    let mut twice = Span {
+        trace_state: "a=1".into(),
+        ..span(1, 0)
+    }
+    .encode_to_vec();
+    // a second trace state: decoders keep the last
+    twice.extend_from_slice(&framed(3, b"b=2,ot=th:c"));
+    twice.extend_from_slice(&UNKNOWN);
+    let plain = span(1, 1).encode_to_vec();
+    let resource = Resource {
+        attributes: vec![attribute("service.name", Value::StringValue("shop".into()))],
+        ..Default::default()
+    };
+    let scope = [framed(2, &twice), framed(2, &plain), UNKNOWN.to_vec()].concat();
+    let resource_spans = [framed(1, &resource.encode_to_vec()), framed(2, &scope)].concat();
+    let other = framed(2, &framed(2, &span(2, 0).encode_to_vec()));
+    let request = [
+        framed(1, &resource_spans),
+        framed(1, &other),
+        UNKNOWN.to_vec(),
+    ]
+    .concat();
+
+    let stamped = ingest::stamp_threshold(&request, 1 << 55).unwrap();
+
+    let mut expected = ExportTraceServiceRequest::decode(&request[..]).unwrap();
+    expected
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| &mut rs.scope_spans)
+        .flat_map(|ss| &mut ss.spans)
+        .for_each(|s| s.trace_state = with_threshold(&s.trace_state, 1 << 55));
+    let decoded = ExportTraceServiceRequest::decode(&stamped[..]).unwrap();
+    assert_eq!(decoded, expected);
+    let states: Vec<_> = decoded
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.trace_state.as_str())
+        .collect();
+    assert_eq!(states, ["ot=th:c,b=2", "ot=th:8", "ot=th:8"]);
+    let unknown_fields = stamped.windows(3).filter(|w| *w == UNKNOWN).count();
+    assert_eq!(
+        unknown_fields, 3,
+        "unknown fields are copied at every level"
+    );
+}
+
 #[test]
 fn certain_keeps_carry_no_threshold() {
     let yaml = "policies:
