@@ -14,7 +14,10 @@
 //!   in arrival order (the wait is the same for all, so the order is the deadline order)
 //!   and a tick decides what is due without scanning the others. With
 //!   `decision_wait_after_root`, a second queue decides a trace that long after its root
-//!   span arrived, if sooner.
+//!   span arrived, if sooner. Deadlines are rounded up to a tick (a tenth of the shorter
+//!   wait, at most 100 ms, counted from the sampler's start), so that a steady stream of
+//!   requests wakes the worker ten times a second to decide, not once per request; the
+//!   collector decides once a second.
 //! * Budget: bytes held (buffer capacity plus a fixed per-trace overhead) are limited by
 //!   `max_memory_mib` and traces by `num_traces`. Past either, the oldest traces are
 //!   decided early on what they have (trigger `decided_early`), never dropped unjudged.
@@ -57,7 +60,7 @@ pub use shared::Shared;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What triggered a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,6 +323,8 @@ pub struct TailSampler {
     not_sampled: FingerprintFilter,
     fallback: Option<Probabilistic>,
     started: Instant,
+    /// Deadlines are rounded up to a multiple of this after `started`.
+    tick: Duration,
     /// Kept data waiting to be emitted, per request metadata (tenants leave apart).
     out: HashMap<Option<Metadata>, Outgoing>,
     /// The log record and the request metadata of the batch being processed.
@@ -377,6 +382,7 @@ impl TailSampler {
             not_sampled: FingerprintFilter::new(config.decision_cache.non_sampled_cache_size),
             fallback: None,
             started: Instant::now(),
+            tick: tick_of(&config),
             out: HashMap::new(),
             current_record: None,
             current_metadata: None,
@@ -704,7 +710,13 @@ impl Processor for TailSampler {
     fn next_deadline(&self) -> Option<Instant> {
         let root = self.by_root.front().map(|d| d.at);
         let arrival = self.by_arrival.front().map(|d| d.at);
-        root.into_iter().chain(arrival).min()
+        let earliest = root.into_iter().chain(arrival).min()?;
+        let since_start = earliest.saturating_duration_since(self.started).as_nanos();
+        let tick = self.tick.as_nanos();
+        let rounded = u64::try_from(since_start.div_ceil(tick) * tick)
+            .ok()
+            .and_then(|nanos| self.started.checked_add(Duration::from_nanos(nanos)));
+        Some(rounded.unwrap_or(earliest))
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
@@ -721,6 +733,13 @@ impl Processor for TailSampler {
         }
         self.emit(out);
     }
+}
+
+/// The tick deadlines are rounded to: a tenth of the shorter wait, between 1 and 100 ms.
+fn tick_of(config: &TailSamplingConfig) -> Duration {
+    let after_root = Some(config.decision_wait_after_root).filter(|d| !d.is_zero());
+    let shortest = after_root.map_or(config.decision_wait, |d| d.min(config.decision_wait));
+    (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))
 }
 
 /// A kept trace with `ot=th:` on every span. The buffer was built from checked spans
