@@ -26,7 +26,12 @@
 //! positions (one pass each costs about as much as the set's, so running the possible
 //! ones one by one was slower). A string with no match is neither copied nor allocated. The `regex` crate matches in linear time, so
 //! no input can make a pattern backtrack (no ReDoS).
+//!
+//! Before all that, a string of up to 55 bytes found clean lately is recognised by its
+//! hash and bytes and skips the detectors (`clean.rs`: a fixed 64 KiB table per
+//! redactor): methods, routes, user agents and resource attributes come in every request.
 
+mod clean;
 mod detectors;
 mod wire;
 
@@ -270,6 +275,8 @@ pub struct Redactor {
     counts: RefCell<Vec<u64>>,
     counter_names: Vec<&'static str>,
     key_rules: RefCell<HashMap<Box<[u8]>, KeyRule, foldhash::fast::RandomState>>,
+    /// Strings lately found clean (see [`clean`]).
+    clean: RefCell<clean::CleanStrings>,
     /// The wire walk's buffers, kept between requests.
     walk_buffers: RefCell<wire::Buffers>,
     /// The matches found in one string (start, end, rule), kept between strings.
@@ -366,6 +373,7 @@ impl Redactor {
             counts: RefCell::new(vec![0; counter_names.len()]),
             counter_names,
             key_rules: RefCell::new(HashMap::default()),
+            clean: RefCell::default(),
             walk_buffers: RefCell::default(),
             matches: RefCell::default(),
             allowed: config.allowed_keys.iter().cloned().collect(),
@@ -416,9 +424,23 @@ impl Redactor {
     /// Appends `text` redacted to `out` and says so when something in it matches;
     /// leaves `out` alone when nothing does.
     fn redact_into(&self, text: &str, tally: &mut Tally, out: &mut String) -> bool {
-        let profile = detectors::Profile::of(text.as_bytes());
+        let bytes = text.as_bytes();
+        let hash = self.clean.borrow().hash(bytes);
+        if hash.is_some_and(|hash| self.clean.borrow().contains(hash, bytes)) {
+            return false;
+        }
+        let profile = detectors::Profile::of(bytes);
         let candidates = self.candidates(&profile);
-        candidates != 0 && self.redact_candidates(text, candidates, tally, out)
+        let changed = candidates != 0 && self.redact_candidates(text, candidates, tally, out);
+        self.remember_if_clean(hash, bytes, changed);
+        changed
+    }
+
+    /// Remembers a string no rule changed (if it is short enough to have a `hash`).
+    fn remember_if_clean(&self, hash: Option<u64>, bytes: &[u8], changed: bool) {
+        if let (Some(hash), false) = (hash, changed) {
+            self.clean.borrow_mut().insert(hash, bytes);
+        }
     }
 
     /// [`Redactor::redact_into`] for a string's bytes as they lie in an encoded
@@ -431,18 +453,24 @@ impl Redactor {
         tally: &mut Tally,
         out: &mut String,
     ) -> Result<bool, NotUtf8> {
-        let profile = detectors::Profile::of(bytes);
-        let candidates = self.candidates(&profile);
-        if candidates == 0 {
+        let hash = self.clean.borrow().hash(bytes);
+        if hash.is_some_and(|hash| self.clean.borrow().contains(hash, bytes)) {
             return Ok(false);
         }
-        // std's check for short strings, where the SIMD one's setup costs more than it saves
-        let text = if bytes.len() < 64 {
-            std::str::from_utf8(bytes).map_err(|_| NotUtf8)?
-        } else {
-            simdutf8::basic::from_utf8(bytes).map_err(|_| NotUtf8)?
+        let profile = detectors::Profile::of(bytes);
+        let candidates = self.candidates(&profile);
+        let changed = candidates != 0 && {
+            // std's check for short strings, where the SIMD one's setup costs more than
+            // it saves
+            let text = if bytes.len() < 64 {
+                std::str::from_utf8(bytes).map_err(|_| NotUtf8)?
+            } else {
+                simdutf8::basic::from_utf8(bytes).map_err(|_| NotUtf8)?
+            };
+            self.redact_candidates(text, candidates, tally, out)
         };
-        Ok(self.redact_candidates(text, candidates, tally, out))
+        self.remember_if_clean(hash, bytes, changed);
+        Ok(changed)
     }
 
     /// The rules whose patterns can match a text with this profile, as bits by rule

@@ -481,3 +481,33 @@ fn key_rules_are_remembered_only_for_short_keys() {
     assert_eq!(remembered.len(), 1);
     assert!(remembered.contains_key(&b"user.email"[..]));
 }
+
+#[test]
+fn a_string_that_comes_again_gets_the_same_answer_and_only_clean_ones_are_remembered() {
+    let redactor = redactor();
+    let strings = [
+        "GET",
+        "jane@example.com",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        "from 203.0.113.7",
+    ];
+    for round in 0..3 {
+        for text in strings {
+            let mut tally = Tally::default();
+            let first = redactor.redact_text(text, &mut tally);
+            let fresh = redact(text);
+            assert_eq!(
+                first.as_deref().unwrap_or(text),
+                fresh,
+                "round {round}: {text}"
+            );
+            assert_eq!(tally.detections, usize::from(first.is_some()), "{text}");
+            let remembered = redactor
+                .clean
+                .borrow()
+                .hash(text.as_bytes())
+                .is_some_and(|hash| redactor.clean.borrow().contains(hash, text.as_bytes()));
+            assert_eq!(remembered, first.is_none(), "{text} remembered as clean");
+        }
+    }
+}
