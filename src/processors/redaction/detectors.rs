@@ -90,8 +90,12 @@ impl Prefilter {
                     && (p.contains(&AWS_KEY_START) || p.contains(&AWS_TEMPORARY_KEY_START))
             }
             Prefilter::PrivateKey => p.dashes >= 10 && p.uppercase >= 20,
+            // two capitals, two digits, then eleven or more capitals and digits
             Prefilter::Iban => {
-                p.bytes.len() >= 15 && p.uppercase >= 2 && p.digits >= 2 && iban_prefix(p.bytes)
+                p.uppercase >= 2
+                    && p.digits >= 2
+                    && p.uppercase + p.digits >= 15
+                    && iban_prefix(p.bytes)
             }
         }
     }
@@ -199,18 +203,21 @@ fn positions_of(byte: u8, bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 fn has_four_adjacent_digits(bytes: &[u8]) -> bool {
-    let mut adjacent = 0;
-    for &byte in bytes {
-        adjacent = if byte.is_ascii_digit() {
-            adjacent + 1
-        } else {
-            0
-        };
-        if adjacent == 4 {
-            return true;
+    let digit = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_digit);
+    // any four adjacent bytes hold one whose index is 3 mod 4: only those are looked
+    // at, and around them only when they are digits
+    every_fourth(bytes).any(|at| {
+        digit(at) && {
+            let left = (1..=3).take_while(|&back| digit(at - back)).count();
+            let right = (1..=3).take_while(|&ahead| digit(at + ahead)).count();
+            left + 1 + right >= 4
         }
-    }
-    false
+    })
+}
+
+/// The indices 3, 7, 11, … of `bytes`: any four adjacent bytes hold exactly one of them.
+fn every_fourth(bytes: &[u8]) -> impl Iterator<Item = usize> {
+    (3..bytes.len()).step_by(4)
 }
 
 /// The byte classes [`Profile::of`] counts, each in its own 7 bits of one `u64`.
@@ -498,12 +505,20 @@ fn is_word(c: char) -> bool {
 
 /// Whether two uppercase letters followed by two digits (an IBAN's start) occur.
 fn iban_prefix(bytes: &[u8]) -> bool {
-    // the digits first: they are rarer than capitals
-    bytes.windows(4).any(|w| {
-        w[2].is_ascii_digit()
-            && w[3].is_ascii_digit()
-            && w[0].is_ascii_uppercase()
-            && w[1].is_ascii_uppercase()
+    let prefix_at = |start: usize| {
+        bytes.get(start..start + 4).is_some_and(|w| {
+            w[0].is_ascii_uppercase()
+                && w[1].is_ascii_uppercase()
+                && w[2].is_ascii_digit()
+                && w[3].is_ascii_digit()
+        })
+    };
+    // the prefix covers one index that is 3 mod 4; what that byte is says where the
+    // prefix would start (lowercase letters, spaces and punctuation rule it out)
+    every_fourth(bytes).any(|at| match bytes[at] {
+        b'A'..=b'Z' => prefix_at(at) || prefix_at(at - 1),
+        b'0'..=b'9' => prefix_at(at - 2) || prefix_at(at - 3),
+        _ => false,
     })
 }
 
@@ -625,6 +640,25 @@ mod tests {
 
     /// Matches as byte ranges.
     type Found = Vec<(usize, usize)>;
+
+    #[test]
+    fn the_strided_scans_agree_with_looking_at_every_window() {
+        // every string of up to 8 bytes over a capital, a lowercase letter, a digit and
+        // a space
+        let alphabet = *b"Aa1 ";
+        for len in 0..=8u32 {
+            for n in 0..4usize.pow(len) {
+                let text: Vec<u8> = (0..len).map(|i| alphabet[n / 4usize.pow(i) % 4]).collect();
+                let digits = text.windows(4).any(|w| w.iter().all(u8::is_ascii_digit));
+                assert_eq!(has_four_adjacent_digits(&text), digits, "{text:?}");
+                let iban = text.windows(4).any(|w| {
+                    w[..2].iter().all(u8::is_ascii_uppercase)
+                        && w[2..].iter().all(u8::is_ascii_digit)
+                });
+                assert_eq!(iban_prefix(&text), iban, "{text:?}");
+            }
+        }
+    }
 
     /// What the finder of `name` finds, and what its pattern's `find_iter` finds.
     fn both(name: &str, text: &str) -> (Found, Found) {
