@@ -20,7 +20,7 @@ use crate::model::Batch;
 use crate::queue::Gate;
 use crate::telemetry::Count;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A pipeline stage.
 pub trait Processor: Send {
@@ -30,6 +30,13 @@ pub trait Processor: Send {
     /// When the processor next wants [`Processor::on_tick`], if ever.
     fn next_deadline(&self) -> Option<Instant> {
         None
+    }
+
+    /// How late [`Processor::on_tick`] may come when nothing else wakes the worker: a
+    /// worker about to sleep sleeps until a deadline plus its slack, so that deadlines
+    /// close together are met by one wake (a busy worker ticks as soon as one is due).
+    fn deadline_slack(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// Called at or after [`Processor::next_deadline`].

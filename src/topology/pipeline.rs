@@ -578,14 +578,10 @@ impl Worker {
     /// Runs until every sender of the queue is gone, then drains the processors.
     fn run(mut self) {
         loop {
-            let deadline = self
-                .chain
-                .iter()
-                .filter_map(|s| s.processor.next_deadline())
-                .min();
+            let (due, wake) = self.deadlines();
             // a due deadline comes first: under sustained load the queue is never empty,
             // and receiving would always win over ticking
-            if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
+            if due.is_some_and(|d| d <= std::time::Instant::now()) {
                 let now = std::time::Instant::now();
                 self.each_stage(|p, out| p.on_tick(now, out));
                 continue;
@@ -599,7 +595,7 @@ impl Worker {
                     }
                 }
             }
-            let deadline = match (deadline, &self.durable) {
+            let deadline = match (wake, &self.durable) {
                 (deadline, None) => deadline,
                 (Some(d), Some(_)) => Some(d.min(std::time::Instant::now() + ACKNOWLEDGE_EVERY)),
                 (None, Some(_)) => Some(std::time::Instant::now() + ACKNOWLEDGE_EVERY),
@@ -627,6 +623,20 @@ impl Worker {
         if self.durable.is_some() {
             self.acknowledge_now();
         }
+    }
+
+    /// The earliest deadline of the processors, and when an idle worker must wake at the
+    /// latest (a deadline plus its processor's slack).
+    fn deadlines(&self) -> (Option<Instant>, Option<Instant>) {
+        let (mut due, mut wake): (Option<Instant>, Option<Instant>) = (None, None);
+        for stage in &self.chain {
+            if let Some(deadline) = stage.processor.next_deadline() {
+                let latest = deadline + stage.processor.deadline_slack();
+                due = Some(due.map_or(deadline, |d| d.min(deadline)));
+                wake = Some(wake.map_or(latest, |w| w.min(latest)));
+            }
+        }
+        (due, wake)
     }
 
     /// Processes a batch from the memory queue. With a persistent queue, records are

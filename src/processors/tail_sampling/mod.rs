@@ -14,10 +14,10 @@
 //!   in arrival order (the wait is the same for all, so the order is the deadline order)
 //!   and a tick decides what is due without scanning the others. With
 //!   `decision_wait_after_root`, a second queue decides a trace that long after its root
-//!   span arrived, if sooner. Deadlines are rounded up to a tick (a tenth of the shorter
-//!   wait, at most 100 ms, counted from the sampler's start), so that a steady stream of
-//!   requests wakes the worker ten times a second to decide, not once per request; the
-//!   collector decides once a second.
+//!   span arrived, if sooner. An idle worker may decide up to a tick late (a tenth of
+//!   the shorter wait, at most 100 ms: [`Processor::deadline_slack`]), so that a steady
+//!   trickle of requests does not wake it once per request just to decide; a busy one
+//!   decides as traces fall due. The collector decides once a second.
 //! * Budget: bytes held (buffer capacity plus a fixed per-trace overhead) are limited by
 //!   `max_memory_mib` and traces by `num_traces`. Past either, the oldest traces are
 //!   decided early on what they have (trigger `decided_early`), never dropped unjudged.
@@ -323,7 +323,7 @@ pub struct TailSampler {
     not_sampled: FingerprintFilter,
     fallback: Option<Probabilistic>,
     started: Instant,
-    /// Deadlines are rounded up to a multiple of this after `started`.
+    /// How late an idle worker may decide.
     tick: Duration,
     /// Kept data waiting to be emitted, per request metadata (tenants leave apart).
     out: HashMap<Option<Metadata>, Outgoing>,
@@ -710,13 +710,11 @@ impl Processor for TailSampler {
     fn next_deadline(&self) -> Option<Instant> {
         let root = self.by_root.front().map(|d| d.at);
         let arrival = self.by_arrival.front().map(|d| d.at);
-        let earliest = root.into_iter().chain(arrival).min()?;
-        let since_start = earliest.saturating_duration_since(self.started).as_nanos();
-        let tick = self.tick.as_nanos();
-        let rounded = u64::try_from(since_start.div_ceil(tick) * tick)
-            .ok()
-            .and_then(|nanos| self.started.checked_add(Duration::from_nanos(nanos)));
-        Some(rounded.unwrap_or(earliest))
+        root.into_iter().chain(arrival).min()
+    }
+
+    fn deadline_slack(&self) -> Duration {
+        self.tick
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
@@ -735,8 +733,8 @@ impl Processor for TailSampler {
     }
 }
 
-/// The tick deadlines are rounded to: a tenth of the shorter wait, between 1 and 100 ms.
-fn tick_of(config: &TailSamplingConfig) -> Duration {
+/// How late an idle worker may decide: a tenth of the shorter wait, 1 to 100 ms.
+pub(super) fn tick_of(config: &TailSamplingConfig) -> Duration {
     let after_root = Some(config.decision_wait_after_root).filter(|d| !d.is_zero());
     let shortest = after_root.map_or(config.decision_wait, |d| d.min(config.decision_wait));
     (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))

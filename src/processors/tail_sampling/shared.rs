@@ -35,6 +35,8 @@ struct Shard {
 struct Shards {
     shards: Vec<Shard>,
     base: Instant,
+    /// The samplers' [`Processor::deadline_slack`].
+    slack: Duration,
     predicates: Arc<super::SpanPredicates>,
 }
 
@@ -72,6 +74,7 @@ impl Shared {
         let shards = Arc::new(Shards {
             shards,
             base: Instant::now(),
+            slack: super::tick_of(config),
             predicates,
         });
         Ok((0..workers.max(1))
@@ -145,6 +148,10 @@ impl Processor for Shared {
             .min()
             .filter(|&d| d != NONE)?;
         Some(self.shards.base + Duration::from_nanos(earliest))
+    }
+
+    fn deadline_slack(&self) -> Duration {
+        self.shards.slack
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
