@@ -631,7 +631,8 @@ impl Worker {
         let (mut due, mut wake): (Option<Instant>, Option<Instant>) = (None, None);
         for stage in &self.chain {
             if let Some(deadline) = stage.processor.next_deadline() {
-                let latest = deadline + stage.processor.deadline_slack();
+                let slack = stage.processor.deadline_slack();
+                let latest = deadline.checked_add(slack).unwrap_or(deadline);
                 due = Some(due.map_or(deadline, |d| d.min(deadline)));
                 wake = Some(wake.map_or(latest, |w| w.min(latest)));
             }

@@ -14,8 +14,8 @@
 //!   in arrival order (the wait is the same for all, so the order is the deadline order)
 //!   and a tick decides what is due without scanning the others. With
 //!   `decision_wait_after_root`, a second queue decides a trace that long after its root
-//!   span arrived, if sooner. An idle worker may decide up to a tick late (a tenth of
-//!   the shorter wait, at most 100 ms: [`Processor::deadline_slack`]), so that a steady
+//!   span arrived, if sooner. An idle worker may decide late by up to a tenth of the
+//!   shorter wait, at most 100 ms ([`Processor::deadline_slack`]), so that a steady
 //!   trickle of requests does not wake it once per request just to decide; a busy one
 //!   decides as traces fall due. The collector decides once a second.
 //! * Budget: bytes held (buffer capacity plus a fixed per-trace overhead) are limited by
@@ -324,7 +324,7 @@ pub struct TailSampler {
     fallback: Option<Probabilistic>,
     started: Instant,
     /// How late an idle worker may decide.
-    tick: Duration,
+    slack: Duration,
     /// Kept data waiting to be emitted, per request metadata (tenants leave apart).
     out: HashMap<Option<Metadata>, Outgoing>,
     /// The log record and the request metadata of the batch being processed.
@@ -382,7 +382,7 @@ impl TailSampler {
             not_sampled: FingerprintFilter::new(config.decision_cache.non_sampled_cache_size),
             fallback: None,
             started: Instant::now(),
-            tick: tick_of(&config),
+            slack: slack_of(&config),
             out: HashMap::new(),
             current_record: None,
             current_metadata: None,
@@ -714,7 +714,7 @@ impl Processor for TailSampler {
     }
 
     fn deadline_slack(&self) -> Duration {
-        self.tick
+        self.slack
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
@@ -734,7 +734,7 @@ impl Processor for TailSampler {
 }
 
 /// How late an idle worker may decide: a tenth of the shorter wait, 1 to 100 ms.
-pub(super) fn tick_of(config: &TailSamplingConfig) -> Duration {
+pub(super) fn slack_of(config: &TailSamplingConfig) -> Duration {
     let after_root = Some(config.decision_wait_after_root).filter(|d| !d.is_zero());
     let shortest = after_root.map_or(config.decision_wait, |d| d.min(config.decision_wait));
     (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))

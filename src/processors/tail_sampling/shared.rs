@@ -74,7 +74,7 @@ impl Shared {
         let shards = Arc::new(Shards {
             shards,
             base: Instant::now(),
-            slack: super::tick_of(config),
+            slack: super::slack_of(config),
             predicates,
         });
         Ok((0..workers.max(1))
