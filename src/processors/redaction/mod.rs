@@ -425,8 +425,8 @@ impl Redactor {
     /// leaves `out` alone when nothing does.
     fn redact_into(&self, text: &str, tally: &mut Tally, out: &mut String) -> bool {
         let bytes = text.as_bytes();
-        let hash = self.clean.borrow().hash(bytes);
-        if hash.is_some_and(|hash| self.clean.borrow().contains(hash, bytes)) {
+        let (known_clean, hash) = self.clean_lookup(bytes);
+        if known_clean {
             return false;
         }
         let profile = detectors::Profile::of(bytes);
@@ -434,6 +434,14 @@ impl Redactor {
         let changed = candidates != 0 && self.redact_candidates(text, candidates, tally, out);
         self.remember_if_clean(hash, bytes, changed);
         changed
+    }
+
+    /// Whether `bytes` was lately found clean, and its hash to remember it by (`None`
+    /// when it is too long to remember).
+    fn clean_lookup(&self, bytes: &[u8]) -> (bool, Option<u64>) {
+        let clean = self.clean.borrow();
+        let hash = clean.hash(bytes);
+        (hash.is_some_and(|hash| clean.contains(hash, bytes)), hash)
     }
 
     /// Remembers a string no rule changed (if it is short enough to have a `hash`).
@@ -453,8 +461,8 @@ impl Redactor {
         tally: &mut Tally,
         out: &mut String,
     ) -> Result<bool, NotUtf8> {
-        let hash = self.clean.borrow().hash(bytes);
-        if hash.is_some_and(|hash| self.clean.borrow().contains(hash, bytes)) {
+        let (known_clean, hash) = self.clean_lookup(bytes);
+        if known_clean {
             return Ok(false);
         }
         let profile = detectors::Profile::of(bytes);
