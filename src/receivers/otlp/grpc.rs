@@ -144,7 +144,9 @@ async fn export(
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget
-        .read_body(req.into_body(), limit + 5, &mut reservation)
+        .read_body(req.into_body(), limit + 5, &mut reservation, |prefix| {
+            grpc::declared_length(prefix).map(|n| n + 5)
+        })
         .await
         .map_err(|e| body_failure(e, limit))?;
     let (compressed, message) = grpc::unframe(&body)

@@ -186,7 +186,7 @@ async fn export(
     let budget = shared.budget();
     let mut reservation = Reservation::default();
     let body = budget
-        .read_body(req.into_body(), limit, &mut reservation)
+        .read_body(req.into_body(), limit, &mut reservation, |_| None)
         .await
         .map_err(|e| body_failure(e, limit))?;
     let body = match compression {
