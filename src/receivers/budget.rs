@@ -135,15 +135,31 @@ mod tests {
         const KIB: usize = 1 << 10;
         let limit = 4096 * KIB;
         assert_eq!(first_capacity(16 * KIB, 60 * KIB, limit), 60 * KIB);
-        assert_eq!(first_capacity(16 * KIB, 0, limit), 16 * KIB, "unknown length");
+        assert_eq!(
+            first_capacity(16 * KIB, 0, limit),
+            16 * KIB,
+            "unknown length"
+        );
         assert_eq!(
             first_capacity(16 * KIB, 4000 * KIB, limit),
             64 * KIB,
             "at most four times what arrived"
         );
-        assert_eq!(first_capacity(100, 4000 * KIB, limit), 64 * KIB, "or 64 KiB");
-        assert_eq!(first_capacity(16 * KIB, 9000 * KIB, 32 * KIB), 32 * KIB, "the limit");
-        assert_eq!(first_capacity(16 * KIB, 10, limit), 16 * KIB, "a short declaration");
+        assert_eq!(
+            first_capacity(100, 4000 * KIB, limit),
+            64 * KIB,
+            "or 64 KiB"
+        );
+        assert_eq!(
+            first_capacity(16 * KIB, 9000 * KIB, 32 * KIB),
+            32 * KIB,
+            "the limit"
+        );
+        assert_eq!(
+            first_capacity(16 * KIB, 10, limit),
+            16 * KIB,
+            "a short declaration"
+        );
     }
 
     #[tokio::test(start_paused = true)]

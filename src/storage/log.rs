@@ -1065,6 +1065,20 @@ impl LogReader {
         self.reading.lock().advance_to(seq);
     }
 
+    /// Closes the segment being read if the log has deleted it (everything in it was
+    /// acknowledged). An open file keeps a deleted file's space taken, and a reader at
+    /// the end of the log reads nothing more until a record is appended: on a full disk,
+    /// appends would wait for that space for ever.
+    pub fn let_go_of_deleted(&mut self) {
+        if self
+            .segment
+            .as_ref()
+            .is_some_and(|(first, _)| *first < self.log.first_seq())
+        {
+            self.segment = None;
+        }
+    }
+
     /// The next record if one was appended, skipping damaged stretches (returned as a
     /// count) and records below the position.
     pub fn read_next(&mut self) -> io::Result<(Option<Record>, u64)> {

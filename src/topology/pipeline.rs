@@ -787,6 +787,7 @@ impl Worker {
         if let Err(e) = durable.log.acknowledge(below) {
             tracing::warn!(error = %e, "persistent queue: cannot record what was delivered");
         }
+        durable.reader.let_go_of_deleted();
         durable
             .oldest_age
             .set(durable.log.oldest_age().as_secs() as i64);

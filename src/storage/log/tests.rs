@@ -103,6 +103,49 @@ fn acknowledged_segments_are_deleted_and_reopening_resumes_after_them() {
     assert_eq!(read_all(&log, log.acked()).0, (30..40).collect::<Vec<_>>());
 }
 
+/// Found by the full-disk test: a reader that had read to the end kept the last
+/// segment open after it was acknowledged and deleted, so its space never came back.
+#[test]
+fn a_reader_lets_go_of_a_segment_the_log_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path());
+    append_all(&log, 0..3);
+    let mut reader = log.reader(0);
+    while reader.read_next().unwrap().0.is_some() {}
+    let held = segments(dir.path());
+    log.acknowledge(3).unwrap();
+    assert!(
+        held.iter().all(|path| !path.exists()),
+        "everything acknowledged is deleted"
+    );
+    let open_deleted = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+            // a deleted file's link reads "<path> (deleted)"
+            .filter(|target| {
+                let target = target.to_string_lossy();
+                held.iter()
+                    .any(|path| target.starts_with(&*path.to_string_lossy()))
+            })
+            .count()
+    };
+    assert_eq!(
+        open_deleted(),
+        1,
+        "the reader still holds the deleted segment"
+    );
+    reader.let_go_of_deleted();
+    assert_eq!(open_deleted(), 0);
+    append_all(&log, 3..5);
+    let (record, _) = reader.read_next().unwrap();
+    assert_eq!(
+        record.unwrap().seq,
+        3,
+        "and reads on from the segment after it"
+    );
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_appends_go_on() {
     let dir = tempfile::tempdir().unwrap();
