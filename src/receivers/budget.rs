@@ -116,13 +116,13 @@ impl Budget {
 /// The capacity a body's buffer starts with, given its first `arrived` bytes and the
 /// whole length it declares (0: unknown): room for the whole body at once, so that its
 /// bytes are copied once (a 60 KiB gRPC request arrives in four 16 KiB frames), but at
-/// most four times what has arrived (at least 64 KiB), so that a client declaring a
-/// large body and sending a little holds little.
+/// most four times what has arrived, so that what a buffer holds beyond the budget's
+/// reservation stays within three times that reservation (a client declaring a large
+/// body and sending a little holds little).
 fn first_capacity(arrived: usize, declared: usize, limit: usize) -> usize {
-    const AT_LEAST: usize = 64 << 10;
     declared
         .min(limit)
-        .min(arrived.saturating_mul(4).max(AT_LEAST))
+        .min(arrived.saturating_mul(4))
         .max(arrived)
 }
 
@@ -145,11 +145,7 @@ mod tests {
             64 * KIB,
             "at most four times what arrived"
         );
-        assert_eq!(
-            first_capacity(100, 4000 * KIB, limit),
-            64 * KIB,
-            "or 64 KiB"
-        );
+        assert_eq!(first_capacity(100, 4000 * KIB, limit), 400, "a few bytes");
         assert_eq!(
             first_capacity(16 * KIB, 9000 * KIB, 32 * KIB),
             32 * KIB,

@@ -532,8 +532,9 @@ impl Linger {
         self.bytes += bytes;
     }
 
-    /// Whether what was taken since the last call was light; starts a new count.
-    fn is_light(&mut self) -> bool {
+    /// Whether what was taken since the last call was light; starts a new count (the
+    /// worker calls it each time it finds its queue empty).
+    fn was_light(&mut self) -> bool {
         let light = self.batches <= self.light_batches && self.bytes <= self.light_bytes;
         (self.batches, self.bytes) = (0, 0);
         light
@@ -684,7 +685,7 @@ impl Worker {
     /// since it last looked (see [`Linger`]); never past a processor's deadline, nor
     /// while a persistent queue's log has records to read.
     fn linger_if_light(&mut self) {
-        if !self.linger.is_light() || self.durable.as_ref().is_some_and(Durable::behind) {
+        if !self.linger.was_light() || self.durable.as_ref().is_some_and(Durable::behind) {
             return;
         }
         let now = std::time::Instant::now();
@@ -900,26 +901,26 @@ mod tests {
         for _ in 0..32 {
             linger.took(1000);
         }
-        assert!(linger.is_light(), "an eighth of the batches is light");
+        assert!(linger.was_light(), "an eighth of the batches is light");
         for _ in 0..33 {
             linger.took(1000);
         }
-        assert!(!linger.is_light(), "more than an eighth of the batches");
-        assert!(linger.is_light(), "each look starts a new count");
+        assert!(!linger.was_light(), "more than an eighth of the batches");
+        assert!(linger.was_light(), "each look starts a new count");
         linger.took(2 * MIB + 1);
-        assert!(!linger.is_light(), "more than an eighth of the bytes");
+        assert!(!linger.was_light(), "more than an eighth of the bytes");
 
         let mut shared = Linger::new(&QueueRoom::new(256, 16 * MIB), 2);
         for _ in 0..17 {
             shared.took(1000);
         }
-        assert!(!shared.is_light(), "two workers share the queue's room");
+        assert!(!shared.was_light(), "two workers share the queue's room");
     }
 
     #[test]
     fn a_queue_for_one_batch_never_lingers() {
         let mut linger = Linger::new(&QueueRoom::new(1, usize::MAX), 1);
         linger.took(1);
-        assert!(!linger.is_light());
+        assert!(!linger.was_light());
     }
 }
