@@ -158,6 +158,55 @@ fn metrics_request(n: u64, label_sets: u64) -> Bytes {
 const CONNECTIONS: usize = 4;
 const STREAMS_PER_CONNECTION: usize = 8;
 
+/// The `new_traces_pii` requests: one encoded request whose trace ids are written anew
+/// for each (encoding 100 spans per request would take more of the shared core than
+/// sieve's work on them).
+struct NewTraces {
+    framed: Vec<u8>,
+    /// Where each span's trace id lies in `framed`.
+    id_offsets: Vec<usize>,
+}
+
+impl NewTraces {
+    fn new() -> NewTraces {
+        let framed = sieve::grpc::frame(
+            false,
+            &pii_request::traces_request_with_pii_from(SPANS as usize, 1),
+        )
+        .to_vec();
+        let mut from = 0;
+        let id_offsets = (0..SPANS as usize)
+            .map(|i| {
+                let id = pii_request::trace_id(1, i);
+                let at = from
+                    + framed[from..]
+                        .windows(id.len())
+                        .position(|w| w == id)
+                        .expect("every span's trace id is in the request");
+                from = at + id.len();
+                at
+            })
+            .collect();
+        let new_traces = NewTraces { framed, id_offsets };
+        let seventh = pii_request::traces_request_with_pii_from(SPANS as usize, 1 + 7 * SPANS / 2);
+        assert_eq!(
+            new_traces.request(7),
+            sieve::grpc::frame(false, &seventh),
+            "rewriting the trace ids gives the request encoded anew"
+        );
+        new_traces
+    }
+
+    /// Request `n`: the same bytes as `traces_request_with_pii_from(SPANS, 1 + n * SPANS / 2)`.
+    fn request(&self, n: u64) -> Bytes {
+        let mut body = self.framed.clone();
+        for (i, &at) in self.id_offsets.iter().enumerate() {
+            body[at..at + 16].copy_from_slice(&pii_request::trace_id(1 + n * SPANS / 2, i));
+        }
+        Bytes::from(body)
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -181,6 +230,7 @@ async fn main() {
         _ => request::traces_request(SPANS as usize),
     };
     let body = sieve::grpc::frame(false, &body);
+    let new_traces = Arc::new(NewTraces::new());
     let next_request = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -193,13 +243,14 @@ async fn main() {
             .http2_only(true)
             .build_http::<Full<Bytes>>();
         for stream in 0..STREAMS_PER_CONNECTION {
-            let (client, body, sent, refused, target, next_request) = (
+            let (client, body, sent, refused, target, next_request, new_traces) = (
                 client.clone(),
                 body.clone(),
                 sent.clone(),
                 refused.clone(),
                 target.clone(),
                 next_request.clone(),
+                new_traces.clone(),
             );
             let per_worker_interval = rate
                 .map(|r| Duration::from_secs_f64((per_request * workers as u64) as f64 / r as f64));
@@ -216,14 +267,7 @@ async fn main() {
                     let body = match workload {
                         Workload::Traces | Workload::TracesWithPii => body.clone(),
                         Workload::NewTracesWithPii => {
-                            let n = next_request.fetch_add(1, Ordering::Relaxed);
-                            sieve::grpc::frame(
-                                false,
-                                &pii_request::traces_request_with_pii_from(
-                                    SPANS as usize,
-                                    1 + n * SPANS / 2,
-                                ),
-                            )
+                            new_traces.request(next_request.fetch_add(1, Ordering::Relaxed))
                         }
                         Workload::LabelExplosion => metrics_request(
                             next_request.fetch_add(1, Ordering::Relaxed),

@@ -58,16 +58,21 @@ pub fn traces_request_with_pii(spans: usize) -> Bytes {
     traces_request_with_pii_from(spans, 0)
 }
 
+/// The trace id of span `i` of a request whose traces are numbered from `first_trace`
+/// (two spans to a trace), spread over all 128 bits as random ids are (samplers read the
+/// low bits).
+pub fn trace_id(first_trace: u64, i: usize) -> [u8; 16] {
+    ((first_trace + (i / 2) as u64) as u128 * 7919 + 1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+        .to_be_bytes()
+}
+
 /// The same, its traces numbered from `first_trace` (so that each request brings new
 /// traces), every 50th span an error.
 pub fn traces_request_with_pii_from(spans: usize, first_trace: u64) -> Bytes {
     let spans = (0..spans)
         .map(|i| Span {
-            // spread over all 128 bits, as random ids are (samplers read the low bits)
-            trace_id: ((first_trace + (i / 2) as u64) as u128 * 7919 + 1)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-                .to_be_bytes()
-                .to_vec(),
+            trace_id: trace_id(first_trace, i).to_vec(),
             status: (first_trace > 0 && i % 50 == 49).then(|| Status {
                 code: 2,
                 ..Default::default()
