@@ -917,6 +917,51 @@ mod tests {
         assert!(!shared.was_light(), "two workers share the queue's room");
     }
 
+    /// The worker takes a batch that came while it lingered no sooner than [`LINGER`]
+    /// after the batch before it was sent (without the linger, at once).
+    #[test]
+    fn a_worker_that_took_little_lingers_before_it_looks_again() {
+        let ledger = Arc::new(PipelineLedger::default());
+        let (sender, queue) = crossbeam_channel::unbounded();
+        let room = Arc::new(QueueRoom::new(256, usize::MAX));
+        let worker = Worker {
+            queue,
+            linger: Linger::new(&room, 1),
+            room: Arc::clone(&room),
+            chain: Vec::new(),
+            exporters: Vec::new(),
+            hold_encoded: true,
+            ledger: Arc::clone(&ledger),
+            undecodable: Count::default(),
+            durable: None,
+        };
+        let running = std::thread::spawn(move || worker.run());
+        let send = || {
+            let batch = crate::model::tests::traces_batch(1, 1);
+            let bytes = batch.held_bytes();
+            assert!(room.reserve(bytes, 1));
+            sender.send(Queued { batch, bytes }).unwrap();
+        };
+        let emitted = |items: u64| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while ledger.emitted.get() < items {
+                assert!(Instant::now() < deadline, "never emitted");
+                std::thread::yield_now();
+            }
+        };
+        let first_sent = Instant::now();
+        send();
+        emitted(1);
+        send();
+        emitted(2);
+        assert!(
+            first_sent.elapsed() >= LINGER,
+            "the second waited for the linger"
+        );
+        drop(sender);
+        running.join().unwrap();
+    }
+
     #[test]
     fn a_queue_for_one_batch_never_lingers() {
         let mut linger = Linger::new(&QueueRoom::new(1, usize::MAX), 1);
