@@ -1,6 +1,7 @@
 //! Tail sampling cost with 100k live traces of 10 spans: ns per span to take spans in
 //! (group by trace, answer the policies' span questions, append to the trace's buffer)
-//! and to decide and emit held traces; plus RSS per buffered span over its encoded size.
+//! and to decide and emit held traces (the oldest of 100k, and 100 alone); plus RSS per
+//! buffered span over its encoded size.
 //! `cargo bench --bench tail_sampling`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -149,6 +150,37 @@ fn tail_sampling(c: &mut Criterion) {
             },
             BatchSize::LargeInput,
         )
+    });
+    drop(live);
+
+    // Deciding the oldest traces while 100k are live, as a running sampler does: its
+    // table and buffers are larger than the caches.
+    let mut live = sampler(&telemetry);
+    let mut ingested = std::collections::VecDeque::new();
+    let mut next = 0;
+    let mut take_in = |live: &mut TailSampler, ingested: &mut std::collections::VecDeque<_>| {
+        let mut out = Vec::new();
+        live.process(batch(next, 0..SPANS_PER_TRACE), &mut out);
+        next += TRACES_PER_BATCH;
+        ingested.push_back(Instant::now());
+    };
+    for _ in 0..LIVE_TRACES / TRACES_PER_BATCH {
+        take_in(&mut live, &mut ingested);
+    }
+    group.bench_function("decide_oldest_with_100k_live_traces", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                take_in(&mut live, &mut ingested);
+                let oldest_due = ingested.pop_front().unwrap() + Duration::from_secs(3600);
+                let mut out = Vec::new();
+                let started = Instant::now();
+                live.on_tick(oldest_due, &mut out);
+                total += started.elapsed();
+                assert!(!out.is_empty(), "the oldest batch's traces were decided");
+            }
+            total
+        })
     });
     drop(live);
 

@@ -10,9 +10,13 @@
 //!   on as those bytes. Every span-level question of the policies (attributes, status,
 //!   trace state, times) is answered once on arrival into the trace's
 //!   [`policy::TraceSummary`].
-//! * Decisions are due `decision_wait` after a trace's first span; traces wait in a queue
-//!   in arrival order (the wait is the same for all, so the order is the deadline order)
-//!   and a tick decides what is due without scanning the others. With
+//! * Decisions are due `decision_wait` after a trace's first span; traces are held in a
+//!   queue in arrival order (the wait is the same for all, so the order is the deadline
+//!   order) and a tick decides what is due from its front, without scanning the others.
+//!   A table maps each held trace's id to its place in the queue: deciding reads the
+//!   queue in order, where a table of whole traces (several MiB at `num_traces`) would
+//!   cost a cache miss or two per decision; a decided trace leaves an empty place until
+//!   it reaches the front (its bytes counted until then). With
 //!   `decision_wait_after_root`, a second queue decides a trace that long after its root
 //!   span arrived, if sooner. An idle worker may decide late by up to a tenth of the
 //!   shorter wait, at most 100 ms ([`Processor::deadline_slack`]), so that a steady
@@ -112,20 +116,28 @@ impl Hasher for IdHasher {
     }
 }
 
-type TraceTable = HashMap<TraceId, Trace, BuildHasherDefault<IdHasher>>;
+/// The held traces by id: the sequence number of each one's [`Arrival`].
+type TraceTable = HashMap<TraceId, u64, BuildHasherDefault<IdHasher>>;
 
 /// A held trace.
 struct Trace {
     /// Encoded `resource_spans` entries: an `ExportTraceServiceRequest` of its spans.
     buffer: Vec<u8>,
     summary: TraceSummary,
-    /// Tells this trace from an earlier one with the same id in the queues.
-    generation: u64,
     root_seen: bool,
-    /// The log record its first spans came from (with a persistent queue).
-    first_record: Option<u64>,
     /// The request metadata its first spans came with (a tenant), which it leaves with.
     metadata: Option<Metadata>,
+}
+
+/// A trace's place in arrival order: the trace itself until it is decided, then an
+/// empty place until it reaches the front of the queue.
+struct Arrival {
+    /// When the trace is due: `decision_wait` after its first spans.
+    at: Instant,
+    id: TraceId,
+    /// The log record its first spans came from (with a persistent queue).
+    record: Option<u64>,
+    trace: Option<Trace>,
 }
 
 /// Kept data waiting to be emitted with one request metadata: whole traces, and
@@ -139,20 +151,21 @@ struct Outgoing {
     record: Option<u64>,
 }
 
-/// A queued deadline.
+/// A decision due after a root span (`decision_wait_after_root`).
 #[derive(Clone, Copy)]
 struct Due {
     at: Instant,
-    id: TraceId,
-    generation: u64,
-    /// The log record of the trace's first spans (arrival entries only).
-    record: Option<u64>,
+    /// The sequence number of the trace's [`Arrival`].
+    seq: u64,
 }
 
-/// Bytes a held trace costs besides its buffer: its table slot (with the table's spare
-/// room) and its queue entries.
+/// Bytes a held trace costs besides its buffer and its arrival place: its table slot
+/// (with the table's spare room) and a root deadline.
 const TRACE_OVERHEAD: usize =
-    (std::mem::size_of::<(TraceId, Trace)>() + 1) * 8 / 7 + 2 * std::mem::size_of::<Due>();
+    (std::mem::size_of::<(TraceId, u64)>() + 1) * 8 / 7 + std::mem::size_of::<Due>();
+
+/// Bytes an arrival place costs, from its trace's arrival until it leaves the queue.
+const ARRIVAL_OVERHEAD: usize = std::mem::size_of::<Arrival>();
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct PolicyDecisionLabels {
@@ -313,9 +326,11 @@ pub struct TailSampler {
     policies: SharedPolicies,
     predicates: Arc<SpanPredicates>,
     traces: TraceTable,
-    by_arrival: VecDeque<Due>,
+    /// Every trace in arrival order, which is the order they fall due (the wait is the
+    /// same for all); `arrivals[i]` has sequence number `first_seq + i`.
+    arrivals: VecDeque<Arrival>,
+    first_seq: u64,
     by_root: VecDeque<Due>,
-    next_generation: u64,
     bytes_held: usize,
     spans_held: usize,
     budget_bytes: usize,
@@ -372,9 +387,9 @@ impl TailSampler {
                 expected.min(config.num_traces),
                 Default::default(),
             ),
-            by_arrival: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            first_seq: 0,
             by_root: VecDeque::new(),
-            next_generation: 0,
             bytes_held: 0,
             spans_held: 0,
             budget_bytes: config.max_memory_mib.saturating_mul(1 << 20) / shards,
@@ -413,7 +428,8 @@ impl TailSampler {
             );
             return;
         };
-        if !self.traces.contains_key(&id) {
+        let held = self.traces.get(&id).copied();
+        if held.is_none() {
             if let Some(sampled) = self.cached_decision(&id) {
                 let late = if sampled {
                     &self.metrics.late_sampled
@@ -435,25 +451,15 @@ impl TailSampler {
                 return;
             }
         }
-        let generation = self.next_generation;
-        let trace = self.traces.entry(id).or_insert_with(|| Trace {
-            buffer: Vec::new(),
-            summary: TraceSummary::default(),
-            generation,
-            root_seen: false,
-            first_record: self.current_record,
-            metadata: self.current_metadata.clone(),
-        });
-        if trace.generation == generation {
-            self.next_generation += 1;
-            self.bytes_held += TRACE_OVERHEAD;
-            self.by_arrival.push_back(Due {
-                at: now + self.config.decision_wait,
-                id,
-                generation,
-                record: self.current_record,
-            });
-        }
+        let seq = held.unwrap_or_else(|| self.hold_new(id, now));
+        let Some(trace) = self
+            .arrivals
+            .get_mut((seq - self.first_seq) as usize)
+            .and_then(|arrival| arrival.trace.as_mut())
+        else {
+            debug_assert!(false, "the trace table names held traces only");
+            return;
+        };
         let capacity_before = trace.buffer.capacity();
         ingest::encode_group(&mut trace.buffer, group, source, spans);
         self.bytes_held += trace.buffer.capacity() - capacity_before;
@@ -469,11 +475,49 @@ impl TailSampler {
             trace.root_seen = true;
             self.by_root.push_back(Due {
                 at: now + self.config.decision_wait_after_root,
-                id,
-                generation: trace.generation,
-                record: None,
+                seq,
             });
         }
+    }
+
+    /// Starts holding a trace not held: its arrival place and its table entry.
+    fn hold_new(&mut self, id: TraceId, now: Instant) -> u64 {
+        let seq = self.first_seq + self.arrivals.len() as u64;
+        self.arrivals.push_back(Arrival {
+            at: now + self.config.decision_wait,
+            id,
+            record: self.current_record,
+            trace: Some(Trace {
+                buffer: Vec::new(),
+                summary: TraceSummary::default(),
+                root_seen: false,
+                metadata: self.current_metadata.clone(),
+            }),
+        });
+        self.traces.insert(id, seq);
+        self.bytes_held += TRACE_OVERHEAD + ARRIVAL_OVERHEAD;
+        seq
+    }
+
+    /// Takes the trace of arrival `seq` out of those held, if it is not decided yet.
+    fn take(&mut self, seq: u64) -> Option<(TraceId, Option<u64>, Trace)> {
+        let arrival = self
+            .arrivals
+            .get_mut(seq.checked_sub(self.first_seq)? as usize)?;
+        let trace = arrival.trace.take()?;
+        self.traces.remove(&arrival.id);
+        Some((arrival.id, arrival.record, trace))
+    }
+
+    /// Takes the oldest arrival place off the queue, with its trace if not decided yet.
+    fn pop_oldest(&mut self) -> Option<Arrival> {
+        let arrival = self.arrivals.pop_front()?;
+        self.first_seq += 1;
+        self.bytes_held -= ARRIVAL_OVERHEAD;
+        if arrival.trace.is_some() {
+            self.traces.remove(&arrival.id);
+        }
+        Some(arrival)
     }
 
     fn cached_decision(&mut self, id: &TraceId) -> Option<bool> {
@@ -505,21 +549,15 @@ impl TailSampler {
         self.metrics.traces_decided[trigger_at][usize::from(!sampled)].inc();
     }
 
-    /// Decides a held trace, if `due` still names it.
-    fn decide_due(&mut self, due: &Due, trigger: Trigger, now: Instant) -> bool {
-        match self.traces.get(&due.id) {
-            Some(trace) if trace.generation == due.generation => {
-                self.decide(due.id, trigger, now);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn decide(&mut self, id: TraceId, trigger: Trigger, now: Instant) {
-        let Some(trace) = self.traces.remove(&id) else {
-            return;
-        };
+    /// Decides a trace taken out of those held, whose first spans came from `record`.
+    fn decide(
+        &mut self,
+        id: TraceId,
+        record: Option<u64>,
+        trace: Trace,
+        trigger: Trigger,
+        now: Instant,
+    ) {
         self.bytes_held -= trace.buffer.capacity() + TRACE_OVERHEAD;
         self.spans_held -= trace.summary.spans as usize;
         let now_second = now.duration_since(self.started).as_secs();
@@ -540,23 +578,30 @@ impl TailSampler {
             let outgoing = self.out.entry(trace.metadata).or_default();
             outgoing.parts.push(Bytes::from(bytes));
             outgoing.items += trace.summary.spans as usize;
-            outgoing.record = oldest(outgoing.record, trace.first_record);
+            outgoing.record = oldest(outgoing.record, record);
         }
     }
 
     /// Decides the oldest traces while over `num_traces` or the memory budget.
     fn enforce_budget(&mut self, now: Instant) {
         while self.traces.len() > self.config.num_traces || self.bytes_held > self.budget_bytes {
-            let Some(due) = self.by_arrival.pop_front() else {
+            let Some(arrival) = self.pop_oldest() else {
                 break;
             };
-            if !self.decide_due(&due, Trigger::DecidedEarly, now) {
+            let Some(trace) = arrival.trace else {
                 continue;
-            }
+            };
+            self.decide(
+                arrival.id,
+                arrival.record,
+                trace,
+                Trigger::DecidedEarly,
+                now,
+            );
             let waited = self
                 .config
                 .decision_wait
-                .saturating_sub(due.at.saturating_duration_since(now));
+                .saturating_sub(arrival.at.saturating_duration_since(now));
             if waited < self.config.decision_wait / 2 && self.fallback.is_none() {
                 self.start_fallback();
             }
@@ -589,15 +634,22 @@ impl TailSampler {
 
     /// Decides every queued trace due by `now`.
     fn decide_due_traces(&mut self, now: Instant) {
-        while let Some(due) = self.by_root.front().filter(|d| d.at <= now) {
-            let due = *due;
+        while let Some(due) = self.by_root.front().filter(|d| d.at <= now).copied() {
             self.by_root.pop_front();
-            self.decide_due(&due, Trigger::Root, now);
+            if let Some((id, record, trace)) = self.take(due.seq) {
+                self.decide(id, record, trace, Trigger::Root, now);
+            }
         }
-        while let Some(due) = self.by_arrival.front().filter(|d| d.at <= now) {
-            let due = *due;
-            self.by_arrival.pop_front();
-            self.decide_due(&due, Trigger::DecisionWait, now);
+        while self.arrivals.front().is_some_and(|a| a.at <= now) {
+            if let Some(Arrival {
+                id,
+                record,
+                trace: Some(trace),
+                ..
+            }) = self.pop_oldest()
+            {
+                self.decide(id, record, trace, Trigger::DecisionWait, now);
+            }
         }
     }
 
@@ -704,12 +756,12 @@ impl Processor for TailSampler {
     /// The oldest arrival entry's record: entries are in arrival order, so no held
     /// trace came from an older record (a decided trace's entry only makes it older).
     fn oldest_record(&self) -> Option<u64> {
-        self.by_arrival.front().and_then(|due| due.record)
+        self.arrivals.front().and_then(|arrival| arrival.record)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let root = self.by_root.front().map(|d| d.at);
-        let arrival = self.by_arrival.front().map(|d| d.at);
+        let arrival = self.arrivals.front().map(|a| a.at);
         root.into_iter().chain(arrival).min()
     }
 
@@ -726,8 +778,10 @@ impl Processor for TailSampler {
     fn flush(&mut self, out: &mut Vec<Batch>) {
         let now = Instant::now();
         self.by_root.clear();
-        while let Some(due) = self.by_arrival.pop_front() {
-            self.decide_due(&due, Trigger::Shutdown, now);
+        while let Some(arrival) = self.pop_oldest() {
+            if let Some(trace) = arrival.trace {
+                self.decide(arrival.id, arrival.record, trace, Trigger::Shutdown, now);
+            }
         }
         self.emit(out);
     }

@@ -632,6 +632,32 @@ fn deadlines_are_exact_and_an_idle_worker_may_meet_them_a_tick_late() {
 }
 
 #[test]
+fn a_trace_decided_at_its_root_keeps_its_place_counted_until_the_place_is_due() {
+    let yaml = "decision_wait: 30s
+decision_wait_after_root: 2s
+policies: [{name: all, type: always_sample}]";
+    let (mut s, _t) = sampler(config(yaml));
+    let mut out = Vec::new();
+    s.process(batch_of(vec![span(1, 0)]), &mut out);
+    s.process(batch_of(vec![span(2, 1)]), &mut out);
+    let root_due = s.next_deadline().unwrap();
+    s.on_tick(root_due, &mut out);
+    assert_eq!(kept_traces(&spans_of(std::mem::take(&mut out))), BTreeSet::from([1]));
+    assert_eq!(s.traces_held(), 1);
+    let with_place = s.bytes_held();
+    let place_due = s.next_deadline().expect("trace 1's place is first in the queue");
+    assert!(place_due > root_due + Duration::from_secs(20));
+    s.on_tick(place_due, &mut out);
+    assert!(out.is_empty(), "the empty place decides nothing");
+    assert!(s.bytes_held() < with_place, "leaving, the place gives its bytes back");
+    let trace_due = s.next_deadline().unwrap();
+    s.on_tick(trace_due, &mut out);
+    assert_eq!(kept_traces(&spans_of(out)), BTreeSet::from([2]));
+    assert_eq!(s.bytes_held(), 0, "memory accounting returns to zero");
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
 fn a_root_span_brings_the_decision_forward() {
     let yaml = "decision_wait: 30s
 decision_wait_after_root: 2s
