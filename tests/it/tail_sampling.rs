@@ -264,3 +264,79 @@ service:
         grown >> 20
     );
 }
+
+/// `redaction` before a tail sampler whose policies read no attribute runs after it: the
+/// same traces are kept, every span that leaves is redacted, and redaction worked on the
+/// kept spans only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_before_tail_sampling_redacts_every_kept_span_and_no_other() {
+    let sink = Sink::start().await;
+    let config = format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{{grpc}}
+processors:
+  redaction:
+    allow_all_keys: true
+    blocked_values: ['child-[0-9]']
+  tail_sampling:
+    decision_wait: 1s
+    policies:
+{POLICIES}
+exporters:
+  otlp:
+    endpoint: {}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [redaction, tail_sampling]
+      exporters: [otlp]
+",
+        sink.grpc_endpoint()
+    );
+    let sieve = Sieve::start(&config);
+    let total = 200;
+    let endpoint = format!("http://127.0.0.1:{}", sieve.grpc);
+    tokio::task::spawn_blocking(move || send_traces(endpoint, 0..total))
+        .await
+        .unwrap();
+    sieve.wait_metric(
+        "sieve_tail_sampling_traces_decided_total",
+        &[],
+        Duration::from_secs(30),
+        |n| n >= total as f64,
+    );
+    sieve.wait_metric(
+        "sieve_exporter_sent_items_total",
+        &[],
+        Duration::from_secs(20),
+        |n| n > 0.0 && n as usize == sink.with(|r| r.span_count()),
+    );
+    let kept_traces = sink.with(|r| {
+        check_kept(r, total);
+        let names: Vec<&str> = r
+            .traces
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert!(
+            names.iter().all(|name| !name.contains("child-")),
+            "every kept span is redacted: {names:?}"
+        );
+        spans_by_index(r).len()
+    });
+    let redactions = sieve.metric("sieve_processor_redactions_total", &[]);
+    assert_eq!(
+        redactions,
+        (kept_traces * (SPANS_PER_TRACE - 1)) as f64,
+        "the two child names of each kept trace, and of no other trace, were redacted"
+    );
+}

@@ -129,6 +129,42 @@ pub struct PolicyConfig {
     pub composite: Option<CompositeConfig>,
 }
 
+impl TailSamplingConfig {
+    /// Whether every policy decides on what `redaction` never changes — span times,
+    /// status codes, trace ids and span counts — so that redacting before or after
+    /// sampling gives the same decisions. Attribute and trace state policies read what
+    /// it may mask or remove.
+    pub fn decides_on_what_redaction_keeps(&self) -> bool {
+        self.policies
+            .iter()
+            .all(PolicyConfig::reads_what_redaction_keeps)
+    }
+}
+
+impl PolicyConfig {
+    fn reads_what_redaction_keeps(&self) -> bool {
+        let all = |policies: &[PolicyConfig]| policies.iter().all(Self::reads_what_redaction_keeps);
+        match self.kind {
+            PolicyType::AlwaysSample
+            | PolicyType::Latency
+            | PolicyType::StatusCode
+            | PolicyType::Probabilistic
+            | PolicyType::SpanCount
+            | PolicyType::RateLimiting => true,
+            PolicyType::StringAttribute
+            | PolicyType::NumericAttribute
+            | PolicyType::BooleanAttribute
+            | PolicyType::TraceState => false,
+            PolicyType::And => self.and.as_ref().is_some_and(|c| all(&c.and_sub_policy)),
+            PolicyType::Drop => self.drop.as_ref().is_some_and(|c| all(&c.drop_sub_policy)),
+            PolicyType::Composite => self
+                .composite
+                .as_ref()
+                .is_some_and(|c| all(&c.composite_sub_policy)),
+        }
+    }
+}
+
 /// `latency:` the trace's duration, from its earliest start to its latest end.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -642,14 +642,22 @@ policies: [{name: all, type: always_sample}]";
     s.process(batch_of(vec![span(2, 1)]), &mut out);
     let root_due = s.next_deadline().unwrap();
     s.on_tick(root_due, &mut out);
-    assert_eq!(kept_traces(&spans_of(std::mem::take(&mut out))), BTreeSet::from([1]));
+    assert_eq!(
+        kept_traces(&spans_of(std::mem::take(&mut out))),
+        BTreeSet::from([1])
+    );
     assert_eq!(s.traces_held(), 1);
     let with_place = s.bytes_held();
-    let place_due = s.next_deadline().expect("trace 1's place is first in the queue");
+    let place_due = s
+        .next_deadline()
+        .expect("trace 1's place is first in the queue");
     assert!(place_due > root_due + Duration::from_secs(20));
     s.on_tick(place_due, &mut out);
     assert!(out.is_empty(), "the empty place decides nothing");
-    assert!(s.bytes_held() < with_place, "leaving, the place gives its bytes back");
+    assert!(
+        s.bytes_held() < with_place,
+        "leaving, the place gives its bytes back"
+    );
     let trace_due = s.next_deadline().unwrap();
     s.on_tick(trace_due, &mut out);
     assert_eq!(kept_traces(&spans_of(out)), BTreeSet::from([2]));
