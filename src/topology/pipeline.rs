@@ -943,6 +943,26 @@ mod tests {
         assert_eq!(order_of("by_status redaction"), "by_status redaction");
     }
 
+    /// The pipeline's only worker, running `chain` with no exporters or persistent queue.
+    fn lone_worker(
+        queue: Receiver<Queued>,
+        room: &Arc<QueueRoom>,
+        chain: Vec<Stage>,
+        ledger: &Arc<PipelineLedger>,
+    ) -> Worker {
+        Worker {
+            queue,
+            linger: Linger::new(room, 1),
+            room: Arc::clone(room),
+            chain,
+            exporters: Vec::new(),
+            hold_encoded: true,
+            ledger: Arc::clone(ledger),
+            undecodable: Count::default(),
+            durable: None,
+        }
+    }
+
     /// Found in review: with the queue never empty, a batch processor's timeout never
     /// fired, so a batch that never reached its size was held for as long as load lasted.
     #[test]
@@ -960,24 +980,15 @@ mod tests {
             assert!(room.reserve(queued.bytes, 1));
             sender.send(queued).unwrap();
         }
-        let worker = Worker {
-            queue,
-            linger: Linger::new(&room, 1),
-            room,
-            chain: vec![Stage {
-                processor: Box::new(BatchProcessor::new(BatchConfig {
-                    send_batch_size: usize::MAX,
-                    timeout: Duration::from_millis(5),
-                    ..Default::default()
-                })),
-                removed: Count::default(),
-            }],
-            exporters: Vec::new(),
-            hold_encoded: true,
-            ledger: Arc::clone(&ledger),
-            undecodable: Count::default(),
-            durable: None,
+        let batching = Stage {
+            processor: Box::new(BatchProcessor::new(BatchConfig {
+                send_batch_size: usize::MAX,
+                timeout: Duration::from_millis(5),
+                ..Default::default()
+            })),
+            removed: Count::default(),
         };
+        let worker = lone_worker(queue, &room, vec![batching], &ledger);
         let running = std::thread::spawn(move || worker.run());
         let deadline = Instant::now() + Duration::from_secs(30);
         while ledger.emitted.get() == 0 {
@@ -1021,17 +1032,7 @@ mod tests {
         let ledger = Arc::new(PipelineLedger::default());
         let (sender, queue) = crossbeam_channel::unbounded();
         let room = Arc::new(QueueRoom::new(256, usize::MAX));
-        let worker = Worker {
-            queue,
-            linger: Linger::new(&room, 1),
-            room: Arc::clone(&room),
-            chain: Vec::new(),
-            exporters: Vec::new(),
-            hold_encoded: true,
-            ledger: Arc::clone(&ledger),
-            undecodable: Count::default(),
-            durable: None,
-        };
+        let worker = lone_worker(queue, &room, Vec::new(), &ledger);
         let running = std::thread::spawn(move || worker.run());
         let send = || {
             let batch = crate::model::tests::traces_batch(1, 1);

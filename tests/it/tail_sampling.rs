@@ -312,12 +312,14 @@ service:
         Duration::from_secs(30),
         |n| n >= total as f64,
     );
-    sieve.wait_metric(
-        "sieve_exporter_sent_items_total",
-        &[],
-        Duration::from_secs(20),
-        |n| n > 0.0 && n as usize == sink.with(|r| r.span_count()),
-    );
+    let sampled = sieve.metric(
+        "sieve_tail_sampling_traces_decided_total",
+        &[("decision", "sampled")],
+    ) as usize;
+    sink.wait_for(Duration::from_secs(20), "every kept span", |r| {
+        r.span_count() == sampled * SPANS_PER_TRACE
+    })
+    .await;
     let kept_traces = sink.with(|r| {
         check_kept(r, total);
         let names: Vec<&str> = r
